@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv (python3 >= 3.10), install the pinned torch for this machine kind and the
+# project with the extras they need. Installs are stamped, so a second run does not reinstall.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.pand-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test demo latency-baseline clean
+
+$(PY):
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pand needs Python >= 3.10"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PIP) install --quiet $(TORCH_PIN)
+	$(PIP) install --quiet -e '.[train,export,runtime,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m pand.demo --run-dir runs/demo
+
+latency-baseline: $(STAMP)
+	PAND_LATENCY_RECORD=1 $(PY) -m pytest -m latency tests/latency
+
+clean:
+	rm -rf runs/demo .pytest_cache

@@ -1,0 +1,107 @@
+"""``pand-train``: the command line of the training library (thin; all work lives in :mod:`pand.train`)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+STAGES = ("all", "psc", "nsd")
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"pand-train: error: {msg}", err=True)
+    sys.exit(2)
+
+
+def resolve_run_dir(cfg, run_dir: str | None) -> Path:
+    """``--run-dir`` > ``run_dir`` in the config > ``runs/<name>``."""
+    if run_dir:
+        return Path(run_dir)
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    return Path("runs") / str(cfg.name)
+
+
+def _dry_run(cfg) -> None:
+    from pand.data import build_splits
+
+    splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
+    click.echo(f"dataset: {cfg.data.name}  root: {splits.root}")
+    click.echo(f"classes: {len(splits.class_names)}")
+    for name in ("train", "val", "test"):
+        ds = getattr(splits, name)
+        click.echo(f"{name:>5}: {len(ds) if ds is not None else 0} images")
+    if splits.base_classes is not None:
+        click.echo(f"base/novel classes: {len(splits.base_classes)}/{len(splits.novel_classes)}")
+    examples = ", ".join(splits.class_names[:3])
+    click.echo(f"first classes: {examples}{', ...' if len(splits.class_names) > 3 else ''}")
+
+
+def _launch_ddp(devices: int, argv: Sequence[str]) -> int:
+    """Re-run this command under torch.distributed's own launcher (torchrun) with ``devices`` processes."""
+    from torch.distributed.run import main as torchrun_main
+
+    args = ["--standalone", f"--nproc_per_node={devices}", "-m", "pand.cli", *argv]
+    click.echo(f"launching {devices} processes with torchrun: torchrun {' '.join(args)}")
+    torchrun_main(args)
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "ignore_unknown_options": True})
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
+@click.option("--print-config", is_flag=True, help="Print the merged configuration and exit.")
+@click.option("--dry-run", is_flag=True, help="Build the datasets and splits, print class and image counts, exit.")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Where the run writes (default runs/<name>).")
+@click.option("--stage", type=click.Choice(STAGES), default="all", show_default=True,
+              help="Run only Stage PSC, only Stage NSD (reusing a PSC artifact), or the whole recipe.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run directory.")
+def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
+    """Train with a pand recipe: Stage PSC (CoOp anchors) then Stage NSD (student distillation).
+
+    CONFIG is a YAML file such as configs/tiny.yaml. OVERRIDES are key=value pairs applied last:
+    pick a group file with group=name (data=oxford_pets, recipe=vl2lite, student=mobilenet_v2) or set a
+    value with a dotted key (nsd.nlrd.k=5, trainer.devices=4, data.root=/data/CUB_200_2011).
+
+    \b
+    Examples:
+      pand-train configs/tiny.yaml --dry-run
+      pand-train configs/tiny.yaml recipe=pand --run-dir runs/tiny
+      pand-train configs/cub_resnet18.yaml data.root=/data/CUB_200_2011 trainer.devices=4
+    """
+    from pand.config import ConfigError, load_config, to_yaml
+    from pand.errors import PandError
+
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+    if print_config:
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    try:
+        if dry_run:
+            _dry_run(cfg)
+            return
+        if cfg.trainer.devices > 1 and "LOCAL_RANK" not in os.environ:
+            argv = [config, *overrides, "--stage", stage]
+            argv += ["--run-dir", str(resolve_run_dir(cfg, run_dir))]
+            if resume:
+                argv.append("--resume")
+            sys.exit(_launch_ddp(int(cfg.trainer.devices), argv))
+        from pand.train import run
+
+        run(cfg, resolve_run_dir(cfg, run_dir), stage=stage, resume=resume)
+    except (ConfigError, PandError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="pand-train")
+
+
+if __name__ == "__main__":
+    main()

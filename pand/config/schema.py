@@ -1,0 +1,250 @@
+"""Structured (dataclass) schema of a pand run configuration.
+
+The YAML files under ``configs/`` are merged onto these dataclasses with OmegaConf, so an unknown
+key, a wrong type or a missing required value fails before any work starts (see
+:mod:`pand.config.loader`). Each section belongs to one part of the toolchain:
+
+* ``data``     -> :mod:`pand.data` (one YAML per dataset in ``configs/data/``)
+* ``teacher``  -> :mod:`pand.models.teacher` (``configs/teacher/``)
+* ``student``  -> :mod:`pand.models.students` (``configs/student/``)
+* ``recipe``   -> which stages run and which loss terms are on (``configs/recipe/``)
+* ``trainer``  -> devices, precision, seed, workers (``configs/trainer/``)
+* ``psc``      -> Stage PSC (CoOp prompt learning on cached teacher features)
+* ``nsd``      -> Stage NSD (student distillation)
+* ``promptkd`` -> the PromptKD recipe
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+DATASETS = (
+    "cub_200_2011",
+    "fgvc_aircraft",
+    "oxford_pets",
+    "stanford_dogs",
+    "stanford_cars",
+    "flowers102",
+    "dtd",
+    "nabirds",
+    "imagefolder",
+    "synthetic",
+)
+RECIPES = ("ce", "vl2lite", "pand", "promptkd")
+
+
+@dataclass
+class SyntheticCfg:
+    """Generator settings of the procedural FGVC benchmark (``data.name=synthetic``)."""
+
+    seed: int = 0
+    image_size: int = 64
+    train_per_class: int = 40
+    test_per_class: int = 20
+    val_per_class: int = 0  # 0: validation is carved out of train like every other dataset
+    # attribute axes used; the class set is their cartesian product (>= 24 classes)
+    num_body_colors: int = 4
+    num_wing_patterns: int = 3
+    num_beak_shapes: int = 2
+    num_crests: int = 1
+    base_fraction: float = 0.5
+
+
+@dataclass
+class DataCfg:
+    """One dataset on disk, read in its official layout."""
+
+    name: str = MISSING  # one of DATASETS
+    root: Optional[str] = None  # dataset location; required for all but synthetic
+    template: str = "a photo of a {}."  # hand-crafted prompt template, '{}' = class name
+    class_names: Optional[List[str]] = None  # override the names read from the dataset files
+    val_fraction: float = 0.1  # held out of train, stratified, seeded
+    val_seed: int = 0
+    skip_corrupt: bool = False  # skip unreadable images with a warning count instead of failing
+    labels_per_class: Optional[int] = None  # label budget: keep N labelled train images per class
+    aircraft_level: str = "variant"  # fgvc_aircraft: variant | family | manufacturer
+    dtd_partition: int = 1  # dtd: which of the 10 official splits (labels/train<k>.txt)
+    flowers_use_val: bool = False  # flowers102: official val split instead of a held-out one
+    synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
+
+
+@dataclass
+class TeacherCfg:
+    """A frozen open_clip model: ``arch`` + ``pretrained`` (open_clip tag or local file)."""
+
+    arch: str = MISSING
+    pretrained: Optional[str] = None  # open_clip pretrained tag, local checkpoint path, or null (random init)
+    image_size: Optional[int] = None  # force a different input size
+    precision: str = "fp32"  # fp32 | amp (bf16/fp16 autocast on CUDA only)
+    batch_size: int = 64  # feature-extraction batch
+
+
+@dataclass
+class StudentCfg:
+    """A lightweight classifier from the student registry (:func:`pand.models.create_student`)."""
+
+    arch: str = "resnet18"
+    pretrained: bool = False  # torchvision ImageNet weights (downloads) or a local path via `weights`
+    weights: Optional[str] = None  # local file with backbone weights (safetensors or torch state dict)
+    image_size: int = 224
+    resize_size: Optional[int] = None  # eval resize of the shorter side; default image_size / 0.875
+    interpolation: str = "bilinear"
+    mean: List[float] = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
+    std: List[float] = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
+    augment: str = "standard"  # standard (random resized crop + flip) | pand_reference (ALGORITHMS.md 2.2)
+
+
+@dataclass
+class RecipeCfg:
+    """Which method: ce | vl2lite | pand | promptkd."""
+
+    name: str = MISSING
+    use_teacher: bool = True
+    anchors: str = "psc"  # psc (learned CoOp anchors) | handcrafted (template through the text tower)
+    use_nlrd: bool = True
+    kl_reduction: str = "batchmean"  # batchmean (PAND) | vl2lite (elementwise mean * C/2)
+
+
+@dataclass
+class TrainerCfg:
+    """Where and how training runs."""
+
+    devices: int = 1  # >1 launches DDP through torchrun (torch.distributed.run)
+    accelerator: str = "auto"  # auto | cpu | cuda
+    backend: Optional[str] = None  # nccl on CUDA, gloo on CPU when null
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (AMP on CUDA only)
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the student
+    seed: int = 0
+    deterministic: bool = False
+    num_workers: int = 2
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    log_every: int = 10
+    tensorboard: bool = True
+
+
+@dataclass
+class PSCCfg:
+    """Stage PSC: CoOp context prompts on cached, L2-normalised teacher image features."""
+
+    enabled: bool = True
+    n_ctx: int = 16
+    ctx_init: Optional[str] = None  # e.g. "a photo of a"; null = random N(0, 0.02^2)
+    csc: bool = False  # class-specific context
+    class_token_position: str = "end"  # end | middle | front
+    prompt_form: str = "template"  # template (seed: ctx + templated sentence) | coop (ctx + name + ".")
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 200
+    batch_size: int = 32
+    warmup_epochs: int = 0
+    patience: int = 50  # early stopping on val accuracy; 0 = off
+    grad_clip: float = 1.0
+    artifact: Optional[str] = None  # use this learned_text_features file instead of training
+
+
+@dataclass
+class NLRDCfg:
+    k: int = 3
+    weight: float = 1.0
+    lam: float = 1.0
+
+
+@dataclass
+class TeacherCacheCfg:
+    """Teacher-feature cache with augmentation replay (0 views = live teacher)."""
+
+    views: int = 0
+    shard_size: int = 4096
+
+
+@dataclass
+class NSDCfg:
+    """Stage NSD: student distillation (CE + L1 + KL text-logit + NLRD)."""
+
+    epochs: int = 300
+    batch_size: int = 128  # global batch, divided by the number of devices
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine over the whole run | step | none
+    eta_min: float = 1e-5
+    step_size: int = 30
+    gamma: float = 0.5
+    warmup_epochs: int = 0
+    temperature: float = 2.0
+    logit_scale: float = 14.285714285714286  # s0 = 1/0.07
+    grad_clip: float = 0.0
+    ce_ramp: float = 8.0  # w_ce = clip(epoch / (ce_ramp * epochs), 0, 1)
+    nlrd: NLRDCfg = field(default_factory=NLRDCfg)
+    teacher_cache: TeacherCacheCfg = field(default_factory=TeacherCacheCfg)
+    eval_every: int = 1
+
+
+@dataclass
+class PromptKDCfg:
+    """PromptKD: unlabeled distillation into a smaller prompted CLIP image encoder."""
+
+    student_arch: str = MISSING  # open_clip architecture of the student image encoder
+    student_pretrained: Optional[str] = None
+    n_ctx_vision: int = 4
+    prompt_depth: int = 9
+    train_layernorm: bool = False
+    regime: str = "inductive"  # inductive (base-class train images only) | transductive (opt-in)
+    temperature: float = 1.0
+    kd_weight: float = 1.0
+    optimizer: str = "sgd"
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 20
+    batch_size: int = 8
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    teacher_prompts: str = "psc"  # psc | handcrafted: where the pre-stored class vectors come from
+    cross_eval: List[str] = field(default_factory=list)  # other data configs to evaluate on
+
+
+@dataclass
+class RunCfg:
+    """Root of a pand run configuration."""
+
+    name: str = "run"
+    run_dir: Optional[str] = None  # default runs/<name>
+    cache_dir: str = ".cache/pand"
+    data: DataCfg = field(default_factory=DataCfg)
+    teacher: TeacherCfg = field(default_factory=TeacherCfg)
+    student: StudentCfg = field(default_factory=StudentCfg)
+    recipe: RecipeCfg = field(default_factory=RecipeCfg)
+    trainer: TrainerCfg = field(default_factory=TrainerCfg)
+    psc: PSCCfg = field(default_factory=PSCCfg)
+    nsd: NSDCfg = field(default_factory=NSDCfg)
+    promptkd: PromptKDCfg = field(default_factory=PromptKDCfg)
+
+
+# Values checked after merging (OmegaConf checks keys and types; these check choices).
+CHOICES = {
+    "data.name": DATASETS,
+    "recipe.name": RECIPES,
+    "recipe.anchors": ("psc", "handcrafted"),
+    "recipe.kl_reduction": ("batchmean", "vl2lite"),
+    "teacher.precision": ("fp32", "amp"),
+    "student.interpolation": ("bilinear", "bicubic", "nearest"),
+    "student.augment": ("standard", "pand_reference", "none"),
+    "trainer.accelerator": ("auto", "cpu", "cuda"),
+    "trainer.precision": ("fp32", "bf16", "fp16"),
+    "psc.class_token_position": ("end", "middle", "front"),
+    "psc.prompt_form": ("template", "coop"),
+    "psc.optimizer": ("sgd", "adamw"),
+    "nsd.optimizer": ("adamw", "sgd"),
+    "nsd.scheduler": ("cosine", "step", "none"),
+    "promptkd.regime": ("inductive", "transductive"),
+    "promptkd.optimizer": ("sgd", "adamw"),
+    "promptkd.teacher_prompts": ("psc", "handcrafted"),
+    "data.aircraft_level": ("variant", "family", "manufacturer"),
+}

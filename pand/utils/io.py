@@ -1,0 +1,99 @@
+"""Atomic writes, hashing and safe tensor files.
+
+Every file pand writes goes to a temporary file in the same directory and is then renamed over
+the target (``os.replace``), so a crash, an interrupt or a full disk never leaves a half-written file
+that a later run could read back. Tensors are stored as safetensors; pickles are never loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+__all__ = [
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
+    "sha256_bytes", "save_tensors", "load_tensors", "read_json",
+]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
+
+    The parent directory is created. On any exception the temporary file is removed and the
+    target is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, "r", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, Any]] = None) -> None:
+    """Atomically write torch tensors as safetensors; ``metadata`` values are JSON-encoded strings."""
+    from safetensors.torch import save_file
+
+    meta = {str(k): json.dumps(v, default=str) for k, v in (metadata or {}).items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[Dict[str, Any], Dict[str, Any]]:
+    """Read a safetensors file written by :func:`save_tensors`: ``(tensors, metadata)``."""
+    from safetensors import safe_open
+
+    tensors, meta = {}, {}
+    with safe_open(str(path), framework="pt", device=device) as f:
+        for k, v in (f.metadata() or {}).items():
+            try:
+                meta[k] = json.loads(v)
+            except json.JSONDecodeError:
+                meta[k] = v
+        for k in f.keys():
+            tensors[k] = f.get_tensor(k)
+    return tensors, meta
