@@ -79,6 +79,7 @@ class TeacherCfg:
     image_size: Optional[int] = None  # force a different input size
     precision: str = "fp32"  # fp32 | amp (bf16/fp16 autocast on CUDA only)
     batch_size: int = 64  # feature-extraction batch
+    seed: int = 0  # random-init seed when pretrained is null (makes the random teacher reproducible)
 
 
 @dataclass

@@ -1,0 +1,335 @@
+"""The frozen open_clip teacher (:func:`create_teacher`).
+
+Any open_clip model is a teacher: ``teacher.arch`` names the architecture (a built-in open_clip config or
+one of the tiny configs shipped in ``pand/models/model_configs/``, registered with
+``open_clip.add_model_config`` when this module is imported) and ``teacher.pretrained`` the weights:
+
+* an open_clip pretrained tag (``laion2b_s34b_b82k_augreg_soup``, ``openai``...): the real
+  ``open_clip.create_model_and_transforms`` call, which downloads the weights when online;
+* a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``; read with ``weights_only=True``);
+* ``null``: random initialisation, seeded by ``teacher.seed`` (tests and the offline demo).
+
+The teacher is frozen (``requires_grad_(False)``), in eval mode, and stays in eval mode: :meth:`Teacher.train`
+is a no-op for the wrapped model, as in open_clip's ``DistillCLIPTask``.
+
+``Teacher.identity`` is ``"arch|pretrained|<sha256[:16]>"``, the hash being that of the weights file or, for
+random init, of the state dict. Caches and artifacts are keyed on it, so another teacher never reuses them.
+
+Not verified here (no network, no GPU): downloading a real tag, and the AMP path (``teacher.precision=amp``),
+which is only taken on CUDA.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from pand.errors import PandError
+
+__all__ = [
+    "MODEL_CONFIG_DIR", "TINY_TEACHERS", "Teacher", "create_teacher", "register_model_configs", "state_dict_sha256",
+    "same_teacher", "split_identity", "teacher_summary",
+]
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+TINY_TEACHERS = ("pand-tiny-vit", "pand-tiny-vit-s")
+_REGISTERED = False
+_FILE_HASHES: Dict[Tuple[str, int, int], str] = {}
+
+
+def register_model_configs() -> None:
+    """Register pand's open_clip model configs (``pand/models/model_configs/*.json``) once per process."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    import open_clip
+
+    if MODEL_CONFIG_DIR.is_dir():
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    _REGISTERED = True
+
+
+register_model_configs()
+
+
+def _file_sha256(path: str) -> str:
+    """sha256 of a file, memoised per process on (path, size, mtime) - teacher checkpoints can be GBs."""
+    from pand.utils.io import sha256_file
+
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = sha256_file(path)
+    return _FILE_HASHES[key]
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """sha256 over the (sorted) names, dtypes, shapes and bytes of a module's state dict."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def split_identity(identity: str) -> Tuple[str, str, str]:
+    """``"arch|pretrained|hash"`` -> ``(arch, pretrained, hash)``; the pretrained part may itself hold ``|``."""
+    parts = str(identity).split("|")
+    if len(parts) < 3:
+        return str(identity), "", ""
+    return parts[0], "|".join(parts[1:-1]), parts[-1]
+
+
+def same_teacher(a: str, b: str) -> bool:
+    """Whether two identities name the same weights: same arch and same weights hash.
+
+    The ``pretrained`` spelling is ignored, so a tag and a local copy of the same file match.
+    """
+    arch_a, _, hash_a = split_identity(a)
+    arch_b, _, hash_b = split_identity(b)
+    if not hash_a or not hash_b:
+        return str(a) == str(b)
+    return arch_a == arch_b and hash_a == hash_b
+
+
+class Teacher(nn.Module):
+    """A frozen open_clip model with its tokenizer and eval preprocessing.
+
+    Attributes:
+        model: the open_clip model (``CLIP`` / ``CustomTextCLIP``), frozen and in eval mode.
+        tokenizer: open_clip tokenizer of the architecture (``tokenizer(list[str]) -> LongTensor [N, L]``).
+        arch: open_clip architecture name.
+        pretrained: the tag, the local checkpoint path, or None (random init).
+        identity: ``"arch|pretrained|<sha256[:16]>"`` of the weights.
+        embed_dim: joint embedding dim D_t.
+        image_size: native input size (int, or (H, W) for non-square models).
+        mean, std: normalisation of the inputs :meth:`encode_image` expects.
+        interpolation: resize interpolation of the eval transform (``bicubic``...).
+        preprocess: open_clip's own eval transform (PIL image -> normalised tensor ``[3, H, W]``).
+        logit_scale: ``exp`` of the learned CLIP logit scale (a float, ~100 for trained models).
+        precision: ``fp32`` or ``amp`` (autocast, CUDA only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        preprocess: Any,
+        arch: str,
+        pretrained: Optional[str],
+        identity: str,
+        precision: str = "fp32",
+    ):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.arch = arch
+        self.pretrained = pretrained
+        self.identity = identity
+        self.precision = precision
+        pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+        self.image_size = pp.get("size", getattr(model.visual, "image_size", None))
+        if isinstance(self.image_size, (list, tuple)) and len(self.image_size) == 2 and self.image_size[0] == self.image_size[1]:
+            self.image_size = int(self.image_size[0])
+        self.mean = tuple(float(v) for v in pp.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(float(v) for v in pp.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        self.interpolation = str(pp.get("interpolation", "bicubic"))
+        self.resize_mode = str(pp.get("resize_mode", "shortest"))
+        self.embed_dim = _embed_dim(model)
+        self.logit_scale = float(model.logit_scale.detach().float().exp().reshape(-1)[0])
+        model.requires_grad_(False)
+        model.eval()
+
+    # -- mode / device -------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Teacher":
+        """No-op for the wrapped model: the teacher always stays in eval mode."""
+        self.training = False
+        self.model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def amp_dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype used by the encoders: bf16/fp16 for ``precision=amp`` on CUDA, else None (fp32)."""
+        if self.precision == "amp" and self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for ``precision=amp`` on CUDA (bf16 where supported, else fp16); else a no-op."""
+        dtype = self.amp_dtype
+        return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    # -- encoders ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings.
+
+        Args:
+            x: ``[B, 3, H, W]`` images normalised with this teacher's ``mean``/``std`` (any device).
+
+        Returns:
+            ``[B, D_t]`` float32 on the teacher's device, ``f / ||f||``. No gradient.
+        """
+        if self.model.training:  # someone called model.train() directly
+            self.model.eval()
+        x = x.to(self.device, non_blocking=True)
+        with self.autocast():
+            f = self.model.encode_image(x)
+        return torch.nn.functional.normalize(f.float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text embeddings of ``prompts`` (tokenised with :attr:`tokenizer`): ``[C, D_t]`` float32."""
+        if isinstance(prompts, str):
+            raise PandError("encode_text expects a list of prompts, got a single string; wrap it in a list")
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            tokens = self.tokenizer(list(prompts[i:i + batch_size])).to(self.device)
+            with self.autocast():
+                f = self.model.encode_text(tokens)
+            out.append(torch.nn.functional.normalize(f.float(), dim=-1))
+        if not out:
+            return torch.empty(0, self.embed_dim, device=self.device)
+        return torch.cat(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - alias
+        return self.encode_image(x)
+
+    def extra_repr(self) -> str:
+        return f"identity={self.identity!r}, embed_dim={self.embed_dim}, image_size={self.image_size}"
+
+
+def _embed_dim(model: nn.Module) -> int:
+    """D_t: the text projection's output dim, else the visual output dim, else logit from a dummy pass."""
+    proj = getattr(model, "text_projection", None)
+    if isinstance(proj, nn.Linear):
+        return int(proj.out_features)
+    if isinstance(proj, torch.Tensor):
+        return int(proj.shape[1])
+    visual = getattr(model, "visual", None)
+    for attr in ("output_dim", "embed_dim"):
+        if visual is not None and isinstance(getattr(visual, attr, None), int):
+            return int(getattr(visual, attr))
+    text = getattr(model, "text", None)
+    if text is not None and isinstance(getattr(text, "output_dim", None), int):
+        return int(text.output_dim)
+    raise PandError(f"cannot determine the embedding dim of {type(model).__name__}")
+
+
+def _tag_failure(arch: str, tag: str, err: Exception) -> PandError:
+    return PandError(
+        f"could not fetch open_clip weights '{arch}' / '{tag}' ({type(err).__name__}: {err}). Offline? Download the "
+        f"checkpoint elsewhere (e.g. open_clip_pytorch_model.bin or open_clip_model.safetensors from the tag's Hugging "
+        f"Face repo) and set teacher.pretrained=/path/to/that/file (keep teacher.arch={arch})."
+    )
+
+
+def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teacher:
+    """Build the frozen teacher of ``teacher_cfg`` (:class:`pand.config.schema.TeacherCfg`).
+
+    Args:
+        teacher_cfg: ``arch``, ``pretrained`` (tag | local file | None), ``image_size`` (force another input size),
+            ``precision`` (fp32 | amp) and ``seed`` (random-init seed). A mapping or an OmegaConf node.
+        device: where the model lives.
+
+    Returns:
+        A :class:`Teacher` in eval mode with every parameter frozen.
+
+    Raises:
+        PandError: unknown architecture (lists pand's tiny ones), unknown tag/missing file, or a tag whose download
+            failed (says how to point ``teacher.pretrained`` at a local file).
+    """
+    import open_clip
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
+
+    register_model_configs()
+    get = teacher_cfg.get if hasattr(teacher_cfg, "get") else (lambda k, d=None: getattr(teacher_cfg, k, d))
+    arch = str(get("arch"))
+    pretrained = get("pretrained", None)
+    pretrained = str(pretrained) if pretrained not in (None, "", "null") else None
+    image_size = get("image_size", None)
+    precision = str(get("precision", "fp32") or "fp32")
+    seed = int(get("seed", 0) or 0)
+    if precision not in ("fp32", "amp"):
+        raise PandError(f"teacher.precision must be fp32 or amp, got {precision!r}")
+
+    if open_clip.get_model_config(arch) is None:
+        raise PandError(
+            f"unknown open_clip architecture teacher.arch={arch!r}. pand ships {', '.join(TINY_TEACHERS)}; "
+            f"open_clip has e.g. ViT-B-16, ViT-L-14, convnext_xxlarge (open_clip.list_models() lists all)."
+        )
+
+    kwargs: Dict[str, Any] = dict(device=device, force_image_size=int(image_size) if image_size else None)
+    weights_file: Optional[str] = None
+    tag_cfg = get_pretrained_cfg(arch, pretrained) if pretrained else {}
+    if pretrained and not tag_cfg:
+        p = Path(pretrained).expanduser()
+        if not p.is_file():
+            tags = list_pretrained_tags_by_model(arch)
+            raise PandError(
+                f"teacher.pretrained={pretrained!r} is neither an open_clip tag of {arch} nor an existing file. "
+                f"Known tags: {', '.join(tags) if tags else '(none)'}. Point it at a local checkpoint or set null."
+            )
+        weights_file = str(p)
+
+    try:
+        if tag_cfg:
+            kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, **kwargs)
+            try:
+                weights_file = download_pretrained(tag_cfg)  # already cached by the call above
+            except Exception as e:  # noqa: BLE001
+                raise _tag_failure(arch, pretrained, e) from e
+        elif weights_file:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights_file, **kwargs)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, **kwargs)
+    except PandError:
+        raise
+    except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError for download / load problems
+        if tag_cfg:
+            raise _tag_failure(arch, pretrained, e) from e
+        if weights_file:
+            raise PandError(
+                f"cannot load teacher checkpoint {weights_file} into {arch} ({type(e).__name__}: {e}). It must be an "
+                f"open_clip state dict (safetensors, or a torch file readable with weights_only=True) of that arch."
+            ) from e
+        raise
+
+    model.requires_grad_(False)
+    model.eval()
+    digest = _file_sha256(weights_file) if weights_file else state_dict_sha256(model)
+    identity = f"{arch}|{pretrained if pretrained else f'random-seed{seed}'}|{digest[:16]}"
+    tokenizer = open_clip.get_tokenizer(arch)
+    return Teacher(model, tokenizer, preprocess, arch, pretrained, identity, precision=precision)
+
+
+def teacher_summary(teacher: Teacher) -> Dict[str, Any]:
+    """JSON-able description of a teacher (identity, dims, preprocessing) for metadata."""
+    size: List[int] | int | None = teacher.image_size
+    if isinstance(size, tuple):
+        size = list(size)
+    return {
+        "identity": teacher.identity,
+        "arch": teacher.arch,
+        "pretrained": teacher.pretrained,
+        "embed_dim": teacher.embed_dim,
+        "image_size": size,
+        "mean": list(teacher.mean),
+        "std": list(teacher.std),
+        "interpolation": teacher.interpolation,
+        "logit_scale": teacher.logit_scale,
+    }
