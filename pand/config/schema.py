@@ -118,6 +118,7 @@ class TrainerCfg:
     backend: Optional[str] = None  # nccl on CUDA, gloo on CPU when null
     precision: str = "fp32"  # fp32 | bf16 | fp16 (AMP on CUDA only)
     channels_last: bool = True  # CUDA only
+    sync_batchnorm: bool = True  # DDP on CUDA: BatchNorm -> SyncBatchNorm (the reference's ddp.yaml)
     compile: bool = False  # torch.compile the student
     seed: int = 0
     deterministic: bool = False
@@ -174,6 +175,7 @@ class NSDCfg:
     optimizer: str = "adamw"
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
     scheduler: str = "cosine"  # cosine over the whole run | step | none
     eta_min: float = 1e-5
     step_size: int = 30
