@@ -1,0 +1,148 @@
+"""Teacher image-feature cache for Stage PSC (ALGORITHMS.md 1.1).
+
+Every image of a split goes once through the frozen teacher with the teacher's OWN eval preprocessing
+(``teacher.preprocess``: resize, center crop, normalise; no augmentation, also for train), under no_grad
+(autocast on CUDA with ``teacher.precision=amp``). The L2-normalised features ``[N, D_t]`` (fp32) and labels
+``[N]`` (int64) are written once as safetensors with their metadata (teacher identity, dataset name, split,
+transform description, count, sample-list hash). The cache key is the sha256 of all of them (plus the
+caller's ``key_extra``): a later call with the same key reads the file back, any change (another teacher,
+another transform, other samples) writes a new file.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+
+from pand.errors import PandError
+
+__all__ = ["describe_transform", "samples_hash", "feature_cache_key", "feature_cache_path", "extract_features"]
+
+_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe_transform(transform: Any) -> str:
+    """A stable text description of a transform: its ``repr`` without memory addresses (``<function f at 0x..>``)."""
+    return _ADDR.sub("", repr(transform))
+
+
+def samples_hash(dataset: Any) -> str:
+    """sha256 of the dataset's ``(path, label)`` list in order (``dataset.samples``)."""
+    from pand.utils.io import sha256_bytes
+
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        raise PandError(f"cannot cache features of {type(dataset).__name__}: it has no 'samples' list of (path, label)")
+    return sha256_bytes(json.dumps([[str(p), int(y)] for p, y in samples]).encode("utf-8"))
+
+
+def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    extra = {str(k): v for k, v in (key_extra or {}).items()}
+    return {
+        "teacher_identity": teacher.identity,
+        "embed_dim": int(teacher.embed_dim),
+        "precision": getattr(teacher, "precision", "fp32"),
+        "dataset": str(getattr(dataset, "name", "")),
+        "split": str(extra.get("split", "")),
+        "transform": describe_transform(teacher.preprocess),
+        "count": len(dataset),
+        "samples_hash": samples_hash(dataset),
+        "key_extra": extra,
+    }
+
+
+def feature_cache_key(meta: Mapping[str, Any]) -> str:
+    """sha256 of the cache metadata (sorted JSON)."""
+    from pand.utils.io import sha256_bytes
+
+    return sha256_bytes(json.dumps(dict(meta), sort_keys=True, default=str).encode("utf-8"))
+
+
+def feature_cache_path(cache_dir: str | Path, meta: Mapping[str, Any]) -> Path:
+    """``<cache_dir>/<dataset>-<split>-<key[:32]>.safetensors``."""
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{meta.get('dataset') or 'data'}-{meta.get('split') or 'split'}")[:64]
+    return Path(cache_dir) / f"{label}-{feature_cache_key(meta)[:32]}.safetensors"
+
+
+def _read_cache(path: Path, key: str, count: int, embed_dim: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    from pand.utils.io import load_tensors
+
+    try:
+        tensors, meta = load_tensors(path)
+        feats, labels = tensors["features"], tensors["labels"]
+    except Exception as e:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
+        warnings.warn(f"feature cache {path} is unreadable ({type(e).__name__}: {e}); recomputing")
+        return None
+    if meta.get("key") != key or tuple(feats.shape) != (count, embed_dim) or tuple(labels.shape) != (count,):
+        warnings.warn(f"feature cache {path} does not match its key or shape; recomputing")
+        return None
+    return feats.float(), labels.long()
+
+
+def extract_features(
+    teacher: Any,
+    dataset: Any,
+    cache_dir: str | Path,
+    key_extra: Optional[Mapping[str, Any]] = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Teacher features of every image of ``dataset``, cached on disk.
+
+    Args:
+        teacher: a :class:`pand.models.teacher.Teacher` (``identity``, ``preprocess``, ``encode_image``).
+        dataset: an :class:`pand.data.FGVCDataset` (its own transform is replaced by ``teacher.preprocess``).
+        cache_dir: directory of the cache files (created when missing).
+        key_extra: more JSON-able key parts, e.g. ``{"split": "train", "data": "cub_200_2011"}``.
+        batch_size: extraction batch.
+        num_workers: DataLoader workers.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(features [N, D_t] float32 L2-normalised, labels [N] int64)`` on the CPU, in dataset order.
+    """
+    from pand.utils.io import save_tensors
+
+    if not hasattr(dataset, "with_transform"):
+        raise PandError(f"extract_features needs an FGVCDataset (with_transform), got {type(dataset).__name__}")
+    meta = _cache_meta(teacher, dataset, key_extra)
+    key = feature_cache_key(meta)
+    path = feature_cache_path(cache_dir, meta)
+    N, D = len(dataset), int(teacher.embed_dim)
+    if path.is_file():
+        hit = _read_cache(path, key, N, D)
+        if hit is not None:
+            return hit
+    feats, labels = _run_teacher(teacher, dataset.with_transform(teacher.preprocess), batch_size, num_workers,
+                                 progress, desc=f"teacher features {meta['dataset'] or 'data'}/{meta['split'] or '?'}")
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    save_tensors(path, {"features": feats, "labels": labels}, {**meta, "key": key})
+    return feats, labels
+
+
+def _run_teacher(teacher: Any, dataset: Any, batch_size: int, num_workers: int, progress: bool, desc: str
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    N = len(dataset)
+    if N == 0:
+        return torch.empty(0, int(teacher.embed_dim)), torch.empty(0, dtype=torch.long)
+    on_cuda = teacher.device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False, num_workers=int(num_workers),
+                        pin_memory=on_cuda, drop_last=False)
+    feats, labels = [], []
+    with tqdm(total=N, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for x, y in loader:
+            feats.append(teacher.encode_image(x).float().cpu())
+            labels.append(torch.as_tensor(y, dtype=torch.long).reshape(-1))
+            bar.update(len(labels[-1]))
+    out = torch.cat(feats)
+    if out.shape[0] != N:  # pragma: no cover - DataLoader with drop_last=False never drops
+        raise PandError(f"feature extraction produced {out.shape[0]} rows for {N} images")
+    return out, torch.cat(labels)
