@@ -1,0 +1,88 @@
+"""Stage NSD's loss: which terms a recipe uses and how they are weighted (thin layer over :mod:`pand.losses`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from pand.losses import (
+    ce_loss, clip_logits, l1_alignment, loss_weights, nlrd_loss, term_coefficients, text_logit_kd, total_loss,
+)
+
+from .model import NSDOutput
+
+__all__ = ["NSDCriterion", "TERMS"]
+
+TERMS = ("ce", "l1", "kl", "nlrd")
+
+
+@dataclass
+class NSDCriterion:
+    """Loss of one training step.
+
+    * ``use_teacher=False`` (recipe ``ce``): ``L = CE``.
+    * otherwise ``L = w_ce*CE + (w_kd*L1 + w_kd*KL)/2 [+ nlrd_weight*nlrd_lam*NLRD]`` with
+      ``(w_ce, w_kd) = loss_weights(epoch, epochs, ce_ramp)`` (``docs/ALGORITHMS.md`` 2.4).
+    """
+
+    epochs: int
+    use_teacher: bool = True
+    use_nlrd: bool = True
+    temperature: float = 2.0
+    logit_scale: float = 1.0 / 0.07
+    kl_reduction: str = "batchmean"
+    ce_ramp: float = 8.0
+    nlrd_k: int = 3
+    nlrd_weight: float = 1.0
+    nlrd_lam: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg) -> "NSDCriterion":
+        """Build from a run configuration (``recipe`` and ``nsd`` sections)."""
+        n = cfg.nsd
+        return cls(
+            epochs=int(n.epochs), use_teacher=bool(cfg.recipe.use_teacher),
+            use_nlrd=bool(cfg.recipe.use_teacher and cfg.recipe.use_nlrd), temperature=float(n.temperature),
+            logit_scale=float(n.logit_scale), kl_reduction=str(cfg.recipe.kl_reduction), ce_ramp=float(n.ce_ramp),
+            nlrd_k=int(n.nlrd.k), nlrd_weight=float(n.nlrd.weight), nlrd_lam=float(n.nlrd.lam),
+        )
+
+    def weights(self, epoch: int) -> Tuple[float, float]:
+        """``(w_ce, w_kd)`` of ``epoch``; ``(1, 0)`` for the CE baseline."""
+        return loss_weights(epoch, self.epochs, self.ce_ramp) if self.use_teacher else (1.0, 0.0)
+
+    def term_names(self) -> Tuple[str, ...]:
+        """The terms this recipe computes, in logging order."""
+        if not self.use_teacher:
+            return ("ce",)
+        return TERMS if self.use_nlrd else TERMS[:3]
+
+    def coefficients(self, epoch: int) -> Dict[str, float]:
+        """Effective coefficient of every active term in ``epoch`` (as used by :func:`pand.losses.total_loss`)."""
+        coef = term_coefficients(*self.weights(epoch), self.nlrd_weight * self.nlrd_lam)
+        return {k: coef[k] for k in self.term_names()}
+
+    def terms(self, out: NSDOutput, labels: torch.Tensor, f_t: Optional[torch.Tensor],
+              anchors: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The unweighted terms (``ce`` always; ``l1``, ``kl`` and ``nlrd`` with a teacher)."""
+        terms = {"ce": ce_loss(out.z, labels)}
+        if not self.use_teacher:
+            return terms
+        terms["l1"] = l1_alignment(out.h, out.a_img)
+        terms["kl"] = text_logit_kd(out.h, out.a_txt, f_t, anchors, self.temperature, self.logit_scale,
+                                    self.kl_reduction)
+        if self.use_nlrd:
+            with torch.no_grad():
+                l_t = clip_logits(f_t, anchors, self.logit_scale)
+            terms["nlrd"] = nlrd_loss(out.z, l_t, self.nlrd_k)
+        return terms
+
+    def __call__(self, out: NSDOutput, labels: torch.Tensor, f_t: Optional[torch.Tensor],
+                 anchors: Optional[torch.Tensor], epoch: int
+                 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], Dict[str, float]]:
+        """``(total, unweighted terms, effective coefficient of each term)``."""
+        terms = self.terms(out, labels, f_t, anchors)
+        w_ce, w_kd = self.weights(epoch)
+        total, coef = total_loss(terms, w_ce, w_kd, self.nlrd_weight * self.nlrd_lam)
+        return total, terms, coef

@@ -1,0 +1,489 @@
+"""Stage NSD training engine (plain PyTorch, in named steps like torchvision's classification reference).
+
+``fit`` = :func:`build_models` -> :func:`build_data` -> :func:`build_optim` -> resume -> per epoch
+(:func:`train_one_epoch`, :func:`evaluate` on val, checkpoint) -> one :func:`evaluate` of the best checkpoint
+on test. Teacher features come from a :class:`~pand.nsd.teacher_source.TeacherSource`; the loss code never
+knows whether they are live or cached.
+
+CUDA is used when available (``trainer.accelerator``), with bf16/fp16 autocast (``trainer.precision``) and
+channels-last memory. On CPU everything runs in fp32 and a resumed run continues bit-for-bit.
+
+Not verified here (no GPU in the development environment): the CUDA paths (AMP, GradScaler, channels-last,
+SyncBatchNorm, NCCL) and the CUDA out-of-memory message.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pand.config import ConfigError
+from pand.errors import ArtifactError, PandError
+from pand.models.align import AlignHeads
+from pand.models.students import create_student
+from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
+from pand.utils.io import load_tensors, save_tensors
+
+from .checkpoint import (
+    capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, restore_rng, save_checkpoint,
+    split_prefixed,
+)
+from .criterion import TERMS, NSDCriterion
+from .data import make_eval_loader, make_train_loader
+from .metrics import MetricsLogger
+from .model import NSDModel
+from .teacher_source import TeacherSource
+
+__all__ = [
+    "NonFiniteLossError", "Loaders", "NSDContext", "NSDResult", "StepHook", "autocast", "build_models", "build_data",
+    "build_optim", "train_one_epoch", "evaluate", "fit",
+]
+
+StepHook = Callable[[int, int], None]  # (epoch, step within the epoch) after every optimiser step
+
+
+class NonFiniteLossError(PandError):
+    """A loss term became NaN/inf; training stopped before the bad step was applied."""
+
+
+@dataclass
+class Loaders:
+    train: Any
+    val: Any
+    test: Any
+    per_device_batch: int
+
+
+@dataclass
+class NSDContext:
+    """Everything one NSD run holds (built by :func:`fit`)."""
+
+    cfg: Any
+    out_dir: Path
+    device: torch.device
+    dist: DistInfo
+    model: NSDModel  # the raw module (checkpoints, evaluation)
+    train_model: nn.Module  # what the step calls (DDP / compiled wrapper of ``model``)
+    criterion: NSDCriterion
+    loaders: Loaders
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    source: Optional[TeacherSource] = None
+    anchors: Optional[torch.Tensor] = None
+    logger: Optional[MetricsLogger] = None
+    global_step: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    train_time: float = 0.0
+    images_seen: int = 0
+    last_terms: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NSDResult:
+    """What :func:`fit` hands back to :mod:`pand.train`."""
+
+    best_epoch: int
+    val_top1: Optional[float]
+    test_top1: Optional[float]
+    test: Optional[Dict[str, float]]
+    final_terms: Dict[str, float]
+    train_time_s: float
+    images_per_s: float
+    student_state: Dict[str, torch.Tensor]
+    epochs: int
+
+
+# --------------------------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------------------------
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; a no-op on CPU or for fp32."""
+    if device.type == "cuda" and precision in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+def build_models(cfg, num_classes: int, teacher_dim: Optional[int], device: torch.device) -> NSDModel:
+    """The student (``student.*``) plus alignment heads ``D_t -> D_s`` when the recipe uses a teacher.
+
+    Raises:
+        ConfigError: unknown student architecture (lists the registered ones).
+    """
+    s = cfg.student
+    try:
+        student = create_student(str(s.arch), num_classes, pretrained=bool(s.pretrained), weights=s.weights)
+    except ValueError as e:
+        raise ConfigError(f"student.arch: {e}") from None
+    except RuntimeError as e:  # offline weight download or a weights file that does not fit
+        raise PandError(str(e)) from None
+    heads = None
+    if cfg.recipe.use_teacher:
+        if not teacher_dim:
+            raise PandError(f"recipe {cfg.recipe.name} uses a teacher but no teacher features were given")
+        heads = AlignHeads(int(teacher_dim), student.embed_dim)
+    model = NSDModel(student, heads).to(device)
+    if device.type == "cuda" and cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _wrap_for_training(model: NSDModel, cfg, dist: DistInfo, device: torch.device) -> nn.Module:
+    """SyncBatchNorm + DDP when distributed (SyncBN only on CUDA), then optional ``torch.compile``."""
+    wrapped: nn.Module = model
+    if dist.distributed:
+        if device.type == "cuda" and cfg.trainer.sync_batchnorm:
+            model.student = nn.SyncBatchNorm.convert_sync_batchnorm(model.student)
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if cfg.trainer.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def build_data(cfg, splits, dist: DistInfo, device: torch.device) -> Loaders:
+    """Loaders over ``splits`` (datasets with transforms attached); the global batch is split across ranks."""
+    global_batch = int(cfg.nsd.batch_size)
+    if global_batch < dist.world_size:
+        raise ConfigError(f"nsd.batch_size={global_batch} is smaller than the number of devices ({dist.world_size})")
+    if global_batch % dist.world_size:
+        warnings.warn(f"nsd.batch_size={global_batch} is not divisible by {dist.world_size} devices; "
+                      f"using {global_batch // dist.world_size} per device")
+    per_device = global_batch // dist.world_size
+    t = cfg.trainer
+    train = make_train_loader(splits.train, per_device, int(t.seed), dist, t, device.type)
+    val = make_eval_loader(splits.val, per_device, dist, t, device.type)
+    test = make_eval_loader(splits.test, per_device, dist, t, device.type)
+    return Loaders(train, val, test, per_device)
+
+
+def build_optim(cfg, params) -> Tuple[torch.optim.Optimizer, Any]:
+    """Optimiser (``nsd.optimizer``) and per-epoch LR scheduler (``nsd.scheduler``, optional linear warm-up)."""
+    n = cfg.nsd
+    params = [p for p in params if p.requires_grad]
+    if n.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=n.lr, weight_decay=n.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=n.lr, momentum=n.momentum, weight_decay=n.weight_decay)
+    warm = int(n.warmup_epochs)
+    main_epochs = max(1, int(n.epochs) - warm)
+    if n.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=main_epochs, eta_min=n.eta_min)
+    elif n.scheduler == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=n.step_size, gamma=n.gamma)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    if warm > 0:
+        ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (warm + 1), total_iters=warm)
+        sched = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, sched], milestones=[warm])
+    return opt, sched
+
+
+# --------------------------------------------------------------------------------------------------------------
+# one epoch / evaluation
+# --------------------------------------------------------------------------------------------------------------
+def _bad_term(ctx: NSDContext, names: List[str], values: torch.Tensor, f_t, epoch: int, step: int) -> PandError:
+    bad = [n for n, v in zip(names, values.tolist()) if not math.isfinite(v)]
+    term = next((n for n in bad if n != "loss"), bad[0])
+    where = "teacher features are non-finite; " if f_t is not None and not torch.isfinite(f_t).all() else ""
+    ckpt_root = ctx.out_dir / "checkpoints"
+    last = (f"{ckpt_root} (epoch {_last_epoch(ckpt_root)}; resume with --resume)" if has_checkpoint(ckpt_root)
+            else "none yet (the run stopped in its first epoch)")
+    return NonFiniteLossError(
+        f"non-finite loss at epoch {epoch} step {step} (global step {ctx.global_step}): term '{term}' = "
+        f"{values[names.index(term)].item()} ({where}all terms: {dict(zip(names, values.tolist()))}). The step "
+        f"was not applied and nothing was overwritten. Last good checkpoint: {last}. Lower nsd.lr, set "
+        f"nsd.grad_clip (e.g. 1.0) or use trainer.precision=fp32."
+    )
+
+
+def _last_epoch(root: Path) -> int:
+    from pand.utils.io import read_json
+
+    return int(read_json(root / "last.json")["epoch"])
+
+
+def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int) -> torch.Tensor:
+    """Forward, loss, finiteness check, backward and optimiser step; returns the rank-mean term values."""
+    device, cfg = ctx.device, ctx.cfg
+    fmt = torch.channels_last if device.type == "cuda" and cfg.trainer.channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+    labels = labels.to(device, non_blocking=True)
+    f_t = ctx.source.features(images, indices) if ctx.source is not None else None
+    with autocast(device, cfg.trainer.precision):
+        out = ctx.train_model(images, f_t, ctx.anchors)
+    total, terms, _ = ctx.criterion(out, labels, f_t, ctx.anchors, epoch)
+    names = ["loss", *terms]
+    values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())])
+    values = all_reduce_sum(values, ctx.dist) / ctx.dist.world_size
+    if not torch.isfinite(values).all():
+        raise _bad_term(ctx, names, values.cpu(), f_t, epoch, step)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(total).backward()
+    if cfg.nsd.grad_clip > 0:
+        ctx.scaler.unscale_(ctx.optimizer)
+        nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.nsd.grad_clip)
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    return values
+
+
+def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] = None) -> Dict[str, float]:
+    """One pass over the training split; returns the epoch means of the total and of every term.
+
+    Also returns ``w_ce``/``w_kd``/``coef_<term>``, ``lr``, ``images_per_s`` and ``steps``.
+    """
+    from tqdm.auto import tqdm
+
+    cfg, loader = ctx.cfg, ctx.loaders.train
+    view = ctx.source.view(epoch) if ctx.source is not None else epoch
+    if ctx.source is not None:
+        ctx.source.set_epoch(epoch)
+    loader.sampler.set_epoch(epoch, view)
+    ctx.train_model.train()
+    names = ["loss", *ctx.criterion.term_names()]
+    sums = torch.zeros(len(names), dtype=torch.float64)
+    n_steps, n_images, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"nsd {epoch + 1}/{cfg.nsd.epochs}", disable=not ctx.dist.is_main, leave=False,
+               dynamic_ncols=True)
+    lr = ctx.optimizer.param_groups[0]["lr"]
+    for step, (images, labels, indices) in enumerate(bar):
+        values = _train_step(ctx, images, labels, indices, epoch, step).cpu().double()
+        sums += values
+        n_steps += 1
+        n_images += images.shape[0] * ctx.dist.world_size
+        ctx.global_step += 1
+        if step % max(1, cfg.trainer.log_every) == 0 or step == len(loader) - 1:
+            rate = n_images / max(time.perf_counter() - t0, 1e-9)
+            rec = dict(zip(names, values.tolist()))
+            bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items()} | {"img/s": f"{rate:.0f}"}, refresh=False)
+            if ctx.logger is not None:
+                ctx.logger.log({"kind": "step", "epoch": epoch, "step": ctx.global_step, "lr": lr, **rec,
+                                "images_per_s": rate}, step=ctx.global_step)
+        if step_hook is not None:
+            step_hook(epoch, step)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    ctx.train_time += elapsed
+    ctx.images_seen += n_images
+    w_ce, w_kd = ctx.criterion.weights(epoch)
+    coef = ctx.criterion.coefficients(epoch)
+    stats = {k: v / max(n_steps, 1) for k, v in zip(names, sums.tolist())}
+    stats.update({"w_ce": w_ce, "w_kd": w_kd, **{f"coef_{k}": v for k, v in coef.items()}, "lr": lr,
+                  "images_per_s": n_images / max(elapsed, 1e-9), "steps": n_steps})
+    return stats
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, dist: DistInfo, precision: str = "fp32",
+             channels_last: bool = False) -> Optional[Dict[str, float]]:
+    """Top-1/top-5 accuracy and mean CE of ``model`` (a student) over the exact split, summed across ranks.
+
+    Returns:
+        ``{"top1", "top5", "loss", "n"}`` (accuracies as fractions) or None when ``loader`` is None.
+    """
+    if loader is None:
+        return None
+    was_training = model.training
+    model.eval()
+    stats = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
+    fmt = torch.channels_last if device.type == "cuda" and channels_last else torch.contiguous_format
+    for images, labels, _ in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, precision):
+            z = model(images)
+        z = z.float()
+        top = z.topk(min(5, z.shape[1]), dim=1).indices
+        stats[0] += (top[:, 0] == labels).sum()
+        stats[1] += (top == labels[:, None]).any(dim=1).sum()
+        stats[2] += F.cross_entropy(z, labels, reduction="sum").double()
+        stats[3] += labels.numel()
+    all_reduce_sum(stats, dist)
+    model.train(was_training)
+    n = max(stats[3].item(), 1.0)
+    return {"top1": stats[0].item() / n, "top5": stats[1].item() / n, "loss": stats[2].item() / n,
+            "n": int(stats[3].item())}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fit: checks, resume, per-epoch bookkeeping, final test
+# --------------------------------------------------------------------------------------------------------------
+def _check_inputs(cfg, splits, source: Optional[TeacherSource], anchors: Optional[torch.Tensor]) -> None:
+    """Teacher/anchor presence and dimensions against the dataset and each other."""
+    if not cfg.recipe.use_teacher:
+        return
+    if source is None or anchors is None:
+        raise PandError(f"recipe '{cfg.recipe.name}' distils from a teacher: pass a teacher source and class anchors")
+    c = len(splits.class_names)
+    if anchors.dim() != 2 or anchors.shape[0] != c:
+        raise ArtifactError(f"class anchors have shape {tuple(anchors.shape)} but the dataset has {c} classes; "
+                            f"the anchors belong to another dataset or class list: rerun Stage PSC for this data")
+    if anchors.shape[1] != source.embed_dim:
+        raise ArtifactError(
+            f"teacher/anchor dimension mismatch: the teacher's features have dim {source.embed_dim} but the class "
+            f"anchors have dim {anchors.shape[1]}; they were made with another teacher. Rerun Stage PSC with "
+            f"teacher.arch={cfg.teacher.get('arch', '?')} or point psc.artifact at anchors of this teacher."
+        )
+
+
+def _model_tensors(model: NSDModel) -> Dict[str, torch.Tensor]:
+    out = {f"student.{k}": v for k, v in model.student.state_dict().items()}
+    if model.heads is not None:
+        out.update({f"heads.{k}": v for k, v in model.heads.state_dict().items()})
+    return out
+
+
+def _load_model_tensors(model: NSDModel, tensors: Dict[str, torch.Tensor]) -> None:
+    model.student.load_state_dict(split_prefixed(tensors, "student"))
+    if model.heads is not None:
+        model.heads.load_state_dict(split_prefixed(tensors, "heads"))
+
+
+def _restore(ctx: NSDContext, config: Dict[str, Any], resume: bool) -> int:
+    """Load the last checkpoint when resuming; returns the first epoch to run."""
+    root = ctx.out_dir / "checkpoints"
+    if not resume:
+        if has_checkpoint(root):
+            raise ArtifactError(f"{ctx.out_dir} already holds NSD checkpoints; pass --resume to continue that run "
+                                f"or choose another --run-dir (nothing was overwritten)")
+        return 0
+    ck = load_last_checkpoint(root)
+    if ck is None:
+        warnings.warn(f"--resume: no checkpoint in {root}; starting from the first epoch")
+        return 0
+    tensors, meta, state, where = ck
+    check_resume_config(meta.get("config", {}), config, where)
+    _load_model_tensors(ctx.model, tensors)
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.scheduler.load_state_dict(state["scheduler"])
+    ctx.scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"])
+    ctx.global_step, ctx.train_time, ctx.images_seen = state["global_step"], state["train_time"], state["images_seen"]
+    ctx.best_top1, ctx.best_epoch, ctx.last_terms = state["best_top1"], state["best_epoch"], dict(state["last_terms"])
+    return int(state["epoch"]) + 1
+
+
+def _end_of_epoch(ctx: NSDContext, epoch: int, stats: Dict[str, float], config: Dict[str, Any]) -> None:
+    """Validate (every ``nsd.eval_every`` epochs and at the end), track the best epoch, log, checkpoint."""
+    cfg, dist = ctx.cfg, ctx.dist
+    broadcast_buffers(ctx.model, dist)  # rank 0's BatchNorm statistics are the ones checkpointed
+    last = epoch == cfg.nsd.epochs - 1
+    val = None
+    if ctx.loaders.val is not None and ((epoch + 1) % max(1, cfg.nsd.eval_every) == 0 or last):
+        val = evaluate(ctx.model.student, ctx.loaders.val, ctx.device, dist, cfg.trainer.precision,
+                       cfg.trainer.channels_last)
+    if ctx.loaders.val is None or (val is not None and val["top1"] > ctx.best_top1):
+        ctx.best_epoch, ctx.best_top1 = epoch, (val["top1"] if val is not None else -1.0)
+    ctx.last_terms = {k: stats[k] for k in ("loss", *ctx.criterion.term_names())}
+    if dist.is_main:
+        rec = {"kind": "epoch", "epoch": epoch, **stats}
+        if val is not None:
+            rec.update({f"val_{k}": v for k, v in val.items()})
+        ctx.logger.log(rec, step=ctx.global_step)
+        state = {
+            "epoch": epoch, "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
+            "scaler": ctx.scaler.state_dict(), "rng": capture_rng(), "global_step": ctx.global_step,
+            "train_time": ctx.train_time, "images_seen": ctx.images_seen, "best_top1": ctx.best_top1,
+            "best_epoch": ctx.best_epoch, "last_terms": ctx.last_terms,
+        }
+        save_checkpoint(ctx.out_dir / "checkpoints", epoch, _model_tensors(ctx.model), state, config, ctx.best_epoch)
+    barrier(dist)
+
+
+def _final_test(ctx: NSDContext) -> NSDResult:
+    """Load the best epoch's weights and evaluate them once on the test split."""
+    from .checkpoint import best_weights_path
+
+    tensors, meta = load_tensors(best_weights_path(ctx.out_dir / "checkpoints"))
+    _load_model_tensors(ctx.model, tensors)
+    cfg = ctx.cfg
+    test = evaluate(ctx.model.student, ctx.loaders.test, ctx.device, ctx.dist, cfg.trainer.precision,
+                    cfg.trainer.channels_last)
+    if ctx.logger is not None and test is not None:
+        ctx.logger.log({"kind": "test", "epoch": int(meta.get("epoch", ctx.best_epoch)),
+                        **{f"test_{k}": v for k, v in test.items()}}, step=ctx.global_step)
+    has_val = ctx.loaders.val is not None
+    return NSDResult(
+        best_epoch=ctx.best_epoch, val_top1=ctx.best_top1 if has_val else None,
+        test_top1=test["top1"] if test else None, test=test, final_terms=dict(ctx.last_terms),
+        train_time_s=ctx.train_time, images_per_s=ctx.images_seen / max(ctx.train_time, 1e-9),
+        student_state=split_prefixed(tensors, "student"), epochs=int(cfg.nsd.epochs),
+    )
+
+
+def _oom_error(ctx: NSDContext) -> PandError:
+    return PandError(
+        f"CUDA out of memory with {ctx.loaders.per_device_batch} images per device "
+        f"(nsd.batch_size={ctx.cfg.nsd.batch_size} over {ctx.dist.world_size} device(s)). Lower nsd.batch_size, use "
+        f"AMP (trainer.precision=bf16 or fp16, teacher.precision=amp), or train on more devices (trainer.devices=N)."
+    )
+
+
+def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anchors: Optional[torch.Tensor] = None,
+        resume: bool = False, dist: Optional[DistInfo] = None, device: Optional[torch.device] = None,
+        step_hook: Optional[StepHook] = None) -> NSDResult:
+    """Train the student (and alignment heads) of Stage NSD and test the best validation epoch once.
+
+    Args:
+        cfg: the run configuration (``student``, ``recipe``, ``nsd``, ``trainer`` sections are read).
+        out_dir: the NSD directory (``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``).
+        splits: :class:`pand.data.DataSplits` with train (augmenting) and eval transforms attached.
+        source: teacher features (required unless ``recipe.use_teacher`` is false).
+        anchors: ``[C, D_t]`` L2-normalised class anchors (PSC-learned or hand-crafted).
+        resume: continue from the last checkpoint in ``out_dir`` (refused if the configuration differs).
+        dist: rank/world of this process (default: one process).
+        device: where to train (default: from ``trainer.accelerator``).
+        step_hook: called as ``hook(epoch, step)`` after every optimiser step (tests use it to interrupt a run).
+
+    Returns:
+        :class:`NSDResult` with the best epoch, val/test top-1, final loss terms, throughput and best weights.
+
+    Raises:
+        ConfigError, ArtifactError, NonFiniteLossError, PandError: bad settings, mismatched teacher/anchors,
+            a resume under another configuration, a NaN/inf loss, CUDA out of memory.
+    """
+    from omegaconf import OmegaConf
+
+    from pand.utils.distributed import select_device
+    from pand.utils.seed import seed_everything
+
+    dist = dist or DistInfo()
+    device = device or select_device(cfg.trainer.accelerator, dist.local_rank)
+    out_dir = Path(out_dir)
+    _check_inputs(cfg, splits, source, anchors)
+    if device.type != "cuda" and cfg.trainer.precision != "fp32":
+        warnings.warn(f"trainer.precision={cfg.trainer.precision} applies to CUDA only; training in fp32 on CPU")
+    seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
+    model = build_models(cfg, len(splits.class_names), source.embed_dim if source is not None else None, device)
+    train_model = _wrap_for_training(model, cfg, dist, device)
+    loaders = build_data(cfg, splits, dist, device)
+    optimizer, scheduler = build_optim(cfg, model.parameters())
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.trainer.precision == "fp16")
+    ctx = NSDContext(cfg, out_dir, device, dist, model, train_model, NSDCriterion.from_config(cfg), loaders,
+                     optimizer, scheduler, scaler, source if cfg.recipe.use_teacher else None,
+                     anchors.to(device).float() if (anchors is not None and cfg.recipe.use_teacher) else None)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    start = _restore(ctx, config, resume)
+    barrier(dist)
+    ctx.logger = MetricsLogger(out_dir, dist.is_main, bool(cfg.trainer.tensorboard), start, ctx.global_step)
+    try:
+        for epoch in range(start, int(cfg.nsd.epochs)):
+            try:
+                stats = train_one_epoch(ctx, epoch, step_hook)
+            except torch.cuda.OutOfMemoryError as e:
+                raise _oom_error(ctx) from e
+            ctx.scheduler.step()
+            _end_of_epoch(ctx, epoch, stats, config)
+        return _final_test(ctx)
+    finally:
+        ctx.logger.close()
