@@ -1,0 +1,32 @@
+"""PromptKD (CVPR 2024): unsupervised prompt distillation into a smaller prompted CLIP image encoder.
+
+Public API:
+
+* :func:`run` ``(cfg, run_dir, resume=False) -> dict`` - the whole recipe (``recipe.name=promptkd``).
+* :func:`build_promptkd_classifier` ``(cfg, num_classes, embed_dim=None) -> PromptKDClassifier`` - the deployable
+  graph's skeleton for ``load_state_dict`` (exporters); :func:`load_promptkd_classifier` ``(path)`` rebuilds it
+  from a ``student.safetensors`` alone.
+* :class:`PromptedVisionEncoder`, :class:`PromptKDStudent`, :class:`PromptKDClassifier` - the student modules.
+* :func:`promptkd_kd_loss`, :func:`promptkd_logits` - the pure loss math.
+* :func:`promptkd_gflops` - teacher vs student inference cost.
+"""
+from .flops import promptkd_gflops
+from .loss import promptkd_kd_loss, promptkd_logits
+from .protocol import build_pool, harmonic_mean, promptkd_lr, resolve_base_novel, subset_accuracy
+from .recipe import TRANSDUCTIVE_NOTE, run
+from .student import (
+    PromptedVisionEncoder,
+    PromptKDClassifier,
+    PromptKDStudent,
+    build_promptkd_classifier,
+    build_promptkd_student,
+    load_promptkd_classifier,
+    make_projector,
+)
+
+__all__ = [
+    "run", "build_promptkd_classifier", "load_promptkd_classifier", "build_promptkd_student",
+    "PromptedVisionEncoder", "PromptKDStudent", "PromptKDClassifier", "make_projector", "promptkd_kd_loss",
+    "promptkd_logits", "promptkd_gflops", "build_pool", "harmonic_mean", "promptkd_lr", "resolve_base_novel",
+    "subset_accuracy", "TRANSDUCTIVE_NOTE",
+]

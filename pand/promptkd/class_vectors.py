@@ -1,0 +1,243 @@
+"""Pre-stored teacher class vectors ``T [C, D_t]``: computed ONCE by the teacher's text side, then only read.
+
+Sources (``promptkd.teacher_prompts``):
+
+* ``handcrafted``: ``n(encode_text(template.format(name)))`` per class (:func:`pand.psc.handcrafted_anchors`).
+* ``psc``: the teacher prompt-tuned by Stage PSC (CoOp context vectors). For the base-to-novel protocol the context
+  is learned on the **base classes only** (PSC gets a base-only view of the splits, labels relabelled
+  ``0..m-1``); the shared context is then re-applied to every class name, novel ones included, as the reference
+  re-applies its PromptSRC teacher's context. Class-specific context (``psc.csc=true``) cannot transfer to novel
+  classes and is refused. A given ``psc.artifact`` with a ``ctx`` tensor is re-applied the same way; a seed ``.pt``
+  file without ``ctx`` is used as is (its rows must match the classes) and flagged in the metadata.
+
+The vectors are written to ``run_dir/promptkd/class_vectors.safetensors`` (``class_vectors`` fp32, L2-normalised,
+label order) with JSON metadata (source, class names, prompts, teacher identity, embed dim, teacher logit scale,
+base/novel ids). After that the teacher's text encoder is never run again by the recipe.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from pand.errors import ArtifactError, PandError
+
+__all__ = [
+    "CLASS_VECTORS_NAME", "save_class_vectors", "load_class_vectors", "base_only_splits", "psc_class_vectors",
+    "coop_text_features", "compute_class_vectors", "class_vectors_for",
+]
+
+CLASS_VECTORS_NAME = "class_vectors.safetensors"
+
+
+def save_class_vectors(path: str | Path, vectors: torch.Tensor, meta: Dict[str, Any]) -> Path:
+    """Write ``class_vectors [C, D]`` (re-normalised rows, fp32) and ``meta`` atomically as safetensors."""
+    from pand.utils.io import save_tensors
+
+    v = torch.nn.functional.normalize(vectors.detach().float().cpu(), dim=-1)
+    save_tensors(path, {"class_vectors": v}, {**meta, "num_classes": int(v.shape[0]), "embed_dim": int(v.shape[1])})
+    return Path(path)
+
+
+def load_class_vectors(
+    path: str | Path,
+    class_names: Optional[Sequence[str]] = None,
+    embed_dim: Optional[int] = None,
+    teacher_id: Optional[str] = None,
+) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Read class vectors and check that they fit the run.
+
+    Args:
+        path: a file written by :func:`save_class_vectors`.
+        class_names: expected names in label order (None: not checked).
+        embed_dim: expected ``D_t`` (the student projector's output; None: not checked).
+        teacher_id: expected teacher identity (None: not checked).
+
+    Returns:
+        ``(class_vectors [C, D] float32, metadata)``.
+
+    Raises:
+        ArtifactError: missing or unreadable file, other class names, other dimension, other teacher.
+    """
+    from pand.models.teacher import same_teacher
+    from pand.utils.io import load_tensors
+
+    path = Path(path)
+    try:
+        tensors, meta = load_tensors(path)
+    except Exception as e:  # noqa: BLE001 - missing / corrupt file
+        raise ArtifactError(
+            f"cannot read class vectors {path} ({type(e).__name__}: {e}); delete it to recompute"
+        ) from e
+    vec = tensors.get("class_vectors")
+    if vec is None or vec.ndim != 2:
+        raise ArtifactError(f"{path} holds no [C, D] 'class_vectors' tensor")
+    if class_names is not None and list(meta.get("class_names", [])) != list(class_names):
+        raise ArtifactError(
+            f"{path} was computed for other classes ({len(meta.get('class_names', []))} names) than this run's "
+            f"{len(class_names)}; delete it (or use another run directory) to recompute."
+        )
+    if embed_dim is not None and int(vec.shape[1]) != int(embed_dim):
+        raise ArtifactError(
+            f"class vectors in {path} have dimension {int(vec.shape[1])} but the student projector outputs "
+            f"{int(embed_dim)} (the teacher's embed_dim). They come from another teacher; recompute them."
+        )
+    if teacher_id is not None and meta.get("teacher_identity") is not None:
+        if not same_teacher(str(meta["teacher_identity"]), str(teacher_id)):
+            raise ArtifactError(
+                f"{path} was computed by teacher {meta['teacher_identity']}, not by this run's {teacher_id}; "
+                f"delete it to recompute."
+            )
+    return vec.float(), meta
+
+
+def base_only_splits(splits: Any, base_classes: Sequence[int]) -> Any:
+    """A :class:`pand.data.DataSplits` restricted to the base classes, labels relabelled ``0..m-1``.
+
+    Stage PSC trained on it never sees a novel-class image or label (train, val and test are all restricted).
+    """
+    from pand.data.base import DataSplits, FGVCDataset
+
+    remap = {int(c): i for i, c in enumerate(base_classes)}
+    names = [splits.class_names[c] for c in base_classes]
+
+    def restrict(ds: Optional[FGVCDataset]) -> Optional[FGVCDataset]:
+        if ds is None:
+            return None
+        samples = [(p, remap[y]) for p, y in ds.samples if y in remap]
+        return FGVCDataset(samples, names, transform=ds.transform, skip_corrupt=ds.skip_corrupt,
+                           name=f"{ds.name}[base]")
+
+    return DataSplits(
+        train=restrict(splits.train), val=restrict(splits.val), test=restrict(splits.test), class_names=names,
+        root=splits.root, template=splits.template, base_classes=None, novel_classes=None,
+        captions=splits.captions,
+    )
+
+
+def _require_shared_context(class_specific: bool) -> None:
+    if class_specific:
+        raise PandError(
+            "PromptKD re-applies the PSC context to every class (novel and cross-dataset ones included), which needs "
+            "a shared context: set psc.csc=false, or promptkd.teacher_prompts=handcrafted."
+        )
+
+
+@torch.no_grad()
+def coop_text_features(teacher: Any, ctx: torch.Tensor, meta: Dict[str, Any], class_names: Sequence[str],
+                       template: str) -> torch.Tensor:
+    """Text features of ``class_names`` through the teacher with learned CoOp context ``ctx`` (``[C, D]``, normed).
+
+    The prompt-learner settings (``n_ctx``, ``ctx_init``, ``prompt_form``, ``class_token_position``) come from the
+    PSC artifact's metadata; only a shared context (``csc=false``) can be applied to new class names.
+    """
+    from pand.psc.prompt_learner import build_coop_text_model
+
+    _require_shared_context(bool(meta.get("csc", False)) or ctx.ndim != 2)
+    model = build_coop_text_model(
+        teacher.model, teacher.tokenizer, list(class_names), template=meta.get("template", template),
+        n_ctx=int(meta.get("n_ctx", ctx.shape[0])), ctx_init=meta.get("ctx_init"), csc=False,
+        class_token_position=meta.get("class_token_position", "end"),
+        prompt_form=meta.get("prompt_form", "template"),
+    )
+    model.prompt_learner.load_ctx(ctx)
+    model = model.to(teacher.device).eval()
+    with teacher.autocast():
+        text = model()
+    return torch.nn.functional.normalize(text.float(), dim=-1).cpu()
+
+
+def psc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
+                      progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Class vectors of all classes from a PSC teacher trained on the base classes (or a given artifact).
+
+    Returns:
+        ``(vectors [C, D] on the CPU, metadata about the PSC artifact used)``.
+    """
+    from pand.psc import load_anchors, run_psc
+
+    class_names = list(splits.class_names)
+    template = str(splits.template)
+    if cfg.psc.get("artifact"):
+        path = Path(str(cfg.psc.artifact)).expanduser()
+        feats, meta = load_anchors(path, None, embed_dim=teacher.embed_dim, teacher_id=teacher.identity)
+        info = {"psc_artifact": str(path), "psc_trained_on": "given artifact (classes as recorded in it)"}
+    else:
+        _require_shared_context(bool(cfg.psc.csc))
+        path = run_psc(cfg, run_dir, splits=base_only_splits(splits, base_classes), teacher=teacher,
+                       progress=progress)
+        feats, meta = load_anchors(path, len(base_classes), embed_dim=teacher.embed_dim, teacher_id=teacher.identity)
+        info = {"psc_artifact": str(path), "psc_trained_on": "base classes only"}
+    ctx = meta.get("ctx")
+    if isinstance(ctx, torch.Tensor):
+        vectors = coop_text_features(teacher, ctx, meta, class_names, template)
+        info["psc_context"] = "learned context re-applied to all class names"
+    elif feats.shape[0] == len(class_names):
+        vectors = feats
+        info["psc_context"] = "artifact rows used as is (no ctx stored): the classes its teacher saw are unknown"
+    else:
+        raise ArtifactError(
+            f"{path} has {feats.shape[0]} class rows and no learned context, so it cannot give vectors for this "
+            f"run's {len(class_names)} classes. Use a pand PSC artifact (with ctx) or teacher_prompts=handcrafted."
+        )
+    info["psc_val_acc_base"] = meta.get("val_acc")
+    return vectors, info
+
+
+def compute_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
+                          progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Run the teacher's text side once for every class of the run (``promptkd.teacher_prompts``).
+
+    Args:
+        cfg: the run configuration.
+        run_dir: the run directory (Stage PSC writes under ``run_dir/psc``).
+        splits: the run's :class:`pand.data.DataSplits`.
+        teacher: the :class:`pand.models.teacher.Teacher`.
+        base_classes: base class ids (PSC is trained on these only).
+        progress: tqdm bars in Stage PSC.
+
+    Returns:
+        ``(vectors [C, D] fp32 L2-normalised on the CPU, metadata)`` (not yet saved).
+    """
+    from pand.psc import handcrafted_anchors
+
+    names, tmpl = list(splits.class_names), str(splits.template)
+    source = str(cfg.promptkd.teacher_prompts)
+    meta: Dict[str, Any] = {"source": source, "class_names": names, "template": tmpl,
+                            "teacher_identity": teacher.identity, "teacher_logit_scale": float(teacher.logit_scale)}
+    if source == "handcrafted":
+        meta["prompts"] = [tmpl.format(n) for n in names]
+        vectors = handcrafted_anchors(teacher, meta["prompts"])
+    elif source == "psc":
+        vectors, info = psc_class_vectors(cfg, run_dir, splits, teacher, base_classes, progress=progress)
+        meta.update(info)
+    else:
+        raise PandError(f"unknown promptkd.teacher_prompts '{source}'. Valid choices: psc, handcrafted")
+    return torch.nn.functional.normalize(vectors.float().cpu(), dim=-1), meta
+
+
+def class_vectors_for(teacher: Any, class_names: Sequence[str], template: str, run_meta: Dict[str, Any]
+                      ) -> Tuple[torch.Tensor, str]:
+    """Class vectors of another dataset's classes, made the way the run's were (cross-dataset evaluation).
+
+    Args:
+        teacher: the run's teacher.
+        class_names, template: the other dataset's names and template.
+        run_meta: metadata of the run's class vectors (``source``, ``psc_artifact``).
+
+    Returns:
+        ``(vectors [C', D] fp32 normalised on the CPU, description of how they were made)``.
+    """
+    from pand.psc import handcrafted_anchors, load_anchors
+
+    if run_meta.get("source") == "psc":
+        path = str(run_meta.get("psc_artifact"))
+        _, meta = load_anchors(path, None, embed_dim=teacher.embed_dim, teacher_id=teacher.identity)
+        if isinstance(meta.get("ctx"), torch.Tensor):
+            return coop_text_features(teacher, meta["ctx"], meta, class_names, template), "psc context re-applied"
+        how = "handcrafted template (the PSC artifact stores no context to re-apply)"
+    else:
+        how = "handcrafted template"
+    vectors = handcrafted_anchors(teacher, [template.format(n) for n in class_names])
+    return torch.nn.functional.normalize(vectors.float(), dim=-1), how
