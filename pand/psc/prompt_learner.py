@@ -18,7 +18,8 @@ The text path (:class:`TextEncoder`) replays the tower's own ``encode_text`` on 
 installed open_clip expects (batch-first when the transformer has a ``batch_first`` attribute, i.e.
 open_clip >= 2.26, whose ``Transformer.forward`` transposes itself; sequence-first otherwise) -> ``ln_final``
 -> pooling at the EOT token (``argmax`` of the token ids, or the tokenizer's ``eos`` id) -> ``text_projection``
-(a Parameter or an ``nn.Linear``) -> L2 normalisation. Supported: every open_clip ``CLIP`` and every
+(a Parameter or an ``nn.Linear``) -> L2 normalisation. The sequence is cut after the last EOT token, which is
+exact under the causal mask. Supported: every open_clip ``CLIP`` and every
 ``CustomTextCLIP`` whose text tower is open_clip's standard ``TextTransformer`` (causal mask, no CLS embedding,
 no pad mask) with the CLIP BPE tokenizer. Anything else (HF text towers, CoCa, bidirectional towers) raises a
 "not supported" :class:`PandError`.
@@ -273,18 +274,20 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> torch.Tensor:
         cast = self._cast_dtype()
-        L = prompts.shape[1]
-        x = prompts.to(cast) + self.positional_embedding[:L].to(cast)
-        mask = self.attn_mask[:L, :L] if self.attn_mask is not None else None
+        if self.pool_type == "eos" and self.eos_id is not None:
+            idx = (tokenized == self.eos_id).int().argmax(dim=-1)
+        else:
+            idx = tokenized.argmax(dim=-1)
+        # Under the causal mask no position attends to a later one, so the pooled EOT outputs do not depend on
+        # the padding after the last EOT: cutting the sequence there is exact and saves most of the compute.
+        L = min(prompts.shape[1], int(idx.max()) + 1)
+        x = prompts[:, :L].to(cast) + self.positional_embedding[:L].to(cast)
+        mask = self.attn_mask[:L, :L]
         if self.feed_batch_first:
             x = self.transformer(x, attn_mask=mask)
         else:  # pragma: no cover - open_clip < 2.26
             x = self.transformer(x.permute(1, 0, 2), attn_mask=mask).permute(1, 0, 2)
         x = self.ln_final(x)
-        if self.pool_type == "eos" and self.eos_id is not None:
-            idx = (tokenized == self.eos_id).int().argmax(dim=-1)
-        else:
-            idx = tokenized.argmax(dim=-1)
         x = x[torch.arange(x.shape[0], device=x.device), idx]
         proj = self.text_projection
         if proj is not None:
