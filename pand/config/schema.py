@@ -50,6 +50,8 @@ class SyntheticCfg:
     num_beak_shapes: int = 2
     num_crests: int = 1
     base_fraction: float = 0.5
+    clutter: int = 8  # at most this many low-saturation background shapes per image
+    noise_std: float = 6.0  # additive Gaussian pixel noise (0-255 scale)
 
 
 @dataclass
