@@ -1,0 +1,85 @@
+"""A generic ImageFolder: ``train/<class>/*``, ``test/<class>/*`` and optionally ``val/<class>/*``.
+
+Expected tree (``data.root``)::
+
+    train/<class_dir>/<image>.{jpg,png,...}
+    test/<class_dir>/<image>
+    val/<class_dir>/<image>        (optional; used as the validation split when present)
+    classes.json                   (optional; {"class_names": [...]} in label order, e.g. from the synthetic benchmark)
+
+Labels follow the sorted ``train/`` class folders and files are collected with the rules of
+``torchvision.datasets.ImageFolder`` (sorted class folders, sorted recursive walk, the same extensions), without
+importing torch, so a dry run stays fast. Class names are the folder names cleaned for prompts
+("001.Black_footed_Albatross" -> "Black footed Albatross") unless ``classes.json`` gives them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pand.errors import DataError
+from pand.utils.io import read_json
+
+from .base import Sample
+from .registry import RawSplits, clean_class_name, register_dataset, require_files
+
+# torchvision.datasets.folder.IMG_EXTENSIONS
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+LAYOUT = "<root>/{train/<class>/*, test/<class>/*, optional val/<class>/*, optional classes.json}"
+
+
+def scan_split(directory: Path, class_to_idx: Dict[str, int], dataset: str) -> List[Sample]:
+    """Image files under ``directory/<class>/`` (recursively, sorted) labelled by ``class_to_idx``.
+
+    Class folders not in ``class_to_idx`` are an error (a test class the model was never trained on).
+    """
+    extra = sorted(d.name for d in os.scandir(directory) if d.is_dir() and d.name not in class_to_idx)
+    if extra:
+        raise DataError(
+            f"{dataset}: {directory} has class folder(s) {extra[:5]} that train/ does not have; every split must use "
+            f"the train/ class folders"
+        )
+    samples: List[Sample] = []
+    for cls, idx in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
+        cdir = directory / cls
+        if not cdir.is_dir():
+            continue
+        for dirpath, dirnames, fnames in sorted(os.walk(cdir, followlinks=True)):
+            for fname in sorted(fnames):
+                if fname.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(dirpath, fname), idx))
+    return samples
+
+
+def read_classes_json(root: Path, n_classes: int, dataset: str) -> Optional[dict]:
+    """``classes.json`` under ``root`` if present, checked to name ``n_classes`` classes."""
+    path = root / "classes.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = read_json(path)
+        names = [str(n) for n in meta["class_names"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{dataset}: {path} is not valid ({type(e).__name__}: {e}); expected "
+                        f'{{"class_names": [...]}}') from None
+    if len(names) != n_classes:
+        raise DataError(f"{dataset}: {path} names {len(names)} classes but train/ has {n_classes} class folders")
+    return meta
+
+
+@register_dataset("imagefolder", LAYOUT)
+def load_imagefolder(root: Path, cfg: Any, dataset: str = "imagefolder") -> RawSplits:
+    """Read an ImageFolder tree with ``train/``, ``test/`` and optional ``val/``."""
+    require_files(root, dataset, ["train", "test"], LAYOUT)
+    classes = sorted(e.name for e in os.scandir(root / "train") if e.is_dir())
+    if not classes:
+        raise DataError(f"{dataset}: {root / 'train'} has no class folders; expected train/<class>/<image>")
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    splits = {s: scan_split(root / s, class_to_idx, dataset) for s in ("train", "val", "test") if (root / s).is_dir()}
+    meta = read_classes_json(root, len(classes), dataset)
+    names = [str(n) for n in meta["class_names"]] if meta else [clean_class_name(c) for c in classes]
+    return RawSplits(
+        train=splits["train"], val=splits.get("val"), test=splits["test"], class_names=names, root=root,
+        sources={s: f"{s}/" for s in splits},
+    )
