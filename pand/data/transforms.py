@@ -1,0 +1,273 @@
+"""Image transforms of the student (and of everything that must see the same pixels).
+
+* :class:`PreprocessCfg` is the whole eval preprocessing as data. It goes into every exported artifact
+  and the deployment runtime reproduces the eval transform from it, so that transform is exactly:
+
+  1. ``Resize(resize_size)``: the shorter side becomes ``resize_size``, the longer side
+     ``int(resize_size * long / short)`` (truncated), PIL resampling with ``interpolation`` (antialiased);
+  2. ``CenterCrop(image_size)``: top = ``int(round((H - image_size) / 2))``, left likewise (zero padding if the
+     resized image were smaller than the crop, which cannot happen when ``resize_size >= image_size``);
+  3. ``ToTensor``: RGB, HWC uint8 -> CHW float in ``[0, 1]``;
+  4. ``Normalize(mean, std)``: ``(x - mean[c]) / std[c]`` per channel.
+
+* Train "standard" (:class:`RandomResizedCropFlip`): RandomResizedCrop(image_size, scale, ratio 3/4..4/3) +
+  horizontal flip (p = 0.5) + ToTensor + Normalize. Its random parameters can be drawn from an explicit
+  ``torch.Generator`` (``sample_params``) and replayed (``apply``), for augmentation replay of cached teacher
+  features. Called directly it draws from torch's global RNG in the same order as torchvision's
+  ``RandomResizedCrop`` followed by ``RandomHorizontalFlip``, so the two agree pixel for pixel under one seed.
+* Train "pand_reference": the reference's heavy augmentation (ALGORITHMS.md 2.2), scaled to ``image_size``.
+* "none": the eval transform.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+
+__all__ = [
+    "PreprocessCfg", "preprocess_cfg_from_student", "create_transform", "CropFlipParams", "RandomResizedCropFlip",
+    "RandomCropAndResize", "AUGMENTS", "CLIP_MEAN", "CLIP_STD",
+]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+AUGMENTS = ("standard", "pand_reference", "none")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class PreprocessCfg:
+    """Eval preprocessing of a student, as plain data (JSON-serialisable through :meth:`to_dict`).
+
+    Attributes:
+        image_size: side of the square network input.
+        resize_size: the shorter side is resized to this before the center crop.
+        interpolation: ``bilinear`` | ``bicubic`` | ``nearest`` (PIL resampling).
+        mean: per-channel RGB mean subtracted after scaling to ``[0, 1]``.
+        std: per-channel RGB std divided by.
+    """
+
+    image_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"
+    mean: Tuple[float, float, float] = CLIP_MEAN
+    std: Tuple[float, float, float] = CLIP_STD
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean/std must have 3 entries and std > 0, got mean={self.mean} std={self.std}")
+        if self.image_size < 1 or self.resize_size < self.image_size:
+            raise ValueError(f"need 1 <= image_size <= resize_size, got {self.image_size}, {self.resize_size}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (lists for mean/std)."""
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessCfg":
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in dict(d).items()})
+
+
+def preprocess_cfg_from_student(student_cfg: Any) -> PreprocessCfg:
+    """The :class:`PreprocessCfg` of a ``student`` config section.
+
+    ``resize_size`` defaults to ``round(image_size / 0.875)`` (224 -> 256, 64 -> 73).
+    """
+    size = int(student_cfg.image_size)
+    resize = getattr(student_cfg, "resize_size", None)
+    return PreprocessCfg(
+        image_size=size,
+        resize_size=int(resize) if resize else int(round(size / 0.875)),
+        interpolation=str(getattr(student_cfg, "interpolation", "bilinear")),
+        mean=tuple(getattr(student_cfg, "mean", CLIP_MEAN)),
+        std=tuple(getattr(student_cfg, "std", CLIP_STD)),
+    )
+
+
+def _mode(name: str):
+    from torchvision.transforms import InterpolationMode
+
+    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
+            "nearest": InterpolationMode.NEAREST}[name]
+
+
+def _to_tensor_normalize(pp: PreprocessCfg) -> list:
+    from torchvision import transforms as T
+
+    return [T.ToTensor(), T.Normalize(pp.mean, pp.std)]
+
+
+@dataclass(frozen=True)
+class CropFlipParams:
+    """Random parameters of one :class:`RandomResizedCropFlip` draw: crop box in input pixels + flip."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+    def as_tuple(self) -> Tuple[int, int, int, int, int]:
+        return (self.top, self.left, self.height, self.width, int(self.flip))
+
+
+class RandomResizedCropFlip:
+    """The "standard" train transform with replayable parameters.
+
+    ``RandomResizedCrop(image_size, scale, ratio)`` + ``RandomHorizontalFlip(flip_p)`` + ToTensor + Normalize.
+
+    Args:
+        pp: preprocessing (size, interpolation, mean/std).
+        scale: range of the crop area as a fraction of the image area.
+        ratio: range of the crop aspect ratio (w / h), sampled log-uniformly.
+        flip_p: probability of a horizontal flip.
+    """
+
+    def __init__(self, pp: PreprocessCfg, scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), flip_p: float = 0.5):
+        if not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {tuple(scale)}")
+        self.pp = pp
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.flip_p = float(flip_p)
+        self._post = None
+
+    def sample_params(self, img_w: int, img_h: int, generator: Optional[Any] = None) -> CropFlipParams:
+        """Draw crop box and flip for an ``img_w x img_h`` image; a pure function of ``generator``'s state.
+
+        Same algorithm and draw order as ``torchvision.transforms.RandomResizedCrop.get_params`` (up to 10
+        tries of area ~ U(scale) * area, log-ratio ~ U(log ratio); else a central crop clipped to the ratio)
+        followed by ``RandomHorizontalFlip``'s ``rand(1) < p``. ``generator=None`` uses torch's global RNG.
+        """
+        import torch
+
+        area = img_h * img_w
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        box = None
+        for _ in range(10):
+            target_area = area * torch.empty(1).uniform_(self.scale[0], self.scale[1], generator=generator).item()
+            aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator).item())
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= img_w and 0 < h <= img_h:
+                i = int(torch.randint(0, img_h - h + 1, size=(1,), generator=generator).item())
+                j = int(torch.randint(0, img_w - w + 1, size=(1,), generator=generator).item())
+                box = (i, j, h, w)
+                break
+        if box is None:  # central crop, clipped to the ratio range
+            in_ratio = img_w / img_h
+            if in_ratio < min(self.ratio):
+                w, h = img_w, int(round(img_w / min(self.ratio)))
+            elif in_ratio > max(self.ratio):
+                h, w = img_h, int(round(img_h * max(self.ratio)))
+            else:
+                w, h = img_w, img_h
+            box = ((img_h - h) // 2, (img_w - w) // 2, h, w)
+        flip = bool(torch.rand(1, generator=generator).item() < self.flip_p)
+        return CropFlipParams(top=box[0], left=box[1], height=box[2], width=box[3], flip=flip)
+
+    def apply(self, img: Any, params: CropFlipParams):
+        """Crop ``img`` (PIL image) to ``params``' box, resize to ``image_size``, flip, ToTensor, Normalize."""
+        from torchvision import transforms as T
+        from torchvision.transforms import functional as F
+
+        out = F.resized_crop(img, params.top, params.left, params.height, params.width,
+                             [self.pp.image_size, self.pp.image_size], _mode(self.pp.interpolation), antialias=True)
+        if params.flip:
+            out = F.hflip(out)
+        if self._post is None:
+            self._post = T.Compose(_to_tensor_normalize(self.pp))
+        return self._post(out)
+
+    def __call__(self, img: Any):
+        w, h = _image_size(img)
+        return self.apply(img, self.sample_params(w, h, None))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.pp.image_size}, scale={self.scale}, ratio={self.ratio}, "
+                f"flip_p={self.flip_p}, interpolation={self.pp.interpolation})")
+
+
+def _image_size(img: Any) -> Tuple[int, int]:
+    if hasattr(img, "size") and not callable(img.size):  # PIL
+        return int(img.size[0]), int(img.size[1])
+    return int(img.shape[-1]), int(img.shape[-2])  # tensor [..., H, W]
+
+
+class RandomCropAndResize:
+    """The reference's ``RandomCropAndResize``: side ``s ~ U{min_size..max_size}``, RandomCrop(s), Resize(out).
+
+    The reference draws ``s`` with python's ``random``; here it comes from torch's RNG so that one torch seed
+    (and the DataLoader's per-worker seeding) fixes every draw.
+    """
+
+    def __init__(self, min_size: int, max_size: int, out_size: int, interpolation: str = "bilinear"):
+        if not 1 <= min_size <= max_size:
+            raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+        self.min_size, self.max_size, self.out_size = int(min_size), int(max_size), int(out_size)
+        self.interpolation = interpolation
+
+    def __call__(self, img: Any):
+        import torch
+        from torchvision import transforms as T
+        from torchvision.transforms import functional as F
+
+        s = int(torch.randint(self.min_size, self.max_size + 1, (1,)).item())
+        img = T.RandomCrop(s)(img)
+        return F.resize(img, [self.out_size, self.out_size], _mode(self.interpolation), antialias=True)
+
+
+def _pand_reference(pp: PreprocessCfg) -> Callable:
+    """ALGORITHMS.md 2.2 with the reference's 256/224/192 sizes scaled by ``image_size / 224``."""
+    from torchvision import transforms as T
+
+    size = pp.image_size
+    pre = int(round(size * 256 / 224))
+    lo = max(1, int(round(size * 192 / 224)))
+    return T.Compose([
+        T.Resize((pre, pre), interpolation=_mode(pp.interpolation)),  # squashes the aspect ratio, as the reference
+        T.RandomCrop(size),
+        RandomCropAndResize(lo, size, size, pp.interpolation),
+        T.RandomRotation(60, interpolation=_mode("bilinear")),
+        T.GaussianBlur(5, sigma=(1e-5, 10.0)),
+        T.ColorJitter(brightness=0.3, contrast=0.1, saturation=0.1, hue=0.1),
+        T.RandomHorizontalFlip(),
+        *_to_tensor_normalize(pp),
+    ])
+
+
+def _eval(pp: PreprocessCfg) -> Callable:
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize(pp.resize_size, interpolation=_mode(pp.interpolation)),
+        T.CenterCrop(pp.image_size),
+        *_to_tensor_normalize(pp),
+    ])
+
+
+def create_transform(pp: PreprocessCfg, is_train: bool, augment: str = "standard",
+                     crop_scale: Sequence[float] = (0.08, 1.0)) -> Callable:
+    """The train or eval transform (PIL RGB image -> normalised ``[3, image_size, image_size]`` float tensor).
+
+    Args:
+        pp: preprocessing settings (:func:`preprocess_cfg_from_student`).
+        is_train: False gives the eval transform whatever ``augment`` says.
+        augment: ``standard`` | ``pand_reference`` | ``none`` (= eval transform, also for training).
+        crop_scale: RandomResizedCrop area range of ``standard``.
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}; valid: {', '.join(AUGMENTS)}")
+    if not is_train or augment == "none":
+        return _eval(pp)
+    if augment == "standard":
+        return RandomResizedCropFlip(pp, scale=tuple(crop_scale))
+    return _pand_reference(pp)
