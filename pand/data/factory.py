@@ -1,0 +1,168 @@
+"""``build_splits``: the one entry point from a ``data`` config section to train / val / test datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from pand.errors import DataError
+
+from .base import DataSplits, FGVCDataset, Sample
+from .registry import RawSplits, get_dataset
+from .splits import base_novel_split, label_budget, stratified_holdout
+
+__all__ = ["build_splits", "load_raw"]
+
+_MAX_LISTED = 5
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
+    """Read the official splits of ``data_cfg.name`` (generating the synthetic benchmark when ``root`` is null).
+
+    Raises:
+        DataError: unknown dataset (lists the choices), ``root`` not set, or the loader's own errors.
+    """
+    name = str(_get(data_cfg, "name"))
+    info = get_dataset(name)
+    root = _get(data_cfg, "root")
+    if root in (None, ""):
+        if name != "synthetic":
+            raise DataError(
+                f"{name}: data.root is not set. Point it at the dataset folder, e.g. data.root=/data/{name}. "
+                f"Expected layout: {info.layout}"
+            )
+        from .synthetic import ensure_synthetic
+
+        root_path = ensure_synthetic(cache_dir, _get(data_cfg, "synthetic"))
+    else:
+        root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
+        if not root_path.is_dir():
+            raise DataError(f"{name}: data.root {root_path} does not exist or is not a folder. Expected layout: "
+                            f"{info.layout}")
+    return info.loader(root_path, data_cfg)
+
+
+def _check_names(names: Sequence[str], name: str, what: str) -> None:
+    seen: Dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise DataError(
+                f"{name}: duplicate class name {n!r} (labels {seen[n]} and {i}) in {what}. Text anchors need one name "
+                f"per class; give distinct names with data.class_names=[...]"
+            )
+        seen[n] = i
+
+
+def _check_samples(samples: List[Sample], n_classes: int, name: str, split: str, source: str) -> None:
+    missing = [p for p, _ in samples if not os.path.isfile(p)]
+    if missing:
+        listed = ", ".join(missing[:_MAX_LISTED])
+        raise DataError(
+            f"{name}: {len(missing)} of {len(samples)} {split} images listed in {source or split} are missing "
+            f"(e.g. {listed}). Re-extract the dataset under data.root or fix the split file."
+        )
+    bad = [(p, y) for p, y in samples if not 0 <= y < n_classes]
+    if bad:
+        raise DataError(f"{name}: {split} image {bad[0][0]} has label {bad[0][1]} outside 0..{n_classes - 1}")
+
+
+def _check_nonempty(samples: List[Sample], names: Sequence[str], name: str, split: str) -> None:
+    if not samples:
+        raise DataError(f"{name}: the {split} split is empty")
+    present = {y for _, y in samples}
+    empty = [i for i in range(len(names)) if i not in present]
+    if empty:
+        shown = ", ".join(f"{i} ({names[i]})" for i in empty[:_MAX_LISTED])
+        raise DataError(
+            f"{name}: {len(empty)} class(es) have no {split} images: {shown}. Every class needs training images; "
+            f"remove the empty classes from the metadata or add images."
+        )
+
+
+def build_splits(
+    data_cfg: Any,
+    cache_dir: str | os.PathLike = ".cache/pand",
+    train_transform: Optional[Callable] = None,
+    eval_transform: Optional[Callable] = None,
+) -> DataSplits:
+    """Build the train / val / test datasets of a run.
+
+    Steps: read the official layout (:func:`load_raw`); check class names (``data.class_names`` overrides them),
+    that every listed image exists and every class has training images; take the official val split where the
+    dataset has one (FGVC-Aircraft, DTD, Flowers-102 with ``flowers_use_val``, an ImageFolder ``val/``), else hold
+    out ``data.val_fraction`` of every class of train (seeded by ``data.val_seed``); then apply the label budget
+    ``data.labels_per_class`` to train. The test split is never changed.
+
+    Args:
+        data_cfg: the ``data`` config section (:class:`pand.config.schema.DataCfg`, DictConfig or dict).
+        cache_dir: where the synthetic benchmark is generated when ``data.root`` is null.
+        train_transform: applied to train images (PIL RGB -> whatever the model wants).
+        eval_transform: applied to val and test images.
+
+    Returns:
+        :class:`DataSplits` with ``base_classes`` / ``novel_classes`` (first ``ceil(C/2)`` ids are base) and, for
+        the synthetic benchmark, ``captions`` (absolute image path -> caption).
+
+    Raises:
+        DataError: with the bad input and the fix (missing root or files, unknown dataset, empty classes, ...).
+    """
+    name = str(_get(data_cfg, "name"))
+    raw = load_raw(data_cfg, cache_dir)
+    names = list(raw.class_names)
+    _check_names(names, name, "the dataset files")
+    override = _get(data_cfg, "class_names")
+    if override is not None:
+        override = [str(n) for n in override]
+        if len(override) != len(names):
+            raise DataError(f"{name}: data.class_names has {len(override)} names but the dataset has {len(names)} "
+                            f"classes; give one name per class in label order")
+        _check_names(override, name, "data.class_names")
+        names = override
+    c = len(names)
+    for split, samples in (("train", raw.train), ("val", raw.val), ("test", raw.test)):
+        if samples is not None:
+            _check_samples(samples, c, name, split, raw.sources.get(split, ""))
+    _check_nonempty(raw.train, names, name, "train")
+    if not raw.test:
+        raise DataError(f"{name}: the test split ({raw.sources.get('test', 'test')}) is empty")
+
+    train = list(raw.train)
+    if raw.val is not None:
+        val: Optional[List[Sample]] = list(raw.val)
+    else:
+        fraction = float(_get(data_cfg, "val_fraction", 0.1))
+        if not 0 <= fraction < 1:
+            raise DataError(f"{name}: data.val_fraction={fraction} must be in [0, 1)")
+        tr_idx, va_idx = stratified_holdout([y for _, y in train], fraction, int(_get(data_cfg, "val_seed", 0)))
+        val = [train[i] for i in va_idx] if va_idx else None
+        train = [train[i] for i in tr_idx]
+    budget = _get(data_cfg, "labels_per_class")
+    if budget is not None:
+        if int(budget) < 1:
+            raise DataError(f"{name}: data.labels_per_class={budget} must be >= 1 (or null for all)")
+        keep = label_budget([y for _, y in train], int(budget), int(_get(data_cfg, "val_seed", 0)))
+        train = [train[i] for i in keep]
+
+    skip = bool(_get(data_cfg, "skip_corrupt", False))
+
+    def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
+        if samples is None:
+            return None
+        return FGVCDataset(samples, names, transform=tf, skip_corrupt=skip, name=f"{name}/{split}")
+
+    template = str(_get(data_cfg, "template", "a photo of a {}."))
+    if "{}" not in template:
+        raise DataError(f"{name}: data.template={template!r} has no '{{}}' where the class name goes")
+    base, novel = base_novel_split(range(c))
+    return DataSplits(
+        train=ds(train, "train", train_transform), val=ds(val, "val", eval_transform),
+        test=ds(list(raw.test), "test", eval_transform), class_names=names, root=raw.root,
+        template=template, base_classes=base, novel_classes=novel,
+        captions=raw.captions,
+    )
