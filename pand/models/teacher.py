@@ -136,7 +136,8 @@ class Teacher(nn.Module):
         self.precision = precision
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
         self.image_size = pp.get("size", getattr(model.visual, "image_size", None))
-        if isinstance(self.image_size, (list, tuple)) and len(self.image_size) == 2 and self.image_size[0] == self.image_size[1]:
+        size = self.image_size
+        if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
             self.image_size = int(self.image_size[0])
         self.mean = tuple(float(v) for v in pp.get("mean", (0.48145466, 0.4578275, 0.40821073)))
         self.std = tuple(float(v) for v in pp.get("std", (0.26862954, 0.26130258, 0.27577711)))

@@ -39,7 +39,9 @@ def handcrafted_anchors(teacher: Any, prompts: Sequence[str]) -> torch.Tensor:
     return teacher.encode_text(list(prompts)).float().cpu()
 
 
-def save_anchors(path: str | Path, text_features: torch.Tensor, ctx: Optional[torch.Tensor], meta: Mapping[str, Any]) -> Path:
+def save_anchors(
+    path: str | Path, text_features: torch.Tensor, ctx: Optional[torch.Tensor], meta: Mapping[str, Any]
+) -> Path:
     """Write the PSC artifact atomically (``text_features`` re-normalised to unit rows, fp32)."""
     from pand.utils.io import save_tensors
 
@@ -113,7 +115,8 @@ def load_anchors(
         meta.setdefault("format", "seed-pt")
         file_teacher = None
     if not isinstance(feats, torch.Tensor) or feats.dim() != 2:
-        raise ArtifactError(f"{path}: text_features must be a [C, D] tensor, got {getattr(feats, 'shape', type(feats))}")
+        got = getattr(feats, "shape", type(feats))
+        raise ArtifactError(f"{path}: text_features must be a [C, D] tensor, got {got}")
     feats = feats.float()
     C, D = feats.shape
     if num_classes is not None and C != int(num_classes):

@@ -41,7 +41,9 @@ PROMPT_FORMS = ("template", "coop")
 POSITIONS = ("end", "middle", "front")
 
 
-def class_strings(class_names: Sequence[str], prompt_form: str = "template", template: str = "a photo of a {}.") -> List[str]:
+def class_strings(
+    class_names: Sequence[str], prompt_form: str = "template", template: str = "a photo of a {}."
+) -> List[str]:
     """The "class tokens" of every class: ``template.format(name)`` or ``name + "."`` (CoOp).
 
     Args:
@@ -75,7 +77,8 @@ def _text_tower(clip_model: nn.Module) -> _Tower:
     """The standard CLIP text-tower parts of ``clip_model``, or a "not supported" PandError."""
     name = type(clip_model).__name__
     if hasattr(clip_model, "token_embedding") and hasattr(clip_model, "transformer"):  # open_clip CLIP
-        src, pool, eos = clip_model, getattr(clip_model, "text_pool_type", "argmax"), getattr(clip_model, "text_eos_id", None)
+        src = clip_model
+        pool, eos = getattr(src, "text_pool_type", "argmax"), getattr(src, "text_eos_id", None)
     else:
         src = getattr(clip_model, "text", None)
         try:
@@ -156,7 +159,9 @@ class PromptLearner(nn.Module):
         tower = _text_tower(clip_model)
         _check_tokenizer(tokenizer)
         if class_token_position not in POSITIONS:
-            raise PandError(f"psc.class_token_position must be one of {', '.join(POSITIONS)}, got {class_token_position!r}")
+            raise PandError(
+                f"psc.class_token_position must be one of {', '.join(POSITIONS)}, got {class_token_position!r}"
+            )
         if not class_names:
             raise PandError("PromptLearner needs at least one class name")
         n_ctx = int(n_ctx)
@@ -167,7 +172,7 @@ class PromptLearner(nn.Module):
         self.n_ctx, self.csc, self.ctx_init = n_ctx, bool(csc), ctx_init
         self.class_token_position, self.prompt_form, self.template = class_token_position, prompt_form, template
         self.prompts_text = class_strings(self.class_names, prompt_form, template)
-        # tokens of the part that moves for front/middle: the bare name for coop ("." stays behind), the sentence otherwise
+        # tokens that move for front/middle: the bare name for coop ("." stays behind), else the whole sentence
         movable = list(self.class_names) if prompt_form == "coop" else self.prompts_text
         limit = L - 2 - n_ctx
         for name, text in zip(self.class_names, self.prompts_text):
@@ -216,7 +221,8 @@ class PromptLearner(nn.Module):
     def load_ctx(self, ctx: torch.Tensor) -> None:
         """Copy stored context vectors into ``ctx`` (shape must match: ``[n, W]`` or ``[C, n, W]``)."""
         if tuple(ctx.shape) != tuple(self.ctx.shape):
-            raise PandError(f"stored ctx has shape {tuple(ctx.shape)} but this prompt learner needs {tuple(self.ctx.shape)} "
+            raise PandError(f"stored ctx has shape {tuple(ctx.shape)} but this prompt learner needs "
+                            f"{tuple(self.ctx.shape)} "
                             f"(n_ctx, csc, class count and teacher text width must match)")
         with torch.no_grad():
             self.ctx.copy_(ctx.to(self.ctx.device, self.ctx.dtype))
@@ -330,7 +336,9 @@ def build_coop_text_model(
     seed: int = 0,
     **overrides: Any,
 ) -> CoOpTextModel:
-    """A :class:`CoOpTextModel` from the ``psc`` config section (n_ctx, ctx_init, csc, class_token_position, prompt_form).
+    """A :class:`CoOpTextModel` from the ``psc`` config section.
+
+    Reads n_ctx, ctx_init, csc, class_token_position and prompt_form.
 
     Args:
         clip_model: the teacher's open_clip model (``Teacher.model``).
@@ -347,5 +355,6 @@ def build_coop_text_model(
     gen = torch.Generator().manual_seed(int(seed))
     learner = PromptLearner(clip_model, tokenizer, class_names, template=template, generator=gen,
                             n_ctx=int(opts["n_ctx"]), ctx_init=opts["ctx_init"] or None, csc=bool(opts["csc"]),
-                            class_token_position=str(opts["class_token_position"]), prompt_form=str(opts["prompt_form"]))
+                            class_token_position=str(opts["class_token_position"]),
+                            prompt_form=str(opts["prompt_form"]))
     return CoOpTextModel(learner, TextEncoder(clip_model))

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from pand.errors import ArtifactError, PandError
+from pand.errors import PandError
 
 from .anchors import ARTIFACT_NAME, handcrafted_anchors, load_anchors, save_anchors
 
@@ -414,7 +414,8 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
         "artifact": str(artifact),
         "teacher": teacher_summary(teacher),
         "num_classes": len(class_names),
-        "counts": {s: (int(d[0].shape[0]) if d is not None else 0) for s, d in (("train", train), ("val", val), ("test", test))},
+        "counts": {s: (int(d[0].shape[0]) if d is not None else 0)
+                   for s, d in (("train", train), ("val", val), ("test", test))},
         "coop": coop,
         "zero_shot": zero_shot,
         "best_epoch": res.best_epoch,

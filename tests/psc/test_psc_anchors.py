@@ -16,7 +16,8 @@ TEMPLATE = "a photo of a {}, a type of bird."
 
 
 def _artifact(tmp_path, teacher, csc=False):
-    m = build_coop_text_model(teacher.model, teacher.tokenizer, TOY_CLASSES, template=TEMPLATE, n_ctx=3, csc=csc, seed=5)
+    m = build_coop_text_model(teacher.model, teacher.tokenizer, TOY_CLASSES, template=TEMPLATE, n_ctx=3, csc=csc,
+                              seed=5)
     with torch.no_grad():
         text = m()
     meta = {"class_names": TOY_CLASSES, "prompts": [TEMPLATE.format(n) for n in TOY_CLASSES], "n_ctx": 3,

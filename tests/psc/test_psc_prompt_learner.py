@@ -49,7 +49,8 @@ def test_front_and_middle_positions(tiny_teacher, form):
 
 def test_csc_with_init_matches_and_has_one_ctx_per_class(tiny_teacher):
     t = tiny_teacher
-    m = build_coop_text_model(t.model, t.tokenizer, NAMES, template=TEMPLATE, n_ctx=4, ctx_init="a photo of a", csc=True)
+    m = build_coop_text_model(t.model, t.tokenizer, NAMES, template=TEMPLATE, n_ctx=4, ctx_init="a photo of a",
+                              csc=True)
     assert tuple(m.prompt_learner.ctx.shape) == (len(NAMES), 4, 64)
     ref = _reference(t.model, t.tokenizer, [f"a photo of a {TEMPLATE.format(n)}" for n in NAMES])
     with torch.no_grad():

@@ -89,8 +89,9 @@ def test_no_val_keeps_last_epoch(tmp_path, tiny_teacher):
 
 def test_resume_gives_the_same_result(tmp_path, tiny_teacher, monkeypatch):
     train, val = _toy_features(6, 64, 1), _toy_features(3, 64, 2)
-    full = train_coop(_model(tiny_teacher), train, val, _cfg(optimizer="sgd", lr=0.5, epochs=6), tiny_teacher.logit_scale,
-                      tmp_path / "a", seed=3, config_hash="h", progress=False)
+    cfg = _cfg(optimizer="sgd", lr=0.5, epochs=6)
+    full = train_coop(_model(tiny_teacher), train, val, cfg, tiny_teacher.logit_scale, tmp_path / "a", seed=3,
+                      config_hash="h", progress=False)
     calls = {"n": 0}
     real = psc_train._write_metrics
 
