@@ -1,0 +1,59 @@
+"""Slow PromptKD runs (``--runslow``): bit-exact resume after an interruption, and PSC-tuned teacher prompts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pand.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(tmp, *overrides):
+    return load_config("configs/tiny.yaml", [
+        "recipe=promptkd", "promptkd.teacher_prompts=handcrafted", f"cache_dir={tmp / 'cache'}",
+        "data.synthetic.train_per_class=4", "data.synthetic.test_per_class=2", "promptkd.epochs=3",
+        "promptkd.warmup_epochs=1", *overrides,
+    ])
+
+
+def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
+    import pand.promptkd.recipe as recipe
+    from pand.utils.io import load_tensors
+
+    cfg = _cfg(tmp_path)
+    straight = recipe.run(cfg, tmp_path / "straight", progress=False)
+
+    original = recipe._train_epoch
+
+    def interrupted(ctx, loader, source, optimizer, scaler, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(ctx, loader, source, optimizer, scaler, epoch)
+
+    monkeypatch.setattr(recipe, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.run(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(recipe, "_train_epoch", original)
+    resumed = recipe.run(cfg, tmp_path / "resumed", resume=True, progress=False)
+
+    a = load_tensors(tmp_path / "straight" / "student.safetensors")[0]
+    b = load_tensors(tmp_path / "resumed" / "student.safetensors")[0]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    assert resumed["results"] == straight["results"]
+
+
+def test_psc_teacher_prompts_are_learned_on_base_classes_only(tmp_path):
+    from pand.promptkd import run
+    from pand.utils.io import load_tensors
+
+    cfg = _cfg(tmp_path, "promptkd.teacher_prompts=psc", "promptkd.epochs=1", "psc.epochs=2")
+    s = run(cfg, tmp_path / "run", progress=False)
+    assert s["class_vectors"]["source"] == "psc"
+    assert s["class_vectors"]["psc_trained_on"] == "base classes only"
+    _, psc_meta = load_tensors(tmp_path / "run" / "psc" / "learned_text_features.safetensors")
+    assert len(psc_meta["class_names"]) == 12  # PSC saw the 12 base classes and nothing else
+    _, cv_meta = load_tensors(tmp_path / "run" / "promptkd" / "class_vectors.safetensors")
+    assert cv_meta["num_classes"] == 24 and cv_meta["class_names"][:12] == psc_meta["class_names"]
