@@ -10,11 +10,21 @@ attention; elementwise ops, norms and softmax are not counted) for **one image**
 The teacher is instantiated on the ``meta`` device from its open_clip architecture (no weights, no compute), so
 counting a ViT-L/14 costs nothing; the student is counted on a ``meta`` copy of the trained classifier.
 
-Reference point (PromptKD paper, via the seed notes; not reproduced here): CoOp/PromptSRC with ViT-L/14 plus text
-encoder about **162.5 GFLOPs** vs PromptKD's ViT-B/16 without text encoder about **42.5 GFLOPs**. Our counter
-gives, for the image towers alone at 224 px, ViT-L/14 162.0 and ViT-B/16 35.1 GFLOPs (plus about 13.3 GFLOPs per
-class for the ViT-L/14 text tower), so the seed's 162.5 matches the ViT-L/14 image tower and its 42.5 counts the
-ViT-B/16 differently from us (the 4 x 9 prompt tokens add about 0.8 GFLOPs here).
+Reference point (PromptKD paper, via the seed notes; quoted, not reproduced): CoOp/PromptSRC with ViT-L/14 plus
+text encoder about **162.5 GFLOPs** vs PromptKD's ViT-B/16 without text encoder about **42.5 GFLOPs**. This
+counter gives at 224 px (measured on the meta device with open_clip 3.3):
+
+=============================================  ===============
+ViT-L/14 image tower                            162.0 GFLOPs
+ViT-L/14 text tower, per class (77 tokens)       13.3 GFLOPs
+ViT-B/16 image tower, no prompts                 35.1 GFLOPs
+ViT-B/16 + 4 prompt tokens (any depth)           35.9 GFLOPs
+projector 512->768->768 + matmul, 100 classes    0.002 GFLOPs
+=============================================  ===============
+
+So the seed's 162.5 matches the ViT-L/14 image tower alone, and its 42.5 counts the ViT-B/16 differently from this
+counter (which skips softmax, norms and elementwise ops). The prompt tokens cost the same at every depth because
+they travel through every layer once appended.
 """
 from __future__ import annotations
 

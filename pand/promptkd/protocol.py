@@ -21,6 +21,7 @@ __all__ = [
     "resolve_base_novel",
     "check_base_novel",
     "build_pool",
+    "check_regime",
     "UnlabeledDataset",
     "subset_by_classes",
     "harmonic_mean",
@@ -100,6 +101,17 @@ class UnlabeledDataset:
         raise IndexError(index)  # pragma: no cover
 
 
+def check_regime(splits, regime: str) -> None:
+    """Raise :class:`DataError` for an unknown regime, or ``transductive`` on a dataset without test images."""
+    if regime not in ("inductive", "transductive"):
+        raise DataError(f"unknown promptkd.regime '{regime}'. Valid choices: inductive, transductive")
+    if regime == "transductive" and (splits.test is None or len(splits.test) == 0):
+        raise DataError(
+            "promptkd.regime=transductive puts the unlabeled test images into the distillation pool, but this "
+            "dataset has no test split. Use promptkd.regime=inductive or a dataset with a test split."
+        )
+
+
 def build_pool(splits, regime: str, base_classes: Sequence[int], transform=None) -> Tuple[UnlabeledDataset, List]:
     """The unlabeled distillation pool of a regime.
 
@@ -116,17 +128,11 @@ def build_pool(splits, regime: str, base_classes: Sequence[int], transform=None)
     Raises:
         DataError: unknown regime, an empty pool, or transductive mode without a test split.
     """
+    check_regime(splits, regime)
     if regime == "inductive":
         parts = [subset_by_classes(splits.train, base_classes, name=f"{splits.train.name}[base]")]
-    elif regime == "transductive":
-        if splits.test is None or len(splits.test) == 0:
-            raise DataError(
-                "promptkd.regime=transductive puts the unlabeled test images into the distillation pool, but this "
-                "dataset has no test split. Use promptkd.regime=inductive or a dataset with a test split."
-            )
-        parts = [splits.train, splits.test]
     else:
-        raise DataError(f"unknown promptkd.regime '{regime}'. Valid choices: inductive, transductive")
+        parts = [splits.train, splits.test]
     parts = [p.with_transform(transform) for p in parts]
     pool = UnlabeledDataset(parts)
     if len(pool) == 0:

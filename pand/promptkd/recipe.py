@@ -40,7 +40,7 @@ from .class_vectors import (
     CLASS_VECTORS_NAME, class_vectors_for, compute_class_vectors, load_class_vectors, save_class_vectors,
 )
 from .loss import promptkd_kd_loss, promptkd_logits
-from .protocol import build_pool, harmonic_mean, promptkd_lr, resolve_base_novel, subset_accuracy, subset_by_classes
+from .protocol import build_pool, check_regime, harmonic_mean, promptkd_lr, resolve_base_novel, subset_accuracy, subset_by_classes
 from .student import (
     PromptKDClassifier, PromptKDStudent, build_promptkd_student, classifier_metadata, trainable_parameters,
 )
@@ -112,28 +112,37 @@ def _vectors_match(meta: Dict[str, Any], cfg, splits, teacher) -> bool:
 
 def prepare_class_vectors(cfg, run_dir: Path, splits, teacher, base: Sequence[int], resume: bool,
                           progress: bool = True) -> tuple:
-    """Compute the class vectors once (or reuse the stored ones) and save them.
+    """Compute the class vectors once for this run and save them; a resumed run reads the stored ones back.
 
-    A stored file is reused when it was made by the same teacher for the same classes, template and source; on
-    ``resume`` a stored file that does not fit is an :class:`ArtifactError` (the checkpoint was trained on it).
+    Raises:
+        ArtifactError: on ``resume``, stored vectors made by another teacher or for other classes, template or
+            ``teacher_prompts`` (the checkpoint was trained against them).
 
     Returns:
         ``(vectors [C, D_t] fp32 on the CPU, metadata)``.
     """
     path = Path(run_dir) / "promptkd" / CLASS_VECTORS_NAME
-    if path.is_file():
-        vectors, meta = load_class_vectors(path)
-        if _vectors_match(meta, cfg, splits, teacher):
-            return vectors, meta
-        if resume:
+    if resume and path.is_file():
+        vectors, meta = load_class_vectors(path, embed_dim=teacher.embed_dim)
+        if not _vectors_match(meta, cfg, splits, teacher):
             raise ArtifactError(
                 f"{path} was made by another teacher, class list, template or teacher_prompts setting than this "
                 f"resumed run; resume with the original settings or start a new --run-dir"
             )
+        return vectors, meta
     vectors, meta = compute_class_vectors(cfg, Path(run_dir), splits, teacher, base, progress=progress)
     save_class_vectors(path, vectors, meta)
     return load_class_vectors(path, class_names=splits.class_names, embed_dim=teacher.embed_dim,
                               teacher_id=teacher.identity)
+
+
+def _check_fresh(out_dir: Path, resume: bool) -> None:
+    """Refuse to start over a run that already has checkpoints (before anything is written)."""
+    from pand.nsd.checkpoint import has_checkpoint
+
+    if not resume and has_checkpoint(out_dir / "checkpoints"):
+        raise ArtifactError(f"{out_dir} already holds PromptKD checkpoints; pass --resume to continue that run or "
+                            f"choose another --run-dir (nothing was overwritten)")
 
 
 @torch.no_grad()
@@ -282,14 +291,10 @@ def _validate(ctx: PromptKDContext) -> Optional[float]:
 def _restore(ctx: PromptKDContext, root: Path, config: Dict[str, Any], resume: bool, optimizer, scaler,
              fingerprint: Dict[str, str]) -> tuple:
     """Load the last checkpoint when resuming: ``(first epoch to run, best record)``."""
-    from pand.nsd.checkpoint import (
-        check_resume_config, has_checkpoint, load_last_checkpoint, restore_rng, split_prefixed,
-    )
+    from pand.nsd.checkpoint import check_resume_config, load_last_checkpoint, restore_rng, split_prefixed
 
     if not resume:
-        if has_checkpoint(root):
-            raise ArtifactError(f"{root.parent} already holds PromptKD checkpoints; pass --resume to continue that "
-                                f"run or choose another --run-dir (nothing was overwritten)")
+        _check_fresh(root.parent, resume)
         return 0, {"epoch": None, "val": None}
     ck = load_last_checkpoint(root)
     if ck is None:
@@ -492,11 +497,11 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True) -> Dict
     run_dir = Path(run_dir)
     out_dir = run_dir / "promptkd"
     _check_single_process(cfg)
+    _check_fresh(out_dir, resume)
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
     device = select_device(str(cfg.trainer.accelerator))
     splits, base, novel = build_data(cfg)
-    if str(cfg.promptkd.regime) == "transductive" and (splits.test is None or len(splits.test) == 0):
-        build_pool(splits, "transductive", base)  # raises the "no test split" DataError before any model work
+    check_regime(splits, str(cfg.promptkd.regime))  # before any model work
     teacher = create_teacher(cfg.teacher, device=device)
     vectors, cv_meta = prepare_class_vectors(cfg, run_dir, splits, teacher, base, resume, progress)
     torch.manual_seed(int(cfg.trainer.seed))  # the student's prompt init does not depend on what ran before
@@ -513,8 +518,12 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True) -> Dict
     cross = _cross_eval(ctx)
     from .flops import promptkd_gflops
 
-    clf = PromptKDClassifier(ctx.student, ctx.class_vectors.cpu())
-    gflops = promptkd_gflops(str(cfg.teacher.arch), cfg.teacher.get("image_size"), clf, pp.image_size)
+    try:
+        gflops = promptkd_gflops(str(cfg.teacher.arch), cfg.teacher.get("image_size"),
+                                 PromptKDClassifier(ctx.student, ctx.class_vectors.cpu()), pp.image_size)
+    except Exception as e:  # noqa: BLE001 - a cost report must not fail a finished run
+        warnings.warn(f"GFLOPs not counted: {type(e).__name__}: {e}")
+        gflops = {"error": f"{type(e).__name__}: {e}"}
     export_extra = {"regime": str(cfg.promptkd.regime), "teacher_identity": teacher.identity,
                     "selected_epoch": selection["epoch"], "class_vectors_source": cv_meta.get("source")}
     student_path = _export(ctx, run_dir, export_extra)

@@ -360,7 +360,12 @@ def build_promptkd_classifier(cfg, num_classes: int, embed_dim: Optional[int] = 
 def classifier_metadata(cfg, clf: PromptKDClassifier, pp: "PreprocessCfg", class_names: List[str],
                         extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Metadata stored with ``student.safetensors``: enough to rebuild (:func:`load_promptkd_classifier`) and to
-    preprocess (``preprocess`` = :meth:`pand.data.transforms.PreprocessCfg.to_dict`) without the run config."""
+    preprocess (``preprocess`` = :meth:`pand.data.transforms.PreprocessCfg.to_dict`) without the run config.
+
+    The keys shared with the other recipes' students (``arch``, ``num_classes``, ``class_names``, ``image_size``,
+    ``preprocess``, ``recipe``) mean the same; ``kind: "promptkd"`` tells an exporter to rebuild with
+    :func:`build_promptkd_classifier` (or :func:`load_promptkd_classifier`) instead of the student registry.
+    """
     import pand
 
     return {
@@ -370,6 +375,8 @@ def classifier_metadata(cfg, clf: PromptKDClassifier, pp: "PreprocessCfg", class
         "num_classes": clf.num_classes,
         "embed_dim": clf.embed_dim,
         "class_names": list(class_names),
+        "recipe": "promptkd",
+        "image_size": pp.image_size,
         "preprocess": pp.to_dict(),
         "input_shape": [1, 3, pp.image_size, pp.image_size],
         "output": "logits",

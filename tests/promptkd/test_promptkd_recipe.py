@@ -121,8 +121,11 @@ def test_rerun_without_resume_is_refused(finished):
     from pand.errors import ArtifactError
     from pand.promptkd import run
 
+    vectors = finished["dir"] / "promptkd" / "class_vectors.safetensors"
+    before = vectors.stat().st_mtime_ns
     with pytest.raises(ArtifactError, match="--resume"):
         run(finished["cfg"], finished["dir"], progress=False)
+    assert vectors.stat().st_mtime_ns == before  # refused before anything was rewritten
 
 
 def test_resume_of_a_finished_run_skips_training(finished):
