@@ -9,7 +9,6 @@ from .base import DataSplits, FGVCDataset, Sample
 from .factory import build_splits, load_raw
 from .registry import RawSplits, clean_class_name, get_dataset, list_datasets, register_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
-from .synthetic import generate_synthetic
 from .transforms import (
     CropFlipParams,
     PreprocessCfg,
@@ -25,3 +24,11 @@ __all__ = [
     "generate_synthetic",
 ]
 
+
+def __getattr__(name: str):
+    # lazy, so that `python -m pand.data.synthetic` does not find its module imported twice (runpy warning)
+    if name == "generate_synthetic":
+        from .synthetic import generate_synthetic
+
+        return generate_synthetic
+    raise AttributeError(f"module 'pand.data' has no attribute {name!r}")
