@@ -40,7 +40,9 @@ from .class_vectors import (
     CLASS_VECTORS_NAME, class_vectors_for, compute_class_vectors, load_class_vectors, save_class_vectors,
 )
 from .loss import promptkd_kd_loss, promptkd_logits
-from .protocol import build_pool, check_regime, harmonic_mean, promptkd_lr, resolve_base_novel, subset_accuracy, subset_by_classes
+from .protocol import (
+    build_pool, check_regime, harmonic_mean, promptkd_lr, resolve_base_novel, subset_accuracy, subset_by_classes,
+)
 from .student import (
     PromptKDClassifier, PromptKDStudent, build_promptkd_student, classifier_metadata, trainable_parameters,
 )
