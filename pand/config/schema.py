@@ -162,10 +162,11 @@ class NLRDCfg:
 
 @dataclass
 class TeacherCacheCfg:
-    """Teacher-feature cache with augmentation replay (0 views = live teacher)."""
+    """Teacher-feature cache with augmentation replay (0 views = live teacher; :mod:`pand.nsd.teacher_cache`)."""
 
-    views: int = 0
-    shard_size: int = 4096
+    views: int = 0  # V augmented views per image, encoded once; epoch e uses view e % V. 8-16 recommended
+    shard_size: int = 4096  # images per shard file under <cache_dir>/nsd_teacher/<key>/
+    dtype: str = "fp16"  # fp16 (half the disk) | fp32 (bit-exact with the live teacher)
 
 
 @dataclass
@@ -253,6 +254,7 @@ CHOICES = {
     "psc.optimizer": ("sgd", "adamw"),
     "nsd.optimizer": ("adamw", "sgd"),
     "nsd.scheduler": ("cosine", "step", "none"),
+    "nsd.teacher_cache.dtype": ("fp16", "fp32"),
     "promptkd.regime": ("inductive", "transductive"),
     "promptkd.optimizer": ("sgd", "adamw"),
     "promptkd.teacher_prompts": ("psc", "handcrafted"),

@@ -461,6 +461,10 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     device = device or select_device(cfg.trainer.accelerator, dist.local_rank)
     out_dir = Path(out_dir)
     _check_inputs(cfg, splits, source, anchors)
+    if cfg.recipe.use_teacher:  # nsd.teacher_cache.views > 0: a LiveTeacher becomes cached replayed views
+        from .teacher_cache import maybe_cache_teacher
+
+        source = maybe_cache_teacher(cfg, source, splits.train, dist)
     if device.type != "cuda" and cfg.trainer.precision != "fp32":
         warnings.warn(f"trainer.precision={cfg.trainer.precision} applies to CUDA only; training in fp32 on CPU")
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))

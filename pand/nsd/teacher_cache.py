@@ -1,0 +1,442 @@
+"""Teacher-feature cache with augmentation replay for Stage NSD (fast NSD, issue 8).
+
+The frozen teacher is 100-200x more expensive than the student, and the seed implementation runs it on every
+training image in every epoch. With ``nsd.teacher_cache.views = V > 0`` it runs once per *(image, view)*
+instead:
+
+1. **Build** (:func:`build_teacher_cache`, rank 0, before training). For every training image ``i`` and view
+   ``v < V`` the training pipeline's own augmentation is replayed: :class:`pand.nsd.data.IndexedDataset` draws the
+   random parameters of ``(i, v)`` from ``mix_seed(trainer.seed, v, i)`` only, so the pixels are a pure function of
+   ``(seed, v, i)``. Those pixels go through the very same :class:`~pand.nsd.teacher_source.LiveTeacher` path
+   (re-normalisation, resize, channels-last, AMP) and the L2-normalised features ``[N, V, D_t]`` are written as
+   safetensors (fp16 by default, ``nsd.teacher_cache.dtype=fp32`` for exact parity) in shards of
+   ``nsd.teacher_cache.shard_size`` images: ``<cache_dir>/nsd_teacher/<key[:32]>/shard-00000.safetensors`` ...
+   plus ``manifest.json``, written last. Every file is written atomically, so a crash keeps the finished shards
+   and the next build only computes the missing ones (a tqdm bar counts the views encoded).
+2. **Train** (:class:`CachedTeacher`, the :class:`~pand.nsd.teacher_source.TeacherSource` the engine sees). Epoch
+   ``e`` uses view ``e % V`` for every image (the seam picks one view per epoch: the engine asks
+   :meth:`CachedTeacher.view`, hands that view to the :class:`~pand.nsd.data.ViewSampler`, and the data pipeline
+   reproduces exactly the pixels the teacher encoded). :meth:`CachedTeacher.features` looks ``(view, indices)`` up
+   in memory-mapped shards (a numpy memmap of each file's raw tensor region: only the rows of the batch are read,
+   nothing is loaded whole, and only the ``[B, D_t]`` batch is moved to the GPU) and returns float32 on the images'
+   device.
+
+**Key** (same rules as the PSC cache, :mod:`pand.psc.features`): sha256 of the teacher identity, its precision and
+the teacher input pipeline (student mean/std -> teacher mean/std, size, interpolation), the dataset's sample list
+(``samples_hash``), the training transform's description, ``trainer.seed``, ``V``, the storage dtype and the shard
+size. Any change gives another directory; a stale or damaged shard is recomputed, never trusted.
+
+**Choosing V.** 8-16 views are the recommended range: the teacher cost becomes ``V/E`` of the live one (16/300 for
+the reference's 300 epochs) while the student still sees 8-16 distinct augmentations of every image, each paired
+with the teacher's features of exactly those pixels. ``V = 0`` (the default) keeps the live teacher.
+
+**Disk / memory.** ``N * V * D_t * 2`` bytes in fp16: 10k images x 16 views x 1024 dims = 328 MB. Reads are
+memory-mapped, so the resident memory is the OS page cache, not a copy per process.
+
+Not verified here (no GPU in the development environment): the CUDA paths (pinned host buffers with non-blocking
+copies, teacher AMP/channels-last during the build) and multi-GPU builds; a 2-rank build is only exercised with
+gloo on CPU.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from pand.errors import ArtifactError, PandError
+
+from .data import IndexedDataset
+from .teacher_source import LiveTeacher
+
+__all__ = [
+    "CACHE_SUBDIR", "DTYPES", "RECOMMENDED_VIEWS", "teacher_cache_meta", "teacher_cache_key", "teacher_cache_dir",
+    "build_teacher_cache", "TeacherFeatureCache", "CachedTeacher", "maybe_cache_teacher",
+]
+
+CACHE_SUBDIR = "nsd_teacher"
+FORMAT = "pand-nsd-teacher-cache-v1"
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+RECOMMENDED_VIEWS = (8, 16)
+_MANIFEST = "manifest.json"
+_NP_DTYPES = {"F16": "<f2", "F32": "<f4"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# key
+# --------------------------------------------------------------------------------------------------------------
+def _dataset_fingerprint(dataset: Any) -> Dict[str, Any]:
+    from pand.psc.features import describe_transform, samples_hash
+
+    if getattr(dataset, "samples", None) is None:
+        raise PandError(
+            f"nsd.teacher_cache needs a training dataset with a 'samples' list of (path, label) to key the cache on, "
+            f"got {type(dataset).__name__}. Use a pand.data.FGVCDataset or set nsd.teacher_cache.views=0 (live teacher)"
+        )
+    return {
+        "dataset": str(getattr(dataset, "name", "")),
+        "count": len(dataset),
+        "samples_hash": samples_hash(dataset),
+        "transform": describe_transform(getattr(dataset, "transform", None)),
+    }
+
+
+def teacher_cache_meta(live: LiveTeacher, dataset: Any, seed: int, views: int, dtype: str = "fp16",
+                       shard_size: int = 4096, key_extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Everything the cached features depend on (the cache key is its sha256).
+
+    Args:
+        live: the live source whose forward pass is cached (its teacher's ``identity``/``precision`` and input
+            pipeline: student mean/std, resize size, interpolation).
+        dataset: the training dataset with its augmenting transform (``samples``, ``transform``, ``name``).
+        seed: ``trainer.seed`` (the augmentation of ``(i, v)`` is drawn from ``mix_seed(seed, v, i)``).
+        views: V, the number of augmented views per image.
+        dtype: ``fp16`` | ``fp32`` storage.
+        shard_size: images per shard file.
+        key_extra: more JSON-able key parts.
+
+    Returns:
+        A JSON-able dict.
+
+    Raises:
+        PandError: a dataset without a ``samples`` list (nothing to key the cache on).
+    """
+    t = live.teacher
+    size = live.size
+    return {
+        "format": FORMAT,
+        "teacher_identity": str(t.identity),
+        "embed_dim": int(live.embed_dim),
+        "teacher_precision": str(getattr(t, "precision", "fp32")),
+        "teacher_input": {
+            "student_mean": list(live.student_mean), "student_std": list(live.student_std),
+            "teacher_mean": [float(v) for v in t.mean], "teacher_std": [float(v) for v in t.std],
+            "size": list(size) if isinstance(size, (tuple, list)) else size, "interpolation": live.interpolation,
+        },
+        **_dataset_fingerprint(dataset),
+        "seed": int(seed),
+        "views": int(views),
+        "dtype": str(dtype),
+        "shard_size": int(shard_size),
+        "key_extra": {str(k): v for k, v in (key_extra or {}).items()},
+    }
+
+
+def teacher_cache_key(meta: Mapping[str, Any]) -> str:
+    """sha256 of the cache metadata (sorted JSON), as :func:`pand.psc.features.feature_cache_key`."""
+    from pand.psc.features import feature_cache_key
+
+    return feature_cache_key(meta)
+
+
+def teacher_cache_dir(cache_dir: str | Path, meta: Mapping[str, Any]) -> Path:
+    """``<cache_dir>/nsd_teacher/<key[:32]>``."""
+    return Path(cache_dir) / CACHE_SUBDIR / teacher_cache_key(meta)[:32]
+
+
+def _shard_path(root: Path, s: int) -> Path:
+    return root / f"shard-{s:05d}.safetensors"
+
+
+def _shard_ranges(n: int, shard_size: int) -> List[Tuple[int, int]]:
+    return [(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# raw safetensors access (header + memory map)
+# --------------------------------------------------------------------------------------------------------------
+def _read_header(path: Path) -> Dict[str, Any]:
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError("file shorter than a safetensors header")
+        n = struct.unpack("<Q", raw)[0]
+        if n > 100_000_000:
+            raise ValueError(f"implausible safetensors header length {n}")
+        header = json.loads(f.read(n))
+    header["__header_len__"] = n
+    return header
+
+
+def _memmap(path: Path, header: Mapping[str, Any], name: str = "features"):
+    """Read-only numpy memmap of tensor ``name``'s raw little-endian bytes (nothing is read until indexed)."""
+    import numpy as np
+
+    info = header[name]
+    begin, _ = info["data_offsets"]
+    return np.memmap(path, dtype=_NP_DTYPES[info["dtype"]], mode="r", offset=8 + int(header["__header_len__"]) + begin,
+                     shape=tuple(int(s) for s in info["shape"]))
+
+
+def _valid_shard(path: Path, key: str, start: int, count: int, views: int, dim: int, dtype: str) -> bool:
+    """Whether ``path`` is a complete shard of this cache (header, metadata, shape, dtype and file size)."""
+    if not path.is_file():
+        return False
+    try:
+        header = _read_header(path)
+        meta = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
+        info = header["features"]
+        size_ok = path.stat().st_size >= 8 + header["__header_len__"] + int(info["data_offsets"][1])
+        ok = (meta.get("key") == key and meta.get("start") == start and tuple(info["shape"]) == (count, views, dim)
+              and info["dtype"] == ("F16" if dtype == "fp16" else "F32") and size_ok)
+    except Exception as e:  # noqa: BLE001 - a damaged shard is recomputed, never trusted
+        warnings.warn(f"teacher cache shard {path} is unreadable ({type(e).__name__}: {e}); recomputing it")
+        return False
+    if not ok:
+        warnings.warn(f"teacher cache shard {path} does not match its key or shape; recomputing it")
+    return ok
+
+
+def _manifest_ok(root: Path, key: Optional[str]) -> bool:
+    from pand.utils.io import read_json
+
+    p = root / _MANIFEST
+    try:
+        m = read_json(p) if p.is_file() else {}
+    except (OSError, ValueError):
+        return False
+    return (key is None or m.get("key") == key) and bool(m.get("complete"))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# build
+# --------------------------------------------------------------------------------------------------------------
+def _encode_shard(live: LiveTeacher, dataset: IndexedDataset, start: int, end: int, views: int, batch_size: int,
+                  num_workers: int, bar) -> torch.Tensor:
+    """``[end - start, V, D]`` float32 features of the replayed views ``(i, v)``, ``i`` in ``[start, end)``."""
+    from torch.utils.data import DataLoader
+
+    device = getattr(live.teacher, "device", torch.device("cpu"))
+    keys = [(i, v) for i in range(start, end) for v in range(views)]
+    loader = DataLoader(dataset, batch_size=max(1, int(batch_size)), sampler=keys, num_workers=int(num_workers),
+                        pin_memory=device.type == "cuda", drop_last=False)
+    out = []
+    for images, _, indices in loader:
+        images = images.to(device, non_blocking=True)
+        out.append(live.features(images, indices).float().cpu())
+        bar.update(images.shape[0])
+    feats = torch.cat(out)
+    if feats.shape[0] != len(keys):  # pragma: no cover - drop_last=False never drops
+        raise PandError(f"teacher cache: encoded {feats.shape[0]} views for {len(keys)} requested")
+    return feats.view(end - start, views, -1)
+
+
+def build_teacher_cache(
+    live: LiveTeacher,
+    dataset: Any,
+    cache_dir: str | Path,
+    seed: int,
+    views: int,
+    shard_size: int = 4096,
+    dtype: str = "fp16",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    key_extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Encode V replayed augmentations of every training image with the teacher, once; reuse them afterwards.
+
+    A complete cache with the same key is reused without any teacher forward pass; a partial one (crash
+    mid-build) keeps its finished shards and only the missing shards are computed. The global RNG states
+    (torch CPU, python, numpy) are left as they were, so building never changes what a seeded run draws next.
+
+    Args:
+        live: the live teacher source whose forward pass is cached (:class:`LiveTeacher`).
+        dataset: the training dataset with its augmenting transform (a :class:`pand.data.FGVCDataset`); view ``v`` of
+            image ``i`` is ``IndexedDataset(dataset, seed)[(i, v)]``, the same call the training loader makes.
+        cache_dir: root of the caches (``<cache_dir>/nsd_teacher/<key[:32]>/`` is used).
+        seed: ``trainer.seed``.
+        views: V >= 1 (8-16 recommended).
+        shard_size: images per shard file.
+        dtype: ``fp16`` (default; half the disk) or ``fp32`` (bit-exact with the live teacher).
+        batch_size: teacher batch (``teacher.batch_size``).
+        num_workers: DataLoader workers for decoding/augmenting.
+        progress: show a tqdm bar (views encoded).
+        key_extra: more JSON-able key parts.
+
+    Returns:
+        The cache directory (open it with :class:`TeacherFeatureCache`).
+
+    Raises:
+        PandError: bad ``views``/``shard_size``/``dtype`` or a dataset without ``samples``.
+    """
+    from tqdm.auto import tqdm
+
+    from pand.utils.io import atomic_write_json, save_tensors
+
+    views, shard_size = int(views), int(shard_size)
+    if views < 1:
+        raise PandError(f"nsd.teacher_cache.views={views}: the cache needs at least 1 view (0 = live teacher)")
+    if shard_size < 1:
+        raise PandError(f"nsd.teacher_cache.shard_size={shard_size} must be >= 1 (images per shard file)")
+    if dtype not in DTYPES:
+        raise PandError(f"nsd.teacher_cache.dtype={dtype!r}; valid: {', '.join(DTYPES)}")
+    meta = teacher_cache_meta(live, dataset, seed, views, dtype, shard_size, key_extra)
+    key = teacher_cache_key(meta)
+    root = teacher_cache_dir(cache_dir, meta)
+    if _manifest_ok(root, key):
+        return root
+    n, dim = len(dataset), int(live.embed_dim)
+    ranges = _shard_ranges(n, shard_size)
+    todo = [(s, a, b) for s, (a, b) in enumerate(ranges)
+            if not _valid_shard(_shard_path(root, s), key, a, b - a, views, dim, dtype)]
+    indexed = IndexedDataset(dataset, int(seed))
+    total = sum(b - a for _, a, b in todo) * views
+    with torch.random.fork_rng(devices=[]), \
+            tqdm(total=total, desc=f"nsd teacher cache ({views} views)", unit="view", disable=not progress,
+                 leave=False, dynamic_ncols=True) as bar:
+        for s, a, b in todo:
+            feats = _encode_shard(live, indexed, a, b, views, batch_size, num_workers, bar)
+            save_tensors(_shard_path(root, s), {"features": feats.to(DTYPES[dtype])},
+                         {"key": key, "shard": s, "start": a, "count": b - a, "views": views, "embed_dim": dim,
+                          "dtype": dtype})
+    atomic_write_json(root / _MANIFEST, {"key": key, "complete": True, "num_shards": len(ranges), **meta})
+    return root
+
+
+# --------------------------------------------------------------------------------------------------------------
+# read
+# --------------------------------------------------------------------------------------------------------------
+class TeacherFeatureCache:
+    """Memory-mapped, read-only view of a built cache: ``lookup(indices, view) -> [B, D_t]`` float32.
+
+    Args:
+        root: a directory written by :func:`build_teacher_cache` (with its ``manifest.json``).
+
+    Attributes:
+        count, views, embed_dim, shard_size, dtype, key: from the manifest.
+        shards: one read-only ``numpy.memmap`` ``[n_s, V, D_t]`` per shard file.
+
+    Raises:
+        ArtifactError: no/incomplete manifest, or a shard that does not match it (rebuild the cache).
+    """
+
+    def __init__(self, root: str | Path):
+        from pand.utils.io import read_json
+
+        self.root = Path(root)
+        if not _manifest_ok(self.root, None):
+            raise ArtifactError(f"{self.root} is not a complete NSD teacher cache (no complete manifest.json); delete "
+                                f"it and rebuild (it is rebuilt automatically when nsd.teacher_cache.views > 0)")
+        m = read_json(self.root / _MANIFEST)
+        self.key, self.count, self.views = str(m["key"]), int(m["count"]), int(m["views"])
+        self.embed_dim, self.shard_size, self.dtype = int(m["embed_dim"]), int(m["shard_size"]), str(m["dtype"])
+        self.shards = []
+        for s, (a, b) in enumerate(_shard_ranges(self.count, self.shard_size)):
+            path = _shard_path(self.root, s)
+            if not _valid_shard(path, self.key, a, b - a, self.views, self.embed_dim, self.dtype):
+                raise ArtifactError(f"teacher cache shard {path} is missing or does not match {self.root / _MANIFEST}; "
+                                    f"delete {self.root} and rebuild")
+            self.shards.append(_memmap(path, _read_header(path)))
+
+    def nbytes(self) -> int:
+        """Size of the stored features in bytes (``N * V * D_t * itemsize``)."""
+        return sum(int(m.nbytes) for m in self.shards)
+
+    def lookup(self, indices: Sequence[int] | torch.Tensor, view: int) -> torch.Tensor:
+        """Features of ``view`` for dataset ``indices``: ``[B, D_t]`` float32 on the CPU (only those rows are read).
+
+        Raises:
+            PandError: an index outside ``[0, count)`` or a view outside ``[0, V)``.
+        """
+        import numpy as np
+
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64).reshape(-1)
+        view = int(view)
+        if not 0 <= view < self.views:
+            raise PandError(f"teacher cache has views 0..{self.views - 1}, asked for view {view}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.count):
+            raise PandError(f"teacher cache holds {self.count} images, asked for index {int(idx.max())}; the cache "
+                            f"belongs to another dataset (its key should have prevented this: rebuild it)")
+        out = np.empty((idx.size, self.embed_dim), dtype=np.float32)
+        shard, local = idx // self.shard_size, idx % self.shard_size
+        for s in np.unique(shard):
+            sel = np.nonzero(shard == s)[0]
+            out[sel] = self.shards[int(s)][local[sel], view]
+        return torch.from_numpy(out)
+
+
+class CachedTeacher:
+    """A :class:`~pand.nsd.teacher_source.TeacherSource` that reads cached features instead of running the teacher.
+
+    Epoch ``e`` uses view ``e % V`` for every image (:meth:`view`); the engine passes that view to the training
+    sampler, so the student's pixels are exactly the ones the teacher encoded at build time.
+
+    Args:
+        cache: an opened :class:`TeacherFeatureCache` (or its directory).
+    """
+
+    def __init__(self, cache: TeacherFeatureCache | str | Path):
+        self.cache = cache if isinstance(cache, TeacherFeatureCache) else TeacherFeatureCache(cache)
+        self.embed_dim = self.cache.embed_dim
+        self.views = self.cache.views
+        self.epoch: Optional[int] = None
+
+    def view(self, epoch: int) -> int:
+        """``epoch % V``."""
+        return int(epoch) % self.views
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Cached ``[B, D_t]`` float32 features of ``indices`` in this epoch's view, on ``images.device``.
+
+        Raises:
+            PandError: called before :meth:`set_epoch`, or ``indices`` does not match the batch.
+        """
+        if self.epoch is None:
+            raise PandError("CachedTeacher.features called before set_epoch(epoch): the view is unknown")
+        if len(indices) != images.shape[0]:
+            raise PandError(f"CachedTeacher: {len(indices)} indices for a batch of {images.shape[0]} images")
+        f = self.cache.lookup(indices, self.view(self.epoch))
+        if images.device.type == "cuda":
+            return f.pin_memory().to(images.device, non_blocking=True)
+        return f.to(images.device)
+
+
+def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, progress: bool = True) -> Any:
+    """The engine's hook: swap a :class:`LiveTeacher` for a :class:`CachedTeacher` when ``nsd.teacher_cache.views > 0``.
+
+    Rank 0 builds (or reuses) the cache under ``<cache_dir>/nsd_teacher/``; the other ranks wait on a barrier and
+    then open it read-only. Returns ``source`` unchanged when the cache is off, there is no teacher, or ``source`` is
+    already cached.
+
+    Args:
+        cfg: run configuration (``nsd.teacher_cache``, ``trainer.seed``, ``trainer.num_workers``, ``teacher.batch_size``,
+            ``cache_dir``).
+        source: the teacher source the caller built.
+        dataset: the training dataset (augmenting transform attached) the train loader wraps.
+        dist: :class:`pand.utils.distributed.DistInfo` (default: one process).
+        progress: tqdm bar on rank 0.
+
+    Raises:
+        ConfigError: negative ``nsd.teacher_cache.views``.
+        PandError: a cache is asked for but ``source`` is neither live nor cached.
+    """
+    from pand.config import ConfigError
+    from pand.utils.distributed import DistInfo, barrier
+
+    tc = cfg.nsd.teacher_cache
+    views = int(tc.views)
+    if views < 0:
+        raise ConfigError(f"nsd.teacher_cache.views={views} must be >= 0 (0 = live teacher, 8-16 recommended)")
+    if source is None or views <= 0 or isinstance(source, CachedTeacher):
+        return source
+    if not isinstance(source, LiveTeacher):
+        raise PandError(f"nsd.teacher_cache.views={views} caches a LiveTeacher, got {type(source).__name__}; set "
+                        f"nsd.teacher_cache.views=0 to use this source as it is")
+    dist = dist or DistInfo()
+    kw = dict(seed=int(cfg.trainer.seed), views=views, shard_size=int(tc.shard_size),
+              dtype=str(tc.get("dtype", "fp16")))
+    if dist.is_main:
+        root = build_teacher_cache(source, dataset, cfg.cache_dir, batch_size=int(cfg.teacher.get("batch_size", 64)),
+                                   num_workers=int(cfg.trainer.num_workers), progress=progress, **kw)
+    barrier(dist)
+    if not dist.is_main:
+        root = teacher_cache_dir(cfg.cache_dir, teacher_cache_meta(source, dataset, **kw))
+    return CachedTeacher(root)
