@@ -1,0 +1,124 @@
+"""``pand-export``: the command line of :mod:`export.exporter` (thin; all work lives there).
+
+Exit status: 0 = a valid bundle was written; 1 = the bundle was written but failed its parity check (``valid:
+false`` in manifest.json); 2 = bad input or environment (nothing written).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import click
+
+from .exporter import FORMAT_CHOICES, PRECISIONS
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"pand-export: error: {msg}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("pand.export")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="onnx", show_default=True,
+              help="onnx: ONNX model for ONNX Runtime; trt: TensorRT engine for this GPU (+ its ONNX); all: both.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="fp16 and int8 are ONNX-level conversions (fp16 keeps fp32 inputs/outputs; int8 = QDQ).")
+@click.option("--target", type=click.Choice(["cpu", "tensorrt"]), default=None,
+              help="INT8 flavour: cpu = asymmetric uint8 activations (fast on the ORT CPU provider); tensorrt = "
+                   "symmetric int8 (what TensorRT needs). Default: tensorrt when building an engine, else cpu.")
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="Static batch size, or the TensorRT profile's optimal batch with a dynamic batch.")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
+              help="Symbolic batch axis (any batch up to --max-batch) or a batch fixed to --batch.")
+@click.option("--max-batch", type=int, default=32, show_default=True,
+              help="Largest batch (TensorRT profile max; the runtime splits larger inputs).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (<= 18 recommended).")
+@click.option("--calib-images", type=int, default=128, show_default=True,
+              help="INT8 calibration images, drawn (seeded) from the run's TRAINING split, never test.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="INT8 calibration method.")
+@click.option("--parity-images", type=int, default=256, show_default=True,
+              help="Held-out TEST images for the parity check (0 = the whole test split).")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+              help="Bundle directory (default <run>/export/<format>-<precision>[-<target>]).")
+@click.option("--simplify/--no-simplify", default=False, show_default=True, help="Run onnxslim on the fp32 graph.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
+              help="torch.onnx exporter: torchscript (dynamo=False) or dynamo (torch.export).")
+@click.option("--workspace", "workspace_gb", type=float, default=1.0, show_default=True,
+              help="TensorRT workspace pool limit in GiB (0 = TensorRT's default).")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="TensorRT timing cache file, reused across builds (default under the run's cache_dir).")
+@click.option("--min-agreement", type=float, default=None,
+              help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.95).")
+@click.option("--max-acc-drop", type=float, default=None,
+              help="Override the precision's maximum top-1 accuracy drop vs PyTorch (fp16 0.01, int8 0.02).")
+@click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for the parity run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity/calibration selection.")
+def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, calib_images, calib_method,
+        parity_images, output, simplify, exporter, workspace_gb, timing_cache, min_agreement, max_acc_drop, threads,
+        seed):
+    """Export the student classifier of a pand run to a deployable bundle.
+
+    SOURCE is a run directory (config.yaml + student.safetensors) or a student .safetensors checkpoint. The bundle
+    holds the model file(s), manifest.json (classes, exact eval transform, I/O, precision, hashes, versions, parity
+    results, valid) and reference.npz (PyTorch logits on the parity images, for pand-bench).
+
+    \b
+    Examples:
+      pand-export runs/tiny --format onnx
+      pand-export runs/tiny --format onnx --precision int8 --target cpu --calib-images 256
+      pand-export runs/cub --format trt --precision fp16 --max-batch 16
+    """
+    from pand.config import ConfigError
+    from pand.errors import PandError
+
+    from .exporter import ExportOptions, export_bundle
+
+    _setup_logging()
+    opts = ExportOptions(format=fmt, precision=precision, batch=batch, dynamic_batch=dynamic_batch,
+                         max_batch=max_batch, opset=opset, calib_images=calib_images, calib_method=calib_method,
+                         parity_images=parity_images, output=Path(output) if output else None, simplify=simplify,
+                         target=target, exporter=exporter, workspace_gb=workspace_gb,
+                         timing_cache=Path(timing_cache) if timing_cache else None, seed=seed,
+                         min_agreement=min_agreement, max_acc_drop=max_acc_drop, threads=threads)
+    try:
+        result = export_bundle(source, opts)
+    except (PandError, ConfigError, FileNotFoundError) as e:
+        _fail(str(e))
+    m = result.manifest
+    click.echo(f"\nExport complete: {result.bundle}")
+    click.echo(f"  models: {', '.join(f'{x.file} ({x.format}, {x.size_bytes / 1e6:.1f} MB)' for x in m.models)}")
+    click.echo(f"  input: {m.input.name} {m.input.shape}  output: {m.output.name} {m.output.shape}  "
+               f"precision: {m.precision}{'/' + m.int8_target if m.int8_target else ''}  opset: {m.opset}")
+    click.echo(f"  Benchmark: pand-bench {result.bundle}")
+    if not result.valid:
+        click.echo("pand-export: the bundle FAILED its parity check and is marked valid: false:", err=True)
+        for f in result.failures:
+            click.echo(f"  - {f}", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo("  valid: true (parity check passed)")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console entry point ``pand-export``."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="pand-export")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Images for the parity check (the run's TEST split) and for INT8 calibration (the run's TRAINING split).
+
+Both go through the training eval transform (``pand.data.transforms.create_transform(pp, is_train=False)`` when the
+data layer provides it, else the equivalent torchvision ``Resize -> CenterCrop -> ToTensor -> Normalize`` built from
+the bundle's :class:`runtime.manifest.PreprocessSpec`). Calibration never reads the test split; parity never reads
+the training split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Sequence
+
+import numpy as np
+
+from pand.errors import DataError, PandError
+from runtime.manifest import PreprocessSpec
+
+__all__ = ["SplitImages", "load_split_images", "torch_eval_transform", "select_indices", "iter_batches"]
+
+
+def select_indices(n_total: int, n: int, seed: int) -> List[int]:
+    """``n`` distinct indices of ``range(n_total)`` in a seeded random order (``n <= 0`` or ``n >= n_total``: all,
+    in order). Random order mixes the classes when a dataset is stored class by class."""
+    if n <= 0 or n >= n_total:
+        return list(range(n_total))
+    return [int(i) for i in np.random.default_rng(seed).permutation(n_total)[:n]]
+
+
+@dataclass
+class SplitImages:
+    """A seeded selection of labelled images of one split: ``image(i)`` is a PIL RGB image, ``labels[i]`` its class."""
+
+    dataset: Any  # pand.data.base.FGVCDataset
+    indices: List[int]
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray([self.dataset.samples[i][1] for i in self.indices], dtype=np.int64)
+
+    @property
+    def paths(self) -> List[str]:
+        return [str(self.dataset.samples[i][0]) for i in self.indices]
+
+    def image(self, k: int):
+        return self.dataset.load_image(self.indices[k])
+
+
+def _build_splits(cfg: Any):
+    from pand.data import build_splits
+
+    return build_splits(cfg.data, cache_dir=cfg.cache_dir, train_transform=None, eval_transform=None)
+
+
+def load_split_images(cfg: Any, split: str, n: int, seed: int, class_names: Sequence[str]) -> SplitImages:
+    """A seeded selection of ``n`` images of the run's ``split`` (``train`` or ``test``; ``n <= 0``: all).
+
+    Raises:
+        PandError: no config, an empty split, or dataset classes that differ from the checkpoint's.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, not {split!r}")
+    if cfg is None:
+        raise PandError("the parity check and INT8 calibration need the run's dataset: export a run directory (or a "
+                        "checkpoint with config.yaml next to it)")
+    splits = _build_splits(cfg)
+    ds = getattr(splits, split)
+    if ds is None or len(ds) == 0:
+        raise DataError(f"the run's {split} split is empty ({cfg.data.name}, root={cfg.data.root})")
+    if list(splits.class_names) != list(class_names):
+        raise DataError(f"the dataset's classes ({len(splits.class_names)}: {list(splits.class_names)[:3]}...) differ "
+                        f"from the checkpoint's ({len(class_names)}: {list(class_names)[:3]}...); labels would not "
+                        f"match. Export with the run's own config.yaml")
+    return SplitImages(dataset=ds, indices=select_indices(len(ds), n, seed), split=split)
+
+
+def torch_eval_transform(spec: PreprocessSpec) -> Callable:
+    """THE training eval transform (PIL RGB image -> float tensor ``[3, S, S]``) for the preprocessing ``spec``.
+
+    ``pand.data.transforms.create_transform(PreprocessCfg(...spec...), is_train=False)`` (what training and
+    evaluation use); the torchvision ``Resize(resize_size, interpolation) -> CenterCrop(image_size) -> ToTensor() ->
+    Normalize(mean, std)`` it is made of when the data layer is not installed.
+    """
+    try:
+        from pand.data.transforms import PreprocessCfg, create_transform
+    except ImportError:
+        pass
+    else:
+        pp = PreprocessCfg(image_size=spec.image_size, resize_size=spec.resize_size, interpolation=spec.interpolation,
+                           mean=tuple(spec.mean), std=tuple(spec.std))
+        return create_transform(pp, is_train=False)
+    from torchvision import transforms as T
+
+    interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+              "nearest": T.InterpolationMode.NEAREST}[spec.interpolation]
+    return T.Compose([T.Resize(spec.resize_size, interpolation=interp), T.CenterCrop(spec.image_size), T.ToTensor(),
+                      T.Normalize(spec.mean, spec.std)])
+
+
+def iter_batches(images: SplitImages, transform: Callable, batch_size: int, desc: str = "") -> Iterator[Any]:
+    """Yield ``(k0, stacked float tensors [B, 3, S, S])`` over ``images`` through ``transform`` with a progress bar."""
+    import torch
+    from tqdm import tqdm
+
+    for k0 in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=not desc):
+        ks = range(k0, min(k0 + batch_size, len(images)))
+        yield k0, torch.stack([transform(images.image(k)) for k in ks])

@@ -1,0 +1,431 @@
+"""The exporter: a format table (dataclasses), one function per format, and the bundle it writes.
+
+======  ===========  ========  ============================================================================
+format  file         needs     what
+======  ===========  ========  ============================================================================
+onnx    model.onnx   CPU       torch -> ONNX (opset <= 18, real dynamic batch), checker, optional onnxslim,
+                               fp16 (fp32 I/O) or int8 QDQ; parity with ONNX Runtime CPU
+trt     model.engine CUDA+TRT  a TensorRT plan built from model.onnx on this GPU; parity with TensorRT
+======  ===========  ========  ============================================================================
+
+``--format all`` runs every row. A TensorRT bundle keeps its source ``model.onnx`` (engines must be rebuilt on each
+GPU/TensorRT version; the ONNX is what they are rebuilt from). The bundle directory is staged next to its final
+place and moved there only when complete, so an interrupted export never leaves a half-written bundle; a bundle
+whose parity check fails is still written (to inspect it) but marked ``valid: false``.
+
+Example:
+    >>> from export import ExportOptions, export_bundle
+    >>> result = export_bundle("runs/tiny", ExportOptions(format="onnx", precision="int8", target="cpu"))
+    >>> result.valid, result.bundle
+    (True, PosixPath('runs/tiny/export/onnx-int8-cpu'))
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from pand.errors import PandError
+from pand.utils.io import atomic_path, atomic_write_text, sha256_file
+from runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile
+from runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
+
+from .data import SplitImages, iter_batches, load_split_images, torch_eval_transform
+from .source import ExportSource, load_source
+
+__all__ = [
+    "ExportFormat", "EXPORT_FORMATS", "FORMAT_CHOICES", "PRECISIONS", "ExportOptions", "ExportResult", "export_bundle",
+    "export_onnx", "export_trt", "get_format", "default_output_dir",
+]
+
+log = logging.getLogger("pand.export")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_OPSET = 18  # ORT CUDA lacks Resize-19/ReduceMax-20 kernels and ORT static quantization rejects opset >= 21
+PREPROCESS_ATOL = 1e-5  # runtime numpy preprocessing vs the torch eval transform (exact in practice: 0.0)
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``pand-export`` can be told (see ``pand-export --help`` for each option)."""
+
+    format: str = "onnx"  # onnx | trt | all
+    precision: str = "fp32"  # fp32 | fp16 | int8
+    batch: int = 1  # static batch size, or the TensorRT profile's opt batch when dynamic
+    dynamic_batch: bool = True
+    max_batch: int = 32  # largest batch the runtime sends (TensorRT profile max)
+    opset: int = 18
+    calib_images: int = 128  # from the TRAINING split
+    calib_method: str = "minmax"
+    parity_images: int = 256  # from the TEST split; 0 = all
+    output: Optional[Path] = None
+    simplify: bool = False
+    target: Optional[str] = None  # int8 flavour: cpu | tensorrt (default: tensorrt when building an engine)
+    exporter: str = "torchscript"  # torchscript (dynamo=False) | dynamo
+    workspace_gb: float = 1.0
+    timing_cache: Optional[Path] = None
+    seed: int = 0
+    min_agreement: Optional[float] = None  # override the precision's default tolerance
+    max_acc_drop: Optional[float] = None
+    threads: int = 0  # ORT intra-op threads for the parity run
+
+
+@dataclass
+class ExportContext:
+    """State shared by the per-format functions of one export."""
+
+    source: ExportSource
+    opts: ExportOptions
+    staging: Path
+    tolerance: Tolerance
+    ref_inputs: np.ndarray  # float32 [N, 3, S, S], what the torch student saw
+    ref_logits: np.ndarray  # float32 [N, C]
+    labels: np.ndarray  # int64 [N]
+    trt_env: Optional[Dict[str, str]] = None
+    onnx_path: Optional[Path] = None
+    models: List[ModelFile] = field(default_factory=list)
+    parity: Dict[str, Any] = field(default_factory=dict)
+    onnx_info: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of the format table."""
+
+    name: str  # the --format value
+    file: str  # model file name inside the bundle
+    backend: str  # runtime backend that runs it (onnxruntime | tensorrt)
+    needs_gpu: bool
+    description: str
+    fn: Callable[[ExportContext], ModelFile]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_bundle` produced."""
+
+    bundle: Path
+    manifest: Manifest
+    valid: bool
+    failures: List[str]
+
+
+def export_step(prefix: str) -> Callable:
+    """Log ``PREFIX: starting``, then ``PREFIX: export success 3.4s, saved as 'file' (11.7 MB)`` or the failure."""
+
+    def deco(fn: Callable[[ExportContext], ModelFile]) -> Callable[[ExportContext], ModelFile]:
+        @functools.wraps(fn)
+        def wrapper(ctx: ExportContext) -> ModelFile:
+            log.info("%s: starting export (%s)", prefix, ctx.opts.precision)
+            t0 = time.perf_counter()
+            try:
+                mf = fn(ctx)
+            except Exception as e:
+                log.error("%s: export failure after %.1fs: %s", prefix, time.perf_counter() - t0, e)
+                raise
+            log.info("%s: export success %.1fs, saved as '%s' (%.1f MB)", prefix, time.perf_counter() - t0, mf.file,
+                     mf.size_bytes / 1e6)
+            return mf
+
+        return wrapper
+
+    return deco
+
+
+def _model_file(ctx: ExportContext, path: Path, fmt: str, info: Dict[str, Any]) -> ModelFile:
+    return ModelFile(file=path.name, format=fmt, sha256=sha256_file(path), size_bytes=path.stat().st_size, info=info)
+
+
+def _parity(ctx: ExportContext, backend_name: str, backend: Any) -> None:
+    """Run ``backend`` on the parity inputs, compare with the torch logits, record the result under its name."""
+    from runtime.preprocess import iter_chunks
+
+    fixed = getattr(backend, "fixed_batch", None)
+    step = fixed or max(1, min(ctx.opts.max_batch, 32))
+    outs = []
+    for chunk in iter_chunks(ctx.ref_inputs, step):
+        n = len(chunk)
+        if fixed is not None and n < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
+        outs.append(np.asarray(backend.run(np.ascontiguousarray(chunk)))[:n])
+    out = np.concatenate(outs)
+    res = compare_logits(ctx.ref_logits, out, ctx.labels, tie_margin=ctx.tolerance.tie_margin)
+    fails = check_parity(res, ctx.tolerance)
+    ctx.parity[backend_name] = {**res.to_dict(), "tolerance": ctx.tolerance.to_dict(), "passed": not fails,
+                                "failures": fails}
+    acc = "" if res.acc_out is None else f", top-1 acc {res.acc_out:.2%} (torch {res.acc_ref:.2%})"
+    log.info("%s parity on %d test images: max|diff| %.3g, mean|diff| %.3g, cosine %.6f, top-1 agreement %.2f%%%s"
+             " -> %s", backend_name, res.n, res.max_abs, res.mean_abs, res.mean_cosine, 100 * res.top1_agreement, acc,
+             "PASS" if not fails else "FAIL: " + "; ".join(fails))
+
+
+@export_step("ONNX")
+def export_onnx(ctx: ExportContext) -> ModelFile:
+    """torch -> fp32 ONNX -> checker -> [onnxslim] -> [fp16 | int8 QDQ] -> checker -> metadata -> ORT parity."""
+    import json
+
+    from runtime.backends.ort_backend import OrtBackend
+
+    from .onnx_export import (check_onnx, convert_fp16, onnx_io_specs, onnx_opset, set_onnx_metadata, simplify_onnx,
+                              torch_to_onnx)
+
+    o, src = ctx.opts, ctx.source
+    final = ctx.staging / "model.onnx"
+    fp32 = ctx.staging / ".model.fp32.onnx" if o.precision != "fp32" else final
+    torch_to_onnx(src.model, fp32, src.preprocess.image_size, batch=o.batch, dynamic=o.dynamic_batch, opset=o.opset,
+                  exporter=o.exporter, max_batch=o.max_batch)
+    check_onnx(fp32)
+    simplified = simplify_onnx(fp32) if o.simplify else False
+    if simplified:
+        check_onnx(fp32)
+    info: Dict[str, Any] = {"precision": o.precision, "exporter": o.exporter, "simplified": simplified}
+    if o.precision == "fp16":
+        convert_fp16(fp32, final)
+        info["fp16"] = {"converter": "onnxconverter_common.float16", "keep_io_types": True}
+    elif o.precision == "int8":
+        from .quantize import quantize_int8
+
+        calib = load_split_images(src.cfg, "train", o.calib_images, o.seed, src.class_names)
+        transform = torch_eval_transform(src.preprocess)
+        batches = (x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration"))
+        recipe = quantize_int8(fp32, final, batches, target=o.target or "cpu", method=o.calib_method)
+        info["int8"] = {**dataclasses.asdict(recipe), "calibration_images": len(calib), "calibration_split": "train",
+                        "calibration_method": o.calib_method}
+    if fp32 != final:
+        fp32.unlink()
+    check_onnx(final)
+    set_onnx_metadata(final, {
+        "pand.arch": src.arch, "pand.precision": o.precision, "pand.class_names": json.dumps(src.class_names),
+        "pand.preprocess": json.dumps(dataclasses.asdict(src.preprocess)),
+    })
+    ins, outs = onnx_io_specs(final)
+    ctx.onnx_info = {"inputs": ins, "outputs": outs, "opset": onnx_opset(final)}
+    ctx.onnx_path = final
+    _parity(ctx, "onnxruntime", OrtBackend(final, intra_op_threads=o.threads))
+    return _model_file(ctx, final, "onnx", info)
+
+
+@export_step("TensorRT")
+def export_trt(ctx: ExportContext) -> ModelFile:
+    """A serialized engine built from the bundle's model.onnx on this GPU, then TensorRT parity."""
+    from runtime.backends.trt_backend import TrtBackend
+
+    from .trt import build_engine, default_timing_cache
+
+    if ctx.onnx_path is None:  # the engine is always built from the ONNX of the same bundle
+        ctx.models.append(get_format("onnx").fn(ctx))
+    o, s = ctx.opts, ctx.source.preprocess.image_size
+    name = ctx.onnx_info["inputs"][0].name
+    profile = None
+    if o.dynamic_batch:
+        profile = {name: ((1, 3, s, s), (max(1, min(o.batch, o.max_batch)), 3, s, s), (o.max_batch, 3, s, s))}
+    cache = o.timing_cache or default_timing_cache(
+        ctx.source.cfg.cache_dir if ctx.source.cfg is not None else ".cache/pand", ctx.trt_env or {})
+    engine = ctx.staging / "model.engine"
+    info = build_engine(ctx.onnx_path, engine, o.precision, profile, int(o.workspace_gb * (1 << 30)), cache)
+    _parity(ctx, "tensorrt", TrtBackend(engine, expected=info))
+    return _model_file(ctx, engine, "tensorrt", info)
+
+
+EXPORT_FORMATS: Tuple[ExportFormat, ...] = (
+    ExportFormat("onnx", "model.onnx", "onnxruntime", False, "ONNX (ONNX Runtime, any device)", export_onnx),
+    ExportFormat("trt", "model.engine", "tensorrt", True, "TensorRT plan for this GPU + TensorRT version", export_trt),
+)
+FORMAT_CHOICES = tuple(f.name for f in EXPORT_FORMATS) + ("all",)
+
+
+def get_format(name: str) -> ExportFormat:
+    """The table row called ``name``."""
+    for f in EXPORT_FORMATS:
+        if f.name == name:
+            return f
+    raise PandError(f"unknown export format '{name}'. Valid: {', '.join(FORMAT_CHOICES)}")
+
+
+def _formats(name: str) -> List[ExportFormat]:
+    if name == "all":
+        return list(EXPORT_FORMATS)
+    if name == "trt":
+        return [get_format("onnx"), get_format("trt")]  # the engine is built from (and ships with) the ONNX
+    return [get_format(name)]
+
+
+def validate_options(opts: ExportOptions) -> ExportOptions:
+    """Check option values and combinations; fill the int8 target default. Raises :class:`PandError`."""
+    import onnx
+
+    fmts = _formats(opts.format)
+    if opts.precision not in PRECISIONS:
+        raise PandError(f"unknown precision '{opts.precision}'. Valid: {', '.join(PRECISIONS)}")
+    builds_engine = any(f.needs_gpu for f in fmts)
+    if opts.target is None:
+        opts = dataclasses.replace(opts, target=("tensorrt" if builds_engine else "cpu")
+                                   if opts.precision == "int8" else None)
+    elif opts.precision != "int8":
+        raise PandError(f"--target only applies to --precision int8 (got --precision {opts.precision})")
+    if opts.target not in (None, "cpu", "tensorrt"):
+        raise PandError(f"unknown --target '{opts.target}'. Valid: cpu, tensorrt")
+    if builds_engine and opts.target == "cpu":
+        raise PandError("--target cpu makes asymmetric uint8 activations, which TensorRT rejects (zero points must be "
+                        "0). Use --target tensorrt with --format trt/all")
+    if opts.batch < 1 or opts.max_batch < 1:
+        raise PandError("--batch and --max-batch must be >= 1")
+    if opts.dynamic_batch and opts.batch > opts.max_batch:
+        raise PandError(f"--batch {opts.batch} is larger than --max-batch {opts.max_batch}")
+    top = onnx.defs.onnx_opset_version()
+    if not 13 <= opts.opset <= top:
+        raise PandError(f"--opset {opts.opset} is out of range: use 13..{top} (<= {MAX_OPSET} recommended)")
+    if opts.opset > MAX_OPSET:
+        if opts.precision == "int8" and opts.opset >= 21:
+            raise PandError(f"--opset {opts.opset}: ONNX Runtime static quantization rejects opset >= 21; use <= 18")
+        log.warning("opset %d > %d: ONNX Runtime CUDA/TensorRT may lack kernels for it", opts.opset, MAX_OPSET)
+    if opts.precision == "int8" and opts.calib_images < 1:
+        raise PandError("--calib-images must be >= 1 for int8")
+    return opts
+
+
+def default_output_dir(source_path: Path, opts: ExportOptions) -> Path:
+    """``<run_dir>/export/<format>-<precision>[-<target>]`` (next to a bare checkpoint: ``<its dir>/export/...``)."""
+    base = source_path if source_path.is_dir() else source_path.parent
+    name = f"{opts.format}-{opts.precision}" + (f"-{opts.target}" if opts.precision == "int8" else "")
+    return base / "export" / name
+
+
+def _tolerance(opts: ExportOptions) -> Tolerance:
+    tol = TOLERANCES[opts.precision]
+    if opts.min_agreement is not None:
+        tol = dataclasses.replace(tol, min_agreement=opts.min_agreement)
+    if opts.max_acc_drop is not None:
+        tol = dataclasses.replace(tol, max_acc_drop=opts.max_acc_drop)
+    return tol
+
+
+def _reference(src: ExportSource, images: SplitImages) -> Tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Torch inputs + logits on the parity images, their uint8 crops, and the runtime-vs-torch preprocessing max
+    |diff| (the runtime's numpy transform applied to the same crops)."""
+    import torch
+
+    from runtime.preprocess import crop_image, normalize_u8
+
+    transform = torch_eval_transform(src.preprocess)
+    inputs, logits = [], []
+    with torch.no_grad():
+        for _, x in iter_batches(images, transform, 16, desc="PyTorch reference"):
+            inputs.append(x.numpy().astype(np.float32))
+            logits.append(src.model(x).numpy().astype(np.float32))
+    x = np.concatenate(inputs)
+    crops = np.stack([crop_image(images.image(k), src.preprocess) for k in range(len(images))])
+    diff = float(np.abs(normalize_u8(crops, src.preprocess) - x).max()) if len(x) else 0.0
+    return x, np.concatenate(logits), crops, diff
+
+
+def _versions(trt_env: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    import importlib.metadata as md
+
+    import pand
+
+    out: Dict[str, Any] = {"pand": pand.__version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common", "numpy", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    if trt_env:
+        out["tensorrt"] = trt_env.get("trt_version")
+    return out
+
+
+def _write_bundle_files(ctx: ExportContext, crops: np.ndarray, images: SplitImages, pre_diff: float,
+                        source_path: Path) -> Manifest:
+    src, o = ctx.source, ctx.opts
+    with atomic_path(ctx.staging / REFERENCE_NAME) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, images_u8=crops, labels=ctx.labels, logits=ctx.ref_logits,
+                                paths=np.asarray(images.paths, dtype=str))
+    pre_ok = pre_diff <= PREPROCESS_ATOL
+    failures = [f"{name}: {msg}" for name, r in ctx.parity.items() for msg in r["failures"]]
+    if not pre_ok:
+        failures.insert(0, f"preprocessing: the runtime's numpy transform differs from the training eval transform by "
+                           f"{pre_diff:.3g} (> {PREPROCESS_ATOL:g}); the manifest cannot describe this transform")
+    parity = {"split": "test", "n_images": int(len(ctx.labels)), "seed": o.seed,
+              "reference_accuracy": float(np.mean(ctx.ref_logits.argmax(1) == ctx.labels)) if len(ctx.labels) else None,
+              "preprocess": {"max_abs_diff": pre_diff, "atol": PREPROCESS_ATOL, "passed": pre_ok},
+              **ctx.parity, "failures": failures}
+    export_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()}
+    manifest = Manifest(
+        format_version=FORMAT_VERSION, arch=src.arch, num_classes=src.num_classes, class_names=src.class_names,
+        preprocess=src.preprocess, inputs=ctx.onnx_info["inputs"], outputs=ctx.onnx_info["outputs"],
+        precision=o.precision, models=ctx.models, valid=not failures, int8_target=o.target,
+        opset=ctx.onnx_info["opset"], dynamic_batch=o.dynamic_batch, batch=o.batch,
+        max_batch=o.max_batch if o.dynamic_batch else o.batch,
+        source={"path": str(source_path), "checkpoint": str(src.checkpoint), "sha256": src.checkpoint_sha256,
+                "run_dir": str(src.run_dir) if src.run_dir else None,
+                "dataset": str(src.cfg.data.name) if src.cfg is not None else None},
+        versions=_versions(ctx.trt_env), parity=parity, reference=REFERENCE_NAME,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), export_args=export_args,
+    )
+    atomic_write_text(ctx.staging / MANIFEST_NAME, manifest.to_json())
+    return manifest
+
+
+def _publish(staging: Path, bundle: Path) -> None:
+    """Move the finished staging directory onto ``bundle``, replacing an older bundle only at the very end."""
+    old = None
+    if bundle.exists():
+        old = bundle.with_name(f".{bundle.name}.old-{int(time.time() * 1e6)}")
+        bundle.rename(old)
+    staging.rename(bundle)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
+    """Export the student of a run directory / checkpoint to a bundle directory (see the module docstring).
+
+    Args:
+        source_path: run directory or ``student.safetensors`` checkpoint.
+        opts: the export options.
+
+    Returns:
+        :class:`ExportResult`; ``valid`` is False when a parity check failed (the bundle is still written).
+
+    Raises:
+        PandError: bad options, missing TensorRT/GPU for ``trt`` (before anything is written), unreadable source.
+    """
+    opts = validate_options(opts)
+    fmts = _formats(opts.format)
+    trt_env = None
+    if any(f.needs_gpu for f in fmts):
+        from .trt import require_trt_build
+
+        trt_env = require_trt_build()
+    source_path = Path(source_path)
+    src = load_source(source_path)
+    bundle = Path(opts.output) if opts.output else default_output_dir(source_path, opts)
+    images = load_split_images(src.cfg, "test", opts.parity_images, opts.seed, src.class_names)
+    log.info("parity set: %d images of the test split; reference: PyTorch %s on CPU", len(images), src.arch)
+    ref_inputs, ref_logits, crops, pre_diff = _reference(src, images)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.tmp-", dir=bundle.parent))
+    try:
+        ctx = ExportContext(source=src, opts=opts, staging=staging, tolerance=_tolerance(opts), ref_inputs=ref_inputs,
+                            ref_logits=ref_logits, labels=images.labels, trt_env=trt_env)
+        for f in fmts:
+            ctx.models.append(f.fn(ctx))
+        manifest = _write_bundle_files(ctx, crops, images, pre_diff, source_path)
+        _publish(staging, bundle)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    failures = list(manifest.parity["failures"])
+    return ExportResult(bundle=bundle, manifest=manifest, valid=manifest.valid, failures=failures)

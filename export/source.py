@@ -1,0 +1,152 @@
+"""What gets exported: the student classifier of a run directory or checkpoint, with its classes and eval transform.
+
+A run directory holds ``config.yaml`` (the resolved run config, no ``defaults`` list) and ``student.safetensors``
+(a :class:`pand.models.students.Student` state dict whose metadata carries ``arch``, ``num_classes``,
+``class_names`` and ``preprocess`` {image_size, resize_size, interpolation, mean, std}). A checkpoint path may also be
+given directly; its ``config.yaml`` is looked up next to it and in up to two parent directories (the dataset named
+there provides the parity and calibration images).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pand.errors import ArtifactError, PandError
+from pand.utils.io import load_tensors, sha256_file
+from runtime.manifest import PreprocessSpec
+
+__all__ = [
+    "ExportSource", "load_source", "preprocess_spec_from_student_cfg", "spec_from_preprocess", "STUDENT_FILE",
+    "CONFIG_FILE",
+]
+
+STUDENT_FILE = "student.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class ExportSource:
+    """The student to export and everything the bundle needs to describe it."""
+
+    model: Any  # pand.models.students.Student in eval mode
+    arch: str
+    num_classes: int
+    class_names: List[str]
+    preprocess: PreprocessSpec
+    cfg: Any  # the run's DictConfig, or None when no config.yaml was found
+    checkpoint: Path
+    checkpoint_sha256: str
+    run_dir: Optional[Path]
+    metadata: Dict[str, Any]
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def preprocess_spec_from_student_cfg(student_cfg: Any) -> PreprocessSpec:
+    """The eval transform of a ``student`` config section (or of pand's own preprocess config object).
+
+    Uses ``pand.data.transforms.preprocess_cfg_from_student`` when the data layer provides it (so the resolved
+    ``resize_size`` default is the one training used); otherwise ``resize_size`` defaults to
+    ``round(image_size / 0.875)`` (224 -> 256, 64 -> 73), as pand.data does.
+    """
+    pp = student_cfg
+    try:
+        from pand.data.transforms import preprocess_cfg_from_student
+
+        pp = preprocess_cfg_from_student(student_cfg)
+    except ImportError:
+        pass
+    return spec_from_preprocess(pp)
+
+
+def spec_from_preprocess(pp: Any) -> PreprocessSpec:
+    """A :class:`PreprocessSpec` from a mapping or object with image_size, resize_size, interpolation, mean, std."""
+    image_size = int(_get(pp, "image_size"))
+    resize = _get(pp, "resize_size")
+    resize = int(resize) if resize else int(round(image_size / 0.875))
+    return PreprocessSpec(image_size=image_size, resize_size=resize,
+                          interpolation=str(_get(pp, "interpolation", "bilinear")),
+                          mean=[float(v) for v in _get(pp, "mean")], std=[float(v) for v in _get(pp, "std")])
+
+
+def _find_config(checkpoint: Path) -> Optional[Path]:
+    for d in (checkpoint.parent, checkpoint.parent.parent, checkpoint.parent.parent.parent):
+        if (d / CONFIG_FILE).is_file():
+            return d / CONFIG_FILE
+    return None
+
+
+def _strip_prefix(sd: Dict[str, Any]) -> Dict[str, Any]:
+    if sd and all(k.startswith("student.") for k in sd):
+        return {k[len("student."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_source(path: str | Path) -> ExportSource:
+    """Load the student of a run directory or a ``.safetensors`` checkpoint for export.
+
+    Raises:
+        ArtifactError: no checkpoint, unreadable file, or a state dict that does not fit the recorded architecture.
+        PandError: class count / names unknown.
+    """
+    from pand.config import load_config
+    from pand.models import create_student
+
+    path = Path(path)
+    if path.is_dir():
+        run_dir, checkpoint = path, path / STUDENT_FILE
+        if not checkpoint.is_file():
+            raise ArtifactError(f"{path} has no {STUDENT_FILE}: is it a finished pand-train run directory? "
+                                f"Pass the run directory or a student .safetensors checkpoint")
+        cfg_path = path / CONFIG_FILE if (path / CONFIG_FILE).is_file() else None
+    elif path.is_file():
+        if path.suffix != ".safetensors":
+            raise ArtifactError(f"{path}: expected a run directory or a .safetensors student checkpoint")
+        checkpoint, run_dir = path, None
+        cfg_path = _find_config(path)
+    else:
+        raise ArtifactError(f"no run directory or checkpoint at {path}")
+    cfg = load_config(cfg_path) if cfg_path is not None else None
+    if run_dir is None and cfg_path is not None:
+        run_dir = cfg_path.parent
+    try:
+        tensors, meta = load_tensors(checkpoint)
+    except Exception as e:  # noqa: BLE001 - safetensors raises several error types for a bad file
+        raise ArtifactError(f"cannot read checkpoint {checkpoint}: {e}") from e
+    sd = _strip_prefix(tensors)
+    arch = meta.get("arch") or (cfg.student.arch if cfg is not None else None)
+    if not arch:
+        raise ArtifactError(f"{checkpoint} metadata has no 'arch' and no config.yaml was found next to it")
+    class_names = meta.get("class_names") or (list(cfg.data.class_names) if cfg is not None and cfg.data.class_names
+                                              else None)
+    num_classes = int(meta.get("num_classes") or (len(class_names) if class_names else 0)
+                      or sd["linear_cls.weight"].shape[0])
+    if not class_names:
+        raise PandError(f"{checkpoint} metadata has no class_names; the bundle needs them. Re-save the checkpoint "
+                        f"with pand-train or set data.class_names in the run's config.yaml")
+    if len(class_names) != num_classes:
+        raise ArtifactError(f"{checkpoint}: {len(class_names)} class names but num_classes={num_classes}")
+    if meta.get("preprocess"):
+        preprocess = spec_from_preprocess(meta["preprocess"])
+    elif cfg is not None:
+        preprocess = preprocess_spec_from_student_cfg(cfg.student)
+    else:
+        raise ArtifactError(f"{checkpoint} metadata has no 'preprocess' and no config.yaml was found next to it")
+    model = create_student(arch, num_classes)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches raise even with strict=False
+        raise ArtifactError(f"{checkpoint} does not fit a '{arch}' student with {num_classes} classes: "
+                            f"{str(e).splitlines()[-1].strip()}") from None
+    if missing or unexpected:
+        raise ArtifactError(f"{checkpoint} does not fit a '{arch}' student with {num_classes} classes: "
+                            f"missing={list(missing)[:5]} unexpected={list(unexpected)[:5]}")
+    model.eval()
+    return ExportSource(model=model, arch=str(arch), num_classes=num_classes, class_names=[str(c) for c in class_names],
+                        preprocess=preprocess, cfg=cfg, checkpoint=checkpoint,
+                        checkpoint_sha256=sha256_file(checkpoint), run_dir=run_dir, metadata=dict(meta))

@@ -1,0 +1,19 @@
+"""pand runtime: run an exported classifier bundle with ONNX Runtime or TensorRT. No torch, anywhere.
+
+Install on a device with ``pip install 'pand[runtime]'`` (add ``pand[trt]`` for TensorRT + pycuda)::
+
+    from runtime import Predictor
+    p = Predictor.from_bundle("runs/tiny/export/onnx-fp32", backend="auto")
+    print(p.predict(["bird.jpg"], top_k=5)[0].labels)
+
+Modules: :mod:`.manifest` (bundle format and checks), :mod:`.preprocess` (the eval transform in numpy + PIL),
+:mod:`.predictor`, :mod:`.backends` (ONNX Runtime, TensorRT), :mod:`.metrics`, :mod:`.bench` (``pand-bench``).
+Heavy libraries are imported lazily (:mod:`._lazy`).
+"""
+from .manifest import FORMAT_VERSION, Manifest, ModelFile, PreprocessSpec, TensorSpec, load_bundle, load_manifest
+from .predictor import BACKENDS, Prediction, Predictor
+
+__all__ = [
+    "BACKENDS", "FORMAT_VERSION", "Manifest", "ModelFile", "Prediction", "Predictor", "PreprocessSpec", "TensorSpec",
+    "load_bundle", "load_manifest",
+]

@@ -1,0 +1,90 @@
+"""Lazy imports of the optional heavy dependencies (Polygraphy's ``mod.lazy_import``, open_clip's ``require_*``).
+
+Nothing here imports the module it names until an attribute is used, so ``import runtime`` stays cheap and never
+pulls in TensorRT, pycuda or ONNX Runtime (and never torch: the runtime has no torch dependency at all). A missing
+package fails with a :class:`pand.errors.PandError` that names the pip extra to install; nothing is auto-installed.
+
+Example:
+    >>> from runtime._lazy import onnxruntime
+    >>> onnxruntime.is_available()
+    True
+    >>> sess = onnxruntime.InferenceSession("model.onnx")  # imported here, on first use
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+from typing import Optional
+
+from pand.errors import PandError
+
+__all__ = [
+    "LazyModule", "lazy_import", "onnxruntime", "tensorrt", "pycuda_driver", "trt_available", "require_trt",
+]
+
+
+class LazyModule:
+    """A module proxy that imports ``name`` on first attribute access.
+
+    Args:
+        name: dotted module name, e.g. ``"onnxruntime"`` or ``"pycuda.driver"``.
+        extra: the ``pand`` pip extra that installs it (named in the error message).
+        purpose: what the module is needed for (named in the error message).
+    """
+
+    def __init__(self, name: str, extra: str, purpose: str):
+        self._name = name
+        self._extra = extra
+        self._purpose = purpose
+        self._module: Optional[ModuleType] = None
+
+    def is_available(self) -> bool:
+        """Whether the module can be found, without importing it."""
+        if self._module is not None:
+            return True
+        try:
+            return importlib.util.find_spec(self._name) is not None
+        except (ImportError, ValueError):  # a parent package is missing or was blocked
+            return False
+
+    def require(self) -> ModuleType:
+        """Import and return the real module, or raise :class:`PandError` saying how to install it."""
+        if self._module is None:
+            try:
+                self._module = importlib.import_module(self._name)
+            except ImportError as e:
+                raise PandError(
+                    f"{self._purpose} needs the Python package '{self._name}', which cannot be imported ({e}). "
+                    f"Install it with: pip install 'pand[{self._extra}]'"
+                ) from e
+        return self._module
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self.require(), attr)
+
+    def __repr__(self) -> str:
+        state = "imported" if self._module is not None else "not imported"
+        return f"<LazyModule {self._name!r} ({state})>"
+
+
+def lazy_import(name: str, extra: str, purpose: Optional[str] = None) -> LazyModule:
+    """A :class:`LazyModule` for ``name``; ``extra`` is the pip extra that provides it."""
+    return LazyModule(name, extra, purpose or f"this feature ({name})")
+
+
+onnxruntime = lazy_import("onnxruntime", "runtime", "the ONNX Runtime backend")
+tensorrt = lazy_import("tensorrt", "trt", "the TensorRT backend")
+pycuda_driver = lazy_import("pycuda.driver", "trt", "the TensorRT backend (CUDA buffers through pycuda)")
+
+
+def trt_available() -> bool:
+    """True when both TensorRT and pycuda can be imported (nothing is imported to find out)."""
+    return tensorrt.is_available() and pycuda_driver.is_available()
+
+
+def require_trt() -> tuple[ModuleType, ModuleType]:
+    """Import ``(tensorrt, pycuda.driver)`` or raise :class:`PandError` naming the ``pand[trt]`` extra."""
+    return tensorrt.require(), pycuda_driver.require()

@@ -1,0 +1,154 @@
+"""TensorRT backend (TensorRT 10.x and 11.x Python API, pycuda buffers).
+
+Name-based I/O only (bindings are gone since TRT 10, DEPLOY.md 2.3): the engine's I/O tensors are enumerated with
+``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``; each call sets the input shape with
+``set_input_shape``, binds device pointers with ``set_tensor_address`` and runs ``execute_async_v3`` on one CUDA
+stream. Host buffers are page-locked (``pagelocked_empty``) and sized for the profile's max batch; copies are async
+on the same stream, synchronised once per call.
+
+Plans are tied to the TensorRT version and the GPU's compute capability (DEPLOY.md 2.5), so the backend refuses an
+engine whose recorded ``trt_version`` or ``compute_capability`` differs from this device's, naming both.
+
+Not verified here: this machine has no CUDA GPU and no TensorRT; the tests skip with that reason.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from pand.errors import ArtifactError, PandError
+
+from .._lazy import require_trt
+
+__all__ = ["TrtBackend", "device_info", "check_engine_compat"]
+
+
+def device_info(device: int = 0) -> Dict[str, str]:
+    """``{"gpu_name", "compute_capability", "trt_version"}`` of CUDA device ``device`` (imports TRT + pycuda)."""
+    trt, cuda = require_trt()
+    cuda.init()
+    if cuda.Device.count() <= device:
+        raise PandError(f"no CUDA device {device}: pycuda sees {cuda.Device.count()} device(s)")
+    dev = cuda.Device(device)
+    major, minor = dev.compute_capability()
+    return {"gpu_name": dev.name(), "compute_capability": f"{major}.{minor}", "trt_version": trt.__version__}
+
+
+def check_engine_compat(expected: Dict[str, Any], actual: Dict[str, str], engine_path: Union[str, Path] = "engine"
+                        ) -> None:
+    """Refuse a plan built with another TensorRT version or for another compute capability (pure; no TRT needed).
+
+    Args:
+        expected: the manifest's build info (``trt_version``, ``compute_capability``, ``gpu_name``).
+        actual: this device's :func:`device_info`.
+
+    Raises:
+        ArtifactError: naming both versions / both compute capabilities and how to rebuild.
+    """
+    want_v, want_cc = expected.get("trt_version"), expected.get("compute_capability")
+    if want_v and str(want_v) != str(actual.get("trt_version")):
+        raise ArtifactError(
+            f"engine {engine_path} was built with TensorRT {want_v}, this device runs TensorRT "
+            f"{actual.get('trt_version')}. Plans only load on the TensorRT version that built them: rebuild it here "
+            f"with pand-export --format trt (or use the bundle's model.onnx with backend='onnxruntime')")
+    if want_cc and str(want_cc) != str(actual.get("compute_capability")):
+        raise ArtifactError(
+            f"engine {engine_path} was built for compute capability {want_cc} ({expected.get('gpu_name', '?')}), "
+            f"this GPU is {actual.get('gpu_name')} with compute capability {actual.get('compute_capability')}. "
+            f"Rebuild the engine on this device with pand-export --format trt")
+
+
+class TrtBackend:
+    """Runs a serialized TensorRT engine.
+
+    Args:
+        engine_path: the plan file (``model.engine``).
+        expected: the manifest's TensorRT info (``trt_version``, ``compute_capability``, ``gpu_name``); a version or
+            compute-capability mismatch is refused before deserialising.
+        device: CUDA device ordinal.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, engine_path: Union[str, Path], expected: Optional[Dict[str, Any]] = None, device: int = 0):
+        trt, cuda = require_trt()
+        self._trt, self._cuda = trt, cuda
+        info = device_info(device)
+        check_engine_compat(expected or {}, info, engine_path)
+        self.info = info
+        self._ctx = cuda.Device(device).retain_primary_context()
+        self._ctx.push()
+        try:
+            self._setup(Path(engine_path))
+        finally:
+            self._ctx.pop()
+
+    def _setup(self, engine_path: Path) -> None:
+        trt, cuda = self._trt, self._cuda
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self._logger)
+        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise ArtifactError(f"TensorRT could not deserialize {engine_path}; rebuild it with pand-export "
+                                f"--format trt")
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.inputs, self.outputs = [], []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            (self.inputs if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else self.outputs).append(name)
+        if len(self.inputs) != 1 or len(self.outputs) != 1:
+            raise ArtifactError(f"expected a classifier engine with 1 input and 1 output, got {self.inputs} -> "
+                                f"{self.outputs}")
+        self.input_name, self.output_name = self.inputs[0], self.outputs[0]
+        shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        if shape[0] == -1:
+            mn, _, mx = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            self.min_batch, self.max_batch = int(mn[0]), int(mx[0])
+        else:
+            self.min_batch = self.max_batch = int(shape[0])
+        self.sample_shape = tuple(int(d) for d in shape[1:])
+        self.context.set_input_shape(self.input_name, (self.max_batch, *self.sample_shape))
+        self.out_sample_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))[1:]
+        self._host, self._dev = {}, {}
+        for name, sample in ((self.input_name, self.sample_shape), (self.output_name, self.out_sample_shape)):
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            host = cuda.pagelocked_empty(int(self.max_batch * np.prod(sample)), dtype)
+            self._host[name] = host
+            self._dev[name] = cuda.mem_alloc(host.nbytes)
+            self.context.set_tensor_address(name, int(self._dev[name]))
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        return self.max_batch if self.min_batch == self.max_batch else None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``[N, C]`` for a float32 NCHW batch with ``min_batch <= N <= max_batch``."""
+        cuda = self._cuda
+        n = int(x.shape[0])
+        if tuple(x.shape[1:]) != self.sample_shape or not self.min_batch <= n <= self.max_batch:
+            raise PandError(f"TensorRT engine takes ({self.min_batch}..{self.max_batch}, "
+                            f"{', '.join(map(str, self.sample_shape))}); got {tuple(x.shape)}")
+        h_in, h_out = self._host[self.input_name], self._host[self.output_name]
+        n_in, n_out = x.size, n * int(np.prod(self.out_sample_shape))
+        self._ctx.push()
+        try:
+            h_in[:n_in] = x.reshape(-1).astype(h_in.dtype, copy=False)
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            cuda.memcpy_htod_async(self._dev[self.input_name], h_in[:n_in], self.stream)
+            if not self.context.execute_async_v3(self.stream.handle):
+                raise PandError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            cuda.memcpy_dtoh_async(h_out[:n_out], self._dev[self.output_name], self.stream)
+            self.stream.synchronize()
+        finally:
+            self._ctx.pop()
+        return h_out[:n_out].reshape(n, *self.out_sample_shape).astype(np.float32, copy=True)
+
+    def describe(self) -> Dict[str, object]:
+        return {"backend": self.name, **self.info, "batch_range": [self.min_batch, self.max_batch]}
+
+    def close(self) -> None:
+        self.context = None
+        self.engine = None

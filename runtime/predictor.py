@@ -1,0 +1,184 @@
+"""``Predictor``: load a bundle, preprocess images exactly like the training eval transform, return top-k classes.
+
+Example:
+    >>> from runtime import Predictor
+    >>> p = Predictor.from_bundle("runs/tiny/export/onnx-fp32")
+    >>> p.predict(["bird.jpg"], top_k=3)[0].labels
+    ['red_crested_spotted', 'red_crested_plain', 'blue_crested_spotted']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from pand.errors import ArtifactError, PandError
+
+from ._lazy import trt_available
+from .manifest import REFERENCE_NAME, Manifest, load_bundle
+from .metrics import softmax, topk
+from .preprocess import iter_chunks, prepare_batch
+
+__all__ = ["Prediction", "Predictor", "BACKENDS"]
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class Prediction:
+    """Top-k result for one image: class names, class indices and softmax probabilities, best first."""
+
+    labels: List[str]
+    indices: List[int]
+    probs: List[float]
+
+    @property
+    def label(self) -> str:
+        """The top-1 class name."""
+        return self.labels[0]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"labels": self.labels, "indices": self.indices, "probs": self.probs}
+
+
+def _cuda_device_present() -> bool:
+    try:
+        from ._lazy import pycuda_driver as cuda
+
+        cuda.init()
+        return cuda.Device.count() > 0
+    except Exception:  # noqa: BLE001 - no driver, no device, no pycuda: all mean "not usable"
+        return False
+
+
+class Predictor:
+    """A classifier bundle ready to run. Build with :meth:`from_bundle`."""
+
+    def __init__(self, bundle: Path, manifest: Manifest, backend: Any):
+        self.bundle = bundle
+        self.manifest = manifest
+        self.backend = backend
+        self.spec = manifest.preprocess
+        self.class_names = list(manifest.class_names)
+        self.max_batch = int(backend.fixed_batch or manifest.max_batch or 32)
+
+    @classmethod
+    def from_bundle(cls, path: Union[str, Path], backend: str = "auto", providers: Optional[Sequence[str]] = None,
+                    threads: int = 0, graph_optimization: str = "all", allow_invalid: bool = False,
+                    verify: bool = True, device: int = 0) -> "Predictor":
+        """Load a bundle written by ``pand-export``.
+
+        Args:
+            path: the bundle directory.
+            backend: ``auto`` (TensorRT when the bundle has an engine and TensorRT + a CUDA GPU are present, else
+                ONNX Runtime), ``onnxruntime`` or ``tensorrt``.
+            providers: ONNX Runtime execution providers in priority order (``cpu``, ``cuda``, ``tensorrt`` or full
+                names); default CPU.
+            threads: ONNX Runtime intra-op threads (0 = its default).
+            graph_optimization: ONNX Runtime level ``disable`` | ``basic`` | ``extended`` | ``all``.
+            allow_invalid: load a bundle whose export parity check failed.
+            verify: check the model file's sha256 against the manifest.
+            device: CUDA device for the TensorRT backend.
+
+        Raises:
+            ArtifactError: missing/tampered model file, newer bundle format, invalid bundle, no usable model.
+            PandError: an unknown backend or a backend whose library is not installed.
+        """
+        path = Path(path)
+        if backend not in BACKENDS:
+            raise PandError(f"unknown backend '{backend}'. Valid: {', '.join(BACKENDS)}")
+        manifest = load_bundle(path, allow_invalid=allow_invalid, verify=False)
+        if backend == "auto":
+            has_engine = manifest.model("tensorrt") is not None
+            backend = "tensorrt" if has_engine and trt_available() and _cuda_device_present() else "onnxruntime"
+        fmt = "onnx" if backend == "onnxruntime" else "tensorrt"
+        mf = manifest.model(fmt)
+        if mf is None:
+            have = ", ".join(m.format for m in manifest.models)
+            raise ArtifactError(f"bundle {path} has no {fmt} model (it has: {have}); choose another backend or "
+                                f"re-export with pand-export --format {'onnx' if fmt == 'onnx' else 'trt'}")
+        if verify:
+            load_bundle(path, allow_invalid=True, verify=True, formats=[fmt])
+        if backend == "onnxruntime":
+            from .backends.ort_backend import OrtBackend
+
+            impl = OrtBackend(path / mf.file, providers=providers, intra_op_threads=threads,
+                              graph_optimization=graph_optimization)
+        else:
+            from .backends.trt_backend import TrtBackend
+
+            impl = TrtBackend(path / mf.file, expected=mf.info, device=device)
+        return cls(path, manifest, impl)
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def preprocess(self, images: Any) -> np.ndarray:
+        """Images (see :func:`runtime.preprocess.prepare_batch`) -> float32 ``[N, 3, S, S]``."""
+        return prepare_batch(images, self.spec)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``[N, C]`` for a preprocessed float32 batch of any size (split into chunks of at most
+        :attr:`max_batch`; a fixed-batch model gets its last chunk zero-padded and the padding dropped)."""
+        x = prepare_batch(x, self.spec)
+        fixed = self.backend.fixed_batch
+        outs = []
+        for chunk in iter_chunks(x, self.max_batch):
+            n = len(chunk)
+            if fixed is not None and n < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(np.asarray(self.backend.run(np.ascontiguousarray(chunk)))[:n])
+        logits = np.concatenate(outs).astype(np.float32, copy=False)
+        if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
+            raise ArtifactError(f"model output has shape {logits.shape}, the manifest lists {len(self.class_names)} "
+                                f"classes; the bundle is inconsistent, re-export it")
+        return logits
+
+    def predict_logits(self, images: Any) -> np.ndarray:
+        """Preprocess ``images`` and return the raw logits ``[N, C]``."""
+        return self.run(self.preprocess(images))
+
+    def predict(self, images: Any, top_k: int = 5) -> List[Prediction]:
+        """Top-``k`` class names and softmax probabilities for each image.
+
+        Args:
+            images: a PIL image, file path, uint8 ``(H, W, 3)`` RGB array, a list of those, a uint8
+                ``(N, H, W, 3)`` array, or a preprocessed float32 ``(N, 3, S, S)`` array.
+            top_k: how many classes per image (capped at the number of classes).
+        """
+        probs = softmax(self.predict_logits(images))
+        idx, val = topk(probs, top_k)
+        return [Prediction([self.class_names[j] for j in row], [int(j) for j in row], [float(v) for v in vals])
+                for row, vals in zip(idx, val)]
+
+    def reference(self) -> Optional[Dict[str, np.ndarray]]:
+        """The bundle's stored parity data (``images_u8``, ``labels``, ``logits``), or None if it has none."""
+        name = self.manifest.reference or REFERENCE_NAME
+        path = self.bundle / name
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def describe(self) -> Dict[str, Any]:
+        return {"bundle": str(self.bundle), "precision": self.precision, **self.backend.describe()}
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.bundle}, backend={self.backend_name}, precision={self.precision}, "
+                f"classes={len(self.class_names)})")
