@@ -7,7 +7,7 @@ import pytest
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-TOY_CLASSES = ["red cardinal", "blue jay", "green parakeet", "yellow warbler"]
+from psc_toy import TOY_CLASSES  # noqa: E402,F401
 TOY_COLORS = [(200, 30, 30), (30, 30, 200), (30, 180, 30), (220, 210, 40)]
 
 

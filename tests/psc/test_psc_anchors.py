@@ -10,7 +10,7 @@ from pand.errors import ArtifactError, PandError
 from pand.psc import handcrafted_anchors, load_anchors, restore_coop_text_model, save_anchors
 from pand.psc.prompt_learner import build_coop_text_model
 
-from conftest import TOY_CLASSES
+from psc_toy import TOY_CLASSES
 
 TEMPLATE = "a photo of a {}, a type of bird."
 

@@ -7,7 +7,7 @@ import torch
 from pand.errors import PandError
 from pand.psc.prompt_learner import CoOpTextModel, PromptLearner, TextEncoder, build_coop_text_model, class_strings
 
-from conftest import TOY_CLASSES
+from psc_toy import TOY_CLASSES
 
 TEMPLATE = "a photo of a {}, a type of bird."
 NAMES = TOY_CLASSES + ["Black-throated Blue Warbler", "Clark_Nutcracker"]

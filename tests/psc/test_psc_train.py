@@ -13,7 +13,7 @@ from pand.psc import accuracy, coop_logits, cosine_lr, load_anchors, run_psc, tr
 from pand.psc.prompt_learner import build_coop_text_model
 from pand.utils.io import read_json
 
-from conftest import TOY_CLASSES
+from psc_toy import TOY_CLASSES
 
 
 def test_cosine_lr():
