@@ -183,10 +183,6 @@ def evaluate_base_novel(features: torch.Tensor, labels: torch.Tensor, class_vect
             "n_base_images": nb, "n_novel_images": nn_, "n_images": na}
 
 
-def _student_encode(student: PromptKDStudent):
-    return lambda x: student.encode_image(x)
-
-
 def _trainable_state(student: PromptKDStudent) -> Dict[str, torch.Tensor]:
     """Tensors that change in training: trainable parameters and the projector's BatchNorm buffers."""
     state = {n: p.detach().clone() for n, p in trainable_parameters(student)}
@@ -283,7 +279,7 @@ def _validate(ctx: PromptKDContext) -> Optional[float]:
     from pand.data.transforms import create_transform
 
     feats, labels = extract_features(
-        _student_encode(ctx.student), val_base.with_transform(create_transform(ctx.pp, False)),
+        ctx.student.encode_image, val_base.with_transform(create_transform(ctx.pp, False)),
         int(ctx.cfg.promptkd.eval_batch_size), ctx.device, ctx.cfg.trainer, ctx.cfg.trainer.precision, "val",
         ctx.progress)
     ctx.student.train()
@@ -387,7 +383,7 @@ def _student_eval(ctx: PromptKDContext, dataset, class_vectors: torch.Tensor, ba
 
     ctx.student.eval()
     feats, labels = extract_features(
-        _student_encode(ctx.student), dataset.with_transform(create_transform(ctx.pp, False)),
+        ctx.student.encode_image, dataset.with_transform(create_transform(ctx.pp, False)),
         int(ctx.cfg.promptkd.eval_batch_size), ctx.device, ctx.cfg.trainer, ctx.cfg.trainer.precision, desc,
         ctx.progress)
     return evaluate_base_novel(feats, labels, class_vectors.cpu(), base, novel)
