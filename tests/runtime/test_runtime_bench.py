@@ -1,0 +1,119 @@
+"""pand-bench: timing method, statistics, the table, accuracy from stored parity data, --compare."""
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from runtime import Predictor
+from runtime.bench import BenchRow, compare_rows, device_key, latency_stats, main, measure
+
+
+def test_latency_stats():
+    st = latency_stats(np.array([1.0, 2.0, 3.0, 4.0]), batch=8)
+    assert st["p50_ms"] == 2.5 and st["mean_ms"] == 2.5
+    assert st["p90_ms"] == pytest.approx(3.7) and st["p99_ms"] == pytest.approx(3.97)
+    assert st["cv"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
+    assert st["throughput"] == pytest.approx(8 * 1000 / 2.5)
+
+
+def test_measure_warms_up_then_meets_both_minimums():
+    calls = []
+
+    def fn():
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    t0 = time.perf_counter()
+    s = measure(fn, warmup_ms=30, iterations=5, min_time=0.1)
+    assert len(s) >= 5 and s.sum() >= 100 * 0.9  # >= min_time of timed calls
+    warm = len(calls) - len(s)
+    assert warm >= 1 and calls[warm - 1] - t0 >= 0.03 * 0.9  # warm-up lasted >= warmup_ms, not timed
+    assert np.all(s >= 2.0)
+    s = measure(fn, warmup_ms=0, iterations=40, min_time=0.0)
+    assert len(s) == 40
+
+
+def test_device_key():
+    key = device_key({"backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "intra_op_threads": 2})
+    assert key.startswith("cpu-") and key.endswith("-t2") and " " not in key
+    assert device_key({"backend": "tensorrt", "gpu_name": "NVIDIA Jetson AGX Orin", "trt_version": "10.16.0"}) == \
+        "gpu-nvidia-jetson-agx-orin-trt10.16.0"
+
+
+def _bench(args, tmp_path, capsys):
+    try:
+        main([*args, "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md")])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_table_json_markdown_and_a_failing_row(rt_bundle, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    code, out = _bench([str(rt_bundle), str(broken), "--batch", "1", "--batch", "4", "--iterations", "5",
+                        "--min-time", "0", "--warmup-ms", "10", "--threads", "1"], tmp_path, capsys)
+    assert code == 0, out
+    assert "p50 ms" in out and "error: load:" in out and "no manifest.json" in out
+    payload = json.loads((tmp_path / "b.json").read_text())
+    rows = payload["rows"]
+    assert [(r["name"], r["batch"], r["status"]) for r in rows] == [
+        ("fp32", 1, "ok"), ("fp32", 4, "ok"), ("broken", 1, "error"), ("broken", 4, "error")]
+    ok = rows[0]
+    ref = Predictor.from_bundle(rt_bundle).reference()
+    want_acc = float(np.mean(ref["logits"].argmax(1) == ref["labels"]))
+    assert ok["top1"] == pytest.approx(want_acc) and ok["n_eval"] == 32
+    assert ok["agreement"] == 1.0 and ok["max_abs_diff"] < 1e-3
+    assert ok["iterations"] >= 5 and 0 < ok["p50_ms"] <= ok["p90_ms"] <= ok["p99_ms"]
+    assert ok["throughput"] == pytest.approx(1000 / ok["mean_ms"]) and rows[1]["batch"] == 4
+    assert ok["details"]["device_key"].endswith("-t1") and payload["device_key"] == ok["details"]["device_key"]
+    md = (tmp_path / "b.md").read_text()
+    assert "| bundle | backend | precision | batch | p50 ms |" in md and md.count("\n| fp32 |") == 2
+
+
+def test_compare_names_the_regressed_row(rt_bundle, tmp_path, capsys):
+    args = [str(rt_bundle), "--iterations", "5", "--min-time", "0", "--warmup-ms", "10"]
+    code, out = _bench(args, tmp_path, capsys)
+    assert code == 0
+    base = json.loads((tmp_path / "b.json").read_text())
+    fast = tmp_path / "fast.json"
+    base["rows"][0]["p50_ms"] /= 100.0  # the baseline was 100x faster: a regression now
+    fast.write_text(json.dumps(base))
+    code, out = _bench([*args, "--compare", str(fast), "--tolerance", "0.15"], tmp_path, capsys)
+    assert code == 1 and "REGRESSION" in out and "fp32/onnxruntime/fp32/b1: p50" in out
+    base["rows"][0]["p50_ms"] *= 1e4  # now the baseline is far slower: no regression
+    fast.write_text(json.dumps(base))
+    code, out = _bench([*args, "--compare", str(fast)], tmp_path, capsys)
+    assert code == 0 and "no regression" in out
+
+
+def test_compare_rows_accuracy_and_failures():
+    row = BenchRow(bundle="b", name="b", backend="onnxruntime", precision="int8-cpu", batch=1, p50_ms=10.0, top1=0.80)
+    base = {"rows": [dict(row.__dict__, p50_ms=9.0, top1=0.90)]}
+    out = compare_rows([row], base, tolerance=0.15, acc_tolerance=0.01)
+    assert out == ["b/onnxruntime/int8-cpu/b1: top-1 80.00% vs baseline 90.00% (drop > 1.00%)"]
+    failed = BenchRow(bundle="b", name="b", backend="onnxruntime", precision="int8-cpu", status="error",
+                      reason="boom")
+    assert compare_rows([failed], base) == ["b/onnxruntime/int8-cpu/b1: failed (boom) but passed in the baseline"]
+    assert compare_rows([row], {"rows": []}) == []
+
+
+def test_images_folder_accuracy(rt_bundle, tmp_path, capsys):
+    p = Predictor.from_bundle(rt_bundle)
+    ref = p.reference()
+    folder = tmp_path / "images"
+    for path, label in zip(ref["paths"][:10], ref["labels"][:10]):
+        d = folder / p.class_names[int(label)]
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, d)
+    code, out = _bench([str(rt_bundle), "--images", str(folder), "--iterations", "3", "--min-time", "0"], tmp_path,
+                       capsys)
+    assert code == 0, out
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    want = float(np.mean(ref["logits"][:10].argmax(1) == ref["labels"][:10]))
+    assert row["n_eval"] == 10 and row["top1"] == pytest.approx(want)
+    assert "folder names = class names" in row["eval_source"]
