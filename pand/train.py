@@ -1,0 +1,205 @@
+"""Run a recipe end to end: Stage PSC (learned class anchors) then Stage NSD (student distillation).
+
+``pand-train`` (:mod:`pand.cli`) calls :func:`run`. A run directory holds::
+
+    config.yaml            the resolved configuration
+    psc/                   Stage PSC artifact (learned_text_features.safetensors) and its logs
+    nsd/                   checkpoints/, metrics.jsonl, tensorboard/
+    student.safetensors    the best-on-validation student's state_dict(); metadata: arch, num_classes,
+                           class_names, image_size, preprocess, val_top1, epoch, recipe, teacher
+    summary.json           val_top1, test_top1 (fractions), final loss terms, wall time, images/s, ...
+
+``student.safetensors`` + ``config.yaml`` are what ``pand-export`` reads; keep them stable.
+
+Under torchrun (``trainer.devices > 1``) every process calls :func:`run`: the process group is initialised
+here, Stage PSC runs on rank 0 only, NSD runs data-parallel, and only rank 0 writes.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from pand.config import ConfigError
+from pand.errors import ArtifactError
+
+__all__ = ["STAGES", "run", "build_run_splits", "resolve_anchors", "student_metadata", "write_student"]
+
+STAGES = ("all", "psc", "nsd")
+
+
+def build_run_splits(cfg) -> Any:
+    """``pand.data.build_splits`` with the student's train (augmenting) and eval transforms attached."""
+    from pand.data import build_splits, create_transform, preprocess_cfg_from_student
+
+    pp = preprocess_cfg_from_student(cfg.student)
+    train_tf = create_transform(pp, True, str(cfg.student.augment), tuple(cfg.student.train_crop_scale))
+    return build_splits(cfg.data, cache_dir=cfg.cache_dir, train_transform=train_tf,
+                        eval_transform=create_transform(pp, False))
+
+
+def _psc_artifact_path(cfg, run_dir: Path) -> Path:
+    from pand.psc import ARTIFACT_NAME
+
+    return Path(str(cfg.psc.artifact)).expanduser() if cfg.psc.get("artifact") else run_dir / "psc" / ARTIFACT_NAME
+
+
+def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist) -> Optional[Any]:
+    """Class anchors ``[C, D_t]`` for NSD, running Stage PSC (rank 0) when the recipe learns them.
+
+    * ``recipe.anchors=handcrafted``: the template prompts through the teacher's text tower (VL2Lite).
+    * ``recipe.anchors=psc``: ``run_psc`` (reuses a matching artifact in ``run_dir/psc``; ``psc.artifact`` names a
+      file to use instead) unless ``stage=nsd`` or ``psc.enabled=false``, which require an existing artifact.
+
+    Returns:
+        The anchors, or None when the recipe uses no teacher or only Stage PSC was asked for.
+    """
+    from pand.psc import handcrafted_anchors, load_anchors, run_psc
+    from pand.utils.distributed import barrier
+
+    if not cfg.recipe.use_teacher:
+        return None
+    if cfg.recipe.anchors == "handcrafted":
+        if stage == "psc":
+            warnings.warn(f"recipe {cfg.recipe.name} uses hand-crafted anchors: Stage PSC has nothing to do")
+            return None
+        return handcrafted_anchors(teacher, splits.prompts())
+    if stage in ("all", "psc") and cfg.psc.enabled:
+        if dist.is_main:
+            run_psc(cfg, run_dir, splits=splits, teacher=teacher)
+        barrier(dist)
+    if stage == "psc":
+        return None
+    path = _psc_artifact_path(cfg, run_dir)
+    if not path.is_file():
+        raise ArtifactError(f"no Stage PSC anchors at {path}. Run Stage PSC first (--stage psc or --stage all), or "
+                            f"set psc.artifact=/path/to/learned_text_features.safetensors")
+    anchors, _ = load_anchors(path, len(splits.class_names), teacher.embed_dim, teacher.identity)
+    return anchors
+
+
+def student_metadata(cfg, class_names, val_top1: Optional[float], epoch: int, teacher=None) -> Dict[str, Any]:
+    """Metadata of ``student.safetensors`` (everything needed to rebuild and feed the student)."""
+    from pand.data import preprocess_cfg_from_student
+
+    pp = preprocess_cfg_from_student(cfg.student)
+    return {
+        "format": "pand-student-v1", "arch": str(cfg.student.arch), "num_classes": len(class_names),
+        "class_names": list(class_names), "image_size": pp.image_size, "preprocess": pp.to_dict(),
+        "val_top1": val_top1, "epoch": int(epoch), "recipe": str(cfg.recipe.name),
+        "teacher": getattr(teacher, "identity", None),
+    }
+
+
+def write_student(path: Path, state: Dict[str, Any], meta: Dict[str, Any]) -> Path:
+    """Write the student's ``state_dict()`` as safetensors with JSON metadata (atomic)."""
+    from pand.utils.io import save_tensors
+
+    save_tensors(path, state, meta)
+    return Path(path)
+
+
+def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
+    """Refuse to overwrite a run (no --resume) or to resume it under another configuration."""
+    from omegaconf import OmegaConf
+
+    from pand.nsd.checkpoint import check_resume_config, has_checkpoint
+
+    if stage != "psc" and not resume and has_checkpoint(run_dir / "nsd" / "checkpoints"):
+        raise ArtifactError(f"{run_dir} already holds a trained run (nsd/checkpoints); pass --resume to continue it "
+                            f"or choose another --run-dir (nothing was overwritten)")
+    saved = run_dir / "config.yaml"
+    if resume and saved.is_file():
+        check_resume_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=True),
+                            OmegaConf.to_container(cfg, resolve=True), saved)
+
+
+def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> Dict[str, Any]:
+    from pand.models.teacher import teacher_summary
+
+    return {
+        "recipe": str(cfg.recipe.name), "student": str(cfg.student.arch), "data": str(cfg.data.name),
+        "teacher": teacher_summary(teacher) if teacher is not None else None,
+        "val_top1": result.val_top1, "test_top1": result.test_top1,
+        "test_top5": result.test["top5"] if result.test else None, "test_images": result.test["n"] if result.test else 0,
+        "best_epoch": result.best_epoch, "epochs": result.epochs, "final_losses": result.final_terms,
+        "wall_time_s": time.time() - t0, "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
+        "anchors": str(anchors_path) if anchors_path else ("handcrafted" if teacher is not None else None),
+    }
+
+
+def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_hook, t0: float) -> Optional[dict]:
+    from pand.models.teacher import create_teacher
+    from pand.nsd import LiveTeacher, fit
+    from pand.utils.distributed import barrier
+    from pand.utils.io import atomic_write_json
+
+    if dist.distributed and not dist.is_main:
+        barrier(dist)  # rank 0 builds first: it may generate/cache data that the others then read
+    splits = build_run_splits(cfg)
+    if dist.distributed and dist.is_main:
+        barrier(dist)
+    teacher = create_teacher(cfg.teacher, device) if cfg.recipe.use_teacher else None
+    anchors = resolve_anchors(cfg, run_dir, stage, splits, teacher, dist)
+    if stage == "psc":
+        return None
+    source = None
+    if teacher is not None:
+        source = LiveTeacher(teacher, cfg.student.mean, cfg.student.std,
+                             channels_last=device.type == "cuda" and bool(cfg.trainer.channels_last))
+    result = fit(cfg, run_dir / "nsd", splits, source, anchors, resume=resume, dist=dist, device=device,
+                 step_hook=step_hook)
+    summary = None
+    if dist.is_main:
+        meta = student_metadata(cfg, splits.class_names, result.val_top1, result.best_epoch, teacher)
+        write_student(run_dir / "student.safetensors", result.student_state, meta)
+        anchors_path = _psc_artifact_path(cfg, run_dir) if cfg.recipe.use_teacher and cfg.recipe.anchors == "psc" \
+            else None
+        summary = _summary(cfg, result, teacher, t0, anchors_path)
+        atomic_write_json(run_dir / "summary.json", summary)
+    barrier(dist)
+    return summary
+
+
+def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
+    """Run ``cfg``'s recipe into ``run_dir``.
+
+    Args:
+        cfg: the resolved run configuration (:func:`pand.config.load_config`).
+        run_dir: output directory (created).
+        stage: ``all`` (PSC when the recipe learns anchors, then NSD), ``psc`` or ``nsd`` (reuses the PSC artifact).
+        resume: continue from the last NSD checkpoint (refused when the configuration changed).
+        step_hook: ``hook(epoch, step)`` after every NSD optimiser step (tests use it to interrupt a run).
+
+    Returns:
+        The summary dict (``summary.json``) on rank 0 after NSD; None otherwise.
+
+    Raises:
+        ConfigError, DataError, ArtifactError, PandError: with a message naming the bad input and the fix.
+    """
+    from pand.config import save_config
+    from pand.utils.distributed import cleanup_distributed, dist_env, init_distributed, select_device
+
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage '{stage}'. Valid stages: {', '.join(STAGES)}")
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    if cfg.recipe.name == "promptkd":
+        from pand.promptkd import run as promptkd_run
+
+        if not resume:
+            save_config(cfg, run_dir / "config.yaml")
+        out = promptkd_run(cfg, run_dir, resume=resume)
+        save_config(cfg, run_dir / "config.yaml")
+        return out
+    env = dist_env()
+    device = select_device(str(cfg.trainer.accelerator), env[2] if env else 0)
+    dist = init_distributed(device.type, cfg.trainer.backend)
+    try:
+        _check_run_dir(cfg, run_dir, stage, resume)
+        if dist.is_main:
+            save_config(cfg, run_dir / "config.yaml")
+        return _run_nsd(cfg, run_dir, stage, resume, dist, device, step_hook, t0)
+    finally:
+        cleanup_distributed(dist)
