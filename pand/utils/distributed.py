@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Optional
 
 __all__ = ["DistInfo", "dist_env", "init_distributed", "cleanup_distributed", "select_device", "all_reduce_sum",
@@ -60,7 +61,7 @@ def select_device(accelerator: str = "auto", local_rank: int = 0):
     return torch.device("cpu")
 
 
-def init_distributed(device_type: str, backend: Optional[str] = None) -> DistInfo:
+def init_distributed(device_type: str, backend: Optional[str] = None, timeout_min: int = 180) -> DistInfo:
     """Join the torchrun process group when launched by torchrun; otherwise a single-process :class:`DistInfo`."""
     env = dist_env()
     if env is None:
@@ -72,7 +73,9 @@ def init_distributed(device_type: str, backend: Optional[str] = None) -> DistInf
 
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
-    dist.init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"), init_method="env://")
+    # generous timeout: Stage PSC (feature extraction + CoOp) runs on rank 0 while the others wait at a barrier
+    dist.init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"), init_method="env://",
+                            timeout=timedelta(minutes=timeout_min))
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, owns_group=True)
 
 
@@ -103,10 +106,15 @@ def all_reduce_sum(tensor, info: DistInfo):
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (NCCL: on this process's current CUDA device)."""
     if _active(info):
+        import torch
         import torch.distributed as dist
 
-        dist.barrier()
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
 
 
 def broadcast_buffers(module, info: DistInfo, src: int = 0) -> None:

@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.ddp
 def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     args = [
-        "recipe=pand", f"cache_dir={tmp_path / 'cache'}", "trainer.tensorboard=false", "data.synthetic.train_per_class=6",
-        "data.synthetic.test_per_class=3", "data.synthetic.image_size=32", "student.image_size=32",
+        "recipe=pand", f"cache_dir={tmp_path / 'cache'}", "trainer.tensorboard=false",
+        "data.synthetic.train_per_class=6", "data.synthetic.test_per_class=3", "data.synthetic.image_size=32", "student.image_size=32",
         "student.resize_size=36", "psc.epochs=1", "nsd.epochs=1", "nsd.batch_size=16",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")

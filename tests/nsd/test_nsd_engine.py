@@ -137,3 +137,22 @@ def test_bad_inputs(toy, tmp_path):
         _fit(toy, tmp_path / "b", cfg, anchors=toy.make_anchors(num_classes=3))
     with pytest.raises(ConfigError, match="Unknown student 'resnet_nope'.*resnet18"):
         _fit(toy, tmp_path / "c", toy.make_cfg("recipe=pand", "student.arch=resnet_nope"))
+
+
+def test_cuda_oom_becomes_actionable_message(toy, tmp_path, monkeypatch):
+    import pand.nsd.engine as engine
+    from pand.errors import PandError
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "_train_step", oom)
+    with pytest.raises(PandError) as e:
+        _fit(toy, tmp_path, toy.make_cfg("recipe=pand", "nsd.epochs=1"))
+    msg = str(e.value)
+    assert "out of memory" in msg and "8 images per device" in msg and "nsd.batch_size" in msg and "bf16" in msg
+
+
+def test_tensorboard_events_written(toy, tmp_path):
+    _fit(toy, tmp_path, toy.make_cfg("recipe=pand", "nsd.epochs=1", "trainer.tensorboard=true"))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
