@@ -1,0 +1,31 @@
+"""Constants and the interleaved timing helper of the latency tests (kept out of conftest.py so that test
+modules can import them under a unique module name)."""
+import os
+from pathlib import Path
+from typing import Callable, Dict
+
+import numpy as np
+
+__all__ = ["BASELINE_DIR", "IMAGE_SIZE", "env_float", "interleaved_medians"]
+
+BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
+IMAGE_SIZE = 224
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def interleaved_medians(fns: Dict[str, Callable[[], object]], runs: int, iterations: int) -> Dict[str, float]:
+    """Median over ``runs`` of each function's p50 latency (ms); runs interleave the functions."""
+    from runtime.bench import measure
+
+    for fn in fns.values():  # one long warm-up each (trtexec: >= 200 ms)
+        measure(fn, warmup_ms=200, iterations=1, min_time=0)
+    p50s: Dict[str, list] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            p50s[k].append(float(np.percentile(measure(fn, warmup_ms=20, iterations=iterations, min_time=0), 50)))
+    return {k: float(np.median(v)) for k, v in p50s.items()}
+
+
