@@ -31,4 +31,4 @@ def fp32_bundle(run_dir, bundles_dir):
 
 @pytest.fixture(scope="session")
 def int8_cpu_bundle(run_dir, bundles_dir):
-    return bf.export(run_dir, bundles_dir / "int8-cpu", precision="int8", target="cpu")
+    return bf.export(run_dir, bundles_dir / "int8-cpu", precision="int8", target="cpu", parity_images=48)

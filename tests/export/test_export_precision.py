@@ -1,0 +1,57 @@
+"""pand-export precisions: fp16 with fp32 I/O, INT8 QDQ in its CPU (asymmetric u8) and TensorRT (symmetric) flavours."""
+import numpy as np
+import onnx
+
+import bundle_factory as bf
+from runtime import load_manifest
+
+
+def test_fp16_keeps_fp32_io_and_passes_its_parity(run_dir, tmp_path):
+    res = bf.export(run_dir, tmp_path / "fp16", precision="fp16", parity_images=48)
+    assert res.valid, res.failures
+    model = onnx.load(str(res.bundle / "model.onnx"))
+    f16 = onnx.TensorProto.FLOAT16
+    assert sum(i.data_type == f16 for i in model.graph.initializer) > 10
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    par = load_manifest(res.bundle).parity["onnxruntime"]
+    assert 0 < par["mean_abs"] <= 1e-2 and par["tolerance"]["mean_abs"] == 1e-2
+
+
+def _zero_points(model):
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+
+
+def test_int8_cpu_is_qdq_with_asymmetric_uint8_activations(int8_cpu_bundle):
+    m = load_manifest(int8_cpu_bundle.bundle)
+    assert m.precision == "int8" and m.int8_target == "cpu"
+    info = m.models[0].info["int8"]
+    assert info["calibration_split"] == "train" and info["calibration_images"] == 32 and info["per_channel"]
+    model = onnx.load(str(int8_cpu_bundle.bundle / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    zps = _zero_points(model)
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+    assert any(int(z.max()) != 0 for z in zps)  # asymmetric
+    assert m.parity["onnxruntime"]["top1_agreement"] >= 0.9  # random-init student: see the acceptance numbers
+
+
+def test_int8_tensorrt_flavour_is_symmetric_and_calibrates_on_train(run_dir, tmp_path, monkeypatch):
+    import export.exporter as ex
+
+    calls = []
+    real = ex.load_split_images
+
+    def spy(cfg, split, n, seed, class_names):
+        calls.append((split, n))
+        return real(cfg, split, n, seed, class_names)
+
+    monkeypatch.setattr(ex, "load_split_images", spy)
+    res = bf.export(run_dir, tmp_path / "int8-trt", precision="int8", target="tensorrt", parity_images=16,
+                    calib_images=8, min_agreement=0.0, max_acc_drop=1.0)
+    assert calls == [("test", 16), ("train", 8)]  # parity on test, calibration on train, never the other way
+    model = onnx.load(str(res.bundle / "model.onnx"))
+    zps = _zero_points(model)
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)  # TensorRT needs zero zero-points
+    assert load_manifest(res.bundle).int8_target == "tensorrt"
