@@ -320,11 +320,12 @@ def fit(ctx: PromptKDContext, resume: bool = False) -> Dict[str, Any]:
         ``{"epoch", "val", "select"}`` of the kept weights (loaded into ``ctx.student``).
     """
     from pand.data.transforms import create_transform
+    from pand.models.teacher import state_dict_sha256
     from pand.nsd.checkpoint import best_weights_path, capture_rng, save_checkpoint, split_prefixed
-    from pand.utils.io import load_tensors
     from pand.nsd.data import make_train_loader
     from pand.nsd.teacher_source import LiveTeacher
     from pand.utils.distributed import DistInfo
+    from pand.utils.io import load_tensors
 
     cfg, pk = ctx.cfg, ctx.cfg.promptkd
     transform = create_transform(ctx.pp, True, "standard", crop_scale=tuple(pk.train_crop_scale))
@@ -338,8 +339,6 @@ def fit(ctx: PromptKDContext, resume: bool = False) -> Dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.type == "cuda" and cfg.trainer.precision == "fp16")
     root = ctx.out_dir / "checkpoints"
     config = _config_dict(cfg)
-    from pand.models.teacher import state_dict_sha256
-
     fingerprint = {"student": state_dict_sha256(ctx.student.encoder.visual)[:16],
                    "class_vectors": _sha(ctx.class_vectors)}
     start, best = _restore(ctx, root, config, resume, optimizer, scaler, fingerprint)
