@@ -104,11 +104,10 @@ def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
     """Refuse to overwrite a run (no --resume) or to resume it under another configuration."""
     from omegaconf import OmegaConf
 
-    from pand.nsd.checkpoint import check_resume_config, has_checkpoint
+    from pand.nsd.checkpoint import check_resume_config, refuse_overwrite
 
-    if stage != "psc" and not resume and has_checkpoint(run_dir / "nsd" / "checkpoints"):
-        raise ArtifactError(f"{run_dir} already holds a trained run (nsd/checkpoints); pass --resume to continue it "
-                            f"or choose another --run-dir (nothing was overwritten)")
+    if stage != "psc":
+        refuse_overwrite(run_dir / "nsd" / "checkpoints", resume, run_dir)
     saved = run_dir / "config.yaml"
     if resume and saved.is_file():
         check_resume_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=True),
@@ -192,7 +191,8 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
         if not resume:
             save_config(cfg, run_dir / "config.yaml")
         out = promptkd_run(cfg, run_dir, resume=resume)
-        save_config(cfg, run_dir / "config.yaml")
+        if resume:  # written only once the recipe accepted the configuration
+            save_config(cfg, run_dir / "config.yaml")
         return out
     env = dist_env()
     device = select_device(str(cfg.trainer.accelerator), env[2] if env else 0)

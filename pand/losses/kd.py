@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._dtype import upcast
+
 __all__ = ["KL_REDUCTIONS", "clip_logits", "l1_alignment", "text_logit_kd", "ce_loss"]
 
 KL_REDUCTIONS = ("batchmean", "vl2lite")
@@ -81,8 +83,7 @@ def text_logit_kd(
     u_s = clip_logits(student_feat, aligned_text, logit_scale) / temperature
     with torch.no_grad():
         u_t = clip_logits(teacher_img_feat, teacher_text_feat, logit_scale) / temperature
-    u_s = u_s.float() if u_s.dtype in (torch.float16, torch.bfloat16) else u_s
-    log_q = F.log_softmax(u_s, dim=1)
+    log_q = F.log_softmax(upcast(u_s), dim=1)
     log_p = F.log_softmax(u_t.to(log_q.dtype), dim=1)
     kl = (log_p.exp() * (log_p - log_q)).sum()
     b, c = u_s.shape
@@ -95,5 +96,4 @@ def text_logit_kd(
 
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy ``mean_b [-log softmax(z_b)[y_b]]`` on ``[B, C]`` logits and ``[B]`` labels (float32 under AMP)."""
-    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(upcast(logits), labels)

@@ -9,12 +9,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._dtype import upcast
+
 __all__ = ["nlrd_neighbours", "nlrd_loss", "js_divergence_from_logits"]
-
-
-def _upcast(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision inputs (AMP) are promoted to float32; float32/float64 are kept."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def nlrd_neighbours(teacher_logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -37,7 +34,7 @@ def nlrd_neighbours(teacher_logits: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"nlrd k must be >= 1, got {k}")
     b = teacher_logits.shape[0]
     k_actual = min(int(k), b - 1)
-    t = F.normalize(_upcast(teacher_logits.detach()), dim=1)
+    t = F.normalize(upcast(teacher_logits.detach()), dim=1)
     sim = t @ t.T
     sim.fill_diagonal_(float("-inf"))
     order = torch.sort(sim, dim=1, descending=True, stable=True).indices
@@ -92,7 +89,7 @@ def nlrd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int
             f"nlrd_loss expects student and teacher logits of the same shape [B, C]; got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    z = _upcast(student_logits)
+    z = upcast(student_logits)
     lt = teacher_logits.detach().to(z.dtype)
     nb = nlrd_neighbours(lt, k)
     b, k_actual = nb.shape

@@ -27,7 +27,7 @@ from pand.utils.io import atomic_write_json, load_tensors, read_json, save_tenso
 
 __all__ = [
     "RESUME_IGNORED_KEYS", "capture_rng", "restore_rng", "save_checkpoint", "load_last_checkpoint", "has_checkpoint",
-    "best_weights_path",
+    "best_weights_path", "refuse_overwrite",
     "flatten_config", "config_diff", "check_resume_config", "split_prefixed",
 ]
 
@@ -167,6 +167,17 @@ def best_weights_path(root: Path) -> Path:
 
 def has_checkpoint(root: Path) -> bool:
     return (Path(root) / "last.json").is_file()
+
+
+def refuse_overwrite(root: Path, resume: bool, run_dir: Path) -> None:
+    """A fresh run (no ``--resume``) must not start over an existing NSD checkpoint.
+
+    Raises:
+        ArtifactError: naming the directory and the two ways out.
+    """
+    if not resume and has_checkpoint(root):
+        raise ArtifactError(f"{run_dir} already holds a trained run ({root}); pass --resume to continue it or "
+                            f"choose another --run-dir (nothing was overwritten)")
 
 
 def load_last_checkpoint(root: Path, map_location: str | torch.device = "cpu"

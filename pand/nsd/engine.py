@@ -30,13 +30,13 @@ from pand.errors import ArtifactError, PandError
 from pand.models.align import AlignHeads
 from pand.models.students import create_student
 from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
-from pand.utils.io import load_tensors, save_tensors
+from pand.utils.io import load_tensors
 
 from .checkpoint import (
-    capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, restore_rng, save_checkpoint,
-    split_prefixed,
+    capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, refuse_overwrite, restore_rng,
+    save_checkpoint, split_prefixed,
 )
-from .criterion import TERMS, NSDCriterion
+from .criterion import NSDCriterion
 from .data import make_eval_loader, make_train_loader
 from .metrics import MetricsLogger
 from .model import NSDModel
@@ -352,10 +352,8 @@ def _load_model_tensors(model: NSDModel, tensors: Dict[str, torch.Tensor]) -> No
 def _restore(ctx: NSDContext, config: Dict[str, Any], resume: bool) -> int:
     """Load the last checkpoint when resuming; returns the first epoch to run."""
     root = ctx.out_dir / "checkpoints"
+    refuse_overwrite(root, resume, ctx.out_dir)
     if not resume:
-        if has_checkpoint(root):
-            raise ArtifactError(f"{ctx.out_dir} already holds NSD checkpoints; pass --resume to continue that run "
-                                f"or choose another --run-dir (nothing was overwritten)")
         return 0
     ck = load_last_checkpoint(root)
     if ck is None:
