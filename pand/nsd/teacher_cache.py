@@ -407,8 +407,8 @@ def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, p
     already cached.
 
     Args:
-        cfg: run configuration (``nsd.teacher_cache``, ``trainer.seed``, ``trainer.num_workers``, ``teacher.batch_size``,
-            ``cache_dir``).
+        cfg: run configuration (``nsd.teacher_cache``, ``trainer.seed``, ``trainer.num_workers``,
+            ``teacher.batch_size``, ``cache_dir``).
         source: the teacher source the caller built.
         dataset: the training dataset (augmenting transform attached) the train loader wraps.
         dist: :class:`pand.utils.distributed.DistInfo` (default: one process).
