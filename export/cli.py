@@ -53,6 +53,9 @@ def _setup_logging() -> None:
               help="INT8 calibration images, drawn (seeded) from the run's TRAINING split, never test.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="INT8 calibration method.")
+@click.option("--quantize-head/--float-head", default=False, show_default=True,
+              help="INT8: also quantize the final classifier layer (default keeps it in float: tiny, and the most "
+                   "precision-sensitive layer).")
 @click.option("--parity-images", type=int, default=256, show_default=True,
               help="Held-out TEST images for the parity check (0 = the whole test split).")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
@@ -71,8 +74,8 @@ def _setup_logging() -> None:
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for the parity run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity/calibration selection.")
 def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, calib_images, calib_method,
-        parity_images, output, simplify, exporter, workspace_gb, timing_cache, min_agreement, max_acc_drop, threads,
-        seed):
+        quantize_head, parity_images, output, simplify, exporter, workspace_gb, timing_cache, min_agreement,
+        max_acc_drop, threads, seed):
     """Export the student classifier of a pand run to a deployable bundle.
 
     SOURCE is a run directory (config.yaml + student.safetensors) or a student .safetensors checkpoint. The bundle
@@ -93,8 +96,9 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
     _setup_logging()
     opts = ExportOptions(format=fmt, precision=precision, batch=batch, dynamic_batch=dynamic_batch,
                          max_batch=max_batch, opset=opset, calib_images=calib_images, calib_method=calib_method,
-                         parity_images=parity_images, output=Path(output) if output else None, simplify=simplify,
-                         target=target, exporter=exporter, workspace_gb=workspace_gb,
+                         quantize_head=quantize_head, parity_images=parity_images,
+                         output=Path(output) if output else None, simplify=simplify, target=target,
+                         exporter=exporter, workspace_gb=workspace_gb,
                          timing_cache=Path(timing_cache) if timing_cache else None, seed=seed,
                          min_agreement=min_agreement, max_acc_drop=max_acc_drop, threads=threads)
     try:

@@ -67,6 +67,7 @@ class ExportOptions:
     opset: int = 18
     calib_images: int = 128  # from the TRAINING split
     calib_method: str = "minmax"
+    quantize_head: bool = False  # int8: also quantize the final classifier layer
     parity_images: int = 256  # from the TEST split; 0 = all
     output: Optional[Path] = None
     simplify: bool = False
@@ -198,7 +199,8 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
         calib = load_split_images(src.cfg, "train", o.calib_images, o.seed, src.class_names)
         transform = torch_eval_transform(src.preprocess)
         batches = (x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration"))
-        recipe = quantize_int8(fp32, final, batches, target=o.target or "cpu", method=o.calib_method)
+        recipe = quantize_int8(fp32, final, batches, target=o.target or "cpu", method=o.calib_method,
+                               quantize_head=o.quantize_head)
         info["int8"] = {**dataclasses.asdict(recipe), "calibration_images": len(calib), "calibration_split": "train",
                         "calibration_method": o.calib_method}
     if fp32 != final:

@@ -8,19 +8,25 @@ through the exact eval transform, ``quant_pre_process`` first):
 * ``tensorrt``: symmetric **int8** activations and weights. TensorRT only accepts zero zero-points ("TRT only
   supports symmetric quantization", NVIDIA/TensorRT#2774), so this is the file to build an engine from; on the ORT
   CPU provider it is *slower* than fp32, which is why it is not the CPU default.
+
+The final classifier (the Gemm/MatMul that produces the logits) stays in float by default (``quantize_head=False``):
+its input is the pooled feature vector, whose class-relevant differences are small next to its range, and an 8-bit
+grid there costs far more top-1 agreement than the whole rest of the network, for a layer that is < 0.1% of the
+FLOPs (the same reason Ultralytics keeps its head in higher precision, DEPLOY.md 1.1).
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from pand.errors import PandError
 
-__all__ = ["INT8_TARGETS", "CALIB_METHODS", "Int8Recipe", "int8_recipe", "quantize_int8"]
+__all__ = ["INT8_TARGETS", "CALIB_METHODS", "Int8Recipe", "int8_recipe", "quantize_int8", "classifier_head_nodes"]
 
 INT8_TARGETS = ("cpu", "tensorrt")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -37,6 +43,7 @@ class Int8Recipe:
     weight_symmetric: bool
     per_channel: bool = True
     quant_format: str = "QDQ"
+    float_nodes: Tuple[str, ...] = ()  # nodes left unquantized (the classifier head by default)
 
 
 def int8_recipe(target: str) -> Int8Recipe:
@@ -65,8 +72,25 @@ class _Reader:
         self.reader = Reader(iter(batches))
 
 
+def classifier_head_nodes(model: "onnx.ModelProto") -> List[str]:  # noqa: F821 - onnx imported lazily
+    """Names of the Gemm/MatMul node(s) that compute the model's first output, looking back through Add, Reshape,
+    Flatten and Identity (the logits layer of a classifier); empty if there is none."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out: List[str] = []
+    todo = [model.graph.output[0].name]
+    while todo:
+        node = producers.get(todo.pop())
+        if node is None:
+            continue
+        if node.op_type in ("Gemm", "MatMul"):
+            out.append(node.name)
+        elif node.op_type in ("Add", "Reshape", "Flatten", "Identity"):
+            todo.extend(i for i in node.input if i in producers)
+    return out
+
+
 def quantize_int8(src: Union[str, Path], dst: Union[str, Path], batches: Iterable[np.ndarray], target: str = "cpu",
-                  method: str = "minmax", input_name: str = "input") -> Int8Recipe:
+                  method: str = "minmax", input_name: str = "input", quantize_head: bool = False) -> Int8Recipe:
     """Quantize an fp32 ONNX classifier to a QDQ int8 model.
 
     Args:
@@ -76,9 +100,10 @@ def quantize_int8(src: Union[str, Path], dst: Union[str, Path], batches: Iterabl
         target: ``cpu`` or ``tensorrt`` (see the module docstring).
         method: calibration ``minmax`` | ``entropy`` | ``percentile``.
         input_name: the model's input name.
+        quantize_head: also quantize the final classifier layer (default: keep it in float).
 
     Returns:
-        The :class:`Int8Recipe` used.
+        The :class:`Int8Recipe` used (``float_nodes`` lists the nodes left in float).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -91,6 +116,9 @@ def quantize_int8(src: Union[str, Path], dst: Union[str, Path], batches: Iterabl
     with tempfile.TemporaryDirectory(prefix="pand-quant-") as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(src), str(pre))  # symbolic shape inference + ORT optimisation + ONNX shape inference
+        import onnx
+
+        keep_float = [] if quantize_head else classifier_head_nodes(onnx.load(str(pre)))
         quantize_static(
             str(pre), str(dst), _Reader(input_name, batches).reader,
             quant_format=QuantFormat.QDQ,
@@ -98,7 +126,8 @@ def quantize_int8(src: Union[str, Path], dst: Union[str, Path], batches: Iterabl
             activation_type=getattr(QuantType, recipe.activation_type),
             weight_type=getattr(QuantType, recipe.weight_type),
             calibrate_method=methods[method],
+            nodes_to_exclude=keep_float,
             extra_options={"ActivationSymmetric": recipe.activation_symmetric,
                            "WeightSymmetric": recipe.weight_symmetric},
         )
-    return recipe
+    return dataclasses.replace(recipe, float_nodes=tuple(keep_float))

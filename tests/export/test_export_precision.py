@@ -34,6 +34,11 @@ def test_int8_cpu_is_qdq_with_asymmetric_uint8_activations(int8_cpu_bundle):
     zps = _zero_points(model)
     assert zps and all(z.dtype == np.uint8 for z in zps)
     assert any(int(z.max()) != 0 for z in zps)  # asymmetric
+    # the classifier head stays float: its weight is a plain fp32 initializer, not a DequantizeLinear output
+    assert info["float_nodes"] == ["/linear_cls/Gemm"]
+    (gemm,) = [n for n in model.graph.node if n.op_type == "Gemm"]
+    inits = {i.name: i for i in model.graph.initializer}
+    assert inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT
     assert m.parity["onnxruntime"]["top1_agreement"] >= 0.9  # random-init student: see the acceptance numbers
 
 
@@ -49,9 +54,27 @@ def test_int8_tensorrt_flavour_is_symmetric_and_calibrates_on_train(run_dir, tmp
 
     monkeypatch.setattr(ex, "load_split_images", spy)
     res = bf.export(run_dir, tmp_path / "int8-trt", precision="int8", target="tensorrt", parity_images=16,
-                    calib_images=8, min_agreement=0.0, max_acc_drop=1.0)
+                    calib_images=8, min_agreement=0.0, max_acc_drop=1.0, quantize_head=True)
     assert calls == [("test", 16), ("train", 8)]  # parity on test, calibration on train, never the other way
     model = onnx.load(str(res.bundle / "model.onnx"))
     zps = _zero_points(model)
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)  # TensorRT needs zero zero-points
-    assert load_manifest(res.bundle).int8_target == "tensorrt"
+    m = load_manifest(res.bundle)
+    assert m.int8_target == "tensorrt" and m.models[0].info["int8"]["float_nodes"] == []
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    (gemm,) = [n for n in model.graph.node if n.op_type == "Gemm"]
+    assert producers[gemm.input[0]] == producers[gemm.input[1]] == "DequantizeLinear"  # --quantize-head
+
+
+def test_classifier_head_nodes_follow_the_logits_back():
+    from onnx import TensorProto, helper
+
+    from export.quantize import classifier_head_nodes
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "W"], ["m"], name="fc"),
+             helper.make_node("Add", ["m", "b"], ["logits"], name="bias")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])])
+    assert classifier_head_nodes(helper.make_model(graph)) == ["fc"]
