@@ -414,6 +414,9 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     source_path = Path(source_path)
     src = load_source(source_path)
     bundle = Path(opts.output) if opts.output else default_output_dir(source_path, opts)
+    if bundle.exists() and not (bundle.is_dir() and (not any(bundle.iterdir()) or (bundle / MANIFEST_NAME).is_file())):
+        raise PandError(f"output {bundle} exists and is not a pand bundle (no {MANIFEST_NAME}); choose another "
+                        f"--output. Only an earlier bundle or an empty directory is replaced")
     images = load_split_images(src.cfg, "test", opts.parity_images, opts.seed, src.class_names)
     log.info("parity set: %d images of the test split; reference: PyTorch %s on CPU", len(images), src.arch)
     ref_inputs, ref_logits, crops, pre_diff = _reference(src, images)

@@ -105,9 +105,11 @@ def test_example_batch_of_one_does_not_specialise_the_batch_axis(tmp_path):
 
 
 def test_static_batch_bundle_and_predictor_padding(run_dir, tmp_path):
-    res = bf.export(run_dir, tmp_path / "static", precision="fp32", dynamic_batch=False, batch=2, parity_images=5)
+    res = bf.export(run_dir, tmp_path / "static", precision="fp32", dynamic_batch=False, batch=2, parity_images=5,
+                    simplify=True)
     assert res.valid  # 5 images through a batch-2 model: the last chunk is padded
     m = load_manifest(res.bundle)
+    assert m.models[0].info["simplified"] is True
     assert m.input.shape == [2, 3, 64, 64] and m.dynamic_batch is False and m.max_batch == 2
     p = Predictor.from_bundle(res.bundle)
     ref = p.reference()
@@ -161,6 +163,17 @@ def test_trt_without_tensorrt_fails_cleanly_and_writes_nothing(run_dir, tmp_path
         r = CliRunner().invoke(cli, [str(run_dir), "--format", fmt, "--output", str(out)])
         assert r.exit_code == 2 and "TensorRT" in r.output and "--format onnx" in r.output, r.output
         assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_output_that_is_not_a_bundle_is_never_replaced(run_dir, tmp_path):
+    from pand.errors import PandError
+
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "todo.txt").write_text("keep me")
+    with pytest.raises(PandError, match="exists and is not a pand bundle"):
+        export_bundle(run_dir, ExportOptions(output=precious, parity_images=4))
+    assert (precious / "todo.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("args, msg", [
