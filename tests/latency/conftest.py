@@ -16,19 +16,21 @@ Three modes, chosen from the command line and the environment:
 The device key is the CPU model + ONNX Runtime thread count (``runtime.bench.device_key``; a TensorRT device would be
 GPU name + TensorRT version). Threads: ``PAND_LATENCY_THREADS`` (default ``min(4, cpu_count)``). Each number is the
 median over ``PAND_LATENCY_RUNS`` (default 5) runs of the per-run p50 latency, the configurations interleaved run by
-run so that a change in machine load affects all of them alike.
+run so that a change in machine load affects all of them alike; the relative checks use the median of the per-run
+ratios (run ``i`` of one configuration against run ``i`` of the other).
 """
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bundle_factory as bf  # noqa: E402
-from latency_support import IMAGE_SIZE, interleaved_medians  # noqa: E402
+from latency_support import IMAGE_SIZE, interleaved_runs  # noqa: E402
 
 @pytest.fixture(scope="session")
 def latency_mode(request) -> str:
@@ -73,7 +75,7 @@ def latency_medians(latency_bundles, latency_threads):
     x = normalize_u8(fp32.reference()["images_u8"][:1], fp32.spec)
     runs = int(os.environ.get("PAND_LATENCY_RUNS", 5))
     t0 = time.perf_counter()
-    med = interleaved_medians({"fp32": lambda: fp32.backend.run(x), "int8-cpu": lambda: int8.backend.run(x),
-                               "fp32-noopt": lambda: noopt.backend.run(x)}, runs=runs, iterations=15)
-    return {"device_key": device_key(fp32.backend.describe()), "medians": med, "runs": runs,
-            "seconds": time.perf_counter() - t0}
+    per_run = interleaved_runs({"fp32": lambda: fp32.backend.run(x), "int8-cpu": lambda: int8.backend.run(x),
+                                "fp32-noopt": lambda: noopt.backend.run(x)}, runs=runs, iterations=15)
+    return {"device_key": device_key(fp32.backend.describe()), "runs": runs, "per_run": per_run,
+            "medians": {k: float(np.median(v)) for k, v in per_run.items()}, "seconds": time.perf_counter() - t0}
