@@ -137,6 +137,15 @@ def load_source(path: str | Path) -> ExportSource:
         preprocess = preprocess_spec_from_student_cfg(cfg.student)
     else:
         raise ArtifactError(f"{checkpoint} metadata has no 'preprocess' and no config.yaml was found next to it")
+    if meta.get("kind") == "promptkd":
+        # PromptKD: prompted CLIP image encoder -> projector -> normalise -> stored class vectors -> logits
+        from pand.promptkd import load_promptkd_classifier
+
+        model, _ = load_promptkd_classifier(checkpoint)
+        return ExportSource(model=model, arch=str(arch), num_classes=num_classes,
+                            class_names=[str(c) for c in class_names], preprocess=preprocess, cfg=cfg,
+                            checkpoint=checkpoint, checkpoint_sha256=sha256_file(checkpoint), run_dir=run_dir,
+                            metadata=dict(meta))
     model = create_student(arch, num_classes)
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)

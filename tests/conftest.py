@@ -3,7 +3,10 @@ import os
 
 import pytest
 
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU-first: tests needing a GPU are marked and skip themselves
+# CPU-first: the suite runs on the CPU (tests needing a GPU are marked and skip themselves). On a GPU machine set
+# PAND_TEST_GPU=1 to keep the GPU visible so the gpu/trt-marked tests run.
+if os.environ.get("PAND_TEST_GPU", "") in ("", "0"):
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def pytest_addoption(parser):
