@@ -215,11 +215,11 @@ class PromptKDCfg:
     warmup_lr: float = 1e-5
     teacher_prompts: str = "psc"  # psc | handcrafted: where the pre-stored class vectors come from
     cross_eval: List[str] = field(default_factory=list)  # other data configs to evaluate on
-
     logit_scale: Optional[float] = None  # student logit scale; null = the student CLIP's own exp(logit_scale)
     train_crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
     select: str = "last"  # last | best_val (base-class accuracy on the held-out val split, never test)
     eval_batch_size: int = 100
+
 
 @dataclass
 class RunCfg:
@@ -258,6 +258,6 @@ CHOICES = {
     "promptkd.regime": ("inductive", "transductive"),
     "promptkd.optimizer": ("sgd", "adamw"),
     "promptkd.teacher_prompts": ("psc", "handcrafted"),
-    "data.aircraft_level": ("variant", "family", "manufacturer"),
     "promptkd.select": ("last", "best_val"),
+    "data.aircraft_level": ("variant", "family", "manufacturer"),
 }

@@ -123,16 +123,32 @@ def write_report(run_dir: Path, results: Dict[str, Any]) -> str:
         lines.append("")
     pk = results.get("promptkd") or {}
     if pk:
-        lines += ["## PromptKD (base-to-novel, unlabeled)", ""]
-        if "error" in pk:
-            lines.append(f"PromptKD failed: `{pk['error']}`")
-        else:
-            lines.append("```json\n" + __import__("json").dumps({k: pk[k] for k in pk if k in (
-                "regime", "teacher", "student", "base", "novel", "hm", "gflops")}, indent=1, default=str) + "\n```")
+        lines += ["## PromptKD (base-to-novel, no labels; test top-1 %, base among base classes, novel among novel)", ""]
+        prow = []
+        for regime, summ in pk.items():
+            if "error" in summ:
+                prow.append([regime.upper() if regime == "transductive" else regime, "FAILED: " + summ["error"][:80],
+                             "", "", ""])
+                continue
+            res = summ.get("results") or {}
+            for who in ("teacher", "student"):
+                r = res.get(who) or {}
+                prow.append([regime.upper() if regime == "transductive" else regime, who,
+                             f"{r.get('base', float('nan')):.1f}", f"{r.get('novel', float('nan')):.1f}",
+                             f"{r.get('hm', float('nan')):.1f}"])
+        lines.append(_table(["regime", "model", "base", "novel", "HM"], prow))
+        g = next((s_.get("gflops") for s_ in pk.values() if isinstance(s_, dict) and s_.get("gflops")), None)
+        if g:
+            lines += ["", f"Inference GFLOPs per image: teacher (image + text encoder for all classes) "
+                          f"{g['teacher']['total']:.4f} vs student (prompted encoder + projector + stored class "
+                          f"vectors) {g['student']['total']:.4f} ({g.get('teacher_over_student', 0):.0f}x)."]
         lines.append("")
 
     exp_rows = []
-    for prec, b in (results.get("export") or {}).items():
+    exports = dict(results.get("export") or {})
+    if results.get("export_promptkd"):
+        exports["promptkd fp32"] = results["export_promptkd"]
+    for prec, b in exports.items():
         parity = (b.get("manifest") or {}).get("parity") or {}
         backends = {k: v for k, v in parity.items() if isinstance(v, dict) and "top1_agreement" in v}
         for backend, par in backends.items() or [("-", {})]:
@@ -141,7 +157,7 @@ def write_report(run_dir: Path, results: Dict[str, Any]) -> str:
                              _pct(par.get("acc_ref")), _pct(par.get("acc_out")),
                              str((b.get("manifest") or {}).get("valid"))])
     if exp_rows:
-        lines += ["## Export (PAND student, ONNX)", "", _table(
+        lines += ["## Export (ONNX: PAND student fp32/int8, PromptKD student fp32)", "", _table(
             ["precision", "backend", "export", "top-1 agreement vs PyTorch", "max abs logit diff", "top-1 PyTorch",
              "top-1 exported", "valid"], exp_rows), ""]
 

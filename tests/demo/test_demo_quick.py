@@ -1,0 +1,52 @@
+"""The demo pipeline at a tiny budget: every stage (teacher pre-training, PSC, NSD x3, PromptKD, export, bench,
+report) must still connect. Numbers at this budget are meaningless; only the plumbing is checked."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.timeout(1200)
+def test_demo_quick_connects_every_stage(tmp_path):
+    run_dir = tmp_path / "demo"
+    cache = tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pand.demo", "--quick", "--run-dir", str(run_dir), f"cache_dir={cache}"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    # teacher pre-training produced a checkpoint and a zero-shot evaluation on base and novel classes
+    assert Path(results["teacher_ckpt"]).is_file()
+    assert set(results["teacher_zero_shot"]) == {"all", "base", "novel"}
+    # the three NSD recipes wrote summaries with accuracies in [0, 1]
+    for recipe in ("ce", "vl2lite", "pand"):
+        s = results["recipes"][recipe]
+        assert 0.0 <= s["test_top1"] <= 1.0 and 0.0 <= s["val_top1"] <= 1.0, recipe
+        assert (run_dir / recipe / "student.safetensors").is_file()
+    assert (run_dir / "pand" / "psc" / "learned_text_features.safetensors").is_file()
+    for regime in ("inductive", "transductive"):
+        assert "error" not in results["promptkd"][regime], results["promptkd"][regime]
+        assert results["promptkd"][regime]["results"]["student"]["hm"] is not None
+    # both bundles exported and were benchmarked
+    for prec in ("fp32", "int8"):
+        assert results["export"][prec]["ok"], prec
+        assert results["export"][prec]["manifest"]["valid"] is True
+    # the PromptKD student (prompted encoder + projector + stored class vectors) exports and runs in ORT
+    pk = results["export_promptkd"]
+    assert pk["ok"] and pk["manifest"]["valid"] is True
+    assert pk["manifest"]["parity"]["onnxruntime"]["top1_agreement"] == 1.0
+    rows = results["bench"]["rows"]
+    assert {r["precision"] for r in rows} >= {"fp32"} and all(r.get("p50_ms") for r in rows)
+    report = (run_dir / "report.md").read_text()
+    assert "## Students" in report and "pand" in report
+    assert (run_dir / "training_curves.png").is_file() and (run_dir / "latency_vs_batch.png").is_file()
+    # a second run reuses every cached stage (teacher, recipes) instead of retraining
+    again = subprocess.run(
+        [sys.executable, "-m", "pand.demo", "--quick", "--run-dir", str(run_dir), f"cache_dir={cache}"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing" in again.stdout
