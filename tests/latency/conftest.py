@@ -6,7 +6,7 @@ Three modes, chosen from the command line and the environment:
   catch gross regressions -- the INT8 CPU bundle must be clearly faster than fp32 (an int8 bundle that silently runs
   as fp32, or with symmetric activations that ORT's CPU kernels cannot fuse, is not), and the Predictor's default
   session must be clearly faster than one with graph optimisations disabled. If this device has a recorded baseline,
-  every median must also stay under ``(1 + PAND_LATENCY_WIDE_TOLERANCE)`` x baseline (default 1.0, i.e. 2x).
+  every median must also stay under ``(1 + PAND_LATENCY_WIDE_TOLERANCE)`` x baseline (default 2.0, i.e. 3x: the same-run relative checks already catch disabled graph optimisations and an int8 -> fp32 fallback; the absolute guard only has to survive a busy CI machine).
 * **strict** (``pytest -m latency`` or ``PAND_LATENCY_STRICT=1``): the medians are compared with this device's
   baseline at ``PAND_LATENCY_TOLERANCE`` (default 0.15 = +15%); without a baseline for the device key the comparison
   is skipped with the command that records one. The relative checks use their strict ratios.
