@@ -81,6 +81,31 @@ def teacher_zero_shot(cfg, splits, teacher) -> Dict[str, float]:
     return {"all": acc(None), "base": acc(splits.base_classes), "novel": acc(splits.novel_classes)}
 
 
+def _finished_with(run: Path, cfg) -> bool:
+    """True when ``run`` holds a finished run (summary.json) made with exactly the resolved config ``cfg``."""
+    from omegaconf import OmegaConf
+
+    from pand.config import ConfigError, load_config
+
+    if not (run / "summary.json").is_file() or not (run / "config.yaml").is_file():
+        return False
+    try:
+        saved = load_config(run / "config.yaml")
+    except ConfigError:
+        return False
+    return OmegaConf.to_container(saved, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
+
+
+def _fresh(run: Path, cfg, train_run) -> None:
+    """Reuse ``run`` when it finished with the same config, else (re)train it from scratch."""
+    if _finished_with(run, cfg):
+        click.echo(f"reusing {run} (same configuration)")
+        return
+    if run.exists():
+        shutil.rmtree(run)
+    train_run(cfg, run, stage="all", resume=False)
+
+
 def _load(path: Path) -> Dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
@@ -149,12 +174,7 @@ def main(config_path, run_dir, quick, fresh, overrides):
         _say(f"2/6 Stage NSD recipe '{recipe}' ({i + 1}/{len(RECIPES)})")
         rdir = run_dir / recipe
         rcfg = load_config(config_path, [*over, f"recipe={recipe}", f"name=demo_{recipe}"])
-        if (rdir / "summary.json").is_file():
-            click.echo(f"reusing {rdir}/summary.json")
-        else:
-            if rdir.exists():
-                shutil.rmtree(rdir)
-            train_run(rcfg, rdir, stage="all", resume=False)
+        _fresh(rdir, rcfg, train_run)
         results["recipes"][recipe] = _load(rdir / "summary.json")
     results["psc"] = _load(run_dir / "pand" / "psc" / "summary.json")
 
@@ -165,19 +185,14 @@ def main(config_path, run_dir, quick, fresh, overrides):
     for regime in ("inductive", "transductive"):
         pdir = run_dir / f"promptkd_{regime}"
         try:
-            if not (pdir / "summary.json").is_file():
-                if pdir.exists():
-                    shutil.rmtree(pdir)
-                extra = []
-                if regime == "transductive":
-                    # its pool (all classes' train + test images) is ~3x the inductive one (base-class train
-                    # images): a third of the epochs keeps the number of optimiser steps about the same
-                    extra = [f"promptkd.epochs={max(1, -(-int(base_cfg.promptkd.epochs) // 3))}"]
-                pcfg_run = load_config(config_path, [*over, "recipe=promptkd", f"name=demo_promptkd_{regime}",
-                                                     f"promptkd.regime={regime}", "data.labels_per_class=null", *extra])
-                train_run(pcfg_run, pdir, stage="all", resume=False)
-            else:
-                click.echo(f"reusing {pdir}/summary.json")
+            extra = []
+            if regime == "transductive":
+                # its pool (all classes' train + test images) is ~3x the inductive one (base-class train
+                # images): a third of the epochs keeps the number of optimiser steps about the same
+                extra = [f"promptkd.epochs={max(1, -(-int(base_cfg.promptkd.epochs) // 3))}"]
+            pcfg_run = load_config(config_path, [*over, "recipe=promptkd", f"name=demo_promptkd_{regime}",
+                                                 f"promptkd.regime={regime}", "data.labels_per_class=null", *extra])
+            _fresh(pdir, pcfg_run, train_run)
             results["promptkd"][regime] = _load(pdir / "summary.json")
         except Exception as e:  # noqa: BLE001 - the demo reports a failing stage and goes on
             results["promptkd"][regime] = {"error": f"{type(e).__name__}: {e}"}
