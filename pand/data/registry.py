@@ -105,7 +105,7 @@ _WNID_PREFIX = re.compile(r"^n\d{8}-")  # ImageNet/Stanford Dogs "n02085620-Chih
 def clean_class_name(raw: str) -> str:
     """A folder or metadata class name made prompt-ready.
 
-    Drops a numeric ``NNN.`` prefix and a WordNet ``nXXXXXXXX-`` prefix, turns underscores into spaces and
+    Drops a numeric ``NNN.`` prefix and a WordNet ``n<8 digits>-`` prefix, turns underscores into spaces and
     collapses whitespace: ``"001.Black_footed_Albatross" -> "Black footed Albatross"``,
     ``"n02085782-Japanese_spaniel" -> "Japanese spaniel"``. Idempotent.
     """

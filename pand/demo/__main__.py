@@ -15,7 +15,6 @@ Steps (each reuses its cached result on a second run):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -25,9 +25,12 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from pand.errors import PandError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PretrainCfg", "pretrain_teacher", "clip_contrastive_loss"]
 
@@ -113,16 +116,19 @@ def pretrain_teacher(
     if missing:
         raise PandError(f"teacher pre-training: {len(missing)} images have no caption, e.g. {missing[0]}")
 
-    model, preprocess_train, _ = open_clip.create_model_and_transforms(arch, pretrained=None)
-    image_size = model.visual.image_size
+    model_cfg = open_clip.get_model_config(arch)
+    if model_cfg is None:
+        raise PandError(f"teacher pre-training: unknown open_clip model '{arch}'")
+    image_size = model_cfg["vision_cfg"]["image_size"]
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
     key = _cache_key(arch, samples, class_names, pcfg, image_size)
     out_dir = Path(cache_dir) / "demo_teacher" / key
     ckpt = out_dir / "open_clip_model.safetensors"
     if ckpt.is_file() and (out_dir / "meta.json").is_file():
-        return ckpt
+        return ckpt  # cache hit: no model is built
 
-    torch.manual_seed(pcfg.seed)
+    torch.manual_seed(pcfg.seed)  # before the model is built, so its random init is seeded too
+    model, preprocess_train, _ = open_clip.create_model_and_transforms(arch, pretrained=None)
     rng = random.Random(pcfg.seed)
     tokenizer = open_clip.get_tokenizer(arch)
     by_class: Dict[int, List[str]] = {}
@@ -169,7 +175,7 @@ def pretrain_teacher(
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
     model.eval()
