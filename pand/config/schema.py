@@ -164,7 +164,7 @@ class NLRDCfg:
 class TeacherCacheCfg:
     """Teacher-feature cache with augmentation replay (0 views = live teacher; :mod:`pand.nsd.teacher_cache`)."""
 
-    views: int = 0  # V augmented views per image, encoded once; epoch e uses view e % V. 8-16 recommended
+    views: int = 0  # V views per image, encoded once; each image gets its own view per epoch (8-16 recommended)
     shard_size: int = 4096  # images per shard file under <cache_dir>/nsd_teacher/<key>/
     dtype: str = "fp16"  # fp16 (half the disk) | fp32 (bit-exact with the live teacher)
 

@@ -5,7 +5,8 @@
   pixels in any process, worker or resumed run (the teacher-cache seam relies on it; see
   :mod:`pand.nsd.teacher_source`).
 * Training uses :class:`torch.utils.data.DistributedSampler` (also for one process, with ``num_replicas=1``)
-  re-shuffled by epoch, wrapped by :class:`ViewSampler` so every index travels with its view.
+  re-shuffled by epoch, wrapped by :class:`ViewSampler` so every index travels with its view (per image and
+  epoch; a teacher cache picks them with :func:`replay_views`).
 * Evaluation uses :class:`ShardSampler`: rank ``r`` takes indices ``r, r + W, ...`` with no padding, so the
   summed counts over ranks are exactly the split's size.
 """
@@ -13,17 +14,20 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from pand.errors import DataError
 from pand.utils.distributed import DistInfo
 
-__all__ = ["mix_seed", "IndexedDataset", "ViewSampler", "ShardSampler", "make_train_loader", "make_eval_loader"]
+__all__ = ["mix_seed", "replay_views", "IndexedDataset", "ViewSampler", "ShardSampler", "make_train_loader",
+           "make_eval_loader"]
 
 _MASK = (1 << 64) - 1
+_VIEW_TAG = 0x5649455753  # b"VIEWS": keeps the view-order stream apart from the augmentation seeds mix_seed(seed, v, i)
 
 
 def mix_seed(*values: int) -> int:
@@ -36,6 +40,37 @@ def mix_seed(*values: int) -> int:
         x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
         x ^= x >> 31
     return x & ((1 << 63) - 1)
+
+
+def replay_views(seed: int, epoch: int, count: int, views: int) -> np.ndarray:
+    """The stored view each of ``count`` images uses in ``epoch`` when ``V = views`` views are cached.
+
+    Every image walks through all ``V`` views once per cycle of ``V`` epochs, in its own random order, and the
+    orders are redrawn every cycle::
+
+        view(i, e) = P_c[i, e mod V],   c = e // V,
+        P_c = [count, V] matrix of independent uniform permutations of 0..V-1, drawn from mix_seed(seed, TAG, c)
+
+    So within one step the images of a batch use different views, over any ``V`` consecutive epochs each image
+    uses each view exactly once (no view is over-used), and the result is a pure function of its arguments: every
+    rank, DataLoader worker and resumed run agrees without communicating.
+
+    Args:
+        seed: ``trainer.seed``.
+        epoch: 0-based epoch.
+        count: number of training images ``N``.
+        views: ``V >= 1``.
+
+    Returns:
+        ``[count]`` int64 array with values in ``[0, V)``.
+    """
+    views, epoch = int(views), int(epoch)
+    if views < 1:
+        raise ValueError(f"replay_views needs views >= 1, got {views}")
+    cycle, pos = divmod(epoch, views)
+    rng = np.random.default_rng(mix_seed(seed, _VIEW_TAG, cycle))
+    orders = rng.permuted(np.tile(np.arange(views, dtype=np.int64), (int(count), 1)), axis=1)
+    return np.ascontiguousarray(orders[:, pos])
 
 
 @contextmanager
@@ -80,20 +115,26 @@ class IndexedDataset(torch.utils.data.Dataset):
 
 
 class ViewSampler(Sampler):
-    """Yield ``(index, view)`` pairs from ``sampler``; ``view`` is set by the engine before each epoch."""
+    """Yield ``(index, view)`` pairs from ``sampler``; the views are set by the engine before each epoch.
 
-    def __init__(self, sampler: Sampler, view: int = 0):
+    ``views`` is one int (every image uses that view: the live teacher's fresh augmentation ``view = epoch``) or a
+    per-image sequence indexed by dataset index (a teacher cache's :func:`replay_views`).
+    """
+
+    def __init__(self, sampler: Sampler, views: Union[int, Sequence[int]] = 0):
         self.sampler = sampler
-        self.view = int(view)
+        self.views = views
 
-    def set_epoch(self, epoch: int, view: int) -> None:
+    def set_epoch(self, epoch: int, views: Union[int, Sequence[int]]) -> None:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
-        self.view = int(view)
+        self.views = views
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
-        view = self.view
-        return ((int(i), view) for i in self.sampler)
+        views = self.views
+        if isinstance(views, (int, np.integer)):
+            return ((int(i), int(views)) for i in self.sampler)
+        return ((int(i), int(views[int(i)])) for i in self.sampler)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -134,7 +175,7 @@ def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, train
         device_type: ``cpu`` or ``cuda``.
 
     Returns:
-        A DataLoader whose ``batch_sampler.sampler`` is a :class:`ViewSampler` (call ``set_epoch(epoch, view)``).
+        A DataLoader whose ``batch_sampler.sampler`` is a :class:`ViewSampler` (call ``set_epoch(epoch, views)``).
         The last incomplete batch is dropped (a batch of one breaks BatchNorm) unless it is the only one.
 
     Raises:

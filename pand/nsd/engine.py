@@ -245,10 +245,10 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     from tqdm.auto import tqdm
 
     cfg, loader = ctx.cfg, ctx.loaders.train
-    view = ctx.source.view(epoch) if ctx.source is not None else epoch
+    views = ctx.source.views(epoch, len(loader.dataset)) if ctx.source is not None else epoch
     if ctx.source is not None:
         ctx.source.set_epoch(epoch)
-    loader.sampler.set_epoch(epoch, view)
+    loader.sampler.set_epoch(epoch, views)
     ctx.train_model.train()
     names = ["loss", *ctx.criterion.term_names()]
     sums = torch.zeros(len(names), dtype=torch.float64)

@@ -13,13 +13,15 @@ instead:
    ``nsd.teacher_cache.shard_size`` images: ``<cache_dir>/nsd_teacher/<key[:32]>/shard-00000.safetensors`` ...
    plus ``manifest.json``, written last. Every file is written atomically, so a crash keeps the finished shards
    and the next build only computes the missing ones (a tqdm bar counts the views encoded).
-2. **Train** (:class:`CachedTeacher`, the :class:`~pand.nsd.teacher_source.TeacherSource` the engine sees). Epoch
-   ``e`` uses view ``e % V`` for every image (the seam picks one view per epoch: the engine asks
-   :meth:`CachedTeacher.view`, hands that view to the :class:`~pand.nsd.data.ViewSampler`, and the data pipeline
-   reproduces exactly the pixels the teacher encoded). :meth:`CachedTeacher.features` looks ``(view, indices)`` up
-   in memory-mapped shards (a numpy memmap of each file's raw tensor region: only the rows of the batch are read,
-   nothing is loaded whole, and only the ``[B, D_t]`` batch is moved to the GPU) and returns float32 on the images'
-   device.
+2. **Train** (:class:`CachedTeacher`, the :class:`~pand.nsd.teacher_source.TeacherSource` the engine sees). Every
+   step samples a view per image: in epoch ``e`` image ``i`` uses view ``replay_views(seed, e, N, V)[i]``
+   (:func:`pand.nsd.data.replay_views`: each image cycles through its ``V`` views in its own random order, redrawn
+   every ``V`` epochs, so one batch mixes views and no view is over-used). The engine asks
+   :meth:`CachedTeacher.views` before the epoch and hands the per-image views to the
+   :class:`~pand.nsd.data.ViewSampler`, so the data pipeline reproduces exactly the pixels the teacher encoded;
+   :meth:`CachedTeacher.features` looks ``(index, view)`` up in memory-mapped shards (a numpy memmap of each file's
+   raw tensor region: only the rows of the batch are read, nothing is loaded whole, and only the ``[B, D_t]`` batch
+   is moved to the GPU) and returns float32 on the images' device.
 
 **Key** (same rules as the PSC cache, :mod:`pand.psc.features`): sha256 of the teacher identity, its precision and
 the teacher input pipeline (student mean/std -> teacher mean/std, size, interpolation), the dataset's sample list
@@ -49,7 +51,7 @@ import torch
 
 from pand.errors import ArtifactError, PandError
 
-from .data import IndexedDataset
+from .data import IndexedDataset, replay_views
 from .teacher_source import LiveTeacher
 
 __all__ = [
@@ -336,18 +338,28 @@ class TeacherFeatureCache:
         """Size of the stored features in bytes (``N * V * D_t * itemsize``)."""
         return sum(int(m.nbytes) for m in self.shards)
 
-    def lookup(self, indices: Sequence[int] | torch.Tensor, view: int) -> torch.Tensor:
-        """Features of ``view`` for dataset ``indices``: ``[B, D_t]`` float32 on the CPU (only those rows are read).
+    def lookup(self, indices: Sequence[int] | torch.Tensor, view: int | Sequence[int]) -> torch.Tensor:
+        """Features of dataset ``indices`` in ``view``: ``[B, D_t]`` float32 on the CPU (only those rows are read).
+
+        Args:
+            indices: ``B`` dataset indices.
+            view: one view for all, or ``B`` views (one per index).
 
         Raises:
-            PandError: an index outside ``[0, count)`` or a view outside ``[0, V)``.
+            PandError: an index outside ``[0, count)``, a view outside ``[0, V)``, or ``B`` indices with another
+                number of views.
         """
         import numpy as np
 
         idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64).reshape(-1)
-        view = int(view)
-        if not 0 <= view < self.views:
-            raise PandError(f"teacher cache has views 0..{self.views - 1}, asked for view {view}")
+        views = np.asarray(view.cpu() if isinstance(view, torch.Tensor) else view, dtype=np.int64).reshape(-1)
+        if views.size == 1:
+            views = np.broadcast_to(views, idx.shape)
+        if views.shape != idx.shape:
+            raise PandError(f"teacher cache lookup: {idx.size} indices but {views.size} views")
+        if views.size and (views.min() < 0 or views.max() >= self.views):
+            bad = int(views.max() if views.max() >= self.views else views.min())
+            raise PandError(f"teacher cache has views 0..{self.views - 1}, asked for view {bad}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.count):
             raise PandError(f"teacher cache holds {self.count} images, asked for index {int(idx.max())}; the cache "
                             f"belongs to another dataset (its key should have prevented this: rebuild it)")
@@ -355,36 +367,54 @@ class TeacherFeatureCache:
         shard, local = idx // self.shard_size, idx % self.shard_size
         for s in np.unique(shard):
             sel = np.nonzero(shard == s)[0]
-            out[sel] = self.shards[int(s)][local[sel], view]
+            out[sel] = self.shards[int(s)][local[sel], views[sel]]
         return torch.from_numpy(out)
 
 
 class CachedTeacher:
     """A :class:`~pand.nsd.teacher_source.TeacherSource` that reads cached features instead of running the teacher.
 
-    Epoch ``e`` uses view ``e % V`` for every image (:meth:`view`); the engine passes that view to the training
-    sampler, so the student's pixels are exactly the ones the teacher encoded at build time.
+    In epoch ``e`` image ``i`` uses view ``replay_views(seed, e, N, V)[i]`` (:meth:`views`); the engine passes those
+    views to the training sampler, so the student's pixels are exactly the ones the teacher encoded at build time.
 
     Args:
         cache: an opened :class:`TeacherFeatureCache` (or its directory).
+        seed: seed of the view order (default: the ``trainer.seed`` the cache was built with, from its manifest).
+
+    Attributes:
+        num_views: V, the views stored per image.
+        embed_dim: the teacher's feature size.
     """
 
-    def __init__(self, cache: TeacherFeatureCache | str | Path):
+    def __init__(self, cache: TeacherFeatureCache | str | Path, seed: Optional[int] = None):
+        from pand.utils.io import read_json
+
         self.cache = cache if isinstance(cache, TeacherFeatureCache) else TeacherFeatureCache(cache)
         self.embed_dim = self.cache.embed_dim
-        self.views = self.cache.views
+        self.num_views = self.cache.views
+        self.seed = int(read_json(self.cache.root / _MANIFEST)["seed"] if seed is None else seed)
         self.epoch: Optional[int] = None
+        self._table: Tuple[int, Any] = (-1, None)
 
-    def view(self, epoch: int) -> int:
-        """``epoch % V``."""
-        return int(epoch) % self.views
+    def views(self, epoch: int, count: int):
+        """``[count]`` views of every image in ``epoch`` (:func:`pand.nsd.data.replay_views`).
+
+        Raises:
+            PandError: ``count`` is not the number of images in the cache.
+        """
+        if int(count) != self.cache.count:
+            raise PandError(f"teacher cache holds {self.cache.count} images, the training split has {count}; the "
+                            f"cache belongs to another dataset (rebuild it)")
+        if self._table[0] != int(epoch):
+            self._table = (int(epoch), replay_views(self.seed, epoch, count, self.num_views))
+        return self._table[1]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Cached ``[B, D_t]`` float32 features of ``indices`` in this epoch's view, on ``images.device``.
+        """Cached ``[B, D_t]`` float32 features of ``indices`` in their views of this epoch, on ``images.device``.
 
         Raises:
             PandError: called before :meth:`set_epoch`, or ``indices`` does not match the batch.
@@ -393,7 +423,8 @@ class CachedTeacher:
             raise PandError("CachedTeacher.features called before set_epoch(epoch): the view is unknown")
         if len(indices) != images.shape[0]:
             raise PandError(f"CachedTeacher: {len(indices)} indices for a batch of {images.shape[0]} images")
-        f = self.cache.lookup(indices, self.view(self.epoch))
+        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else indices
+        f = self.cache.lookup(idx, self.views(self.epoch, self.cache.count)[idx])
         if images.device.type == "cuda":
             return f.pin_memory().to(images.device, non_blocking=True)
         return f.to(images.device)

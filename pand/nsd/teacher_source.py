@@ -6,16 +6,19 @@ come from a live teacher forward pass (:class:`LiveTeacher`) or from a cache of 
 the *student's* mean/std, on the training device); ``indices`` are the dataset indices of the samples.
 
 Augmentation replay: the training dataset draws the random augmentation of sample ``i`` from a seed that is
-a function of ``(trainer.seed, view, i)`` only (:class:`pand.nsd.data.IndexedDataset`). The engine asks the
-source which view to use for each epoch (:meth:`TeacherSource.view`) and tells it the epoch
-(:meth:`TeacherSource.set_epoch`). A live teacher uses ``view = epoch`` (fresh augmentations every epoch); a
-cache with ``V`` stored views would return ``epoch % V`` and look its features up by ``(view, indices)``,
-because the same ``(view, i)`` always reproduces the same pixels.
+a function of ``(trainer.seed, view, i)`` only (:class:`pand.nsd.data.IndexedDataset`). Before every epoch the
+engine asks the source which view each image uses (:meth:`TeacherSource.views`), hands those views to the training
+sampler and tells the source the epoch (:meth:`TeacherSource.set_epoch`). A live teacher uses ``view = epoch`` for
+every image (fresh augmentations every epoch); a cache with ``V`` stored views
+(:class:`pand.nsd.teacher_cache.CachedTeacher`) gives each image its own view in ``[0, V)`` per epoch
+(:func:`pand.nsd.data.replay_views`) and looks features up by ``(index, view)``, because the same ``(view, i)``
+always reproduces the same pixels.
 """
 from __future__ import annotations
 
 from typing import Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,8 +36,8 @@ class TeacherSource(Protocol):
     def set_epoch(self, epoch: int) -> None:
         """Called once at the start of every training epoch (0-based), before any :meth:`features` call."""
 
-    def view(self, epoch: int) -> int:
-        """The augmentation view whose pixels the training data must produce in ``epoch``."""
+    def views(self, epoch: int, count: int) -> Union[int, np.ndarray]:
+        """The augmentation view of every training image in ``epoch``: one int for all, or ``[count]`` ints."""
 
     def features(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """``[B, D_t]`` float32, L2-normalised teacher features of ``images`` (no gradient), on their device."""
@@ -115,7 +118,8 @@ class LiveTeacher:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def view(self, epoch: int) -> int:
+    def views(self, epoch: int, count: int) -> int:
+        """``epoch`` for every image: never-repeated augmentations, as the reference's random transforms."""
         return int(epoch)
 
     @torch.no_grad()

@@ -106,8 +106,8 @@ class _NaNAfter:
         self.epoch, self.step = epoch, 0
         self.inner.set_epoch(epoch)
 
-    def view(self, epoch):
-        return self.inner.view(epoch)
+    def views(self, epoch, count):
+        return self.inner.views(epoch, count)
 
     def features(self, images, indices):
         f = self.inner.features(images, indices)

@@ -7,7 +7,7 @@ import torch
 
 from pand.models.align import AlignHeads, l2_normalize
 from pand.nsd.checkpoint import capture_rng, check_resume_config, config_diff, restore_rng
-from pand.nsd.data import IndexedDataset, ShardSampler, ViewSampler, mix_seed
+from pand.nsd.data import IndexedDataset, ShardSampler, ViewSampler, mix_seed, replay_views
 from pand.nsd.teacher_source import LiveTeacher, TeacherSource, renormalize
 from pand.errors import ArtifactError
 
@@ -31,7 +31,7 @@ def test_renormalize_matches_manual_and_resizes():
 def test_live_teacher_is_a_teacher_source(toy):
     t = toy.FakeTeacher(image_size=16)
     src = LiveTeacher(t, toy.mean, toy.std)
-    assert isinstance(src, TeacherSource) and src.view(7) == 7
+    assert isinstance(src, TeacherSource) and src.views(7, 100) == 7
     f = src.features(torch.randn(3, 3, 12, 12), torch.arange(3))
     assert f.shape == (3, 8) and torch.allclose(f.norm(dim=1), torch.ones(3), atol=1e-5)
     assert t.seen[-1].shape[-1] == 16
@@ -68,9 +68,28 @@ def test_shard_sampler_exact_cover_and_view_sampler():
     shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
     assert sorted(sum(shards, [])) == list(range(11)) and [len(s) for s in shards] == [4, 4, 3]
     vs = ViewSampler(torch.utils.data.DistributedSampler(range(5), num_replicas=1, rank=0, shuffle=True, seed=1))
-    vs.set_epoch(2, view=9)
+    vs.set_epoch(2, views=9)
     keys = list(vs)
     assert sorted(i for i, _ in keys) == list(range(5)) and {v for _, v in keys} == {9}
+    per_image = [3, 0, 4, 1, 2]
+    vs.set_epoch(3, views=per_image)
+    assert sorted(vs) == [(i, per_image[i]) for i in range(5)]  # every index travels with its own view
+
+
+def test_replay_views_cycle_through_every_view_in_a_per_image_order():
+    n, v = 200, 4
+    cycle0 = np.stack([replay_views(7, e, n, v) for e in range(v)], axis=1)  # [n, V]: epochs 0..3
+    cycle1 = np.stack([replay_views(7, e, n, v) for e in range(v, 2 * v)], axis=1)
+    assert (np.sort(cycle0, axis=1) == np.arange(v)).all()  # each view exactly once per cycle of V epochs
+    assert (np.sort(cycle1, axis=1) == np.arange(v)).all()
+    assert not (cycle0 == cycle1).all()  # orders are redrawn every cycle
+    assert len({tuple(r) for r in cycle0}) > 10  # images have their own orders, so a batch mixes views
+    assert np.bincount(replay_views(7, 0, n, v), minlength=v).min() > n // v // 2  # roughly uniform per epoch
+    assert (replay_views(7, 5, n, v) == replay_views(7, 5, n, v)).all()  # pure: every rank/worker agrees
+    assert not (replay_views(8, 5, n, v) == replay_views(7, 5, n, v)).all()
+    assert (replay_views(7, 9, n, 1) == 0).all()
+    with pytest.raises(ValueError, match="views >= 1"):
+        replay_views(7, 0, n, 0)
 
 
 def test_rng_capture_restore_roundtrip(tmp_path):

@@ -29,7 +29,7 @@ from pand.data import FGVCDataset
 from pand.data.transforms import PreprocessCfg, create_transform
 from pand.errors import ArtifactError, PandError
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
-from pand.nsd.data import IndexedDataset, make_train_loader
+from pand.nsd.data import IndexedDataset, make_train_loader, replay_views
 from pand.nsd.metrics import read_metrics
 from pand.nsd.teacher_cache import (
     CACHE_SUBDIR, CachedTeacher, TeacherFeatureCache, build_teacher_cache, maybe_cache_teacher,
@@ -103,12 +103,12 @@ def test_cached_and_live_losses_identical_for_same_batch_and_view(toy, data, dty
     anchors = toy.make_anchors()
     model = build_models(cfg, NUM_CLASSES, live.embed_dim, torch.device("cpu")).eval()
     crit = NSDCriterion.from_config(cfg)
-    for epoch in (0, 4):  # epoch 4 -> view 1: the views wrap around (e % V)
-        view = cached.view(epoch)
-        assert view == epoch % 3
-        loader.sampler.set_epoch(epoch, view)
+    for epoch in (0, 4):  # epoch 4 is in the second cycle of V = 3 epochs: redrawn view orders
+        views = cached.views(epoch, len(data.splits.train))
+        loader.sampler.set_epoch(epoch, views)
         cached.set_epoch(epoch)
         images, labels, indices = next(iter(loader))
+        assert len(set(views[indices.numpy()].tolist())) > 1  # one batch mixes views: a view per image per step
         f_live, f_cached = live.features(images, indices), cached.features(images, indices)
         assert f_cached.dtype == torch.float32 and f_cached.device == images.device
         f_ref = f_live if dtype == "fp32" else f_live.half().float()
@@ -125,7 +125,18 @@ def test_cached_and_live_losses_identical_for_same_batch_and_view(toy, data, dty
         assert torch.equal(total_c, total_r)
 
 
-def test_fit_with_fp32_cache_is_bit_identical_to_live_and_reuses_cache(toy, data, tmp_path):
+class _LiveOnSchedule(LiveTeacher):
+    """The live teacher, run on every step, on the per-image view schedule a V-view cache uses."""
+
+    def __init__(self, teacher, mean, std, seed, views):
+        super().__init__(teacher, mean, std)
+        self.seed, self.num_views = seed, views
+
+    def views(self, epoch, count):
+        return replay_views(self.seed, epoch, count, self.num_views)
+
+
+def test_fit_with_fp32_cache_is_bit_identical_to_live_on_the_same_views_and_reuses_cache(toy, data, tmp_path):
     base = ["recipe=pand", "nsd.epochs=3", f"cache_dir={data.cache}"]
     anchors = toy.make_anchors()
     teacher_live = toy.FakeTeacher(image_size=16)
@@ -138,8 +149,11 @@ def test_fit_with_fp32_cache_is_bit_identical_to_live_and_reuses_cache(toy, data
     teacher = toy.FakeTeacher(image_size=16)
     res = fit(cfg, tmp_path / "cached", data.splits, LiveTeacher(teacher, toy.mean, toy.std), anchors)
     assert sum(x.shape[0] for x in teacher.seen) == 3 * n  # V views of every image, once, then never again
+    # the reference: the live teacher run on every step, fed the same per-image view schedule as the cache
+    ref = fit(toy.make_cfg(*base), tmp_path / "live-same-views", data.splits,
+              _LiveOnSchedule(toy.FakeTeacher(image_size=16), toy.mean, toy.std, seed=0, views=3), anchors)
+    live_ep = [r for r in read_metrics(tmp_path / "live-same-views" / "metrics.jsonl") if r["kind"] == "epoch"]
     terms = ("loss", "ce", "l1", "kl", "nlrd")
-    live_ep = [r for r in read_metrics(tmp_path / "live" / "metrics.jsonl") if r["kind"] == "epoch"]
     cached_ep = [r for r in read_metrics(tmp_path / "cached" / "metrics.jsonl") if r["kind"] == "epoch"]
     assert [[r[k] for k in terms] for r in cached_ep] == [[r[k] for k in terms] for r in live_ep]
     assert res.test_top1 == ref.test_top1 and res.best_epoch == ref.best_epoch
@@ -155,7 +169,8 @@ def test_fit_with_fp32_cache_is_bit_identical_to_live_and_reuses_cache(toy, data
 def test_fit_with_fp16_cache_stays_close_to_live(toy, data, tmp_path):
     base = ["recipe=pand", "nsd.epochs=2", f"cache_dir={data.cache}"]
     anchors = toy.make_anchors()
-    fit(toy.make_cfg(*base), tmp_path / "live", data.splits, _live(toy), anchors)
+    fit(toy.make_cfg(*base), tmp_path / "live", data.splits,
+        _LiveOnSchedule(toy.FakeTeacher(image_size=16), toy.mean, toy.std, seed=0, views=2), anchors)
     fit(toy.make_cfg(*base, "nsd.teacher_cache.views=2"), tmp_path / "fp16", data.splits, _live(toy), anchors)
     live_ep = [r for r in read_metrics(tmp_path / "live" / "metrics.jsonl") if r["kind"] == "epoch"]
     half_ep = [r for r in read_metrics(tmp_path / "fp16" / "metrics.jsonl") if r["kind"] == "epoch"]
@@ -173,7 +188,8 @@ def test_real_open_clip_teacher_matches_up_to_batch_rounding(toy, data):
                                                batch_size=7, progress=False))
     ds = IndexedDataset(data.splits.train, 0)
     idx = torch.tensor([3, 11, 0, 7, 15])
-    images = torch.stack([ds[(int(i), 1)][0] for i in idx])
+    views = cached.views(1, len(ds))
+    images = torch.stack([ds[(int(i), int(views[i]))][0] for i in idx])
     cached.set_epoch(1)
     assert torch.allclose(cached.features(images, idx), live.features(images, idx), rtol=0, atol=1e-5)
 
@@ -220,8 +236,13 @@ def test_sharding_and_lookup_across_shards(toy, data):
     for view in (0, 1):
         images = torch.stack([indexed[(i, view)][0] for i in idx])
         assert torch.equal(cache.lookup(idx, view), live.features(images, torch.tensor(idx)))
+    mixed = [1, 0, 0, 1, 1]  # one view per index
+    images = torch.stack([indexed[(i, v)][0] for i, v in zip(idx, mixed)])
+    assert torch.equal(cache.lookup(idx, mixed), live.features(images, torch.tensor(idx)))
     with pytest.raises(PandError, match="views 0..1"):
         cache.lookup(idx, 2)
+    with pytest.raises(PandError, match="5 indices but 2 views"):
+        cache.lookup(idx, [0, 1])
     with pytest.raises(PandError, match="holds 10 images"):
         cache.lookup([10], 0)
 
@@ -289,7 +310,7 @@ def test_maybe_cache_teacher_wiring_and_errors(toy, data):
     assert maybe_cache_teacher(toy.make_cfg(f"cache_dir={data.cache}"), live, ds) is live  # views=0: live
     cfg = toy.make_cfg(f"cache_dir={data.cache}", "nsd.teacher_cache.views=2", "nsd.teacher_cache.shard_size=5")
     cached = maybe_cache_teacher(cfg, live, ds, progress=False)
-    assert isinstance(cached, CachedTeacher) and cached.views == 2 and cached.embed_dim == live.embed_dim
+    assert isinstance(cached, CachedTeacher) and cached.num_views == 2 and cached.embed_dim == live.embed_dim
     assert len(cached.cache.shards) == 4  # 16 images / 5 per shard
     assert maybe_cache_teacher(cfg, cached, ds) is cached
     assert maybe_cache_teacher(cfg, None, ds) is None
