@@ -8,7 +8,9 @@ Steps (each reuses its cached result on a second run):
    classes;
 3. Stage PSC + Stage NSD for the recipes ``ce``, ``vl2lite``, ``pand`` (same student, data, seed, budget) and
    ``promptkd`` (unlabeled, base-to-novel);
-4. ``pand-export --format onnx`` of the PAND student in fp32 and int8 (CPU flavour);
+4. ``pand-export --format onnx`` of the PAND student in fp32 and int8 (CPU flavour); a bundle that fails its parity
+   gate fails the demo, except the int8 one in ``--quick`` mode (reported, not enforced: a student trained for a few
+   steps has near-tie logits, so its int8 top-1 agreement is a coin toss that varies with the CPU);
 5. ``pand-bench`` on both bundles;
 6. ``report.md`` (+ PNG plots) in the run directory and a results table on stdout.
 """
@@ -103,6 +105,12 @@ def _fresh(run: Path, cfg, train_run) -> None:
     if run.exists():
         shutil.rmtree(run)
     train_run(cfg, run, stage="all", resume=False)
+
+
+def _gate_only(bundle: Dict[str, Any]) -> bool:
+    """True when ``pand-export`` finished the bundle and only its parity gate failed (manifest ``valid: false``)."""
+    m = bundle.get("manifest") or {}
+    return m.get("valid") is False and bool((m.get("parity") or {}).get("failures"))
 
 
 def _load(path: Path) -> Dict[str, Any]:
@@ -207,8 +215,10 @@ def main(config_path, run_dir, quick, fresh, overrides):
                 "--output", str(out)]
         if prec == "int8":
             args += ["--target", "cpu", "--calib-images", "64" if quick else "256"]
+        shutil.rmtree(out, ignore_errors=True)  # so that a manifest found below was written by this export
         proc = _run_tool(args, run_dir / "export" / "export.log")
-        bundles[prec] = {"path": str(out), "ok": proc.returncode == 0, "manifest": _load(out / "manifest.json")}
+        bundles[prec] = {"path": str(out), "ok": proc.returncode == 0, "manifest": _load(out / "manifest.json"),
+                         "gate_enforced": not (quick and prec == "int8")}
     results["export"] = bundles
     if Path(pdir, "student.safetensors").is_file():
         out = run_dir / "export" / "promptkd_fp32"
@@ -234,7 +244,11 @@ def main(config_path, run_dir, quick, fresh, overrides):
     table = write_report(run_dir, results)
     click.echo(table)
     click.secho(f"\nreport: {run_dir / 'report.md'}   total wall time: {results['wall_s']:.0f} s", bold=True)
-    failed = [p for p, b in bundles.items() if not b["ok"]]
+    failed = [p for p, b in bundles.items() if not b["ok"] and (b["gate_enforced"] or not _gate_only(b))]
+    for p, b in bundles.items():
+        if not b["ok"] and p not in failed:
+            click.secho(f"{p}: the bundle failed its parity gate ({'; '.join(b['manifest']['parity']['failures'])}); "
+                        f"reported, not enforced in --quick mode (see the report)", fg="yellow")
     if failed:
         sys.exit(f"export failed for {failed}; see {run_dir / 'export' / 'export.log'}")
 
