@@ -12,7 +12,12 @@ median time (robust to a shared machine slowing down for a while). The LAST line
 ``speedup <live wall / cached wall>`` (measured end to end).
 
     python bench/nsd_cache.py --quick          # < 5 min on a 2-core CPU
-    python bench/nsd_cache.py                  # the full CPU setting (~55 min on 2 cores)
+    python bench/nsd_cache.py                  # the full CPU setting (35-55 min on 2 cores)
+    python bench/nsd_cache.py --device cuda --precision bf16 --teacher-precision amp --workers 8   # on a GPU
+
+On CUDA the hardware settings of the trainer apply (``--precision``: autocast, ``--channels-last``, ``--compile``,
+``--workers`` with pinned memory and persistent workers); on the CPU they are no-ops except ``--compile`` and
+``--workers``.
 
 Expected speedup: with ``E`` epochs, ``V`` views, teacher forward cost ``T`` and student step cost ``S`` per image,
 live costs ``E (T + S)`` and cached ``V T + E S``, so the speedup tends to ``1 + T / S`` as ``E / V`` grows. A
@@ -22,7 +27,8 @@ ViT-B-16 forward (3.7x its own forward: the CPU backward is slow), which caps Vi
 at 2.4x. The full setting therefore keeps the teacher at 224 px and trains the student at 64 px (step ~11 ms/image).
 
 The teacher is randomly initialised (no weights can be downloaded here), so top-1 compares the two modes with each
-other, not with the paper. Not verified here: CUDA timings (no GPU in the development environment).
+other, not with the paper. Not verified here: CUDA timings and the ``--device cuda`` path (no GPU in the development
+environment).
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ QUICK = dict(teacher="ViT-B-16", teacher_size=128, student="resnet18", image_siz
 # full: the teacher at its native 224 px (ViT-B-16, 22.5 GFLOPs by torch's flop counter) and the student at 64 px
 # (ResNet-18, 0.30 GFLOPs): a 76x forward-FLOP ratio (73x in CPU time), the order of the paper's teacher/student
 # ratio (ConvNeXt-XXL@256 vs ResNet-18@224) at a size a 2-core CPU can train. E / V = 32 / 4 = 8 is below the reference's 300 / 16, so the cache's share of the cost is larger
-# than in the real setting and the measured speedup is a conservative one. About 55 min on 2 cores, most of it live.
+# than in the real setting and the measured speedup is a conservative one. 35-55 min on 2 cores, most of it live.
 FULL = dict(teacher="ViT-B-16", teacher_size=224, student="resnet18", image_size=64, data_size=72,
             train_per_class=11, test_per_class=100, epochs=32, views=4, batch_size=48, optimizer="adamw", lr=1e-3)
 
@@ -73,7 +79,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="nsd.ce_ramp (default 1: CE reaches full weight by the last epoch; a random-init teacher "
                         "carries no class information, so with the reference's 8 top-1 would stay at chance)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (trainer.num_workers)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (trainer.num_workers; persistent, "
+                                                           "pinned memory on CUDA)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="trainer.accelerator")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="trainer.precision: student autocast (CUDA only)")
+    p.add_argument("--teacher-precision", choices=("fp32", "amp"), default="fp32",
+                   help="teacher.precision: teacher autocast (CUDA only)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="trainer.channels_last: channels-last student and teacher inputs (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="trainer.compile: torch.compile the student")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", help="work directory (default: a temporary one, deleted afterwards)")
     args = p.parse_args(argv)
@@ -97,6 +112,9 @@ def make_config(a: argparse.Namespace, work: Path, views: int):
         f"nsd.batch_size={a.batch_size}", f"nsd.optimizer={a.optimizer}", f"nsd.lr={a.lr}", f"nsd.ce_ramp={a.ce_ramp}",
         f"nsd.eval_every={a.epochs}", "nsd.warmup_epochs=0",
         f"nsd.teacher_cache.views={views}", f"trainer.seed={a.seed}", f"trainer.num_workers={a.workers}",
+        f"trainer.persistent_workers={a.workers > 0}", "trainer.pin_memory=true", f"trainer.accelerator={a.device}",
+        f"trainer.precision={a.precision}", f"teacher.precision={a.teacher_precision}",
+        f"trainer.channels_last={a.channels_last}", f"trainer.compile={a.compile}",
         "trainer.tensorboard=false", "trainer.log_every=1000",
     ])
 
@@ -112,43 +130,61 @@ def build_splits_for(cfg):
                         eval_transform=create_transform(pp, False))
 
 
-def cost_ratio(teacher, cfg, num_classes: int, batch: int = 16) -> Dict[str, float]:
-    """Forward FLOPs and CPU time per image of the teacher (at its input size) and of the student (eval mode)."""
+def cost_ratio(teacher, cfg, num_classes: int, device, batch: int = 16) -> Dict[str, float]:
+    """Forward FLOPs and time per image on ``device`` of the teacher (at its input size, its own precision) and of
+    the student (eval mode, ``trainer.precision``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from pand.models.students import create_student
+    from pand.nsd.engine import autocast
 
-    student = create_student(str(cfg.student.arch), num_classes).eval()
+    student = create_student(str(cfg.student.arch), num_classes).eval().to(device)
     s, t = int(cfg.student.image_size), int(teacher.image_size)
-    xs, xt = torch.randn(batch, 3, s, s), torch.randn(batch, 3, t, t)
+    xs, xt = torch.randn(batch, 3, s, s, device=device), torch.randn(batch, 3, t, t, device=device)
+
+    def run_student():
+        with autocast(device, str(cfg.trainer.precision)):
+            return student(xs)
 
     def flops(fn) -> int:
         with FlopCounterMode(display=False) as fc:
             fn()
         return fc.get_total_flops()
 
-    def seconds(fn, reps: int = 1) -> float:
+    def seconds(fn, reps: int = 1 if device.type == "cpu" else 10) -> float:
         fn()
+        _sync(device)
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
+        _sync(device)
         return (time.perf_counter() - t0) / reps
 
     with torch.no_grad():
-        ft, fs = flops(lambda: teacher.encode_image(xt)), flops(lambda: student(xs))
-        tt, ts = seconds(lambda: teacher.encode_image(xt)), seconds(lambda: student(xs))
+        ft, fs = flops(lambda: teacher.encode_image(xt)), flops(run_student)
+        tt, ts = seconds(lambda: teacher.encode_image(xt)), seconds(run_student)
     return {"teacher_gflops": ft / batch / 1e9, "student_gflops": fs / batch / 1e9, "flop_ratio": ft / fs,
             "teacher_ms": 1e3 * tt / batch, "student_ms": 1e3 * ts / batch, "time_ratio": tt / ts}
 
 
-def run_mode(name: str, cfg, work: Path, splits, teacher, anchors) -> Dict[str, Any]:
-    """One end-to-end :func:`pand.nsd.fit` (the cached mode builds its cache inside, on the clock)."""
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_mode(name: str, cfg, work: Path, splits, teacher, anchors, device) -> Dict[str, Any]:
+    """One end-to-end :func:`pand.nsd.fit` on ``device`` (the cached mode builds its cache inside, on the clock)."""
     from pand.nsd import LiveTeacher, fit
 
-    source = LiveTeacher(teacher, cfg.student.mean, cfg.student.std)
+    source = LiveTeacher(teacher, cfg.student.mean, cfg.student.std,
+                         channels_last=device.type == "cuda" and bool(cfg.trainer.channels_last))
+    _sync(device)
     t0 = time.perf_counter()
-    res = fit(cfg, work / name, splits, source, anchors)
+    res = fit(cfg, work / name, splits, source, anchors, device=device)
+    _sync(device)
     wall = time.perf_counter() - t0
     n = len(splits.train)
     epoch_s = _epoch_seconds(work / name, int(cfg.nsd.batch_size))
@@ -172,6 +208,7 @@ def main(argv: List[str] | None = None) -> float:
 
     from pand.models.teacher import create_teacher
     from pand.psc import handcrafted_anchors
+    from pand.utils.distributed import select_device
 
     a = parse_args(argv)
     if a.threads:
@@ -182,21 +219,26 @@ def main(argv: List[str] | None = None) -> float:
         shutil.rmtree(work / mode, ignore_errors=True)
     try:
         live_cfg, cached_cfg = make_config(a, work, 0), make_config(a, work, a.views)
+        device = select_device(a.device)
         t0 = time.perf_counter()
         splits = build_splits_for(live_cfg)
-        teacher = create_teacher(live_cfg.teacher)
+        teacher = create_teacher(live_cfg.teacher, device)
         anchors = handcrafted_anchors(teacher, splits.prompts())
         print(f"setup (data, teacher, anchors; not timed below): {time.perf_counter() - t0:.1f}s", flush=True)
-        c = cost_ratio(teacher, live_cfg, len(splits.class_names))
+        c = cost_ratio(teacher, live_cfg, len(splits.class_names), device)
+        where = (f"CPU, {torch.get_num_threads()} threads" if device.type == "cpu" else
+                 f"{torch.cuda.get_device_name(device)}, student {a.precision}, teacher {a.teacher_precision}, "
+                 f"channels_last {a.channels_last}")
         print(f"teacher {a.teacher}@{teacher.image_size}px: {c['teacher_gflops']:.3f} GFLOPs/img, "
-              f"{c['teacher_ms']:.1f} ms/img | student {a.student}@{a.image_size}px: {c['student_gflops']:.3f} "
-              f"GFLOPs/img, {c['student_ms']:.1f} ms/img (forward, CPU, {torch.get_num_threads()} threads)")
+              f"{c['teacher_ms']:.2f} ms/img | student {a.student}@{a.image_size}px: {c['student_gflops']:.3f} "
+              f"GFLOPs/img, {c['student_ms']:.2f} ms/img (forward, {where})")
         print(f"teacher/student forward FLOP ratio {c['flop_ratio']:.1f}x, time ratio {c['time_ratio']:.1f}x")
         print(f"train images {len(splits.train)}, classes {len(splits.class_names)}, epochs {a.epochs}, "
-              f"views {a.views}, batch {a.batch_size}, seed {a.seed}", flush=True)
-        rows = [run_mode("live", live_cfg, work, splits, teacher, anchors)]
+              f"views {a.views}, batch {a.batch_size}, seed {a.seed}, workers {a.workers}, compile {a.compile}",
+              flush=True)
+        rows = [run_mode("live", live_cfg, work, splits, teacher, anchors, device)]
         print(_row(rows[-1]), flush=True)
-        rows.append(run_mode("cached", cached_cfg, work, splits, teacher, anchors))
+        rows.append(run_mode("cached", cached_cfg, work, splits, teacher, anchors, device))
         print(_row(rows[-1]), flush=True)
         speedup = rows[0]["wall_s"] / rows[1]["wall_s"]
         print(f"test top-1 difference (cached - live): {rows[1]['test_top1'] - rows[0]['test_top1']:+.2f} points")
