@@ -32,18 +32,17 @@ def test_demo_quick_connects_every_stage(tmp_path):
         assert results["promptkd"][regime]["results"]["student"]["hm"] is not None
     # fp32 parity does not depend on training: enforced
     fp32 = results["export"]["fp32"]
-    assert fp32["ok"] and fp32["gate_enforced"] and fp32["manifest"]["valid"] is True
+    assert fp32["ok"] and not fp32["gate_waived"] and fp32["manifest"]["valid"] is True
     # int8: the student has had a few optimiser steps and its top-1 margins are near zero, so its int8 top-1
     # agreement is a coin toss that varies with the CPU (91.7% on one machine, >= 95% on another); the demo reports
     # that gate in quick mode without enforcing it. What must hold for any student: the quantized graph computes the
     # same function (mean cosine of its logits with PyTorch's; a 10%-of-std noise gives ~0.995, int8 ~0.9995), and
     # the bundle's verdict is consistent with its own measurements
     int8 = results["export"]["int8"]
-    assert int8["gate_enforced"] is False
     m8 = int8["manifest"]
     assert m8["parity"]["onnxruntime"]["mean_cosine"] >= 0.998
-    assert m8["valid"] is (not m8["parity"]["failures"]) is int8["ok"]
-    assert ("Not enforced in quick mode" in (run_dir / "report.md").read_text()) is (not int8["ok"])
+    assert m8["valid"] is (not m8["parity"]["failures"]) is int8["ok"] is (not int8["gate_waived"])
+    assert ("Not enforced in quick mode" in (run_dir / "report.md").read_text()) is int8["gate_waived"]
     # the PromptKD student (prompted encoder + projector + stored class vectors) exports and runs in ORT
     pk = results["export_promptkd"]
     assert pk["ok"] and pk["manifest"]["valid"] is True
