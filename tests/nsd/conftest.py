@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pand.config import config_dir, load_config
+from pand.nsd.metrics import read_metrics
 from pand.models.students import _STUDENTS, register_student
 
 STUDENT_MEAN = (0.5, 0.5, 0.5)
@@ -93,7 +94,13 @@ def make_anchors(num_classes=4, dim=8, seed=5):
     return F.normalize(torch.randn(num_classes, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
 
 
+def epoch_records(run_dir):
+    """The per-epoch records of an NSD run directory's ``metrics.jsonl``."""
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
+
+
 @pytest.fixture
 def toy():
     return SimpleNamespace(make_cfg=make_cfg, make_splits=make_splits, make_anchors=make_anchors,
-                           FakeTeacher=FakeTeacher, mean=STUDENT_MEAN, std=STUDENT_STD)
+                           FakeTeacher=FakeTeacher, mean=STUDENT_MEAN, std=STUDENT_STD,
+                           epochs=epoch_records)

@@ -6,13 +6,8 @@ import torch._inductor.config
 from torch._dynamo.utils import counters
 
 from pand.nsd import LiveTeacher, fit
-from pand.nsd.metrics import read_metrics
 
 TERMS = ("loss", "ce", "l1", "kl", "nlrd")
-
-
-def _epochs(run_dir):
-    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
 
 
 @pytest.mark.timeout(600)
@@ -29,7 +24,7 @@ def test_compiled_student_matches_eager(toy, tmp_path, monkeypatch):
         runs[mode] = fit(cfg, tmp_path / mode, toy.make_splits(), LiveTeacher(toy.FakeTeacher(), toy.mean, toy.std),
                          toy.make_anchors())
     assert counters["stats"]["unique_graphs"] >= 1  # the compiled run really went through torch.compile
-    eager, compiled = _epochs(tmp_path / "eager"), _epochs(tmp_path / "compiled")
+    eager, compiled = toy.epochs(tmp_path / "eager"), toy.epochs(tmp_path / "compiled")
     assert len(eager) == len(compiled) == 2
     for e, c in zip(eager, compiled):  # inductor may fuse and reorder float ops: equal up to rounding
         for k in TERMS:

@@ -9,12 +9,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
 from pand.nsd.checkpoint import load_last_checkpoint
 from pand.nsd.data import IndexedDataset
-from pand.nsd.metrics import read_metrics
 from pand.nsd.teacher_cache import CachedTeacher, build_teacher_cache
 
 pytestmark = [
@@ -31,10 +29,6 @@ def _tiny_clip(precision: str = "amp"):
     from pand.models.teacher import create_teacher
 
     return create_teacher({"arch": "pand-tiny-vit", "pretrained": None, "seed": 0, "precision": precision}, "cuda")
-
-
-def _epochs(run_dir):
-    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
 
 
 def _cuda_fake(toy, **kw):
@@ -59,14 +53,14 @@ def test_build_models_puts_the_student_in_channels_last_on_cuda(toy):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_fit_on_cuda_with_amp_channels_last_and_pinned_persistent_workers(toy, tmp_path, precision):
     teacher = _tiny_clip("amp")
-    anchors = F.normalize(torch.randn(NUM_CLASSES, teacher.embed_dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    anchors = toy.make_anchors(NUM_CLASSES, teacher.embed_dim)
     cfg = toy.make_cfg("recipe=pand", "nsd.epochs=2", *GPU, f"trainer.precision={precision}",
                        "trainer.num_workers=2", "trainer.pin_memory=true", "trainer.persistent_workers=true")
     source = LiveTeacher(teacher, toy.mean, toy.std, channels_last=True)
     res = fit(cfg, tmp_path / precision, toy.make_splits(), source, anchors)
     assert res.test_top1 is not None and all(math.isfinite(v) for v in res.final_terms.values())
     assert all(v.device.type == "cpu" for v in res.student_state.values())  # checkpoints hold CPU tensors
-    assert [r["epoch"] for r in _epochs(tmp_path / precision)] == [0, 1]
+    assert [r["epoch"] for r in toy.epochs(tmp_path / precision)] == [0, 1]
     _, _, state, _ = load_last_checkpoint(tmp_path / precision / "checkpoints")
     # fp16 needs loss scaling; bf16 has fp32's exponent range and runs without a scaler
     assert bool(state["scaler"]) is (precision == "fp16")
@@ -86,12 +80,13 @@ def test_cached_and_live_losses_match_on_cuda(toy, tmp_path):
     ds = IndexedDataset(splits.train, 0)
     idx = torch.tensor([3, 0, 7, 12, 5, 9])
     views = cached.views(1, len(ds))
-    images = torch.stack([ds[(int(i), int(views[i]))][0] for i in idx]).cuda()
+    batch = [ds[(int(i), int(views[i]))] for i in idx]
+    images = torch.stack([x for x, _, _ in batch]).cuda()
+    labels = torch.tensor([y for _, y, _ in batch]).cuda()
     cached.set_epoch(1)
     f_cached, f_live = cached.features(images, idx), live.features(images, idx)
     assert f_cached.is_cuda and f_cached.dtype == torch.float32
     assert torch.allclose(f_cached, f_live, rtol=0, atol=1e-5)
-    labels = torch.tensor([y for _, y, _ in (ds[(int(i), int(views[i]))] for i in idx)]).cuda()
     with torch.no_grad():
         _, t_c, _ = crit(model(images, f_cached, anchors), labels, f_cached, anchors, 1)
         _, t_l, _ = crit(model(images, f_live, anchors), labels, f_live, anchors, 1)
@@ -108,7 +103,7 @@ def _with_samples(ds):
 
 def test_compiled_student_trains_on_cuda(toy, tmp_path):
     teacher = _tiny_clip("fp32")
-    anchors = F.normalize(torch.randn(NUM_CLASSES, teacher.embed_dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    anchors = toy.make_anchors(NUM_CLASSES, teacher.embed_dim)
     cfg = toy.make_cfg("recipe=pand", "nsd.epochs=1", *GPU, "trainer.precision=bf16", "trainer.compile=true")
     res = fit(cfg, tmp_path / "compiled", toy.make_splits(), LiveTeacher(teacher, toy.mean, toy.std), anchors)
     assert res.test_top1 is not None and all(math.isfinite(v) for v in res.final_terms.values())

@@ -30,7 +30,6 @@ from pand.data.transforms import PreprocessCfg, create_transform
 from pand.errors import ArtifactError, PandError
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
 from pand.nsd.data import IndexedDataset, make_train_loader, replay_views
-from pand.nsd.metrics import read_metrics
 from pand.nsd.teacher_cache import (
     CACHE_SUBDIR, CachedTeacher, TeacherFeatureCache, build_teacher_cache, maybe_cache_teacher,
 )
@@ -152,9 +151,9 @@ def test_fit_with_fp32_cache_is_bit_identical_to_live_on_the_same_views_and_reus
     # the reference: the live teacher run on every step, fed the same per-image view schedule as the cache
     ref = fit(toy.make_cfg(*base), tmp_path / "live-same-views", data.splits,
               _LiveOnSchedule(toy.FakeTeacher(image_size=16), toy.mean, toy.std, seed=0, views=3), anchors)
-    live_ep = [r for r in read_metrics(tmp_path / "live-same-views" / "metrics.jsonl") if r["kind"] == "epoch"]
+    live_ep = toy.epochs(tmp_path / "live-same-views")
     terms = ("loss", "ce", "l1", "kl", "nlrd")
-    cached_ep = [r for r in read_metrics(tmp_path / "cached" / "metrics.jsonl") if r["kind"] == "epoch"]
+    cached_ep = toy.epochs(tmp_path / "cached")
     assert [[r[k] for k in terms] for r in cached_ep] == [[r[k] for k in terms] for r in live_ep]
     assert res.test_top1 == ref.test_top1 and res.best_epoch == ref.best_epoch
     for k, v in ref.student_state.items():
@@ -172,8 +171,8 @@ def test_fit_with_fp16_cache_stays_close_to_live(toy, data, tmp_path):
     fit(toy.make_cfg(*base), tmp_path / "live", data.splits,
         _LiveOnSchedule(toy.FakeTeacher(image_size=16), toy.mean, toy.std, seed=0, views=2), anchors)
     fit(toy.make_cfg(*base, "nsd.teacher_cache.views=2"), tmp_path / "fp16", data.splits, _live(toy), anchors)
-    live_ep = [r for r in read_metrics(tmp_path / "live" / "metrics.jsonl") if r["kind"] == "epoch"]
-    half_ep = [r for r in read_metrics(tmp_path / "fp16" / "metrics.jsonl") if r["kind"] == "epoch"]
+    live_ep = toy.epochs(tmp_path / "live")
+    half_ep = toy.epochs(tmp_path / "fp16")
     for a, b in zip(live_ep, half_ep):
         for k in ("loss", "ce", "l1", "kl", "nlrd"):
             assert b[k] == pytest.approx(a[k], rel=1e-2, abs=1e-3), k
