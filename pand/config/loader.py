@@ -35,7 +35,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from .schema import CHOICES, RunCfg
+from .schema import CHOICES, MINIMUMS, RunCfg
 
 GROUPS = ("data", "teacher", "student", "recipe", "trainer")
 
@@ -138,6 +138,16 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(map(str, choices))}")
 
 
+def _check_minimums(cfg: DictConfig) -> None:
+    for key, low in MINIMUMS.items():
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            continue
+        if value is not None and value < low:
+            raise ConfigError(f"bad value for '{key}': {value!r}. It must be >= {low}; set {key}=<a value >= {low}>")
+
+
 def _check_missing(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     # promptkd.student_arch is only required by the promptkd recipe
@@ -199,6 +209,7 @@ def load_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()
         cfg = _merge(cfg, cli, "command-line override")
     _check_missing(cfg)
     _check_choices(cfg)
+    _check_minimums(cfg)
     return cfg
 
 

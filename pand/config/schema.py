@@ -129,6 +129,8 @@ class TrainerCfg:
     persistent_workers: bool = True
     log_every: int = 10
     tensorboard: bool = True
+    # a step whose loss is NaN/inf stops the run naming the step (false) or is skipped, counted and reported (true)
+    skip_nonfinite_steps: bool = False
 
 
 @dataclass
@@ -261,3 +263,22 @@ CHOICES = {
     "promptkd.select": ("last", "best_val"),
     "data.aircraft_level": ("variant", "family", "manufacturer"),
 }
+# Lower bounds checked after merging (a null value is not checked): a negative epoch count or batch fails at
+# load time, before any stage runs.
+MINIMUMS = {
+    "nsd.epochs": 1,
+    "nsd.batch_size": 1,
+    "nsd.warmup_epochs": 0,
+    "nsd.eval_every": 1,
+    "nsd.teacher_cache.views": 0,
+    "nsd.teacher_cache.shard_size": 1,
+    "psc.epochs": 1,
+    "psc.batch_size": 1,
+    "psc.warmup_epochs": 0,
+    "psc.n_ctx": 1,
+    "trainer.devices": 1,
+    "trainer.num_workers": 0,
+    "teacher.batch_size": 1,
+    "data.labels_per_class": 1,
+}
+
