@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -27,7 +28,7 @@ from pand.errors import ArtifactError
 
 __all__ = [
     "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "PreprocessSpec", "TensorSpec", "ModelFile", "Manifest",
-    "load_manifest", "load_bundle", "verify_model_files", "sha256_file",
+    "load_manifest", "load_bundle", "verify_model_files", "sha256_file", "check_file_name", "bundle_file",
 ]
 
 FORMAT_VERSION = 1
@@ -51,6 +52,66 @@ def _require(d: Dict[str, Any], keys: Sequence[str], what: str) -> None:
     missing = [k for k in keys if k not in d]
     if missing:
         raise ArtifactError(f"{what} lacks the field(s) {', '.join(missing)}; re-export the bundle with pand-export")
+
+
+def _bad_type(what: str, key: str, want: str, value: Any) -> ArtifactError:
+    return ArtifactError(f"{what}: field '{key}' must be {want}, got {type(value).__name__} {value!r:.60}; the "
+                         f"manifest was edited by hand or is damaged: re-export the bundle with pand-export")
+
+
+def _int(d: Dict[str, Any], key: str, what: str) -> int:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad_type(what, key, "an integer", v)
+    return v
+
+
+def _str(d: Dict[str, Any], key: str, what: str) -> str:
+    v = d[key]
+    if not isinstance(v, str):
+        raise _bad_type(what, key, "a string", v)
+    return v
+
+
+def _list(d: Dict[str, Any], key: str, what: str, item: type, want: str) -> List[Any]:
+    v = d[key]
+    if not isinstance(v, list) or not all(isinstance(x, item) and not isinstance(x, bool) for x in v):
+        raise _bad_type(what, key, want, v)
+    return v
+
+
+def _dict(value: Any, what: str) -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{what} must be a JSON object, got {type(value).__name__} {value!r:.60}; re-export the "
+                            f"bundle with pand-export")
+    return value
+
+
+def check_file_name(name: Any, what: str) -> str:
+    """``name`` if it is a plain file name (no directory part, not ``.``/``..``, not absolute), else ArtifactError.
+
+    Bundle files are always siblings of ``manifest.json``; a manifest that points elsewhere (``../x``, ``/abs``,
+    ``sub/x``) is refused so that a bundle can only ever load files from its own directory.
+    """
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).is_absolute() or Path(name).name != name):
+        raise ArtifactError(f"{what} {name!r} is not a plain file name inside the bundle directory; bundle files "
+                            f"must sit next to manifest.json. Re-export the bundle with pand-export")
+    return name
+
+
+def bundle_file(bundle: Union[str, Path], name: Any, what: str = "bundle file") -> Path:
+    """The path of the bundle file ``name``: a plain file name (see :func:`check_file_name`) that is not a symlink
+    and resolves to a path directly inside ``bundle``. Does not check that the file exists."""
+    bundle = Path(bundle)
+    path = bundle / check_file_name(name, f"{bundle / MANIFEST_NAME}: {what}")
+    if path.is_symlink():
+        raise ArtifactError(f"bundle {bundle}: {name} is a symbolic link; bundle files must be regular files inside "
+                            f"the bundle directory. Copy the real file in its place or re-export the bundle")
+    if path.exists() and path.resolve().parent != bundle.resolve():
+        raise ArtifactError(f"bundle {bundle}: {name} resolves to {path.resolve()}, outside the bundle directory. "
+                            f"Re-export the bundle with pand-export")
+    return path
 
 
 @dataclass
@@ -82,15 +143,24 @@ class PreprocessSpec:
             raise ArtifactError(f"preprocess mean/std need 3 values (RGB); got mean={self.mean}, std={self.std}")
         if self.resize_size < self.image_size:
             raise ArtifactError(f"preprocess.resize_size {self.resize_size} < image_size {self.image_size}")
+        if not all(math.isfinite(v) for v in self.mean):
+            raise ArtifactError(f"preprocess.mean {self.mean} has a non-finite value; re-export the bundle")
+        if not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ArtifactError(f"preprocess.std {self.std} must be finite and > 0 (a zero std divides by zero and "
+                                f"turns every prediction into NaN); re-export the bundle with pand-export")
+        if self.image_size < 1:
+            raise ArtifactError(f"preprocess.image_size must be >= 1, got {self.image_size}")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "PreprocessSpec":
-        _require(d, ("image_size", "resize_size", "interpolation", "mean", "std"), "manifest 'preprocess'")
+        what = "manifest 'preprocess'"
+        _require(_dict(d, what), ("image_size", "resize_size", "interpolation", "mean", "std"), what)
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        known["mean"] = [float(v) for v in known["mean"]]
-        known["std"] = [float(v) for v in known["std"]]
-        known["image_size"] = int(known["image_size"])
-        known["resize_size"] = int(known["resize_size"])
+        known["mean"] = [float(v) for v in _list(d, "mean", what, (int, float), "a list of 3 numbers")]
+        known["std"] = [float(v) for v in _list(d, "std", what, (int, float), "a list of 3 numbers")]
+        known["image_size"] = _int(d, "image_size", what)
+        known["resize_size"] = _int(d, "resize_size", what)
+        known["interpolation"] = _str(d, "interpolation", what)
         return cls(**known)
 
 
@@ -104,8 +174,10 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TensorSpec":
-        _require(d, ("name", "shape"), "manifest tensor spec")
-        return cls(name=str(d["name"]), shape=list(d["shape"]), dtype=str(d.get("dtype", "float32")))
+        what = "manifest tensor spec"
+        _require(_dict(d, what), ("name", "shape"), what)
+        return cls(name=_str(d, "name", what), shape=list(_list(d, "shape", what, (int, str), "a list of sizes")),
+                   dtype=str(d.get("dtype", "float32")))
 
 
 @dataclass
@@ -121,9 +193,12 @@ class ModelFile:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelFile":
-        _require(d, ("file", "format", "sha256"), "manifest 'models' entry")
-        return cls(file=str(d["file"]), format=str(d["format"]), sha256=str(d["sha256"]),
-                   size_bytes=int(d.get("size_bytes", 0)), info=dict(d.get("info") or {}))
+        what = "manifest 'models' entry"
+        _require(_dict(d, what), ("file", "format", "sha256"), what)
+        return cls(file=check_file_name(_str(d, "file", what), f"{what}: file"), format=_str(d, "format", what),
+                   sha256=_str(d, "sha256", what),
+                   size_bytes=_int(d, "size_bytes", what) if "size_bytes" in d else 0,
+                   info=dict(_dict(d.get("info") or {}, f"{what}: info")))
 
 
 @dataclass
@@ -185,17 +260,33 @@ class Manifest:
             )
         _require(d, ("arch", "num_classes", "class_names", "preprocess", "inputs", "outputs", "precision", "models",
                      "valid"), where)
+        if not isinstance(d["valid"], bool):
+            raise _bad_type(where, "valid", "true or false", d["valid"])
+        for key in ("inputs", "outputs", "models"):
+            _list(d, key, where, dict, "a list of objects")
+        if d.get("reference") is not None:
+            check_file_name(d["reference"], f"{where}: reference")
+        for key in ("batch", "max_batch"):
+            if key in d and (_int(d, key, where) < 1):
+                raise _bad_type(where, key, "an integer >= 1", d[key])
+        if d.get("opset") is not None:
+            _int(d, "opset", where)
+        if "dynamic_batch" in d and not isinstance(d["dynamic_batch"], bool):
+            raise _bad_type(where, "dynamic_batch", "true or false", d["dynamic_batch"])
+        for key in ("source", "versions", "parity", "export_args"):
+            if key in d:
+                _dict(d[key], f"{where}: field '{key}'")
         m = cls(
             format_version=version,
-            arch=str(d["arch"]),
-            num_classes=int(d["num_classes"]),
-            class_names=[str(c) for c in d["class_names"]],
+            arch=_str(d, "arch", where),
+            num_classes=_int(d, "num_classes", where),
+            class_names=list(_list(d, "class_names", where, str, "a list of strings (one per class)")),
             preprocess=PreprocessSpec.from_dict(d["preprocess"]),
             inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
             outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
-            precision=str(d["precision"]),
+            precision=_str(d, "precision", where),
             models=[ModelFile.from_dict(x) for x in d["models"]],
-            valid=bool(d["valid"]),
+            valid=d["valid"],
             **{k: d[k] for k in ("int8_target", "opset", "dynamic_batch", "batch", "max_batch", "source", "versions",
                                  "parity", "reference", "created", "export_args") if k in d},
         )
@@ -235,7 +326,7 @@ def verify_model_files(bundle: Union[str, Path], manifest: Manifest, formats: Op
     for mf in manifest.models:
         if formats is not None and mf.format not in formats:
             continue
-        path = bundle / mf.file
+        path = bundle_file(bundle, mf.file, "model file")
         if not path.is_file():
             raise ArtifactError(f"bundle {bundle}: model file {mf.file} listed in the manifest is missing. "
                                 f"Copy the whole bundle directory or re-export it")

@@ -17,7 +17,7 @@ import numpy as np
 from pand.errors import ArtifactError, PandError
 
 from ._lazy import trt_available
-from .manifest import REFERENCE_NAME, Manifest, load_bundle
+from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
 from .preprocess import iter_chunks, prepare_batch
 
@@ -104,12 +104,12 @@ class Predictor:
         if backend == "onnxruntime":
             from .backends.ort_backend import OrtBackend
 
-            impl = OrtBackend(path / mf.file, providers=providers, intra_op_threads=threads,
-                              graph_optimization=graph_optimization)
+            impl = OrtBackend(bundle_file(path, mf.file, "model file"), providers=providers,
+                              intra_op_threads=threads, graph_optimization=graph_optimization)
         else:
             from .backends.trt_backend import TrtBackend
 
-            impl = TrtBackend(path / mf.file, expected=mf.info, device=device)
+            impl = TrtBackend(bundle_file(path, mf.file, "model file"), expected=mf.info, device=device)
         return cls(path, manifest, impl)
 
     @property
@@ -139,6 +139,9 @@ class Predictor:
         if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
             raise ArtifactError(f"model output has shape {logits.shape}, the manifest lists {len(self.class_names)} "
                                 f"classes; the bundle is inconsistent, re-export it")
+        if not np.isfinite(logits).all():
+            raise ArtifactError(f"the model of bundle {self.bundle} returned NaN or inf logits for finite inputs; its "
+                                f"weights are broken: re-export it from a healthy checkpoint with pand-export")
         return logits
 
     def predict_logits(self, images: Any) -> np.ndarray:
@@ -160,8 +163,7 @@ class Predictor:
 
     def reference(self) -> Optional[Dict[str, np.ndarray]]:
         """The bundle's stored parity data (``images_u8``, ``labels``, ``logits``), or None if it has none."""
-        name = self.manifest.reference or REFERENCE_NAME
-        path = self.bundle / name
+        path = bundle_file(self.bundle, self.manifest.reference or REFERENCE_NAME, "reference")
         if not path.is_file():
             return None
         with np.load(path, allow_pickle=False) as z:

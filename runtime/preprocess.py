@@ -113,6 +113,9 @@ def load_image(path: Union[str, Path]):
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise PandError(f"image {path} is too large to decode safely ({e}); it may be a decompression bomb. Resize "
+                        f"it, or if you trust the file raise PIL.Image.MAX_IMAGE_PIXELS before predicting") from e
     except (OSError, ValueError) as e:
         raise PandError(f"cannot read image {path} ({type(e).__name__}: {e})") from e
 
@@ -146,6 +149,11 @@ def _check_float_batch(x: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
                         f"(H, W, 3) images to have them preprocessed, or cast with .astype(np.float32)")
     if x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
         raise PandError(f"a preprocessed batch must have shape (N, 3, {s}, {s}) (NCHW, RGB); got {tuple(x.shape)}")
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(1))
+        raise PandError(f"the preprocessed batch holds NaN or inf values (image(s) {bad[:5].tolist()} of {len(x)}); "
+                        f"the model would return meaningless probabilities. Check how the batch was built, or pass "
+                        f"uint8 (H, W, 3) images to have them preprocessed")
     return np.ascontiguousarray(x)
 
 
@@ -159,6 +167,9 @@ def prepare_batch(images: Any, spec: PreprocessSpec) -> np.ndarray:
         PandError: wrong dtype, channel count or size, saying what was expected.
     """
     if isinstance(images, np.ndarray):
+        if images.size == 0:
+            raise PandError(f"predict got an empty batch (an array of shape {tuple(images.shape)}); pass at least one "
+                            f"image")
         if images.dtype == np.uint8:
             if images.ndim == 3:
                 return preprocess_image(images, spec)[None]
