@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.pand-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo latency-baseline clean
+.PHONY: install test demo latency-check latency-baseline clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pand needs Python >= 3.10"'
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/python -m pand.demo --run-dir runs/demo
+
+# Absolute latency checks are opt-in: they compare with a baseline recorded on this very machine (same device key).
+latency-check: $(STAMP)
+	$(PY) -m pytest -m latency tests/latency
 
 latency-baseline: $(STAMP)
 	PAND_LATENCY_RECORD=1 $(PY) -m pytest -m latency tests/latency

@@ -18,9 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import platform
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from .device import cpu_model, device_key
 
 __all__ = [
     "BenchOptions", "BenchRow", "measure", "latency_stats", "bench_bundle", "run_bench", "compare_rows",
@@ -112,36 +112,6 @@ def latency_stats(samples_ms: np.ndarray, batch: int) -> Dict[str, float]:
     return {"p50_ms": float(np.percentile(s, 50)), "p90_ms": float(np.percentile(s, 90)),
             "p99_ms": float(np.percentile(s, 99)), "mean_ms": mean, "std_ms": std, "cv": std / mean if mean else 0.0,
             "throughput": batch * 1000.0 / mean if mean else 0.0}
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-").lower()
-
-
-def device_key(describe: Dict[str, Any]) -> str:
-    """A file-name-safe key of the machine + settings a latency depends on.
-
-    CPU (ONNX Runtime CPU provider): ``cpu-<model>-t<threads>``. TensorRT: ``gpu-<name>-trt<version>``. Other
-    ONNX Runtime providers: ``ort-<provider>-<cpu model>``.
-    """
-    if describe.get("backend") == "tensorrt":
-        return f"gpu-{_slug(str(describe.get('gpu_name', '?')))}-trt{describe.get('trt_version', '?')}"
-    providers = describe.get("providers") or ["CPUExecutionProvider"]
-    if providers[0] != "CPUExecutionProvider":
-        return f"ort-{_slug(providers[0].replace('ExecutionProvider', ''))}-{_slug(cpu_model())}"
-    threads = int(describe.get("intra_op_threads") or 0) or (os.cpu_count() or 1)
-    return f"cpu-{_slug(cpu_model())}-t{threads}"
 
 
 def load_image_folder(root: Path, class_names: Sequence[str]) -> tuple[List[Path], np.ndarray, str]:

@@ -39,7 +39,19 @@ def test_int8_cpu_is_qdq_with_asymmetric_uint8_activations(int8_cpu_bundle):
     (gemm,) = [n for n in model.graph.node if n.op_type == "Gemm"]
     inits = {i.name: i for i in model.graph.initializer}
     assert inits[gemm.input[1]].data_type == onnx.TensorProto.FLOAT
-    assert m.parity["onnxruntime"]["top1_agreement"] >= 0.9  # random-init student: see the acceptance numbers
+    # A random-init student has near-tie logits, so top-1 agreement depends on the CPU's int8 kernels (which side
+    # of a tie a rounding lands on); the logits themselves must stay close on any CPU.
+    assert _mean_logit_cosine(int8_cpu_bundle.bundle) >= 0.99
+
+
+def _mean_logit_cosine(bundle):
+    from runtime import Predictor
+    from runtime.preprocess import normalize_u8
+
+    p = Predictor.from_bundle(bundle, allow_invalid=True)
+    ref = p.reference()
+    out, want = p.run(normalize_u8(ref["images_u8"], p.spec)), ref["logits"]
+    return float(np.mean((out * want).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(want, axis=1))))
 
 
 def test_int8_tensorrt_flavour_is_symmetric_and_calibrates_on_train(run_dir, tmp_path, monkeypatch):

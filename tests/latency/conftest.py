@@ -1,23 +1,25 @@
-"""Latency regression tests (marker ``latency``): modes, device baselines and the measured bundles.
+"""Latency regression tests (marker ``latency``): modes, device identity and the measured bundles.
 
 Three modes, chosen from the command line and the environment:
 
-* **wide** (default: ``make test`` / plain ``pytest``): in-process *relative* checks that hold on any machine and
-  catch gross regressions -- the INT8 CPU bundle must be clearly faster than fp32 (an int8 bundle that silently runs
-  as fp32, or with symmetric activations that ORT's CPU kernels cannot fuse, is not), and the Predictor's default
-  session must be clearly faster than one with graph optimisations disabled. If this device has a recorded baseline,
-  every median must also stay under ``(1 + PAND_LATENCY_WIDE_TOLERANCE)`` x baseline (default 2.0, i.e. 3x: the same-run relative checks already catch disabled graph optimisations and an int8 -> fp32 fallback; the absolute guard only has to survive a busy CI machine).
-* **strict** (``pytest -m latency`` or ``PAND_LATENCY_STRICT=1``): the medians are compared with this device's
-  baseline at ``PAND_LATENCY_TOLERANCE`` (default 0.15 = +15%); without a baseline for the device key the comparison
-  is skipped with the command that records one. The relative checks use their strict ratios.
+* **relative** (default: ``make test`` / plain ``pytest``): only checks that hold on any machine, measured side by
+  side in one process as paired ratios -- the INT8 CPU bundle must be clearly faster than fp32 on a CPU with int8
+  dot-product instructions (VNNI/AMX; elsewhere the check is skipped, saying so), and the Predictor's default
+  session must be faster than one with graph optimisations disabled. No measured time is ever compared with a
+  number recorded on another machine here.
+* **strict** (``make latency-check`` = ``pytest -m latency tests/latency``, or ``PAND_LATENCY_STRICT=1``): the
+  medians are also compared with the baseline recorded for exactly this machine's device key at
+  ``PAND_LATENCY_TOLERANCE`` (default 0.15 = +15%). Without such a baseline the comparison is skipped, naming the
+  baselines that exist, the keys they were recorded for and this machine's key. The ratios are stricter too.
 * **record** (``make latency-baseline``, i.e. ``PAND_LATENCY_RECORD=1 pytest -m latency tests/latency``): measure and
-  write ``tests/latency/baselines/<device key>.json``; commit it.
+  write ``tests/latency/baselines/<device key>.json`` with the full identity; commit it.
 
-The device key is the CPU model + ONNX Runtime thread count (``runtime.bench.device_key``; a TensorRT device would be
-GPU name + TensorRT version). Threads: ``PAND_LATENCY_THREADS`` (default ``min(4, cpu_count)``). Each number is the
-median over ``PAND_LATENCY_RUNS`` (default 5) runs of the per-run p50 latency, the configurations interleaved run by
-run so that a change in machine load affects all of them alike; the relative checks use the median of the per-run
-ratios (run ``i`` of one configuration against run ``i`` of the other).
+The device key (``runtime.device.device_key``) names what decides the speed: CPU vendor, family/model, model
+string, the kernel-changing ISA features (avx2, avx512f, avx512_vnni, avx_vnni, amx), logical CPUs, ONNX Runtime
+threads and version. Threads: ``PAND_LATENCY_THREADS`` (default ``min(4, cpu_count)``). Each number is the median over
+``PAND_LATENCY_RUNS`` (default 5) runs of the per-run p50 latency, the configurations interleaved run by run so that
+a change in machine load affects all of them alike; the ratios use the median of the per-run ratios (run ``i`` of
+one configuration against run ``i`` of the other).
 """
 import os
 import sys
@@ -34,14 +36,14 @@ from latency_support import IMAGE_SIZE, interleaved_runs  # noqa: E402
 
 @pytest.fixture(scope="session")
 def latency_mode(request) -> str:
-    """``record`` | ``strict`` | ``wide`` (see the module docstring)."""
+    """``record`` | ``strict`` | ``relative`` (see the module docstring)."""
     if os.environ.get("PAND_LATENCY_RECORD") == "1":
         return "record"
     markexpr = request.config.getoption("markexpr", "") or ""
     selected = "latency" in markexpr and "not latency" not in markexpr
     if os.environ.get("PAND_LATENCY_STRICT") == "1" or selected:
         return "strict"
-    return "wide"
+    return "relative"
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +68,7 @@ def latency_medians(latency_bundles, latency_threads):
     """Batch-1 medians (ms): ``fp32``, ``int8-cpu`` (default sessions) and ``fp32-noopt`` (optimisations off), plus
     the device key they belong to."""
     from runtime import Predictor
-    from runtime.bench import device_key
+    from runtime.device import device_identity, device_key
     from runtime.preprocess import normalize_u8
 
     fp32 = Predictor.from_bundle(latency_bundles["fp32"], threads=latency_threads)
@@ -77,5 +79,6 @@ def latency_medians(latency_bundles, latency_threads):
     t0 = time.perf_counter()
     per_run = interleaved_runs({"fp32": lambda: fp32.backend.run(x), "int8-cpu": lambda: int8.backend.run(x),
                                 "fp32-noopt": lambda: noopt.backend.run(x)}, runs=runs, iterations=15)
-    return {"device_key": device_key(fp32.backend.describe()), "runs": runs, "per_run": per_run,
+    identity = device_identity(fp32.backend.describe())
+    return {"device_key": device_key(identity), "identity": identity, "runs": runs, "per_run": per_run,
             "medians": {k: float(np.median(v)) for k, v in per_run.items()}, "seconds": time.perf_counter() - t0}

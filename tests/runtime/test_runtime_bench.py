@@ -37,9 +37,9 @@ def test_measure_warms_up_then_meets_both_minimums():
 
 def test_device_key():
     key = device_key({"backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "intra_op_threads": 2})
-    assert key.startswith("cpu-") and key.endswith("-t2") and " " not in key
-    assert device_key({"backend": "tensorrt", "gpu_name": "NVIDIA Jetson AGX Orin", "trt_version": "10.16.0"}) == \
-        "gpu-nvidia-jetson-agx-orin-trt10.16.0"
+    assert key.startswith("cpu-") and "-t2-ort" in key and " " not in key
+    assert device_key({"backend": "tensorrt", "gpu_name": "NVIDIA Jetson AGX Orin", "trt_version": "10.16.0",
+                       "compute_capability": [8, 7]}).startswith("gpu-nvidia-jetson-agx-orin-sm8.7-trt10.16.0")
 
 
 def _bench(args, tmp_path, capsys):
@@ -70,7 +70,7 @@ def test_table_json_markdown_and_a_failing_row(rt_bundle, tmp_path, capsys):
     assert ok["agreement"] == 1.0 and ok["max_abs_diff"] < 1e-3
     assert ok["iterations"] >= 5 and 0 < ok["p50_ms"] <= ok["p90_ms"] <= ok["p99_ms"]
     assert ok["throughput"] == pytest.approx(1000 / ok["mean_ms"]) and rows[1]["batch"] == 4
-    assert ok["details"]["device_key"].endswith("-t1") and payload["device_key"] == ok["details"]["device_key"]
+    assert "-t1-ort" in ok["details"]["device_key"] and payload["device_key"] == ok["details"]["device_key"]
     md = (tmp_path / "b.md").read_text()
     assert "| bundle | backend | precision | batch | p50 ms |" in md and md.count("\n| fp32 |") == 2
 
