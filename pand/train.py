@@ -75,7 +75,8 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist) -> Op
     if not path.is_file():
         raise ArtifactError(f"no Stage PSC anchors at {path}. Run Stage PSC first (--stage psc or --stage all), or "
                             f"set psc.artifact=/path/to/learned_text_features.safetensors")
-    anchors, _ = load_anchors(path, len(splits.class_names), teacher.embed_dim, teacher.identity)
+    anchors, _ = load_anchors(path, len(splits.class_names), teacher.embed_dim, teacher.identity,
+                              class_names=splits.class_names)
     return anchors
 
 
@@ -101,17 +102,28 @@ def write_student(path: Path, state: Dict[str, Any], meta: Dict[str, Any]) -> Pa
 
 
 def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
-    """Refuse to overwrite a run (no --resume) or to resume it under another configuration."""
+    """Refuse to overwrite a run (no --resume, any stage: ``--stage psc`` would replace the anchors and config the
+    student was trained with) or to resume it under another configuration.
+
+    The resume check compares with the configuration stored in the last NSD checkpoint (what the weights were
+    trained with), else with the run's ``config.yaml``; the message names which one it read.
+    """
     from omegaconf import OmegaConf
 
-    from pand.nsd.checkpoint import check_resume_config, refuse_overwrite
+    from pand.nsd.checkpoint import check_resume_config, checkpoint_config, refuse_overwrite
 
-    if stage != "psc":
-        refuse_overwrite(run_dir / "nsd" / "checkpoints", resume, run_dir)
+    ckpts = run_dir / "nsd" / "checkpoints"
+    refuse_overwrite(ckpts, resume, run_dir)
+    if not resume:
+        return
+    current = OmegaConf.to_container(cfg, resolve=True)
+    stored = checkpoint_config(ckpts)
     saved = run_dir / "config.yaml"
-    if resume and saved.is_file():
-        check_resume_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=True),
-                            OmegaConf.to_container(cfg, resolve=True), saved)
+    if stored is not None:
+        check_resume_config(stored[0], current, stored[1])
+    elif saved.is_file():
+        check_resume_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=True), current, saved,
+                            label="config.yaml")
 
 
 def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> Dict[str, Any]:
@@ -163,6 +175,25 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
 
 
 def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
+    """:func:`_run` under an exclusive lock on ``run_dir`` (``run_dir/.pand.lock``, :mod:`pand.utils.lock`).
+
+    A second process training into the same directory is refused at once with a :class:`pand.utils.lock.LockedError`
+    naming the holder's pid; a read-only ``run_dir`` is a :class:`PandError` before anything is written. Under
+    torchrun only global rank 0 takes the lock. The arguments, return value and errors are :func:`_run`'s.
+    """
+    import os
+
+    from pand.utils.lock import LOCK_NAME, exclusive_lock
+
+    run_dir = Path(run_dir)
+    if os.environ.get("RANK", "0") != "0":
+        return _run(cfg, run_dir, stage, resume, step_hook)
+    with exclusive_lock(run_dir / LOCK_NAME, f"run directory {run_dir}",
+                        "wait for that run to finish or choose another --run-dir"):
+        return _run(cfg, run_dir, stage, resume, step_hook)
+
+
+def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
     """Run ``cfg``'s recipe into ``run_dir``.
 
     Args:

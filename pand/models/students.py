@@ -11,6 +11,8 @@ weights API (downloads when online) or from a local file (``weights=``).
 """
 from __future__ import annotations
 
+import os
+
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -151,14 +153,28 @@ def _timm_backbone(name: str, pretrained: bool):
 
 
 def _load_local_weights(backbone: nn.Module, path: str) -> None:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from pand.errors import ArtifactError
 
-        sd = load_file(path)
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "state_dict" in sd:
-            sd = sd["state_dict"]
+    if not os.path.isfile(path):
+        raise ArtifactError(f"student.weights file not found: {path}. Fix the path or set student.weights=null")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(sd, dict) and "state_dict" in sd:
+                sd = sd["state_dict"]
+    except Exception as e:  # noqa: BLE001 - never echo torch's text: it suggests an unsafe load
+        raise ArtifactError(
+            f"student.weights file {path} cannot be read safely ({type(e).__name__}): it is empty, truncated, not a "
+            f"weights file, or a pickle holding objects other than tensors, which pand never loads. Pass a "
+            f"safetensors file or a plain torch state_dict of tensors (student.weights=/path/to/weights.safetensors)."
+        ) from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ArtifactError(f"student.weights file {path} holds no state_dict of tensors; pass the backbone's "
+                            f"state_dict (safetensors or torch.save of a dict of tensors)")
     missing, unexpected = backbone.load_state_dict(sd, strict=False)
     # classifier weights of an ImageNet checkpoint are expected to be unused
     unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier.", "head."))]

@@ -23,11 +23,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 
 from pand.errors import ArtifactError
-from pand.utils.io import atomic_write_json, load_tensors, read_json, save_tensors
+from pand.utils.io import WriteError, atomic_write_json, is_write_failure, load_tensors, read_json, save_tensors
 
 __all__ = [
     "RESUME_IGNORED_KEYS", "capture_rng", "restore_rng", "save_checkpoint", "load_last_checkpoint", "has_checkpoint",
-    "best_weights_path", "refuse_overwrite",
+    "best_weights_path", "refuse_overwrite", "checkpoint_config",
     "flatten_config", "config_diff", "check_resume_config", "split_prefixed",
 ]
 
@@ -90,15 +90,21 @@ def config_diff(old: Mapping, new: Mapping, ignore: Iterable[str] = RESUME_IGNOR
             if not ignored(k) and a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
-def check_resume_config(saved: Mapping, current: Mapping, where: Path) -> None:
+def check_resume_config(saved: Mapping, current: Mapping, where: Path, label: str = "checkpoint") -> None:
     """Refuse to resume a checkpoint written under a different configuration.
+
+    Args:
+        saved: the stored configuration (of the checkpoint, or the run's ``config.yaml``).
+        current: the configuration of this invocation.
+        where: the file or directory ``saved`` was read from (named in the message).
+        label: what ``saved`` is, in the message (``checkpoint=... now=...``).
 
     Raises:
         ArtifactError: listing each differing key with its saved and current value.
     """
     diff = config_diff(saved, current)
     if diff:
-        lines = "\n".join(f"  {k}: checkpoint={o!r} now={n!r}" for k, o, n in diff[:30])
+        lines = "\n".join(f"  {k}: {label}={o!r} now={n!r}" for k, o, n in diff[:30])
         more = f"\n  ... and {len(diff) - 30} more" if len(diff) > 30 else ""
         raise ArtifactError(
             f"cannot resume from {where}: the configuration differs in {len(diff)} key(s):\n{lines}{more}\n"
@@ -137,9 +143,21 @@ def save_checkpoint(root: Path, epoch: int, tensors: Mapping[str, torch.Tensor],
     final = root / _epoch_dir(epoch)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_tensors(tmp / "model.safetensors", tensors, {"epoch": epoch, "config": config})
-    torch.save(dict(state), tmp / "state.pt")
+    try:
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise WriteError.of(tmp, e) from None
+        save_tensors(tmp / "model.safetensors", tensors, {"epoch": epoch, "config": config})
+        try:
+            torch.save(dict(state), tmp / "state.pt")
+        except Exception as e:  # noqa: BLE001 - a full disk: "basic_ios::clear: iostream error"
+            if is_write_failure(e):
+                raise WriteError.of(final / "state.pt", e) from None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written epoch directory behind
+        raise
     if final.exists():  # left by a crash between the rename and last.json: not referenced, replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -163,6 +181,29 @@ def best_weights_path(root: Path) -> Path:
         raise ArtifactError(f"no NSD checkpoint in {root}; train first")
     ptr = read_json(root / "last.json")
     return root / ptr.get("best_dir", ptr["dir"]) / "model.safetensors"
+
+
+def checkpoint_config(root: Path) -> Optional[Tuple[Dict[str, Any], Path]]:
+    """``(config, epoch_dir)``: the configuration stored in the last checkpoint's metadata (None: no checkpoint).
+
+    Only the safetensors header is read.
+
+    Raises:
+        ArtifactError: ``last.json`` points at a missing or unreadable checkpoint.
+    """
+    from safetensors import safe_open
+
+    root = Path(root)
+    if not has_checkpoint(root):
+        return None
+    try:
+        d = root / read_json(root / "last.json")["dir"]
+        with safe_open(str(d / "model.safetensors"), framework="pt") as f:
+            config = json.loads((f.metadata() or {})["config"])
+    except Exception as e:  # noqa: BLE001 - any damage: the same message as load_last_checkpoint
+        raise ArtifactError(f"checkpoint in {root} is unreadable ({type(e).__name__}); delete the run directory's "
+                            f"nsd/ folder to start over") from None
+    return config, d
 
 
 def has_checkpoint(root: Path) -> bool:
@@ -194,8 +235,18 @@ def load_last_checkpoint(root: Path, map_location: str | torch.device = "cpu"
         ptr = read_json(root / "last.json")
         d = root / ptr["dir"]
         tensors, meta = load_tensors(d / "model.safetensors")
-        state = torch.load(d / "state.pt", map_location=map_location, weights_only=True)
-    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
         raise ArtifactError(f"checkpoint in {root} is unreadable ({type(e).__name__}: {e}); delete the run "
-                            f"directory's nsd/ folder to start over") from e
+                            f"directory's nsd/ folder to start over") from None
+    try:
+        state = torch.load(d / "state.pt", map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - never echo torch's text: it suggests an unsafe load
+        raise ArtifactError(
+            f"{d / 'state.pt'} is not a checkpoint pand can read safely ({type(e).__name__}): it is empty, truncated "
+            f"or holds pickled objects other than tensors and plain values, which pand never loads. Delete the run "
+            f"directory's nsd/ folder to start over, or restore the file from the run that wrote it."
+        ) from None
+    if not isinstance(state, dict):
+        raise ArtifactError(f"{d / 'state.pt'} holds a {type(state).__name__}, not a pand training state; delete the "
+                            f"run directory's nsd/ folder to start over")
     return tensors, meta, state, d

@@ -54,6 +54,9 @@ def save_anchors(
 
 
 def _load_torch_file(path: Path) -> Dict[str, Any]:
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"{path} is empty (0 bytes); it is not an anchor file. Rerun Stage PSC or point "
+                            f"psc.artifact at a learned_text_features file")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, ModuleNotFoundError, TypeError) as e:
@@ -62,6 +65,9 @@ def _load_torch_file(path: Path) -> Dict[str, Any]:
             f"arbitrary code to load ({type(e).__name__}). pand never unpickles; re-export it as a plain dict of "
             f"tensors/str/int (or as safetensors with pand.psc.save_anchors)."
         ) from None
+    except Exception as e:  # noqa: BLE001 - EOFError (truncated), zip errors, ...: never echo torch's text
+        raise ArtifactError(f"{path} is truncated or not a torch file ({type(e).__name__}). Rerun Stage PSC or point "
+                            f"psc.artifact at a learned_text_features file") from None
     if not isinstance(obj, dict) or "text_features" not in obj:
         raise ArtifactError(f"{path} holds no 'text_features' tensor; it is not a learned_text_features file")
     return obj
@@ -72,6 +78,7 @@ def load_anchors(
     num_classes: Optional[int],
     embed_dim: Optional[int] = None,
     teacher_id: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Read semantic anchors and check that they fit the run.
 
@@ -81,13 +88,15 @@ def load_anchors(
         embed_dim: expected D_t, the teacher's embedding dim (None: not checked).
         teacher_id: the run teacher's ``identity`` (None: not checked). pand artifacts must name the same arch and
             weights hash; seed ``.pt`` files only record ``clip_model_name``, which must equal the arch.
+        class_names: the dataset's class names in label order (None: not checked). A file that stores its class
+            names (``class_names``, or ``classnames`` in seed files) must list exactly these.
 
     Returns:
         ``(text_features [C, D] float32 L2-normalised on the CPU, metadata dict)``.
 
     Raises:
-        ArtifactError: missing file, pickle-based file, wrong class count (names both numbers), anchors of
-            another teacher (other embed dim or identity).
+        ArtifactError: missing, empty or pickle-based file, wrong class count (names both numbers), other class
+            names (names the first differences), anchors of another teacher (other embed dim or identity).
     """
     from pand.models.teacher import same_teacher, split_identity
     from pand.utils.io import load_tensors
@@ -124,6 +133,17 @@ def load_anchors(
             f"{path} has anchors for {C} classes but the dataset has {int(num_classes)} classes. Use the PSC artifact "
             f"of this dataset (or rerun Stage PSC)."
         )
+    stored = meta.get("class_names", meta.get("classnames"))
+    if class_names is not None and stored is not None:
+        want, have = [str(n) for n in class_names], [str(n) for n in stored]
+        if want != have:
+            diffs = [f"label {i}: file={h!r} dataset={w!r}" for i, (h, w) in enumerate(zip(have, want)) if h != w]
+            shown = "; ".join(diffs[:3]) + (f"; ... {len(diffs) - 3} more" if len(diffs) > 3 else "")
+            raise ArtifactError(
+                f"{path} holds anchors for other classes than this dataset's ({shown or 'other class count'}). "
+                f"Anchors of another dataset would silently mislabel every class: use the PSC artifact of this "
+                f"dataset, or rerun Stage PSC (drop psc.artifact)."
+            )
     if embed_dim is not None and D != int(embed_dim):
         raise ArtifactError(
             f"{path} was made by another teacher: anchor dim {D} but the teacher's embed_dim is {int(embed_dim)}. "

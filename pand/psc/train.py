@@ -293,7 +293,8 @@ def _check_given_artifact(cfg: Any, splits: Any, teacher: Any) -> Path:
     if num_classes is None and _cfg_get(cfg.data, "class_names"):
         num_classes = len(cfg.data.class_names)
     load_anchors(path, num_classes, embed_dim=getattr(teacher, "embed_dim", None),
-                 teacher_id=getattr(teacher, "identity", None))
+                 teacher_id=getattr(teacher, "identity", None),
+                 class_names=list(splits.class_names) if splits is not None else None)
     return path
 
 

@@ -6,6 +6,7 @@ that a later run could read back. Tensors are stored as safetensors; pickles are
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,10 +15,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional
 
+from pand.errors import PandError
+
 __all__ = [
-    "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
+    "WriteError", "is_write_failure", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
     "sha256_bytes", "save_tensors", "load_tensors", "read_json",
 ]
+
+
+class WriteError(PandError):
+    """A file could not be written (full disk, read-only or missing directory, no permission)."""
+
+    @classmethod
+    def of(cls, path: str | os.PathLike, err: BaseException) -> "WriteError":
+        code = getattr(err, "errno", None)
+        if code == errno.ENOSPC or "iostream" in str(err) or "No space" in str(err):
+            why = "the disk is full"
+        elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+            why = "the location is read-only or not writable"
+        else:
+            why = "the write failed"
+        detail = getattr(err, "strerror", None) or str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        return cls(
+            f"could not write {path}: {why} ({type(err).__name__}: {detail}). The partial file was removed and any "
+            f"earlier version is intact. Free disk space or make {Path(path).parent} writable (or choose another "
+            f"--run-dir / cache_dir), then rerun (pand-train ... --resume continues a run)."
+        )
+
+
+def is_write_failure(err: BaseException) -> bool:
+    """Whether ``err`` (raised while writing a file) is an I/O failure rather than a bug in the caller.
+
+    OSError (ENOSPC, EROFS, EACCES, ...), safetensors' ``SafetensorError`` and torch's ``basic_ios::clear:
+    iostream error`` RuntimeError (what ``torch.save`` raises on a full disk).
+    """
+    if isinstance(err, PandError):
+        return False
+    if isinstance(err, OSError):
+        return True
+    if type(err).__name__ == "SafetensorError":
+        return True
+    return isinstance(err, RuntimeError) and any(s in str(err) for s in ("iostream", "No space", "write", "file"))
 
 
 @contextmanager
@@ -25,19 +63,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
     The parent directory is created. On any exception the temporary file is removed and the
-    target is left untouched.
+    target is left untouched; an I/O failure (full disk, read-only directory) becomes a :class:`WriteError`
+    naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise WriteError.of(path, e) from None
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, path)
+        except Exception as e:  # noqa: BLE001 - re-raised as is unless it is an I/O failure
+            if is_write_failure(e):
+                raise WriteError.of(path, e) from None
+            raise
     finally:
-        if tmp_path.exists():
+        try:
             tmp_path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
