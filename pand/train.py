@@ -210,7 +210,9 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
         ConfigError, DataError, ArtifactError, PandError: with a message naming the bad input and the fix.
     """
     from pand.config import save_config
-    from pand.utils.distributed import cleanup_distributed, dist_env, init_distributed, select_device
+    from pand.utils.distributed import (
+        check_ranks_agree, cleanup_distributed, dist_env, init_distributed, run_fingerprint, select_device,
+    )
 
     if stage not in STAGES:
         raise ConfigError(f"unknown stage '{stage}'. Valid stages: {', '.join(STAGES)}")
@@ -229,6 +231,8 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
     device = select_device(str(cfg.trainer.accelerator), env[2] if env else 0)
     dist = init_distributed(device.type, cfg.trainer.backend)
     try:
+        if dist.distributed:  # every node must run the same configuration and code (multi-node: docs/distributed.md)
+            check_ranks_agree(run_fingerprint(cfg, stage, resume), dist)
         _check_run_dir(cfg, run_dir, stage, resume)
         if dist.is_main:
             save_config(cfg, run_dir / "config.yaml")

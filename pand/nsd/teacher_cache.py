@@ -4,7 +4,8 @@ The frozen teacher is 100-200x more expensive than the student, and the seed imp
 training image in every epoch. With ``nsd.teacher_cache.views = V > 0`` it runs once per *(image, view)*
 instead:
 
-1. **Build** (:func:`build_teacher_cache`, rank 0, before training). For every training image ``i`` and view
+1. **Build** (:func:`build_teacher_cache`, before training; under torchrun every rank encodes its share of the
+   shards and rank 0 writes the manifest after a barrier). For every training image ``i`` and view
    ``v < V`` the training pipeline's own augmentation is replayed: :class:`pand.nsd.data.IndexedDataset` draws the
    random parameters of ``(i, v)`` from ``mix_seed(trainer.seed, v, i)`` only, so the pixels are a pure function of
    ``(seed, v, i)``. Those pixels go through the very same :class:`~pand.nsd.teacher_source.LiveTeacher` path
@@ -36,8 +37,8 @@ with the teacher's features of exactly those pixels. ``V = 0`` (the default) kee
 memory-mapped, so the resident memory is the OS page cache, not a copy per process.
 
 Not verified here (no GPU in the development environment): the CUDA paths (pinned host buffers with non-blocking
-copies, teacher AMP/channels-last during the build) and multi-GPU builds; a 2-rank build is only exercised with
-gloo on CPU.
+copies, teacher AMP/channels-last during the build) and multi-GPU builds; multi-rank builds are exercised with gloo
+on CPU (2 processes, and 2 torchrun "nodes" on one machine sharing one cache directory).
 """
 from __future__ import annotations
 
@@ -238,12 +239,19 @@ def build_teacher_cache(
     num_workers: int = 0,
     progress: bool = True,
     key_extra: Optional[Mapping[str, Any]] = None,
+    dist: Any = None,
 ) -> Path:
     """Encode V replayed augmentations of every training image with the teacher, once; reuse them afterwards.
 
     A complete cache with the same key is reused without any teacher forward pass; a partial one (crash
     mid-build) keeps its finished shards and only the missing shards are computed. The global RNG states
     (torch CPU, python, numpy) are left as they were, so building never changes what a seeded run draws next.
+
+    Distributed (``dist`` with ``world_size > 1``; every rank calls this): the shards rank 0 finds missing are
+    dealt round-robin, each rank encodes and writes only its own (atomically, so ranks never write the same file
+    at once); after a barrier every rank checks that it sees all shards, and rank 0 alone writes ``manifest.json``
+    (atomically) before a last barrier. When some rank cannot see the others' shards (``cache_dir`` on node-local
+    disk), the ranks of that node encode what they miss and that node's local rank 0 writes its own manifest.
 
     Args:
         live: the live teacher source whose forward pass is cached (:class:`LiveTeacher`).
@@ -258,16 +266,16 @@ def build_teacher_cache(
         num_workers: DataLoader workers for decoding/augmenting.
         progress: show a tqdm bar (views encoded).
         key_extra: more JSON-able key parts.
+        dist: :class:`pand.utils.distributed.DistInfo` (default: one process).
 
     Returns:
         The cache directory (open it with :class:`TeacherFeatureCache`).
 
     Raises:
-        PandError: bad ``views``/``shard_size``/``dtype`` or a dataset without ``samples``.
+        PandError: bad ``views``/``shard_size``/``dtype``, a dataset without ``samples``, or (distributed) shards
+            that are still missing after every rank built its share.
     """
-    from tqdm.auto import tqdm
-
-    from pand.utils.io import atomic_write_json, save_tensors
+    from pand.utils.io import atomic_write_json
 
     views, shard_size = int(views), int(shard_size)
     if views < 1:
@@ -279,13 +287,34 @@ def build_teacher_cache(
     meta = teacher_cache_meta(live, dataset, seed, views, dtype, shard_size, key_extra)
     key = teacher_cache_key(meta)
     root = teacher_cache_dir(cache_dir, meta)
-    if _manifest_ok(root, key):
-        return root
     n, dim = len(dataset), int(live.embed_dim)
     ranges = _shard_ranges(n, shard_size)
-    todo = [(s, a, b) for s, (a, b) in enumerate(ranges)
-            if not _valid_shard(_shard_path(root, s), key, a, b - a, views, dim, dtype)]
-    indexed = IndexedDataset(dataset, int(seed))
+    manifest = {"key": key, "complete": True, "num_shards": len(ranges), **meta}
+
+    def missing() -> List[Tuple[int, int, int]]:
+        return [(s, a, b) for s, (a, b) in enumerate(ranges)
+                if not _valid_shard(_shard_path(root, s), key, a, b - a, views, dim, dtype)]
+
+    def build(todo: Sequence[Tuple[int, int, int]], rank: int = 0) -> None:
+        _build_shards(live, IndexedDataset(dataset, int(seed)), root, key, todo, views, dim, dtype, batch_size,
+                      num_workers, progress, rank)
+
+    if dist is None or not dist.distributed:
+        if not _manifest_ok(root, key):
+            build(missing())
+            atomic_write_json(root / _MANIFEST, manifest)
+        return root
+    return _build_distributed(root, key, manifest, missing, build, dist)
+
+
+def _build_shards(live: LiveTeacher, indexed: IndexedDataset, root: Path, key: str,
+                  todo: Sequence[Tuple[int, int, int]], views: int, dim: int, dtype: str, batch_size: int,
+                  num_workers: int, progress: bool, rank: int) -> None:
+    """Encode and write the shards ``todo`` = ``[(shard, start, end)]`` (each file atomically)."""
+    from tqdm.auto import tqdm
+
+    from pand.utils.io import save_tensors
+
     total = sum(b - a for _, a, b in todo) * views
     with torch.random.fork_rng(devices=[]), \
             tqdm(total=total, desc=f"nsd teacher cache ({views} views)", unit="view", disable=not progress,
@@ -294,8 +323,61 @@ def build_teacher_cache(
             feats = _encode_shard(live, indexed, a, b, views, batch_size, num_workers, bar)
             save_tensors(_shard_path(root, s), {"features": feats.to(DTYPES[dtype])},
                          {"key": key, "shard": s, "start": a, "count": b - a, "views": views, "embed_dim": dim,
-                          "dtype": dtype})
-    atomic_write_json(root / _MANIFEST, {"key": key, "complete": True, "num_shards": len(ranges), **meta})
+                          "dtype": dtype, "rank": int(rank)})
+
+
+def _local_world_size() -> int:
+    """Ranks on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 when unknown)."""
+    import os
+
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def _missing_after_wait(missing, wait_s: float = 10.0) -> List[int]:
+    """Shards this rank cannot see, polled for up to ``wait_s`` (a shared filesystem may show new files late)."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        gone = [s for s, _, _ in missing()]
+        if not gone or time.monotonic() >= deadline:
+            return gone
+        time.sleep(1.0)
+
+
+def _build_distributed(root: Path, key: str, manifest: Mapping[str, Any], missing, build, dist: Any) -> Path:
+    """Every rank builds its share of the missing shards; the manifest is written once, after a barrier."""
+    from pand.utils.distributed import all_gather_object, barrier
+    from pand.utils.io import atomic_write_json
+
+    if all(all_gather_object(_manifest_ok(root, key), dist)):
+        return root
+    todo = all_gather_object(missing() if dist.is_main else None, dist)[0]  # rank 0's view, dealt round-robin
+    build(todo[dist.rank::dist.world_size], dist.rank)
+    barrier(dist)
+    unseen = all_gather_object(_missing_after_wait(missing), dist)
+    if not any(unseen):  # one shared directory: rank 0 writes the one manifest
+        if dist.is_main:
+            atomic_write_json(root / _MANIFEST, dict(manifest))
+        barrier(dist)
+        return root
+    # some node does not see the shards the others wrote (a node-local cache_dir): its ranks encode what they miss
+    if dist.is_main:
+        nodes = sorted(r for r, u in enumerate(unseen) if u)
+        warnings.warn(f"NSD teacher cache: ranks {nodes} do not see the shards written by the other ranks under "
+                      f"{root} (cache_dir is not shared between nodes); each node completes its own copy, which "
+                      f"repeats teacher work. Put cache_dir on a filesystem every node shares to build it once")
+    local, local_world = dist.local_rank, _local_world_size()
+    build(missing()[local % local_world::local_world], dist.rank)
+    barrier(dist)
+    still = all_gather_object([s for s, _, _ in missing()], dist)
+    bad = {r: u for r, u in enumerate(still) if u}
+    if bad:
+        raise PandError(f"NSD teacher cache {root}: shards still missing after every rank built its share "
+                        f"(rank: shards) {bad}; check that cache_dir is writable and has free space on every node")
+    if (dist.is_main and not unseen[dist.rank]) or (unseen[dist.rank] and local == 0):  # one per directory
+        atomic_write_json(root / _MANIFEST, dict(manifest))
+    barrier(dist)
     return root
 
 
@@ -433,8 +515,8 @@ class CachedTeacher:
 def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, progress: bool = True) -> Any:
     """The engine's hook: swap a :class:`LiveTeacher` for a :class:`CachedTeacher` when ``nsd.teacher_cache.views > 0``.
 
-    Rank 0 builds (or reuses) the cache under ``<cache_dir>/nsd_teacher/``; the other ranks wait on a barrier and
-    then open it read-only. Returns ``source`` unchanged when the cache is off, there is no teacher, or ``source`` is
+    Every rank builds its share of the cache under ``<cache_dir>/nsd_teacher/`` (or reuses it; see
+    :func:`build_teacher_cache`) and then opens it read-only. Returns ``source`` unchanged when the cache is off, there is no teacher, or ``source`` is
     already cached.
 
     Args:
@@ -450,7 +532,7 @@ def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, p
         PandError: a cache is asked for but ``source`` is neither live nor cached.
     """
     from pand.config import ConfigError
-    from pand.utils.distributed import DistInfo, barrier
+    from pand.utils.distributed import DistInfo
 
     tc = cfg.nsd.teacher_cache
     views = int(tc.views)
@@ -464,10 +546,7 @@ def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, p
     dist = dist or DistInfo()
     kw = dict(seed=int(cfg.trainer.seed), views=views, shard_size=int(tc.shard_size),
               dtype=str(tc.get("dtype", "fp16")))
-    if dist.is_main:
-        root = build_teacher_cache(source, dataset, cfg.cache_dir, batch_size=int(cfg.teacher.get("batch_size", 64)),
-                                   num_workers=int(cfg.trainer.num_workers), progress=progress, **kw)
-    barrier(dist)
-    if not dist.is_main:
-        root = teacher_cache_dir(cfg.cache_dir, teacher_cache_meta(source, dataset, **kw))
+    root = build_teacher_cache(source, dataset, cfg.cache_dir, batch_size=int(cfg.teacher.get("batch_size", 64)),
+                               num_workers=int(cfg.trainer.num_workers), progress=progress and dist.is_main,
+                               dist=dist, **kw)
     return CachedTeacher(root)

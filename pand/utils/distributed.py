@@ -3,16 +3,32 @@
 A run is distributed when the torchrun environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) is present.
 :func:`init_distributed` then starts the process group (NCCL on CUDA, gloo on CPU unless
 ``trainer.backend`` says otherwise); without that environment every helper is a no-op for one process.
+
+Multi-node runs (one torchrun agent per node, c10d rendezvous) go through the same path. Joining the process group
+is bounded by ``PAND_INIT_TIMEOUT_S`` (default 900 s) and fails with a :class:`~pand.errors.PandError` naming
+``MASTER_ADDR:MASTER_PORT``; :func:`check_ranks_agree` then stops every rank when the nodes run different
+configurations or different pand code.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import socket
+import subprocess
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Optional
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["DistInfo", "dist_env", "init_distributed", "cleanup_distributed", "select_device", "all_reduce_sum",
-           "barrier", "broadcast_buffers"]
+           "barrier", "broadcast_buffers", "all_gather_object", "code_version", "run_fingerprint",
+           "compare_fingerprints", "check_ranks_agree", "INIT_TIMEOUT_ENV", "NODE_LOCAL_KEYS"]
+
+INIT_TIMEOUT_ENV = "PAND_INIT_TIMEOUT_S"
+DEFAULT_INIT_TIMEOUT_S = 900
+# configuration keys that may legitimately differ between nodes (a node-local cache directory)
+NODE_LOCAL_KEYS = ("cache_dir",)
 
 
 @dataclass(frozen=True)
@@ -61,8 +77,34 @@ def select_device(accelerator: str = "auto", local_rank: int = 0):
     return torch.device("cpu")
 
 
-def init_distributed(device_type: str, backend: Optional[str] = None, timeout_min: int = 180) -> DistInfo:
-    """Join the torchrun process group when launched by torchrun; otherwise a single-process :class:`DistInfo`."""
+def _init_timeout_s() -> float:
+    from pand.errors import PandError
+
+    raw = os.environ.get(INIT_TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else float(DEFAULT_INIT_TIMEOUT_S)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise PandError(f"{INIT_TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
+    return value
+
+
+def init_distributed(device_type: str, backend: Optional[str] = None, timeout_min: int = 180,
+                     init_timeout_s: Optional[float] = None) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun; otherwise a single-process :class:`DistInfo`.
+
+    Args:
+        device_type: ``cuda`` (NCCL by default) or ``cpu`` (gloo).
+        backend: ``trainer.backend`` (overrides the default).
+        timeout_min: collective timeout (generous: Stage PSC runs on rank 0 while the others wait at a barrier).
+        init_timeout_s: how long to wait for every rank to reach the store at ``MASTER_ADDR:MASTER_PORT``
+            (default ``$PAND_INIT_TIMEOUT_S`` or 900 s).
+
+    Raises:
+        PandError: the process group could not be joined in time (names ``MASTER_ADDR:MASTER_PORT`` and what to
+            check).
+    """
     env = dist_env()
     if env is None:
         return DistInfo()
@@ -70,11 +112,28 @@ def init_distributed(device_type: str, backend: Optional[str] = None, timeout_mi
     if world <= 1:
         return DistInfo(rank, world, local)
     import torch.distributed as dist
+    from torch.distributed.rendezvous import rendezvous
+
+    from pand.errors import PandError
 
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
-    # generous timeout: Stage PSC (feature extraction + CoOp) runs on rank 0 while the others wait at a barrier
-    dist.init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"), init_method="env://",
+    wait = float(init_timeout_s) if init_timeout_s is not None else _init_timeout_s()
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        # what init_method="env://" does, with its own (short) timeout for joining; collectives get timeout_min
+        store, rank, world = next(rendezvous("env://", rank, world, timeout=timedelta(seconds=wait)))
+    except (RuntimeError, ValueError, TimeoutError, OSError) as e:
+        raise PandError(
+            f"rank {rank} of {world} on {socket.gethostname()} could not join the process group at {where} within "
+            f"{wait:g} s ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}). Check "
+            f"that every node was started with the same --nnodes/--nproc-per-node and rendezvous endpoint, that "
+            f"{where} is reachable from every node (host name resolves, port open in the firewall, not in use), "
+            f"and that no node crashed before joining; {INIT_TIMEOUT_ENV} sets this timeout"
+        ) from None
+    store.set_timeout(timedelta(minutes=timeout_min))
+    dist.init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"),
+                            store=dist.PrefixStore("default_pg", store), rank=rank, world_size=world,
                             timeout=timedelta(minutes=timeout_min))
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, owns_group=True)
 
@@ -124,3 +183,110 @@ def broadcast_buffers(module, info: DistInfo, src: int = 0) -> None:
 
         for b in module.buffers():
             dist.broadcast(b.data, src=src)
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> List[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` for one process)."""
+    if not _active(info):
+        return [obj]
+    import torch.distributed as dist
+
+    out: List[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# do all ranks run the same thing?
+# --------------------------------------------------------------------------------------------------------------
+def _source_hash(package_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(package_dir.rglob("*.py")):
+        h.update(p.relative_to(package_dir).as_posix().encode() + b"\0")
+        h.update(p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _git_describe(repo: Path) -> Optional[str]:
+    if not (repo / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty", "--tags"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def code_version() -> Dict[str, Optional[str]]:
+    """The code this process runs: ``pand`` version, a hash of the package's ``.py`` sources, ``git describe``.
+
+    The source hash is what is compared between ranks (it catches uncommitted edits on one node); ``git`` (None
+    outside a git checkout) only makes the message readable.
+    """
+    import pand
+
+    package = Path(pand.__file__).resolve().parent
+    return {"pand": str(pand.__version__), "source": _source_hash(package), "git": _git_describe(package.parent)}
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_fingerprint(cfg: Any, stage: str = "all", resume: bool = False) -> Dict[str, Any]:
+    """What must be equal on every rank: the resolved configuration (less :data:`NODE_LOCAL_KEYS`), its hash, the
+    stage/resume flags and :func:`code_version`; plus the host name and rank for the message."""
+    if not isinstance(cfg, Mapping):
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat = {k: v for k, v in _flatten(cfg).items()
+            if not any(k == s or k.startswith(s + ".") for s in NODE_LOCAL_KEYS)}
+    flat["<stage>"], flat["<resume>"] = str(stage), bool(resume)
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"config_hash": digest, "config": flat, "code": code_version(), "host": socket.gethostname(),
+            "rank": int(os.environ.get("RANK", 0))}
+
+
+def compare_fingerprints(fps: Sequence[Mapping[str, Any]]) -> Optional[str]:
+    """None when every rank's :func:`run_fingerprint` matches rank 0's, else a message naming each difference."""
+    ref = fps[0]
+    problems: List[str] = []
+    for r, fp in enumerate(fps[1:], start=1):
+        who = f"rank {r} ({fp.get('host')})"
+        ref_who = f"rank 0 ({ref.get('host')})"
+        a, b = ref["code"], fp["code"]
+        if a["pand"] != b["pand"] or a["source"] != b["source"]:
+            problems.append(f"{who} runs different pand code than {ref_who}: pand {b['pand']} source {b['source']} "
+                            f"git {b.get('git')} vs pand {a['pand']} source {a['source']} git {a.get('git')}")
+        if fp["config_hash"] != ref["config_hash"]:
+            ca, cb = ref["config"], fp["config"]
+            keys = [k for k in sorted(set(ca) | set(cb)) if ca.get(k, "<absent>") != cb.get(k, "<absent>")]
+            diff = ", ".join(f"{k}={cb.get(k, '<absent>')!r} (rank 0: {ca.get(k, '<absent>')!r})" for k in keys[:10])
+            more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+            problems.append(f"{who} has config hash {fp['config_hash']}, {ref_who} {ref['config_hash']}: {diff}{more}")
+    if not problems:
+        return None
+    return ("the ranks of this distributed run disagree, so every rank stops:\n  " + "\n  ".join(problems) +
+            "\nStart every node with the same pand checkout (or installed version), the same CONFIG file and the same "
+            "overrides; only " + ", ".join(NODE_LOCAL_KEYS) + " may differ between nodes.")
+
+
+def check_ranks_agree(fingerprint: Mapping[str, Any], info: DistInfo) -> None:
+    """Gather every rank's fingerprint and raise the same :class:`~pand.errors.PandError` on every rank when any
+    differs from rank 0's (a no-op for one process)."""
+    from pand.errors import PandError
+
+    msg = compare_fingerprints(all_gather_object(dict(fingerprint), info))
+    if msg:
+        raise PandError(msg)
