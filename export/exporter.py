@@ -380,13 +380,52 @@ def _write_bundle_files(ctx: ExportContext, crops: np.ndarray, images: SplitImag
     return manifest
 
 
+def check_replaceable(bundle: Path) -> None:
+    """Refuse (:class:`PandError`) unless ``bundle`` is absent, an empty directory, or provably a pand bundle: its
+    ``manifest.json`` parses as a bundle manifest and the directory holds nothing but regular files that manifest
+    lists (the manifest, the model files, the reference). Anything else may be the user's data and is never deleted.
+    """
+    from runtime.manifest import load_manifest
+
+    if not bundle.exists() and not bundle.is_symlink():
+        return
+    fix = "choose another --output (or remove it yourself if it is really disposable)"
+    if bundle.is_symlink() or not bundle.is_dir():
+        raise PandError(f"output {bundle} exists and is not a directory; {fix}")
+    entries = sorted(bundle.iterdir())
+    if not entries:
+        return
+    if not (bundle / MANIFEST_NAME).is_file():
+        raise PandError(f"output {bundle} exists and is not a pand bundle (no {MANIFEST_NAME}); {fix}. Only an earlier "
+                        f"bundle or an empty directory is replaced")
+    try:
+        manifest = load_manifest(bundle)
+    except PandError as e:
+        raise PandError(f"output {bundle} holds a {MANIFEST_NAME} that is not a pand bundle manifest ({e}); {fix}. "
+                        f"Only an earlier bundle or an empty directory is replaced") from None
+    listed = {MANIFEST_NAME, *(m.file for m in manifest.models), *([manifest.reference] if manifest.reference else [])}
+    foreign = [p.name for p in entries if p.name not in listed or p.is_symlink() or not p.is_file()]
+    if foreign:
+        raise PandError(f"output {bundle} looks like a pand bundle but also holds {', '.join(foreign[:5])}"
+                        f"{' ...' if len(foreign) > 5 else ''}, which its manifest does not list; {fix}. Nothing was "
+                        f"deleted")
+
+
 def _publish(staging: Path, bundle: Path) -> None:
-    """Move the finished staging directory onto ``bundle``, replacing an older bundle only at the very end."""
+    """Move the finished staging directory onto ``bundle``, replacing an older bundle only at the very end (checked
+    again here, so that files added to it during the export are never deleted). If the final rename fails, the older
+    bundle is put back."""
+    check_replaceable(bundle)
     old = None
     if bundle.exists():
         old = bundle.with_name(f".{bundle.name}.old-{int(time.time() * 1e6)}")
         bundle.rename(old)
-    staging.rename(bundle)
+    try:
+        staging.rename(bundle)
+    except BaseException:
+        if old is not None:
+            old.rename(bundle)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -414,23 +453,31 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     source_path = Path(source_path)
     src = load_source(source_path)
     bundle = Path(opts.output) if opts.output else default_output_dir(source_path, opts)
-    if bundle.exists() and not (bundle.is_dir() and (not any(bundle.iterdir()) or (bundle / MANIFEST_NAME).is_file())):
-        raise PandError(f"output {bundle} exists and is not a pand bundle (no {MANIFEST_NAME}); choose another "
-                        f"--output. Only an earlier bundle or an empty directory is replaced")
+    check_replaceable(bundle)
     images = load_split_images(src.cfg, "test", opts.parity_images, opts.seed, src.class_names)
     log.info("parity set: %d images of the test split; reference: PyTorch %s on CPU", len(images), src.arch)
     ref_inputs, ref_logits, crops, pre_diff = _reference(src, images)
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.tmp-", dir=bundle.parent))
+    if not np.isfinite(ref_logits).all():
+        raise PandError(f"the PyTorch student of {src.checkpoint} returns NaN or inf logits on the parity images; "
+                        f"nothing was written. Retrain (or resume from an earlier checkpoint) before exporting")
+    staging = None
     try:
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.tmp-", dir=bundle.parent))
         ctx = ExportContext(source=src, opts=opts, staging=staging, tolerance=_tolerance(opts), ref_inputs=ref_inputs,
                             ref_logits=ref_logits, labels=images.labels, trt_env=trt_env)
         for f in fmts:
             ctx.models.append(f.fn(ctx))
         manifest = _write_bundle_files(ctx, crops, images, pre_diff, source_path)
         _publish(staging, bundle)
+    except OSError as e:  # full disk, read-only or vanished directory: nothing is left behind
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise PandError(f"cannot write the bundle {bundle}: {e}. Nothing was written (the staging directory was "
+                        f"removed); free disk space or choose a writable --output") from e
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     failures = list(manifest.parity["failures"])
     return ExportResult(bundle=bundle, manifest=manifest, valid=manifest.valid, failures=failures)

@@ -18,7 +18,7 @@ from runtime.manifest import PreprocessSpec
 
 __all__ = [
     "ExportSource", "load_source", "preprocess_spec_from_student_cfg", "spec_from_preprocess", "STUDENT_FILE",
-    "CONFIG_FILE",
+    "CONFIG_FILE", "check_finite_weights",
 ]
 
 STUDENT_FILE = "student.safetensors"
@@ -87,6 +87,19 @@ def _strip_prefix(sd: Dict[str, Any]) -> Dict[str, Any]:
     return sd
 
 
+def check_finite_weights(model: Any, checkpoint: Path) -> None:
+    """Refuse (:class:`ArtifactError`) a model whose parameters or buffers hold NaN or inf: exporting it cannot give
+    a usable bundle (INT8 calibration fails on it, fp32/fp16 would predict NaN)."""
+    import torch
+
+    bad = [k for k, v in model.state_dict().items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ArtifactError(f"{checkpoint} holds NaN or inf weights ({len(bad)} tensor(s), first: {', '.join(bad[:3])})"
+                            f"; the training run diverged. Nothing was exported: retrain (e.g. with a lower learning "
+                            f"rate) or export an earlier, healthy checkpoint")
+
+
 def load_source(path: str | Path) -> ExportSource:
     """Load the student of a run directory or a ``.safetensors`` checkpoint for export.
 
@@ -142,6 +155,7 @@ def load_source(path: str | Path) -> ExportSource:
         from pand.promptkd import load_promptkd_classifier
 
         model, _ = load_promptkd_classifier(checkpoint)
+        check_finite_weights(model, checkpoint)
         return ExportSource(model=model, arch=str(arch), num_classes=num_classes,
                             class_names=[str(c) for c in class_names], preprocess=preprocess, cfg=cfg,
                             checkpoint=checkpoint, checkpoint_sha256=sha256_file(checkpoint), run_dir=run_dir,
@@ -156,6 +170,7 @@ def load_source(path: str | Path) -> ExportSource:
         raise ArtifactError(f"{checkpoint} does not fit a '{arch}' student with {num_classes} classes: "
                             f"missing={list(missing)[:5]} unexpected={list(unexpected)[:5]}")
     model.eval()
+    check_finite_weights(model, checkpoint)
     return ExportSource(model=model, arch=str(arch), num_classes=num_classes, class_names=[str(c) for c in class_names],
                         preprocess=preprocess, cfg=cfg, checkpoint=checkpoint,
                         checkpoint_sha256=sha256_file(checkpoint), run_dir=run_dir, metadata=dict(meta))
