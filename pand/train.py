@@ -221,12 +221,8 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
     if cfg.recipe.name == "promptkd":
         from pand.promptkd import run as promptkd_run
 
-        if not resume:
-            save_config(cfg, run_dir / "config.yaml")
-        out = promptkd_run(cfg, run_dir, resume=resume)
-        if resume:  # written only once the recipe accepted the configuration
-            save_config(cfg, run_dir / "config.yaml")
-        return out
+        # config.yaml is written by the recipe once every refusal check has passed (a refused rerun writes nothing)
+        return promptkd_run(cfg, run_dir, resume=resume, write_config=True)
     env = dist_env()
     device = select_device(str(cfg.trainer.accelerator), env[2] if env else 0)
     dist = init_distributed(device.type, cfg.trainer.backend)

@@ -196,6 +196,31 @@ class NSDCfg:
 
 
 @dataclass
+class PromptSRCCfg:
+    """PromptKD's PromptSRC teacher: deep vision + language prompts on the frozen teacher, trained on base labels."""
+
+    n_ctx_text: int = 4  # learnable text context tokens (initialised from ctx_init when its token count matches)
+    n_ctx_vision: int = 4
+    prompt_depth_text: Optional[int] = None  # null: the reference's 9, capped at the text tower's layer count
+    prompt_depth_vision: Optional[int] = None  # null: the reference's 9, capped at the image tower's layer count
+    ctx_init: Optional[str] = "a photo of a"  # null: random N(0, 0.02^2)
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    text_loss_weight: float = 25.0  # L1(prompted, frozen) text features
+    image_loss_weight: float = 10.0  # L1(prompted, frozen) image features
+    gpa_mean: float = 15.0  # Gaussian prompt aggregation over epochs 1..E (the reference's 15 / 1 for 20 epochs)
+    gpa_std: float = 1.0
+    # frozen-model text features: the mean over these templates; [] = data.template
+    zs_templates: List[str] = field(default_factory=list)
+    artifact: Optional[str] = None  # reuse a trained promptsrc_teacher.safetensors instead of training
+
+
+@dataclass
 class PromptKDCfg:
     """PromptKD: unlabeled distillation into a smaller prompted CLIP image encoder."""
 
@@ -204,9 +229,12 @@ class PromptKDCfg:
     n_ctx_vision: int = 4
     prompt_depth: int = 9
     train_layernorm: bool = False
-    regime: str = "inductive"  # inductive (base-class train images only) | transductive (opt-in)
+    # unlabeled distillation pool: reference (train images of all classes, no test image; the reference code's) |
+    # inductive (train images of the base classes only) | transductive (all train images + the test images)
+    pool: str = "reference"
+    regime: Optional[str] = None  # deprecated alias of pool (inductive | transductive); refused if it contradicts pool
     temperature: float = 1.0
-    kd_weight: float = 1.0
+    kd_weight: Optional[float] = None  # null: the reference's value for data.name (1000; 200 aircraft/flowers/dtd)
     optimizer: str = "sgd"
     lr: float = 0.005
     momentum: float = 0.9
@@ -215,7 +243,10 @@ class PromptKDCfg:
     batch_size: int = 8
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
-    teacher_prompts: str = "psc"  # psc | handcrafted: where the pre-stored class vectors come from
+    # where the pre-stored class vectors and the teacher image features come from: promptsrc (the reference: deep
+    # vision + language prompts) | coop (Stage PSC text context, frozen image tower; psc = old name) | handcrafted
+    teacher_prompts: str = "promptsrc"
+    promptsrc: PromptSRCCfg = field(default_factory=PromptSRCCfg)
     cross_eval: List[str] = field(default_factory=list)  # other data configs to evaluate on
     logit_scale: Optional[float] = None  # student logit scale; null = the student CLIP's own exp(logit_scale)
     train_crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
@@ -257,9 +288,10 @@ CHOICES = {
     "nsd.optimizer": ("adamw", "sgd"),
     "nsd.scheduler": ("cosine", "step", "none"),
     "nsd.teacher_cache.dtype": ("fp16", "fp32"),
+    "promptkd.pool": ("reference", "inductive", "transductive"),
     "promptkd.regime": ("inductive", "transductive"),
     "promptkd.optimizer": ("sgd", "adamw"),
-    "promptkd.teacher_prompts": ("psc", "handcrafted"),
+    "promptkd.teacher_prompts": ("promptsrc", "coop", "psc", "handcrafted"),
     "promptkd.select": ("last", "best_val"),
     "data.aircraft_level": ("variant", "family", "manufacturer"),
 }

@@ -2,8 +2,12 @@
 
 Sources (``promptkd.teacher_prompts``):
 
+* ``promptsrc`` (default, the reference's teacher): deep vision + language prompts trained with PromptSRC's
+  self-regularisation on the base classes (:mod:`pand.promptkd.promptsrc`); the learned text prompts are re-applied
+  to every class name, and the prompted image tower also gives the teacher image features.
 * ``handcrafted``: ``n(encode_text(template.format(name)))`` per class (:func:`pand.psc.handcrafted_anchors`).
-* ``psc``: the teacher prompt-tuned by Stage PSC (CoOp context vectors). For the base-to-novel protocol the context
+* ``coop`` (old name ``psc``): the teacher prompt-tuned by Stage PSC (CoOp context vectors, text side only; the
+  image tower stays the frozen one). For the base-to-novel protocol the context
   is learned on the **base classes only** (PSC gets a base-only view of the splits, labels relabelled
   ``0..m-1``); the shared context is then re-applied to every class name, novel ones included, as the reference
   re-applies its PromptSRC teacher's context. Class-specific context (``psc.csc=true``) cannot transfer to novel
@@ -25,10 +29,25 @@ from pand.errors import ArtifactError, PandError
 
 __all__ = [
     "CLASS_VECTORS_NAME", "save_class_vectors", "load_class_vectors", "base_only_splits", "psc_class_vectors",
-    "coop_text_features", "compute_class_vectors", "class_vectors_for",
+    "coop_text_features", "compute_class_vectors", "class_vectors_for", "teacher_prompts_source",
 ]
 
 CLASS_VECTORS_NAME = "class_vectors.safetensors"
+
+
+def teacher_prompts_source(value: Any) -> str:
+    """The canonical ``promptkd.teacher_prompts`` value: ``promptsrc``, ``coop`` (also for the old ``psc``) or
+    ``handcrafted``.
+
+    Raises:
+        PandError: any other value.
+    """
+    v = str(value)
+    if v == "psc":
+        return "coop"
+    if v not in ("promptsrc", "coop", "handcrafted"):
+        raise PandError(f"unknown promptkd.teacher_prompts '{v}'. Valid choices: promptsrc, coop, handcrafted")
+    return v
 
 
 def save_class_vectors(path: str | Path, vectors: torch.Tensor, meta: Dict[str, Any]) -> Path:
@@ -120,7 +139,7 @@ def _require_shared_context(class_specific: bool) -> None:
     if class_specific:
         raise PandError(
             "PromptKD re-applies the PSC context to every class (novel and cross-dataset ones included), which needs "
-            "a shared context: set psc.csc=false, or promptkd.teacher_prompts=handcrafted."
+            "a shared context: set psc.csc=false, or promptkd.teacher_prompts=promptsrc|handcrafted."
         )
 
 
@@ -203,18 +222,49 @@ def compute_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, ba
     from pand.psc import handcrafted_anchors
 
     names, tmpl = list(splits.class_names), str(splits.template)
-    source = str(cfg.promptkd.teacher_prompts)
+    source = teacher_prompts_source(cfg.promptkd.teacher_prompts)
     meta: Dict[str, Any] = {"source": source, "class_names": names, "template": tmpl,
                             "teacher_identity": teacher.identity, "teacher_logit_scale": float(teacher.logit_scale)}
     if source == "handcrafted":
         meta["prompts"] = [tmpl.format(n) for n in names]
         vectors = handcrafted_anchors(teacher, meta["prompts"])
-    elif source == "psc":
+    elif source == "coop":
         vectors, info = psc_class_vectors(cfg, run_dir, splits, teacher, base_classes, progress=progress)
         meta.update(info)
     else:
-        raise PandError(f"unknown promptkd.teacher_prompts '{source}'. Valid choices: psc, handcrafted")
+        vectors, info = promptsrc_class_vectors(cfg, run_dir, splits, teacher, base_classes, progress=progress)
+        meta.update(info)
     return torch.nn.functional.normalize(vectors.float().cpu(), dim=-1), meta
+
+
+def promptsrc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
+                            progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Class vectors of all classes from a PromptSRC teacher trained on the base classes (or a given artifact).
+
+    The trained prompts are written to ``run_dir/promptkd/promptsrc_teacher.safetensors`` (also when a given
+    ``promptkd.promptsrc.artifact`` is used, so the run directory is self-contained).
+
+    Returns:
+        ``(vectors [C, D] on the CPU, metadata naming the artifact)``.
+    """
+    from pand.utils.io import save_tensors
+
+    from .promptsrc import PROMPTSRC_ARTIFACT, load_promptsrc_artifact, promptsrc_text_features, train_promptsrc_teacher
+
+    given = cfg.promptkd.promptsrc.get("artifact")
+    if given:
+        prompts, pmeta = load_promptsrc_artifact(Path(str(given)).expanduser(), teacher)
+        trained_on = f"given artifact {given} ({pmeta.get('trained_on')})"
+    else:
+        prompts, pmeta = train_promptsrc_teacher(cfg, splits, teacher, base_classes, progress=progress)
+        trained_on = str(pmeta["trained_on"])
+    path = Path(run_dir) / "promptkd" / PROMPTSRC_ARTIFACT
+    save_tensors(path, prompts, pmeta)
+    vectors = promptsrc_text_features(teacher, prompts, pmeta, list(splits.class_names))
+    last = (pmeta.get("history") or [{}])[-1]
+    return vectors, {"promptsrc_artifact": str(path), "promptsrc_trained_on": trained_on,
+                     "promptsrc_prompts_sha": pmeta.get("prompts_sha"), "promptsrc_settings": pmeta.get("settings"),
+                     "promptsrc_final_losses": {k: last.get(k) for k in ("ce", "scl_text", "scl_image", "scl_logits")}}
 
 
 def class_vectors_for(teacher: Any, class_names: Sequence[str], template: str, run_meta: Dict[str, Any]
@@ -231,7 +281,13 @@ def class_vectors_for(teacher: Any, class_names: Sequence[str], template: str, r
     """
     from pand.psc import handcrafted_anchors, load_anchors
 
-    if run_meta.get("source") == "psc":
+    if run_meta.get("source") == "promptsrc":
+        from .promptsrc import load_promptsrc_artifact, promptsrc_text_features
+
+        prompts, pmeta = load_promptsrc_artifact(str(run_meta.get("promptsrc_artifact")), teacher)
+        vectors = promptsrc_text_features(teacher, prompts, pmeta, list(class_names))
+        return torch.nn.functional.normalize(vectors.float(), dim=-1), "promptsrc prompts re-applied"
+    if run_meta.get("source") in ("coop", "psc"):
         path = str(run_meta.get("psc_artifact"))
         _, meta = load_anchors(path, None, embed_dim=teacher.embed_dim, teacher_id=teacher.identity)
         if isinstance(meta.get("ctx"), torch.Tensor):

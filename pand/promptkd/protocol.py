@@ -1,14 +1,18 @@
-"""PromptKD protocol pieces: base-to-novel split, unlabeled pools (inductive / transductive), metrics, LR schedule.
+"""PromptKD protocol pieces: base-to-novel split, unlabeled distillation pools, metrics, LR schedule, KD weight.
 
 Base-to-novel (``docs/ALGORITHMS.md`` 4.5): class ids sorted, ``m = ceil(C/2)``; base = the first ``m``, novel =
 the rest. Base accuracy = test images of base classes classified among the base classes only; novel likewise;
 ``HM = 2 * B * N / (B + N)``.
 
-Regimes of the unlabeled distillation pool (labels are never read in training):
+Unlabeled distillation pools (``promptkd.pool``; labels are never read in training):
 
-* ``inductive`` (default): the training split of the **base** classes only; no novel-class image and no test image.
-* ``transductive`` (opt-in, the reference's protocol for cross-dataset): the training split of all classes plus
-  the test images. Results are then not comparable with inductive methods; the summaries say so in capitals.
+* ``reference`` (default): the training split of **all** classes, base and novel; no test image. This is what the
+  PromptKD reference code distils on (its dataset classes' train split, labels unused).
+* ``inductive``: the training split of the **base** classes only; no novel-class image and no test image.
+* ``transductive`` (opt-in): the training split of all classes plus the **test** images, more than the reference
+  uses. Results are not comparable with the other pools; the summaries say so in capitals.
+
+The old key ``promptkd.regime`` (``inductive`` | ``transductive``) is read as ``pool`` (:func:`resolve_pool`).
 """
 from __future__ import annotations
 
@@ -20,13 +24,20 @@ from pand.errors import DataError
 __all__ = [
     "resolve_base_novel",
     "check_base_novel",
+    "POOLS",
+    "REFERENCE_KD_WEIGHTS",
+    "REFERENCE_KD_WEIGHT_DEFAULT",
+    "resolve_pool",
+    "resolve_kd_weight",
     "build_pool",
+    "check_pool",
     "check_regime",
     "UnlabeledDataset",
     "subset_by_classes",
     "harmonic_mean",
     "subset_accuracy",
     "promptkd_lr",
+    "pool_class_ids",
 ]
 
 
@@ -101,24 +112,71 @@ class UnlabeledDataset:
         raise IndexError(index)  # pragma: no cover
 
 
-def check_regime(splits, regime: str) -> None:
-    """Raise :class:`DataError` for an unknown regime, or ``transductive`` on a dataset without test images."""
-    if regime not in ("inductive", "transductive"):
-        raise DataError(f"unknown promptkd.regime '{regime}'. Valid choices: inductive, transductive")
-    if regime == "transductive" and (splits.test is None or len(splits.test) == 0):
+POOLS = ("reference", "inductive", "transductive")
+
+# The reference scripts' KD_WEIGHT per dataset (scripts/promptkd/*.sh; the yaml value 1.0 is always overridden):
+# 200 for FGVC-Aircraft, Flowers-102 and DTD, 1000 for every other dataset.
+REFERENCE_KD_WEIGHTS = {"fgvc_aircraft": 200.0, "flowers102": 200.0, "dtd": 200.0}
+REFERENCE_KD_WEIGHT_DEFAULT = 1000.0
+
+
+def resolve_kd_weight(pk, dataset: str) -> Tuple[float, str]:
+    """``(kd_weight, where it came from)``: ``promptkd.kd_weight`` when set, else the reference's per-dataset value."""
+    value = pk.get("kd_weight") if hasattr(pk, "get") else getattr(pk, "kd_weight", None)
+    if value is not None:
+        return float(value), "promptkd.kd_weight (set in the config)"
+    if dataset in REFERENCE_KD_WEIGHTS:
+        return REFERENCE_KD_WEIGHTS[dataset], f"reference value for {dataset}"
+    return REFERENCE_KD_WEIGHT_DEFAULT, f"reference value for datasets other than {', '.join(REFERENCE_KD_WEIGHTS)}"
+
+
+def resolve_pool(pk) -> str:
+    """The pool of a ``promptkd`` config section, reading the deprecated ``regime`` key as an alias.
+
+    Raises:
+        DataError: an unknown pool, or a ``regime`` that contradicts an explicitly different ``pool``.
+    """
+    get = pk.get if hasattr(pk, "get") else (lambda k, d=None: getattr(pk, k, d))
+    pool, regime = str(get("pool", "reference") or "reference"), get("regime", None)
+    if regime is not None:
+        regime = str(regime)
+        if regime not in ("inductive", "transductive"):
+            raise DataError(f"unknown promptkd.regime '{regime}' (deprecated: use promptkd.pool={'|'.join(POOLS)})")
+        if pool != "reference" and pool != regime:
+            raise DataError(f"promptkd.regime={regime} (deprecated) contradicts promptkd.pool={pool}; "
+                            f"set only promptkd.pool")
+        pool = regime
+    if pool not in POOLS:
+        raise DataError(f"unknown promptkd.pool '{pool}'. Valid choices: {', '.join(POOLS)}")
+    return pool
+
+
+def check_pool(splits, pool: str) -> None:
+    """Raise :class:`DataError` for an unknown pool, or ``transductive`` on a dataset without test images."""
+    if pool not in POOLS:
+        raise DataError(f"unknown promptkd.pool '{pool}'. Valid choices: {', '.join(POOLS)}")
+    if pool == "transductive" and (splits.test is None or len(splits.test) == 0):
         raise DataError(
-            "promptkd.regime=transductive puts the unlabeled test images into the distillation pool, but this "
-            "dataset has no test split. Use promptkd.regime=inductive or a dataset with a test split."
+            "promptkd.pool=transductive puts the unlabeled test images into the distillation pool, but this "
+            "dataset has no test split. Use promptkd.pool=reference (all training images) or inductive."
         )
 
 
-def build_pool(splits, regime: str, base_classes: Sequence[int], transform=None) -> Tuple[UnlabeledDataset, List]:
-    """The unlabeled distillation pool of a regime.
+check_regime = check_pool  # old name
+
+
+def pool_class_ids(pool: str, base: Sequence[int], novel: Sequence[int]) -> List[int]:
+    """Classes in the training logits: the base classes (inductive) or all classes (reference, transductive)."""
+    return list(base) if pool == "inductive" else sorted(list(base) + list(novel))
+
+
+def build_pool(splits, pool: str, base_classes: Sequence[int], transform=None) -> Tuple[UnlabeledDataset, List]:
+    """The unlabeled distillation pool.
 
     Args:
         splits: :class:`pand.data.DataSplits`.
-        regime: ``inductive`` (train images of base classes) or ``transductive`` (train images of all classes plus
-            the test images).
+        pool: ``reference`` (train images of all classes), ``inductive`` (train images of the base classes) or
+            ``transductive`` (train images of all classes plus the test images).
         base_classes: base class ids.
         transform: training transform applied to every image.
 
@@ -126,18 +184,21 @@ def build_pool(splits, regime: str, base_classes: Sequence[int], transform=None)
         ``(pool, parts)``: the image-only dataset and the labelled parts it is made of (for audits).
 
     Raises:
-        DataError: unknown regime, an empty pool, or transductive mode without a test split.
+        DataError: unknown pool, an empty pool, or transductive mode without a test split.
     """
-    check_regime(splits, regime)
-    if regime == "inductive":
+    check_pool(splits, pool)
+    if pool == "inductive":
         parts = [subset_by_classes(splits.train, base_classes, name=f"{splits.train.name}[base]")]
+    elif pool == "reference":
+        parts = [splits.train]
     else:
         parts = [splits.train, splits.test]
     parts = [p.with_transform(transform) for p in parts]
-    pool = UnlabeledDataset(parts)
-    if len(pool) == 0:
-        raise DataError(f"the {regime} distillation pool is empty: no training images of the base classes")
-    return pool, parts
+    dataset = UnlabeledDataset(parts)
+    if len(dataset) == 0:
+        what = "of the base classes" if pool == "inductive" else ""
+        raise DataError(f"the {pool} distillation pool is empty: no training images {what}".rstrip())
+    return dataset, parts
 
 
 def harmonic_mean(base: float, novel: float) -> float:

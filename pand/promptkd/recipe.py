@@ -13,9 +13,20 @@ What happens each step (``docs/ALGORITHMS.md`` 4.2-4.4, defects of 5 not reprodu
   the teacher's text side is **never** run again: ``l_t = s_t * n(f_t) @ T^T`` uses the stored ``T``;
 * ``l_s = s_s * n(projector(encoder(x))) @ T^T``; loss ``kd_weight * KL(l_s/tau || l_t/tau) * tau^2 / (B*C)``
   (:func:`pand.promptkd.loss.promptkd_kd_loss`); labels are never read (the pool returns label ``-1``);
-* the classes in the training logits are the base classes (inductive) or all classes (transductive);
+* the unlabeled pool is ``promptkd.pool`` (:mod:`pand.promptkd.protocol`): ``reference`` (default, training images
+  of all classes, no test image: what the reference code distils on), ``inductive`` (base-class training images
+  only) or ``transductive`` (adds the test images; flagged in capitals in the summaries);
+* the classes in the training logits are the base classes (inductive) or all classes (reference, transductive);
+* ``kd_weight`` is ``promptkd.kd_weight``, or when that is null the reference's value for the dataset
+  (:func:`pand.promptkd.protocol.resolve_kd_weight`: 1000; 200 for FGVC-Aircraft, Flowers-102, DTD);
+* with ``promptkd.teacher_prompts=promptsrc`` (default) the teacher is first prompt-tuned with PromptSRC on the base
+  classes (:mod:`pand.promptkd.promptsrc`); its prompted image tower gives the teacher image features and its
+  text prompts the class vectors. ``coop`` uses a Stage PSC text context over the frozen image tower;
 * fp32 master weights; bf16/fp16 autocast on CUDA only (``trainer.precision``), a grad scaler for fp16;
 * LR per epoch from :func:`pand.promptkd.protocol.promptkd_lr` (1 constant warm-up epoch at 1e-5, then cosine).
+
+Nothing is written into the run directory before every refusal check has passed (:func:`preflight`: overwrite,
+resume configuration, pool, stored class vectors); ``config.yaml`` is written after them when asked.
 
 Model selection never looks at test images: ``promptkd.select=last`` (default, fully label-free) or ``best_val``
 (student accuracy on the held-out val split's base-class images). Runs are seeded and resumable per epoch
@@ -40,21 +51,26 @@ from .class_vectors import (
     CLASS_VECTORS_NAME, class_vectors_for, compute_class_vectors, load_class_vectors, save_class_vectors,
 )
 from .loss import promptkd_kd_loss, promptkd_logits
+from .class_vectors import teacher_prompts_source
 from .protocol import (
-    build_pool, check_regime, harmonic_mean, promptkd_lr, resolve_base_novel, subset_accuracy, subset_by_classes,
+    build_pool, check_pool, harmonic_mean, pool_class_ids, promptkd_lr, resolve_base_novel, resolve_kd_weight,
+    resolve_pool, subset_accuracy, subset_by_classes,
 )
 from .student import (
     PromptKDClassifier, PromptKDStudent, build_promptkd_student, classifier_metadata, trainable_parameters,
 )
 
-__all__ = ["run", "PromptKDContext", "build_data", "prepare_class_vectors", "fit", "extract_features",
-           "evaluate_base_novel", "TRANSDUCTIVE_NOTE"]
+__all__ = ["run", "preflight", "PromptKDContext", "build_data", "prepare_class_vectors", "fit", "extract_features",
+           "evaluate_base_novel", "TRANSDUCTIVE_NOTE", "POOL_NOTES"]
 
 TRANSDUCTIVE_NOTE = (
     "TRANSDUCTIVE: THE UNLABELED DISTILLATION POOL INCLUDED THE TEST IMAGES (AND NOVEL-CLASS TRAINING IMAGES). "
-    "RESULTS ARE NOT COMPARABLE WITH INDUCTIVE METHODS."
+    "RESULTS ARE NOT COMPARABLE WITH THE REFERENCE OR INDUCTIVE POOLS."
 )
+REFERENCE_NOTE = ("reference: the unlabeled pool held the training images of all classes, base and novel (labels "
+                  "unused, no test image), as the reference code")
 INDUCTIVE_NOTE = "inductive: the unlabeled pool held only training images of the base classes (no test image)"
+POOL_NOTES = {"reference": REFERENCE_NOTE, "inductive": INDUCTIVE_NOTE, "transductive": TRANSDUCTIVE_NOTE}
 # keys that may change between a run and its resumption (evaluation-only settings)
 _RESUME_FREE = ("promptkd.cross_eval", "promptkd.eval_batch_size")
 
@@ -76,6 +92,9 @@ class PromptKDContext:
     pp: Any  # pand.data.transforms.PreprocessCfg of the student
     train_ids: List[int]
     pool: Any = None
+    pool_mode: str = "reference"
+    kd_weight: float = 1000.0
+    kd_weight_source: str = ""
     history: List[Dict[str, Any]] = field(default_factory=list)
     progress: bool = True
 
@@ -106,7 +125,7 @@ def build_data(cfg) -> tuple:
 def _vectors_match(meta: Dict[str, Any], cfg, splits, teacher) -> bool:
     from pand.models.teacher import same_teacher
 
-    return (meta.get("source") == str(cfg.promptkd.teacher_prompts)
+    return (teacher_prompts_source(meta.get("source")) == teacher_prompts_source(cfg.promptkd.teacher_prompts)
             and list(meta.get("class_names", [])) == list(splits.class_names)
             and meta.get("template") == str(splits.template)
             and same_teacher(str(meta.get("teacher_identity")), teacher.identity))
@@ -123,19 +142,51 @@ def prepare_class_vectors(cfg, run_dir: Path, splits, teacher, base: Sequence[in
     Returns:
         ``(vectors [C, D_t] fp32 on the CPU, metadata)``.
     """
+    stored = _stored_class_vectors(cfg, run_dir, splits, teacher, resume)
+    if stored is not None:
+        return stored
     path = Path(run_dir) / "promptkd" / CLASS_VECTORS_NAME
-    if resume and path.is_file():
-        vectors, meta = load_class_vectors(path, embed_dim=teacher.embed_dim)
-        if not _vectors_match(meta, cfg, splits, teacher):
-            raise ArtifactError(
-                f"{path} was made by another teacher, class list, template or teacher_prompts setting than this "
-                f"resumed run; resume with the original settings or start a new --run-dir"
-            )
-        return vectors, meta
     vectors, meta = compute_class_vectors(cfg, Path(run_dir), splits, teacher, base, progress=progress)
     save_class_vectors(path, vectors, meta)
     return load_class_vectors(path, class_names=splits.class_names, embed_dim=teacher.embed_dim,
                               teacher_id=teacher.identity)
+
+
+def _stored_class_vectors(cfg, run_dir: Path, splits, teacher, resume: bool) -> Optional[tuple]:
+    """On ``resume``, the stored class vectors (checked to fit this run, nothing written); else None."""
+    path = Path(run_dir) / "promptkd" / CLASS_VECTORS_NAME
+    if not (resume and path.is_file()):
+        return None
+    vectors, meta = load_class_vectors(path, embed_dim=teacher.embed_dim)
+    if not _vectors_match(meta, cfg, splits, teacher):
+        raise ArtifactError(
+            f"{path} was made by another teacher, class list, template or teacher_prompts setting than this "
+            f"resumed run; resume with the original settings or start a new --run-dir"
+        )
+    return vectors, meta
+
+
+def preflight(cfg, run_dir: Path, resume: bool) -> str:
+    """Every refusal that needs no data or model, before anything is written: one device, no overwrite of a
+    trained run, on ``resume`` the checkpoint's configuration equals this one, a known pool and teacher_prompts.
+
+    Returns:
+        The pool name (:func:`pand.promptkd.protocol.resolve_pool`).
+
+    Raises:
+        PandError, ArtifactError, DataError: naming the problem; nothing was written.
+    """
+    from pand.nsd.checkpoint import check_resume_config, checkpoint_config
+
+    _check_single_process(cfg)
+    out_dir = Path(run_dir) / "promptkd"
+    _check_fresh(out_dir, resume)
+    if resume:
+        saved = checkpoint_config(out_dir / "checkpoints")
+        if saved is not None:
+            check_resume_config(saved[0], _config_dict(cfg), saved[1])
+    teacher_prompts_source(cfg.promptkd.teacher_prompts)
+    return resolve_pool(cfg.promptkd)
 
 
 def _check_fresh(out_dir: Path, resume: bool) -> None:
@@ -250,7 +301,7 @@ def _train_epoch(ctx: PromptKDContext, loader, source, optimizer, scaler, epoch:
         with autocast(dev, cfg.trainer.precision):
             f_s = ctx.student.projector(ctx.student.encoder(images))
         l_s = promptkd_logits(f_s.float(), T, ctx.student.logit_scale)
-        loss = float(pk.kd_weight) * promptkd_kd_loss(l_s, l_t, float(pk.temperature))
+        loss = ctx.kd_weight * promptkd_kd_loss(l_s, l_t, float(pk.temperature))
         if not torch.isfinite(loss):
             raise PandError(
                 f"non-finite PromptKD loss ({loss.item()}) at epoch {epoch} step {steps}; the step was not applied. "
@@ -329,9 +380,10 @@ def fit(ctx: PromptKDContext, resume: bool = False) -> Dict[str, Any]:
 
     cfg, pk = ctx.cfg, ctx.cfg.promptkd
     transform = create_transform(ctx.pp, True, "standard", crop_scale=tuple(pk.train_crop_scale))
-    ctx.pool, _ = build_pool(ctx.splits, str(pk.regime), ctx.base, transform=transform)
+    ctx.pool, _ = build_pool(ctx.splits, ctx.pool_mode, ctx.base, transform=transform)
     if len(ctx.pool) < 2:
-        raise DataError(f"the {pk.regime} distillation pool has {len(ctx.pool)} image(s); PromptKD needs at least 2")
+        raise DataError(f"the {ctx.pool_mode} distillation pool has {len(ctx.pool)} image(s); PromptKD needs at "
+                        f"least 2")
     loader = make_train_loader(ctx.pool, int(pk.batch_size), int(cfg.trainer.seed), DistInfo(), cfg.trainer,
                                ctx.device.type)
     source = LiveTeacher(ctx.teacher, ctx.pp.mean, ctx.pp.std)
@@ -439,50 +491,61 @@ def _export(ctx: PromptKDContext, run_dir: Path, extra: Dict[str, Any]) -> Path:
 
 def _summary(ctx: PromptKDContext, teacher: Dict, student: Dict, selection: Dict, cross: Dict, gflops: Dict,
              artifacts: Dict[str, str], seconds: float) -> Dict[str, Any]:
-    pk = ctx.cfg.promptkd
-    regime = str(pk.regime)
+    pool = ctx.pool_mode
     parts = ctx.pool.parts if ctx.pool is not None else []
     test_paths = {p for p, _ in ctx.splits.test.samples} if ctx.splits.test is not None else set()
-    pool_paths = [p for part in parts for p, _ in part.samples]
+    pool_samples = [(p, y) for part in parts for p, y in part.samples]
+    novel = set(ctx.novel)
     return {
         "recipe": "promptkd",
-        "regime": regime,
-        "protocol": TRANSDUCTIVE_NOTE if regime == "transductive" else INDUCTIVE_NOTE,
+        "pool_mode": pool,
+        "regime": pool,  # old name of pool_mode
+        "protocol": POOL_NOTES[pool],
         "dataset": str(ctx.cfg.data.name),
         "classes": {"total": len(ctx.splits.class_names), "base": len(ctx.base), "novel": len(ctx.novel),
                     "in_training_logits": len(ctx.train_ids)},
-        "pool": {"images": len(pool_paths), "test_images": sum(p in test_paths for p in pool_paths),
-                 "labels_used": False},
+        "pool": {"mode": pool, "transductive": pool == "transductive", "images": len(pool_samples),
+                 "test_images": sum(p in test_paths for p, _ in pool_samples),
+                 "novel_class_images": sum(y in novel for _, y in pool_samples), "labels_used": False},
+        "kd_weight": {"value": ctx.kd_weight, "source": ctx.kd_weight_source},
+        "teacher_prompts": str(ctx.cv_meta.get("source")),
         "results": {"teacher": teacher, "student": student},
         "side_by_side": {k: {"teacher": teacher[k], "student": student[k]} for k in ("base", "novel", "hm", "all")},
         "selection": {**selection, "uses_test": False},
-        "class_vectors": {k: ctx.cv_meta.get(k) for k in ("source", "teacher_identity", "psc_artifact",
-                                                           "psc_trained_on", "psc_context")},
+        "class_vectors": {k: ctx.cv_meta.get(k) for k in (
+            "source", "teacher_identity", "psc_artifact", "psc_trained_on", "psc_context", "promptsrc_artifact",
+            "promptsrc_trained_on", "promptsrc_prompts_sha", "promptsrc_settings", "promptsrc_final_losses")
+            if k in ctx.cv_meta},
         "cross_eval": cross,
         "gflops": gflops,
-        "teacher_step": "live teacher image forward on the student's augmented view every step; text side never",
+        "teacher_step": ("live teacher image forward (with its PromptSRC vision prompts)" if
+                         ctx.cv_meta.get("source") == "promptsrc" else "live frozen teacher image forward")
+        + " on the student's augmented view every step; text side never",
         "history": ctx.history,
         "artifacts": artifacts,
         "seconds": seconds,
     }
 
 
-def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True) -> Dict[str, Any]:
+def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_config: bool = False
+        ) -> Dict[str, Any]:
     """Run the PromptKD recipe end to end.
 
     Args:
         cfg: the resolved run configuration (``recipe.name=promptkd``).
-        run_dir: outputs: ``promptkd/`` (class vectors, checkpoints, summary), ``student.safetensors``,
-            ``summary.json``.
+        run_dir: outputs: ``promptkd/`` (class vectors, PromptSRC prompts, checkpoints, summary),
+            ``student.safetensors``, ``summary.json``.
         resume: continue from the last epoch checkpoint (refused when the configuration differs).
         progress: tqdm bars.
+        write_config: write ``run_dir/config.yaml`` once every refusal check has passed (``pand-train`` does).
 
     Returns:
         The summary dict (also written to ``run_dir/promptkd/summary.json`` and ``run_dir/summary.json``).
 
     Raises:
-        DataError: empty base/novel side, empty pool, transductive mode without a test split.
-        ArtifactError: class vectors that do not fit the projector, a checkpoint of another configuration.
+        DataError: empty base/novel side, empty pool, transductive mode without a test split, unknown pool.
+        ArtifactError: a trained run without ``--resume``, a checkpoint or stored class vectors of another
+            configuration (all refused before anything is written).
         PandError: several devices, unknown architectures, weights that cannot be loaded.
     """
     from pand.models.teacher import create_teacher
@@ -493,22 +556,31 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True) -> Dict
     t0 = time.time()
     run_dir = Path(run_dir)
     out_dir = run_dir / "promptkd"
-    _check_single_process(cfg)
-    _check_fresh(out_dir, resume)
+    pool = preflight(cfg, run_dir, resume)
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
     device = select_device(str(cfg.trainer.accelerator))
     splits, base, novel = build_data(cfg)
-    check_regime(splits, str(cfg.promptkd.regime))  # before any model work
+    check_pool(splits, pool)  # before any model work
+    kd_weight, kd_source = resolve_kd_weight(cfg.promptkd, str(cfg.data.name))
     teacher = create_teacher(cfg.teacher, device=device)
+    _stored_class_vectors(cfg, run_dir, splits, teacher, resume)  # refuses stale vectors before any write
+    if write_config:
+        from pand.config import save_config
+
+        save_config(cfg, run_dir / "config.yaml")
     vectors, cv_meta = prepare_class_vectors(cfg, run_dir, splits, teacher, base, resume, progress)
+    if cv_meta.get("source") == "promptsrc":
+        from .promptsrc import load_promptsrc_artifact, prompted_teacher
+
+        teacher = prompted_teacher(teacher, *load_promptsrc_artifact(cv_meta["promptsrc_artifact"], teacher))
     torch.manual_seed(int(cfg.trainer.seed))  # the student's prompt init does not depend on what ran before
     student, pp = build_promptkd_student(cfg, int(teacher.embed_dim))
     if vectors.shape[1] != student.embed_dim:
         raise ArtifactError(f"class vectors have dimension {vectors.shape[1]} but the projector outputs "
                             f"{student.embed_dim}; they come from another teacher")
-    train_ids = list(base) if str(cfg.promptkd.regime) == "inductive" else sorted(list(base) + list(novel))
     ctx = PromptKDContext(cfg, out_dir, device, splits, list(base), list(novel), teacher, vectors.to(device), cv_meta,
-                          student.to(device), pp, train_ids, progress=progress)
+                          student.to(device), pp, pool_class_ids(pool, base, novel), progress=progress,
+                          pool_mode=pool, kd_weight=kd_weight, kd_weight_source=kd_source)
     selection = fit(ctx, resume=resume)
     teacher_res = _teacher_eval(ctx)
     student_res = _student_eval(ctx, splits.test, ctx.class_vectors, ctx.base, ctx.novel, "student test")
@@ -521,11 +593,14 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True) -> Dict
     except Exception as e:  # noqa: BLE001 - a cost report must not fail a finished run
         warnings.warn(f"GFLOPs not counted: {type(e).__name__}: {e}")
         gflops = {"error": f"{type(e).__name__}: {e}"}
-    export_extra = {"regime": str(cfg.promptkd.regime), "teacher_identity": teacher.identity,
-                    "selected_epoch": selection["epoch"], "class_vectors_source": cv_meta.get("source")}
+    export_extra = {"pool": pool, "regime": pool, "teacher_identity": teacher.identity,
+                    "selected_epoch": selection["epoch"], "class_vectors_source": cv_meta.get("source"),
+                    "kd_weight": kd_weight}
     student_path = _export(ctx, run_dir, export_extra)
     artifacts = {"student": str(student_path), "class_vectors": str(out_dir / CLASS_VECTORS_NAME),
                  "checkpoints": str(out_dir / "checkpoints")}
+    if cv_meta.get("promptsrc_artifact"):
+        artifacts["promptsrc_teacher"] = str(cv_meta["promptsrc_artifact"])
     summary = _summary(ctx, teacher_res, student_res, selection, cross, gflops, artifacts, time.time() - t0)
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_json(run_dir / "summary.json", summary)

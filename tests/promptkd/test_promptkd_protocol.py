@@ -80,7 +80,7 @@ def test_transductive_without_test_split_and_unknown_regime(tmp_path):
     splits = _splits(tmp_path, 4, with_test=False)
     with pytest.raises(DataError, match="no test split"):
         build_pool(splits, "transductive", [0, 1])
-    with pytest.raises(DataError, match="Valid choices: inductive, transductive"):
+    with pytest.raises(DataError, match="Valid choices: reference, inductive, transductive"):
         build_pool(splits, "semi", [0, 1])
 
 

@@ -33,7 +33,7 @@ def finished(tmp_path_factory):
         "name": "synthetic", "template": "a photo of a {}.",
         "synthetic": {"seed": 5, "train_per_class": 2, "test_per_class": 2, "num_body_colors": 3},
     }))
-    cfg = _cfg(tmp, f"promptkd.cross_eval=[{other}]", "promptkd.select=best_val")
+    cfg = _cfg(tmp, f"promptkd.cross_eval=[{other}]", "promptkd.select=best_val", "promptkd.pool=inductive")
     calls = []
     original = Teacher.encode_text
     mp = pytest.MonkeyPatch()
@@ -50,7 +50,8 @@ def test_summary_reports_base_novel_hm_for_teacher_and_student(finished):
     s, run_dir = finished["summary"], finished["dir"]
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == json.loads((run_dir / "promptkd" / "summary.json").read_text())
-    assert on_disk["recipe"] == "promptkd" and on_disk["regime"] == "inductive"
+    assert on_disk["recipe"] == "promptkd" and on_disk["pool_mode"] == on_disk["regime"] == "inductive"
+    assert on_disk["pool"]["mode"] == "inductive" and on_disk["pool"]["novel_class_images"] == 0
     for who in ("teacher", "student"):
         r = s["results"][who]
         assert 0.0 <= r["base"] <= 100.0 and 0.0 <= r["novel"] <= 100.0

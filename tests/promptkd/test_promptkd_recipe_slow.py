@@ -45,13 +45,14 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
     assert resumed["results"] == straight["results"]
 
 
-def test_psc_teacher_prompts_are_learned_on_base_classes_only(tmp_path):
+def test_coop_teacher_prompts_are_learned_on_base_classes_only(tmp_path):
     from pand.promptkd import run
     from pand.utils.io import load_tensors
 
+    # "psc" is the old name of teacher_prompts=coop and still accepted
     cfg = _cfg(tmp_path, "promptkd.teacher_prompts=psc", "promptkd.epochs=1", "psc.epochs=2")
     s = run(cfg, tmp_path / "run", progress=False)
-    assert s["class_vectors"]["source"] == "psc"
+    assert s["class_vectors"]["source"] == s["teacher_prompts"] == "coop"
     assert s["class_vectors"]["psc_trained_on"] == "base classes only"
     _, psc_meta = load_tensors(tmp_path / "run" / "psc" / "learned_text_features.safetensors")
     assert len(psc_meta["class_names"]) == 12  # PSC saw the 12 base classes and nothing else

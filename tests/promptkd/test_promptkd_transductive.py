@@ -1,4 +1,6 @@
-"""Transductive regime (opt-in): the pool takes the test images and every class; the summaries say so in capitals."""
+"""Transductive pool (opt-in): the pool takes the test images and every class; the summaries say so in capitals.
+
+Set here through the deprecated ``promptkd.regime`` key, which must keep working as ``promptkd.pool``."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,8 @@ def test_transductive_run_is_labelled_in_capitals(tmp_path):
     ])
     s = run(cfg, tmp_path / "run", progress=False)
     splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
-    assert s["regime"] == "transductive" and s["protocol"] == TRANSDUCTIVE_NOTE
+    assert s["regime"] == s["pool_mode"] == "transductive" and s["protocol"] == TRANSDUCTIVE_NOTE
+    assert s["pool"]["mode"] == "transductive" and s["pool"]["transductive"] is True
     assert "TRANSDUCTIVE" in TRANSDUCTIVE_NOTE and "TEST IMAGES" in TRANSDUCTIVE_NOTE
     assert s["pool"]["test_images"] == len(splits.test) == 24 * 2
     assert s["pool"]["images"] == len(splits.train) + len(splits.test)

@@ -1,0 +1,440 @@
+"""PromptKD's teacher as the reference trains it: PromptSRC prompts on the frozen open_clip teacher.
+
+PromptSRC (Khattak et al., ICCV 2023) learns independent deep prompts in both towers of a frozen CLIP and keeps
+them close to the frozen model ("self-regulation"). Here, with ``n_t``/``n_v`` prompt tokens and depths
+``d_t``/``d_v`` (``promptkd.promptsrc.*``):
+
+* **language**: the prompt of class ``c`` is ``[SOS] ctx_1..ctx_{n_t} <c>. [EOS]`` (the CoOp form of
+  :class:`pand.psc.prompt_learner.PromptLearner`, ``ctx`` initialised from the word embeddings of
+  ``ctx_init = "a photo of a"``); at text layers ``i = 1 .. d_t-1`` the tokens at positions ``1..n_t`` are
+  **replaced** by fresh learnable ``Q_i [n_t, W_t]`` (:class:`DeepPromptTextEncoder`);
+* **vision**: the deep visual prompts of :class:`pand.promptkd.student.PromptedVisionEncoder` on the teacher's own
+  image tower (``n_v`` tokens appended at the input, replaced at layers ``1 .. d_v-1``);
+* every CLIP weight stays frozen; only ``ctx``, ``Q`` and the vision prompts train, on the **base classes'**
+  labelled training images (labels relabelled ``0..m-1``).
+
+Loss of a batch (:func:`promptsrc_losses`), with ``n(.)`` = L2 normalisation, ``s`` the teacher's logit scale,
+prompted features ``f = n(E_v(x))``, ``g = n(E_t(prompts))`` and frozen ones ``f0 = n(E_v^0(x))``,
+``g0 = n(mean_k n(E_t^0(template_k(c))))``:
+
+* ``ce = CE(s f g^T, y)``;
+* ``scl_text = w_text * mean |g - g0|`` and ``scl_image = w_image * mean |f - f0|`` (element means, L1);
+* ``scl_logits = sum KL(softmax(s f0 g0^T) || softmax(s f g^T)) / (B * m)`` (sum over the batch and classes
+  divided by the number of logits, as the reference; temperature 1);
+* ``total = ce + scl_text + scl_image + scl_logits`` (weights 25 / 10 in the reference).
+
+Gaussian prompt aggregation (:func:`gpa_weights`): after epoch ``e = 1..E`` the prompts ``P_e`` are added with
+weight ``w_e = N(e; mu, sigma) / sum_k N(k; mu, sigma)`` (mu 15, sigma 1 for E = 20 in the reference); the teacher
+keeps ``sum_e w_e P_e``. The weights are computed as a softmax of the log densities, so a ``mu`` far outside
+``1..E`` still gives finite weights (all of them on the nearest epoch).
+
+The aggregated prompts give (i) the pre-stored class vectors ``T = g`` of **all** classes (the learned text
+prompts re-applied to every class name, novel ones included) and (ii) the teacher image features used for
+distillation and evaluation (:class:`PromptedTeacher`). They are saved once per run as
+``promptkd/promptsrc_teacher.safetensors`` (``text_ctx``, ``text_deep``, ``vision``) with their settings.
+
+Not reproduced: the reference samples 16 shots per base class (here every base-class training image is used;
+``data.labels_per_class`` limits them), ensembles 60 ImageNet templates for ``g0`` (here
+``promptkd.promptsrc.zs_templates``, default the dataset template), and trains in fp16.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pand.errors import ArtifactError, PandError
+
+__all__ = [
+    "PROMPTSRC_ARTIFACT", "REFERENCE_DEPTH", "gpa_weights", "promptsrc_losses", "DeepPromptTextEncoder",
+    "PromptSRCModel", "PromptedTeacher", "zero_shot_text_features", "train_promptsrc_teacher",
+    "promptsrc_text_features", "load_promptsrc_artifact", "prompted_teacher",
+]
+
+PROMPTSRC_ARTIFACT = "promptsrc_teacher.safetensors"
+REFERENCE_DEPTH = 9  # the reference's IVLP depth (vision and language) for its ViT-L/14 teacher
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pure math
+# --------------------------------------------------------------------------------------------------------------
+def gpa_weights(epochs: int, mean: float, std: float) -> List[float]:
+    """Normalised Gaussian weights ``w_e`` of epochs ``e = 1..epochs`` (sum 1).
+
+    Raises:
+        PandError: ``epochs < 1`` or ``std <= 0``.
+    """
+    if epochs < 1 or std <= 0:
+        raise PandError(f"Gaussian prompt aggregation needs epochs >= 1 and gpa_std > 0 (got {epochs}, {std})")
+    logd = torch.tensor([-((e - float(mean)) ** 2) / (2.0 * float(std) ** 2) for e in range(1, epochs + 1)],
+                        dtype=torch.float64)
+    return [float(w) for w in torch.softmax(logd, dim=0)]
+
+
+def promptsrc_losses(logits: torch.Tensor, labels: torch.Tensor, image_features: torch.Tensor,
+                     zs_image_features: torch.Tensor, text_features: torch.Tensor, zs_text_features: torch.Tensor,
+                     zs_logits: torch.Tensor, text_weight: float = 25.0, image_weight: float = 10.0
+                     ) -> Dict[str, torch.Tensor]:
+    """PromptSRC's loss terms for one batch (see the module docstring); the frozen side carries no gradient.
+
+    Args:
+        logits: ``[B, m]`` prompted logits ``s f g^T``.
+        labels: ``[B]`` class ids in ``0..m-1``.
+        image_features, zs_image_features: ``[B, D]`` normalised prompted / frozen image features.
+        text_features, zs_text_features: ``[m, D]`` normalised prompted / frozen text features.
+        zs_logits: ``[B, m]`` frozen logits ``s f0 g0^T``.
+        text_weight, image_weight: weights of the two L1 terms.
+
+    Returns:
+        ``{"ce", "scl_text", "scl_image", "scl_logits", "total"}`` scalars.
+    """
+    if logits.shape != zs_logits.shape or logits.ndim != 2:
+        raise ValueError(f"promptsrc_losses needs [B, m] logits of equal shape, got {tuple(logits.shape)} and "
+                         f"{tuple(zs_logits.shape)}")
+    ce = F.cross_entropy(logits, labels)
+    scl_text = F.l1_loss(text_features, zs_text_features.detach().to(text_features.dtype)) * text_weight
+    scl_image = F.l1_loss(image_features, zs_image_features.detach().to(image_features.dtype)) * image_weight
+    scl_logits = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits.detach().to(logits.dtype), dim=1),
+                          reduction="sum", log_target=True) / logits.numel()
+    return {"ce": ce, "scl_text": scl_text, "scl_image": scl_image, "scl_logits": scl_logits,
+            "total": ce + scl_text + scl_image + scl_logits}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------------------------------------------
+def _resolve_depth(depth: Optional[int], layers: int, what: str) -> int:
+    if depth is None:
+        return min(REFERENCE_DEPTH, layers)
+    if not 0 <= int(depth) <= layers:
+        raise PandError(f"promptkd.promptsrc.prompt_depth_{what}={depth} does not fit the teacher's {layers}-layer "
+                        f"{what} tower; use 0..{layers} (null = min(9, layers))")
+    return int(depth)
+
+
+class DeepPromptTextEncoder(nn.Module):
+    """The frozen open_clip text path on prompt embeddings, with deep language prompts.
+
+    ``forward(prompts [C, L, W], tokenized [C, L]) -> [C, D]`` L2-normalised. At layers ``1 .. depth-1`` the
+    tokens at positions ``1 .. n_ctx`` of the layer input are replaced by ``deep[i-1] [n_ctx, W]``. ``depth <= 1``
+    is the plain text tower (:class:`pand.psc.prompt_learner.TextEncoder`).
+    """
+
+    def __init__(self, clip_model: nn.Module, n_ctx: int, depth: int, init_std: float = 0.02,
+                 generator: Optional[torch.Generator] = None):
+        super().__init__()
+        from pand.psc.prompt_learner import TextEncoder
+
+        self.base = TextEncoder(clip_model)
+        layers = len(self.base.transformer.resblocks)
+        self.n_ctx, self.depth = int(n_ctx), _resolve_depth(depth, layers, "text")
+        width = int(self.base.positional_embedding.shape[1])
+        deep = torch.empty(max(self.depth - 1, 0), self.n_ctx, width).normal_(0.0, init_std, generator=generator)
+        self.deep = nn.Parameter(deep.to(self.base.positional_embedding.device))
+
+    def train(self, mode: bool = True) -> "DeepPromptTextEncoder":
+        self.training = mode
+        self.base.train(False)
+        return self
+
+    def forward(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> torch.Tensor:
+        b = self.base
+        cast = b._cast_dtype()
+        if b.pool_type == "eos" and b.eos_id is not None:
+            idx = (tokenized == b.eos_id).int().argmax(dim=-1)
+        else:
+            idx = tokenized.argmax(dim=-1)
+        L = min(prompts.shape[1], int(idx.max()) + 1)  # exact under the causal mask (see TextEncoder)
+        x = prompts[:, :L].to(cast) + b.positional_embedding[:L].to(cast)
+        mask = b.attn_mask[:L, :L]
+        batch_first = bool(getattr(b.transformer, "batch_first", False))
+        if not batch_first:
+            x = x.transpose(0, 1)  # NLD -> LND
+        n = self.n_ctx
+        for i, block in enumerate(b.transformer.resblocks):
+            if 1 <= i < self.depth:
+                q = self.deep[i - 1].to(x.dtype)
+                if batch_first:
+                    q = q.unsqueeze(0).expand(x.shape[0], -1, -1)
+                    x = torch.cat([x[:, :1], q, x[:, 1 + n:]], dim=1)
+                else:
+                    q = q.unsqueeze(1).expand(-1, x.shape[1], -1)
+                    x = torch.cat([x[:1], q, x[1 + n:]], dim=0)
+            x = block(x, attn_mask=mask)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        x = b.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), idx]
+        proj = b.text_projection
+        if proj is not None:
+            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
+        return F.normalize(x.float(), dim=-1)
+
+
+def _settings(ps: Any) -> Dict[str, Any]:
+    get = ps.get if hasattr(ps, "get") else (lambda k, d=None: getattr(ps, k, d))
+    return {"n_ctx_text": int(get("n_ctx_text", 4)), "n_ctx_vision": int(get("n_ctx_vision", 4)),
+            "prompt_depth_text": get("prompt_depth_text", None),
+            "prompt_depth_vision": get("prompt_depth_vision", None),
+            "ctx_init": get("ctx_init", "a photo of a") or None}
+
+
+class PromptSRCModel(nn.Module):
+    """Deep vision + language prompts on a frozen :class:`pand.models.teacher.Teacher` for ``class_names``.
+
+    Only ``prompt_learner.ctx``, ``text_encoder.deep`` and ``image_encoder.prompts`` require grad
+    (:meth:`prompt_state`); the CLIP weights are the teacher's own (shared, frozen).
+    """
+
+    def __init__(self, teacher: Any, class_names: Sequence[str], settings: Dict[str, Any], seed: int = 0):
+        super().__init__()
+        from pand.psc.prompt_learner import PromptLearner
+
+        from .student import PromptedVisionEncoder
+
+        n_t, init = int(settings["n_ctx_text"]), settings.get("ctx_init")
+        if init and len(teacher.tokenizer.encode(init)) != n_t:
+            raise PandError(f"promptkd.promptsrc.ctx_init={init!r} is {len(teacher.tokenizer.encode(init))} tokens "
+                            f"but n_ctx_text={n_t}; make them agree (or set ctx_init=null)")
+        gen = torch.Generator().manual_seed(int(seed))
+        self.prompt_learner = PromptLearner(teacher.model, teacher.tokenizer, list(class_names), n_ctx=n_t,
+                                            ctx_init=init, prompt_form="coop", generator=gen)
+        self.text_encoder = DeepPromptTextEncoder(teacher.model, n_t, settings.get("prompt_depth_text"),
+                                                  generator=gen)
+        visual = teacher.model.visual
+        layers = len(getattr(getattr(visual, "transformer", None), "resblocks", []))
+        depth_v = _resolve_depth(settings.get("prompt_depth_vision"), layers, "vision")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) + 1)
+            self.image_encoder = PromptedVisionEncoder(visual, int(settings["n_ctx_vision"]), depth_v)
+        self.image_encoder.to(teacher.device)
+        for name, p in self.named_parameters():
+            p.requires_grad_(name in ("prompt_learner.ctx", "text_encoder.deep", "image_encoder.prompts"))
+        self.logit_scale = float(teacher.logit_scale)
+        self.settings = {**settings, "prompt_depth_text": self.text_encoder.depth,
+                         "prompt_depth_vision": self.image_encoder.depth}
+
+    def train(self, mode: bool = True) -> "PromptSRCModel":
+        self.training = mode
+        self.text_encoder.train(mode)
+        self.image_encoder.train(mode)
+        return self
+
+    def text_features(self) -> torch.Tensor:
+        """``g [C, D]`` normalised."""
+        return self.text_encoder(self.prompt_learner(), self.prompt_learner.tokenized_prompts)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``f [B, D]`` normalised."""
+        return F.normalize(self.image_encoder(x).float(), dim=-1)
+
+    def prompt_state(self) -> Dict[str, torch.Tensor]:
+        return {"text_ctx": self.prompt_learner.ctx.detach().clone(), "text_deep": self.text_encoder.deep.detach()
+                .clone(), "vision": self.image_encoder.prompts.detach().clone()}
+
+    def load_prompt_state(self, state: Dict[str, torch.Tensor]) -> None:
+        targets = {"text_ctx": self.prompt_learner.ctx, "text_deep": self.text_encoder.deep,
+                   "vision": self.image_encoder.prompts}
+        for k, p in targets.items():
+            if k not in state or tuple(state[k].shape) != tuple(p.shape):
+                raise ArtifactError(f"PromptSRC prompt tensor '{k}' has shape "
+                                    f"{tuple(state[k].shape) if k in state else None}, this teacher needs "
+                                    f"{tuple(p.shape)} (other prompt settings or another teacher)")
+            with torch.no_grad():
+                p.copy_(state[k].to(p.device, p.dtype))
+
+
+class PromptedTeacher:
+    """The teacher seen through its trained PromptSRC vision prompts.
+
+    Behaves like the wrapped :class:`pand.models.teacher.Teacher` (every other attribute is the teacher's) except
+    :meth:`encode_image`, which runs the prompted image tower. ``identity`` stays the frozen teacher's (caches and
+    artifacts are keyed on the weights); ``prompts_sha`` names the prompts.
+    """
+
+    def __init__(self, teacher: Any, image_encoder: nn.Module, prompts_sha: str):
+        self._teacher = teacher
+        self.image_encoder = image_encoder.eval()
+        self.prompts_sha = prompts_sha
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._teacher, name)
+
+    @torch.no_grad()
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, D_t]`` normalised prompted image features (fp32, on the teacher's device)."""
+        self.image_encoder.eval()
+        x = x.to(self._teacher.device, non_blocking=True)
+        with self._teacher.autocast():
+            f = self.image_encoder(x)
+        return F.normalize(f.float(), dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# training and artifacts
+# --------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def zero_shot_text_features(teacher: Any, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """``g0 [C, D]``: the frozen teacher's text features, the normalised mean over ``templates`` (each with ``{}``)."""
+    if not templates or any("{}" not in t for t in templates):
+        raise PandError(f"promptkd.promptsrc.zs_templates must be templates with '{{}}', got {list(templates)}")
+    feats = torch.stack([teacher.encode_text([t.format(n) for n in class_names]).float() for t in templates])
+    return F.normalize(feats.mean(dim=0), dim=-1)
+
+
+def _sha(state: Dict[str, torch.Tensor]) -> str:
+    from pand.utils.io import sha256_bytes
+
+    blob = b"".join(state[k].detach().float().cpu().contiguous().numpy().tobytes() for k in sorted(state))
+    return sha256_bytes(blob)[:16]
+
+
+def _teacher_train_transform(teacher: Any):
+    from pand.data.transforms import PreprocessCfg, create_transform
+
+    size = teacher.image_size if isinstance(teacher.image_size, int) else int(teacher.image_size[0])
+    interp = teacher.interpolation if teacher.interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
+    pp = PreprocessCfg(image_size=size, resize_size=size, interpolation=interp, mean=tuple(teacher.mean),
+                       std=tuple(teacher.std))
+    return create_transform(pp, True, "standard", crop_scale=(0.08, 1.0))
+
+
+def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: Sequence[int],
+                            progress: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Train PromptSRC prompts on the base classes' labelled training images; return the GPA-aggregated prompts.
+
+    Args:
+        cfg: the run configuration (``promptkd.promptsrc``, ``trainer``).
+        splits: the run's splits (only ``train`` images of ``base_classes`` are read, with their labels).
+        teacher: the frozen :class:`pand.models.teacher.Teacher`.
+        base_classes: base class ids.
+
+    Returns:
+        ``(prompt state {text_ctx, text_deep, vision}, metadata)`` (settings, history, GPA weights).
+
+    Raises:
+        PandError: non-finite loss, prompt settings that do not fit the teacher.
+        DataError: fewer than 2 base-class training images.
+    """
+    from tqdm.auto import tqdm
+
+    from pand.nsd.data import make_train_loader
+    from pand.utils.distributed import DistInfo
+
+    from .class_vectors import base_only_splits
+    from .protocol import promptkd_lr
+
+    ps = cfg.promptkd.promptsrc
+    seed = int(cfg.trainer.seed)
+    base_splits = base_only_splits(splits, base_classes)
+    names = list(base_splits.class_names)
+    templates = list(ps.zs_templates) or [str(splits.template)]
+    model = PromptSRCModel(teacher, names, _settings(ps), seed=seed)
+    g0 = zero_shot_text_features(teacher, names, templates).to(teacher.device)
+    train = base_splits.train.with_transform(_teacher_train_transform(teacher))
+    loader = make_train_loader(train, int(ps.batch_size), seed, DistInfo(), cfg.trainer, teacher.device.type)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=float(ps.lr), momentum=float(ps.momentum),
+                                weight_decay=float(ps.weight_decay))
+    epochs = int(ps.epochs)
+    weights = gpa_weights(epochs, float(ps.gpa_mean), float(ps.gpa_std))
+    aggregated: Optional[Dict[str, torch.Tensor]] = None
+    history: List[Dict[str, Any]] = []
+    s = model.logit_scale
+    t0 = time.time()
+    for epoch in range(epochs):
+        lr = promptkd_lr(epoch, float(ps.lr), epochs, int(ps.warmup_epochs), float(ps.warmup_lr))
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loader.sampler.set_epoch(epoch, epoch)
+        model.train()
+        sums: Dict[str, float] = {}
+        steps = 0
+        for images, labels, _ in tqdm(loader, desc=f"promptsrc teacher {epoch + 1}/{epochs}", disable=not progress,
+                                      leave=False):
+            images, labels = images.to(teacher.device), torch.as_tensor(labels).to(teacher.device)
+            with torch.no_grad():
+                f0 = teacher.encode_image(images)
+            with teacher.autocast():
+                f = model.image_features(images)
+                g = model.text_features()
+            logits = s * f @ g.T
+            terms = promptsrc_losses(logits, labels, f, f0, g, g0, s * f0 @ g0.T, float(ps.text_loss_weight),
+                                     float(ps.image_loss_weight))
+            if not torch.isfinite(terms["total"]):
+                raise PandError(f"non-finite PromptSRC teacher loss at epoch {epoch} step {steps}; lower "
+                                f"promptkd.promptsrc.lr or use teacher.precision=fp32")
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            steps += 1
+        state = model.prompt_state()
+        w = weights[epoch]
+        aggregated = ({k: w * v.double() for k, v in state.items()} if aggregated is None
+                      else {k: aggregated[k] + w * v.double() for k, v in state.items()})
+        history.append({"epoch": epoch, "lr": lr, "steps": steps, "gpa_weight": w,
+                        **{k: v / max(steps, 1) for k, v in sums.items()}})
+    assert aggregated is not None
+    prompts = {k: v.float().cpu() for k, v in aggregated.items()}
+    meta = {"kind": "promptsrc_teacher", "teacher_identity": teacher.identity, "settings": model.settings,
+            "zs_templates": templates, "trained_on": "base classes only (labelled training images)",
+            "base_class_names": names, "epochs": epochs, "gpa": {"mean": float(ps.gpa_mean), "std": float(ps.gpa_std),
+                                                                 "weights": weights},
+            "loss_weights": {"text": float(ps.text_loss_weight), "image": float(ps.image_loss_weight)},
+            "history": history, "seconds": time.time() - t0, "prompts_sha": _sha(prompts)}
+    return prompts, meta
+
+
+def load_promptsrc_artifact(path: str | Path, teacher: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read a ``promptsrc_teacher.safetensors``; refuse one made for another teacher.
+
+    Raises:
+        ArtifactError: unreadable file, not a PromptSRC artifact, another teacher.
+    """
+    from pand.models.teacher import same_teacher
+    from pand.utils.io import load_tensors
+
+    try:
+        tensors, meta = load_tensors(Path(path))
+    except Exception as e:  # noqa: BLE001 - missing / corrupt file
+        raise ArtifactError(f"cannot read the PromptSRC teacher {path} ({type(e).__name__}: {e})") from e
+    if meta.get("kind") != "promptsrc_teacher" or set(tensors) != {"text_ctx", "text_deep", "vision"}:
+        raise ArtifactError(f"{path} is not a PromptSRC teacher artifact (kind={meta.get('kind')!r})")
+    if not same_teacher(str(meta.get("teacher_identity")), str(teacher.identity)):
+        raise ArtifactError(f"{path} holds prompts of teacher {meta.get('teacher_identity')}, not of this run's "
+                            f"{teacher.identity}; train them again (promptkd.promptsrc.artifact=null)")
+    return tensors, meta
+
+
+@torch.no_grad()
+def promptsrc_text_features(teacher: Any, prompts: Dict[str, torch.Tensor], meta: Dict[str, Any],
+                            class_names: Sequence[str]) -> torch.Tensor:
+    """The learned text prompts re-applied to ``class_names``: ``[C, D]`` normalised on the CPU."""
+    model = PromptSRCModel(teacher, class_names, meta["settings"])
+    model.load_prompt_state(prompts)
+    model.eval()
+    with teacher.autocast():
+        return model.text_features().float().cpu()
+
+
+def prompted_teacher(teacher: Any, prompts: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> PromptedTeacher:
+    """A :class:`PromptedTeacher` whose image tower carries the stored vision prompts."""
+    from .student import PromptedVisionEncoder
+
+    s = meta["settings"]
+    with torch.random.fork_rng(devices=[]):  # the init is overwritten; keep the caller's RNG stream unchanged
+        enc = PromptedVisionEncoder(teacher.model.visual, int(s["n_ctx_vision"]), int(s["prompt_depth_vision"]))
+    if tuple(enc.prompts.shape) != tuple(prompts["vision"].shape):
+        raise ArtifactError(f"stored vision prompts {tuple(prompts['vision'].shape)} do not fit the teacher's image "
+                            f"tower {tuple(enc.prompts.shape)}")
+    with torch.no_grad():
+        enc.prompts.copy_(prompts["vision"])
+    enc.requires_grad_(False)
+    return PromptedTeacher(teacher, enc.to(teacher.device), str(meta.get("prompts_sha") or _sha(prompts)))
