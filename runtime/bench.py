@@ -10,7 +10,13 @@ Accuracy needs no torch: the bundle's ``reference.npz`` holds the parity images 
 their labels and the PyTorch logits, so each row also reports top-1 accuracy (on those images, or on a labelled image
 folder given with ``--images``), top-1 agreement and max |logit diff| against PyTorch. A row that fails says why and
 the table still prints. ``--compare BASELINE.json`` exits 1 when a row is slower than ``(1 + --tolerance)`` times its
-baseline p50, loses more than ``--acc-tolerance`` top-1, or fails where the baseline row passed.
+baseline p50, loses more than ``--acc-tolerance`` top-1, or fails where the baseline row passed, and also when no row
+could be compared at all or a folder now holds a different model than in the baseline (rows are matched on the model
+file's sha256, so a renamed folder still matches and a re-exported model never passes as "no regression"). The
+baseline is read before anything runs and is never overwritten (``--json``/``--markdown`` may not name it).
+
+Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments or an unreadable
+``--compare`` file; 3 = every row failed.
 
 Example:
     pand-bench runs/tiny/export/onnx-fp32 runs/tiny/export/onnx-int8-cpu --batch 1 --batch 8 --threads 2
@@ -18,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -36,6 +43,7 @@ __all__ = [
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
+EXIT_ALL_FAILED = 3
 
 
 @dataclass
@@ -78,12 +86,21 @@ class BenchRow:
     eval_source: str = ""
     agreement: Optional[float] = None
     max_abs_diff: Optional[float] = None
+    model_sha256: str = ""  # sha256 of the model file the backend ran (from the manifest): what --compare matches on
     details: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
-        """Identity used by ``--compare``: ``name/backend/precision/b<batch>``."""
+        """Readable row name: ``name/backend/precision/b<batch>`` (``--compare`` matches on :attr:`model_key` first)."""
         return f"{self.name}/{self.backend}/{self.precision}/b{self.batch}"
+
+    @property
+    def model_key(self) -> Optional[str]:
+        """``<model sha256>/backend/precision/b<batch>``, or None when the model is unknown (the bundle failed to
+        load)."""
+        if not self.model_sha256:
+            return None
+        return f"{self.model_sha256}/{self.backend}/{self.precision}/b{self.batch}"
 
 
 def measure(fn: Callable[[], Any], warmup_ms: float = 200.0, iterations: int = 50,
@@ -160,6 +177,11 @@ def _accuracy(predictor: Any, row: BenchRow, opts: BenchOptions) -> None:
         row.details["reference_top1"] = res.acc_ref
     if opts.images is not None:
         paths, labels, note = load_image_folder(opts.images, predictor.class_names)
+        if not paths:
+            from pand.errors import PandError
+
+            raise PandError(f"--images {opts.images}: the class folders hold no images "
+                            f"(.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff)")
         preds = np.concatenate([predictor.predict_logits([str(p) for p in paths[i:i + 32]]).argmax(1)
                                 for i in range(0, len(paths), 32)])
         row.top1, row.n_eval = float(np.mean(preds == labels)), len(paths)
@@ -183,11 +205,20 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
         return [BenchRow(**{**asdict(base), "batch": b, "status": "error", "reason": f"load: {e}"})
                 for b in opts.batches]
     base.backend = predictor.backend_name
+    mf = m.model("onnx" if predictor.backend_name == "onnxruntime" else "tensorrt")
+    base.model_sha256 = mf.sha256 if mf is not None else ""
     base.details = {"device_key": device_key(predictor.backend.describe()), **predictor.backend.describe()}
+    images_error = None
     try:
         _accuracy(predictor, base, opts)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - shown in the table, never hidden in the JSON only
         base.details["accuracy_error"] = f"{type(e).__name__}: {e}"
+        base.top1 = base.agreement = base.max_abs_diff = None
+        base.n_eval, base.eval_source = 0, ""
+        if opts.images is not None:  # the user asked for this accuracy: the row fails rather than show another one
+            images_error = str(e) if str(e).startswith("--images") else f"--images {opts.images}: {e}"
+        else:
+            base.reason = f"no accuracy: {type(e).__name__}: {e}"
     rows = []
     s = predictor.spec.image_size
     ref = predictor.reference()
@@ -198,7 +229,13 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
         pool = normalize_u8(ref["images_u8"], predictor.spec)
     for b in opts.batches:
         row = BenchRow(**{**asdict(base), "batch": int(b), "details": dict(base.details)})
+        if images_error is not None:
+            row.status, row.reason = "error", images_error
+            rows.append(row)
+            continue
         try:
+            if int(b) < 1:
+                raise ValueError(f"batch {b}: the batch size must be >= 1")
             fixed = predictor.backend.fixed_batch
             if fixed is not None and b != fixed:
                 raise ValueError(f"the bundle has a static batch of {fixed} (export with --dynamic-batch)")
@@ -212,7 +249,7 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
             row.mean_ms, row.cv, row.throughput = st["mean_ms"], st["cv"], st["throughput"]
             row.iterations, row.seconds = len(samples), float(samples.sum() / 1000.0)
             if row.valid is False:
-                row.reason = "bundle marked invalid by pand-export"
+                row.reason = "; ".join(x for x in ("bundle marked invalid by pand-export", row.reason) if x)
         except Exception as e:  # noqa: BLE001
             row.status, row.reason = "error", f"{type(e).__name__}: {e}"
         rows.append(row)
@@ -265,17 +302,49 @@ def render_markdown(rows: Sequence[BenchRow], header: Optional[Dict[str, Any]] =
     return "\n".join(out) + "\n"
 
 
+def _baseline_row(r: Dict[str, Any]) -> BenchRow:
+    return BenchRow(**{k: v for k, v in r.items() if k in BenchRow.__dataclass_fields__ and k != "details"})
+
+
+def _match(r: BenchRow, by_model: Dict[str, Dict[str, Any]], by_name: Dict[str, Dict[str, Any]],
+           base_rows: Sequence[BenchRow]) -> Optional[Dict[str, Any]]:
+    """The baseline row of ``r``: same model file (sha256), backend, precision and batch; else the row of the same
+    folder name (a different model there is reported by the caller); a bundle that failed to load (backend and
+    model unknown) matches the baseline row of its folder name, precision and batch."""
+    if r.model_key is not None and r.model_key in by_model:
+        return by_model[r.model_key]
+    if r.key in by_name:
+        return by_name[r.key]
+    if r.status != "ok" and not r.model_sha256:
+        for b in base_rows:
+            if (b.name, b.precision, b.batch) == (r.name, r.precision, r.batch):
+                return by_name[b.key]
+    return None
+
+
 def compare_rows(rows: Sequence[BenchRow], baseline: Dict[str, Any], tolerance: float = 0.15,
                  acc_tolerance: float = 0.01) -> List[str]:
-    """Regressions of ``rows`` against a previous ``pand-bench`` JSON (``{"rows": [...]}``), one string each naming
-    the row: p50 above ``(1 + tolerance) x`` baseline, top-1 more than ``acc_tolerance`` below, or a failure where
-    the baseline row was ok. Rows absent from the baseline are not compared."""
-    base = {BenchRow(**{k: v for k, v in r.items() if k in BenchRow.__dataclass_fields__}).key: r
-            for r in baseline.get("rows", [])}
+    """Problems of ``rows`` against a previous ``pand-bench`` JSON (``{"rows": [...]}``), one string each naming
+    the row: p50 above ``(1 + tolerance) x`` baseline, top-1 more than ``acc_tolerance`` below, a failure where
+    the baseline row was ok, a folder that now holds a different model (sha256) than the baseline row, and, when no
+    row of this run has a baseline row at all, one line saying that nothing was compared. Rows are matched on the
+    model file's sha256 + backend + precision + batch (see :func:`_match`); rows without a baseline row are skipped
+    as long as at least one row was compared."""
+    raw = [r for r in baseline.get("rows", []) if isinstance(r, dict)]
+    base_rows = [_baseline_row(r) for r in raw]
+    by_model = {b.model_key: r for b, r in zip(base_rows, raw) if b.model_key is not None}
+    by_name = {b.key: r for b, r in zip(base_rows, raw)}
     out = []
+    compared = 0
     for r in rows:
-        b = base.get(r.key)
+        b = _match(r, by_model, by_name, base_rows)
         if b is None:
+            continue
+        compared += 1
+        if r.model_sha256 and b.get("model_sha256") and b["model_sha256"] != r.model_sha256:
+            out.append(f"{r.key}: a different model than in the baseline (sha256 {r.model_sha256[:12]} vs "
+                       f"{str(b['model_sha256'])[:12]}); latency and accuracy are not comparable: record a new "
+                       f"baseline for this model")
             continue
         if r.status != "ok":
             if b.get("status") == "ok":
@@ -286,7 +355,34 @@ def compare_rows(rows: Sequence[BenchRow], baseline: Dict[str, Any], tolerance: 
                        f"(+{r.p50_ms / b['p50_ms'] - 1:.0%} > {tolerance:.0%})")
         if b.get("top1") is not None and r.top1 is not None and r.top1 < b["top1"] - acc_tolerance:
             out.append(f"{r.key}: top-1 {r.top1:.2%} vs baseline {b['top1']:.2%} (drop > {acc_tolerance:.2%})")
+    if rows and not compared:
+        have = ", ".join(sorted(b.key for b in base_rows)[:4]) or "none"
+        out.append(f"no row of this run matches a row of the baseline (this run: "
+                   f"{', '.join(r.key for r in rows[:4])}; baseline: {have}): nothing was compared. Benchmark the "
+                   f"same bundles, backend and batch sizes, or record a new baseline")
     return out
+
+
+def read_baseline(path: Path) -> Dict[str, Any]:
+    """A previous ``pand-bench`` JSON, checked: an object with a ``rows`` list. Raises :class:`PandError`."""
+    from pand.errors import PandError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PandError(f"--compare {path} is not a readable pand-bench JSON file ({type(e).__name__}: {e}). Pass the "
+                        f"--json file of an earlier pand-bench run") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise PandError(f"--compare {path} is JSON but not a pand-bench result (no 'rows' list). Pass the --json file "
+                        f"of an earlier pand-bench run")
+    return data
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def _write(path: Path, text: str) -> None:
@@ -300,17 +396,20 @@ def _cli():
 
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
     @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-    @click.option("--batch", "batches", type=int, multiple=True, default=(1,), show_default=True,
+    @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1,), show_default=True,
                   help="Batch size to time (repeat for several).")
     @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
                   show_default=True)
     @click.option("--providers", default=None, help="ONNX Runtime providers, comma-separated (cpu,cuda,tensorrt).")
-    @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime intra-op threads (0 = auto).")
+    @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                  help="ONNX Runtime intra-op threads (0 = auto).")
     @click.option("--graph-optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default="all",
                   show_default=True)
-    @click.option("--warmup-ms", type=float, default=200.0, show_default=True)
-    @click.option("--iterations", type=int, default=50, show_default=True, help="Minimum timed runs per row.")
-    @click.option("--min-time", type=float, default=3.0, show_default=True, help="Minimum timed seconds per row.")
+    @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, show_default=True)
+    @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
+                  help="Minimum timed runs per row.")
+    @click.option("--min-time", type=click.FloatRange(min=0), default=3.0, show_default=True,
+                  help="Minimum timed seconds per row.")
     @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Labelled image folder (<dir>/<class name>/<images>) for top-1 accuracy.")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), default="pand-bench.json",
@@ -326,6 +425,19 @@ def _cli():
     def cli(bundles, batches, backend, providers, threads, graph_optimization, warmup_ms, iterations, min_time, images,
             json_path, md_path, compare_path, tolerance, acc_tolerance):
         """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch."""
+        from pand.errors import PandError
+
+        baseline = None
+        if compare_path:  # read (and check) the baseline before anything runs or is written
+            for opt, out_path in (("--json", json_path), ("--markdown", md_path)):
+                if _same_file(Path(out_path), Path(compare_path)):
+                    raise click.UsageError(f"{opt} {out_path} is the --compare baseline; the results would overwrite "
+                                           f"it. Write them elsewhere, e.g. {opt} pand-bench-new"
+                                           f"{Path(out_path).suffix}")
+            try:
+                baseline = read_baseline(Path(compare_path))
+            except PandError as e:
+                raise click.UsageError(str(e)) from None
         opts = BenchOptions(batches=tuple(batches), backend=backend,
                             providers=[p for p in providers.split(",") if p] if providers else None, threads=threads,
                             graph_optimization=graph_optimization, warmup_ms=warmup_ms, iterations=iterations,
@@ -341,8 +453,10 @@ def _cli():
         _write(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
         _write(Path(md_path), render_markdown(rows, header))
         click.echo(f"\nwrote {json_path} and {md_path}")
-        if compare_path:
-            baseline = json.loads(Path(compare_path).read_text())
+        if rows and all(r.status != "ok" for r in rows):
+            click.echo(f"pand-bench: every row failed ({len(rows)} of {len(rows)}); see the status column", err=True)
+            sys.exit(EXIT_ALL_FAILED)
+        if baseline is not None:
             if baseline.get("device_key") != payload["device_key"]:
                 click.echo(f"warning: baseline device {baseline.get('device_key')} != this device "
                            f"{payload['device_key']}; latencies are not comparable across machines", err=True)
