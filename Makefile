@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.pand-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo latency-check latency-baseline clean
+.PHONY: install test demo latency-check latency-baseline gpu-check clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pand needs Python >= 3.10"'
@@ -36,6 +36,11 @@ latency-check: $(STAMP)
 
 latency-baseline: $(STAMP)
 	PAND_LATENCY_RECORD=1 $(PY) -m pytest -m latency tests/latency
+
+# On a CUDA GPU machine with torch preinstalled: own venv + wheels from bench/wheels, then tests and throughput /
+# latency numbers into runs/gpu_check/gpu_check.{json,md} (bench/gpu_check.sh --help). GPU_CHECK_ARGS=--dry-run: CPU.
+gpu-check:
+	bash bench/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf runs/demo .pytest_cache

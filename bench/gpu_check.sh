@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# GPU check: the CUDA paths of pand (gpu-marked tests, Stage NSD / PSC throughput, student latency) in one run,
+# written to <out>/gpu_check.json and <out>/gpu_check.md. The measuring is bench/gpu_check.py; this script only
+# prepares the environment and bounds the run in time.
+#
+#   bench/gpu_check.sh [--out DIR] [--stages tests,nsd,psc,latency] [--budget-s S]   # on a CUDA GPU machine
+#   bench/gpu_check.sh --dry-run [--out DIR]      # toy sizes on the CPU, in the current environment (< 1 min)
+#   make gpu-check                                # the same as the first line
+#
+# On a GPU machine with torch (CUDA) preinstalled and no package index, the script:
+#   1. creates $PAND_GPU_VENV (default .venv-gpu) with --system-site-packages, so the preinstalled torch is used;
+#   2. installs every wheel in $PAND_WHEELS (default bench/wheels) with --no-index --no-deps, then pand itself
+#      (pip install --no-deps -e .; PYTHONPATH=. when that cannot build offline), and prints `pip check`;
+#   3. runs bench/gpu_check.py under `timeout` ($PAND_GPU_CHECK_TIMEOUT, default 480 s; the Python side keeps to
+#      its own --budget-s, 420 s by default, and rewrites the report after every stage).
+#
+# Filling bench/wheels/ on a machine that has a registry (match the GPU machine's Python and platform; torch itself
+# is NOT downloaded, the preinstalled one is used):
+#   pip download --only-binary=:all: --no-deps --python-version 3.12 --platform manylinux2014_x86_64 \
+#       --platform manylinux_2_28_x86_64 -d bench/wheels \
+#       open-clip-torch omegaconf antlr4-python3-runtime==4.9.3 pyyaml ftfy wcwidth regex safetensors tqdm \
+#       huggingface-hub filelock fsspec packaging requests certifi charset-normalizer idna urllib3 hf-xet \
+#       typing-extensions onnx protobuf ml-dtypes onnxruntime flatbuffers coloredlogs humanfriendly sympy \
+#       mpmath click numpy pillow scipy pytest pluggy iniconfig setuptools wheel
+#   plus torchvision when the machine lacks it: the wheel built for ITS torch version and CUDA, from
+#   https://download.pytorch.org/whl/<cuXYZ>/ (e.g. torch 2.11 -> torchvision 0.26). Whatever `pip check` still
+#   names after a run goes into the same folder.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+DRY_RUN=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  esac
+done
+
+if [[ "$DRY_RUN" == 1 ]]; then
+  # The current environment (the project's .venv when there is one); no installs, no GPU needed.
+  PY="${PYTHON:-}"
+  if [[ -z "$PY" ]]; then
+    if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+  fi
+  exec "$PY" bench/gpu_check.py "$@"
+fi
+
+BASE_PY="${PYTHON:-python3}"
+VENV="${PAND_GPU_VENV:-.venv-gpu}"
+WHEELS="${PAND_WHEELS:-bench/wheels}"
+TIMEOUT_S="${PAND_GPU_CHECK_TIMEOUT:-480}"
+
+"$BASE_PY" -c 'import torch; assert torch.cuda.is_available(), "torch sees no CUDA device"' || {
+  echo "gpu_check: $BASE_PY needs a preinstalled torch that sees a CUDA GPU (or use --dry-run)" >&2; exit 2; }
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$BASE_PY" -m venv --system-site-packages "$VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+
+shopt -s nullglob
+wheels=("$WHEELS"/*.whl)
+shopt -u nullglob
+if (( ${#wheels[@]} )); then
+  echo "gpu_check: installing ${#wheels[@]} wheel(s) from $WHEELS (--no-index --no-deps)"
+  "${PIP[@]}" install --quiet --no-index --no-deps "${wheels[@]}"
+else
+  echo "gpu_check: no wheels in $WHEELS; relying on what $BASE_PY already has"
+fi
+if ! "${PIP[@]}" install --quiet --no-index --no-deps --no-build-isolation -e .; then
+  echo "gpu_check: editable install failed (no setuptools offline?); using PYTHONPATH=$REPO"
+fi
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+echo "gpu_check: pip check (what is still missing goes into $WHEELS):"
+"${PIP[@]}" check || true
+
+exec timeout --signal=TERM --kill-after=20 "$TIMEOUT_S" "$PY" bench/gpu_check.py "$@"

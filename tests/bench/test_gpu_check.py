@@ -1,0 +1,67 @@
+"""``bench/gpu_check.sh --dry-run``: every step of the GPU check runs at toy sizes on the CPU and reports.
+
+The dry run goes through the shell script (as ``make gpu-check`` would, minus the GPU machine's installs) and
+writes the same JSON + markdown as a GPU run. Checked: every section is there and every row carries numbers (the
+gpu-marked pytest run skips its tests on a CPU, so only its counts are checked). Speeds are not asserted.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "gpu_check.sh"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def test_gpu_check_dry_run_writes_every_section_with_numbers(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rep = json.loads((out / "gpu_check.json").read_text())
+    md = (out / "gpu_check.md").read_text()
+
+    assert rep["format"] == "pand-gpu-check" and rep["dry_run"] is True
+    assert rep["env"]["torch"] and rep["env"]["date_utc"]
+    assert set(rep["stages"]) == {"tests", "nsd", "psc", "latency"}
+    assert all(s["status"] == "ok" for s in rep["stages"].values()), rep["stages"]
+
+    gpu, cpu = rep["tests"]["gpu"], rep["tests"]["cpu_fast"]
+    assert gpu["status"] == "passed" and gpu["skipped"] >= 1 and gpu["failed"] == gpu["errors"] == 0
+    assert cpu["status"] == "passed" and cpu["passed"] >= 1 and cpu["failed"] == cpu["errors"] == 0
+    assert (out / gpu["log"]).is_file() and (out / cpu["log"]).is_file()
+
+    nsd = rep["nsd"]["rows"]
+    assert len(nsd) == 8 and {(r["precision"], r["channels_last"], r["compile"]) for r in nsd} == {
+        (p_, cl, c) for p_ in ("fp32", "bf16") for cl in (False, True) for c in (False, True)}
+    for r in nsd:
+        assert r["status"] == "ok", r
+        for mode in ("live", "cached"):
+            assert all(_number(r[mode][k]) and r[mode][k] > 0
+                       for k in ("wall_s", "steady_images_per_s", "effective_images_per_s", "train_images_per_s"))
+        for k in ("cache_speedup", "live_vs_fp32_eager_live", "cached_vs_fp32_eager_live"):
+            assert _number(r[k]["wall"]) and _number(r[k]["steady"])
+    assert all(v and _number(v["wall"]) and _number(v["steady"]) for v in rep["nsd"]["summary"].values())
+    assert all(_number(c["time_ratio"]) for c in rep["nsd"]["cost"].values())
+
+    psc = rep["psc"]["rows"]
+    assert {r["teacher_precision"] for r in psc} == {"fp32", "amp"}
+    assert all(r["status"] == "ok" and r["extract_images_per_s"] > 0 and r["forward_images_per_s"] > 0 for r in psc)
+
+    lat = rep["latency"]["rows"]
+    assert {(r["mode"], r["precision"]) for r in lat} == {(m, p_) for m in ("eager", "compile")
+                                                          for p_ in ("fp32", "fp16")}
+    assert len({r["batch"] for r in lat}) == 2
+    assert all(r["status"] == "ok" and 0 < r["p50_ms"] <= r["p99_ms"] and _number(r["images_per_s"]) for r in lat)
+
+    for title in ("## Tests", "## Stage NSD throughput", "## Stage PSC feature extraction",
+                  "## Student inference latency (PyTorch)"):
+        assert title in md
+    assert "bf16 +cl +compile" in md and "dry run" in md
