@@ -2,8 +2,8 @@
 
 ``run`` = :func:`build_data` -> teacher -> :func:`prepare_class_vectors` (text side run ONCE) -> student ->
 :func:`fit` (per epoch: train on the unlabeled pool, validate on held-out base-class val images, checkpoint) ->
-:func:`evaluate_base_novel` for the teacher (zero-shot with the stored class vectors) and the student ->
-cross-dataset evaluation -> export ``run_dir/student.safetensors`` -> GFLOPs -> summaries.
+:func:`evaluate_base_novel` for the teacher (its image features, prompted for PromptSRC, against the stored class
+vectors) and the student -> cross-dataset evaluation -> export ``run_dir/student.safetensors`` -> GFLOPs -> summaries.
 
 What happens each step (``docs/ALGORITHMS.md`` 4.2-4.4, defects of 5 not reproduced):
 

@@ -58,3 +58,28 @@ def test_coop_teacher_prompts_are_learned_on_base_classes_only(tmp_path):
     assert len(psc_meta["class_names"]) == 12  # PSC saw the 12 base classes and nothing else
     _, cv_meta = load_tensors(tmp_path / "run" / "promptkd" / "class_vectors.safetensors")
     assert cv_meta["num_classes"] == 24 and cv_meta["class_names"][:12] == psc_meta["class_names"]
+
+
+def test_promptsrc_run_resumes_without_retraining_the_teacher(tmp_path, monkeypatch):
+    import pand.promptkd.recipe as recipe
+    from pand.promptkd import promptsrc
+
+    cfg = _cfg(tmp_path, "promptkd.teacher_prompts=promptsrc", "promptkd.promptsrc.epochs=2", "promptkd.epochs=2")
+    straight = recipe.run(cfg, tmp_path / "straight", progress=False)
+
+    original = recipe._train_epoch
+
+    def interrupted(ctx, loader, source, optimizer, scaler, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(ctx, loader, source, optimizer, scaler, epoch)
+
+    monkeypatch.setattr(recipe, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.run(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(recipe, "_train_epoch", original)
+    monkeypatch.setattr(promptsrc, "train_promptsrc_teacher", lambda *a, **k: pytest.fail("teacher retrained"))
+    resumed = recipe.run(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    assert resumed["results"] == straight["results"]
+    assert resumed["class_vectors"]["promptsrc_prompts_sha"] == straight["class_vectors"]["promptsrc_prompts_sha"]
