@@ -220,8 +220,10 @@ def run_pytest(name: str, paths: Sequence[str], marker: str, gpu_visible: bool, 
     or, when it was killed before writing one, from the verbose log ``out/pytest-<name>.log``."""
     xml, log = out / f"pytest-{name}.xml", out / f"pytest-{name}.log"
     xml.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pytest", "-v", "-rfEs", "-p", "no:cacheprovider", "-m", marker,
-           f"--junitxml={xml}", *paths]
+    # -v: a killed run still shows per-test outcomes; a module that cannot import (a wheel missing) must not stop
+    # the others from running.
+    cmd = [sys.executable, "-m", "pytest", "-v", "-rfEs", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+           "-m", marker, f"--junitxml={xml}", *paths]
     env = dict(os.environ)
     if gpu_visible:
         env["PAND_TEST_GPU"] = "1"

@@ -14,17 +14,13 @@
 #   3. runs bench/gpu_check.py under `timeout` ($PAND_GPU_CHECK_TIMEOUT, default 480 s; the Python side keeps to
 #      its own --budget-s, 420 s by default, and rewrites the report after every stage).
 #
-# Filling bench/wheels/ on a machine that has a registry (match the GPU machine's Python and platform; torch itself
-# is NOT downloaded, the preinstalled one is used):
-#   pip download --only-binary=:all: --no-deps --python-version 3.12 --platform manylinux2014_x86_64 \
-#       --platform manylinux_2_28_x86_64 -d bench/wheels \
-#       open-clip-torch omegaconf antlr4-python3-runtime==4.9.3 pyyaml ftfy wcwidth regex safetensors tqdm \
-#       huggingface-hub filelock fsspec packaging requests certifi charset-normalizer idna urllib3 hf-xet \
-#       typing-extensions onnx protobuf ml-dtypes onnxruntime flatbuffers coloredlogs humanfriendly sympy \
-#       mpmath click numpy pillow scipy pytest pluggy iniconfig setuptools wheel
-#   plus torchvision when the machine lacks it: the wheel built for ITS torch version and CUDA, from
-#   https://download.pytorch.org/whl/<cuXYZ>/ (e.g. torch 2.11 -> torchvision 0.26). Whatever `pip check` still
-#   names after a run goes into the same folder.
+# Filling bench/wheels/ on a Linux x86_64 machine that has a registry, with the GPU machine's Python version:
+#   python3.12 -m pip wheel -w bench/wheels -r bench/gpu_check_wheels.txt   # wheels of it all (sdists built)
+#   rm -f bench/wheels/torch-* bench/wheels/torchvision-* bench/wheels/triton-* bench/wheels/nvidia_*
+#   (resolving dependencies pulls a torch; it goes, the machine's own torch is used). When the GPU machine lacks
+#   torchvision, add the torchvision wheel built for ITS torch version and CUDA, from
+#   https://download.pytorch.org/whl/<cuXYZ>/ (torch 2.11 -> torchvision 0.26). Whatever `pip check` still names
+#   in a run's log goes into the same folder.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,10 +52,16 @@ TIMEOUT_S="${PAND_GPU_CHECK_TIMEOUT:-480}"
   echo "gpu_check: $BASE_PY needs a preinstalled torch that sees a CUDA GPU (or use --dry-run)" >&2; exit 2; }
 
 if [[ ! -x "$VENV/bin/python" ]]; then
-  "$BASE_PY" -m venv --system-site-packages "$VENV"
+  # A venv without pip when ensurepip is missing (Debian without python3-venv): the base pip installs into it.
+  "$BASE_PY" -m venv --system-site-packages "$VENV" || {
+    rm -rf "$VENV"; "$BASE_PY" -m venv --system-site-packages --without-pip "$VENV"; }
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip --disable-pip-version-check)
+if "$PY" -m pip --version >/dev/null 2>&1; then
+  PIP=("$PY" -m pip --disable-pip-version-check)
+else
+  PIP=("$BASE_PY" -m pip --disable-pip-version-check --python "$PY")
+fi
 
 shopt -s nullglob
 wheels=("$WHEELS"/*.whl)
