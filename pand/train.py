@@ -211,7 +211,8 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
     """
     from pand.config import save_config
     from pand.utils.distributed import (
-        check_ranks_agree, cleanup_distributed, dist_env, init_distributed, run_fingerprint, select_device,
+        check_ranks_agree, check_shared_dir, cleanup_distributed, dist_env, init_distributed, run_fingerprint,
+        select_device,
     )
 
     if stage not in STAGES:
@@ -232,6 +233,7 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
         _check_run_dir(cfg, run_dir, stage, resume)
         if dist.is_main:
             save_config(cfg, run_dir / "config.yaml")
+        check_shared_dir(run_dir, dist, "run directory")  # rank 0 writes, every rank reads (multi-node: shared FS)
         return _run_nsd(cfg, run_dir, stage, resume, dist, device, step_hook, t0)
     finally:
         cleanup_distributed(dist)

@@ -367,15 +367,15 @@ def _build_distributed(root: Path, key: str, manifest: Mapping[str, Any], missin
         warnings.warn(f"NSD teacher cache: ranks {nodes} do not see the shards written by the other ranks under "
                       f"{root} (cache_dir is not shared between nodes); each node completes its own copy, which "
                       f"repeats teacher work. Put cache_dir on a filesystem every node shares to build it once")
-    local, local_world = dist.local_rank, _local_world_size()
-    build(missing()[local % local_world::local_world], dist.rank)
+    slot, local_world = dist.local_rank % _local_world_size(), _local_world_size()
+    build(missing()[slot::local_world], dist.rank)
     barrier(dist)
     still = all_gather_object([s for s, _, _ in missing()], dist)
     bad = {r: u for r, u in enumerate(still) if u}
     if bad:
         raise PandError(f"NSD teacher cache {root}: shards still missing after every rank built its share "
                         f"(rank: shards) {bad}; check that cache_dir is writable and has free space on every node")
-    if (dist.is_main and not unseen[dist.rank]) or (unseen[dist.rank] and local == 0):  # one per directory
+    if (dist.is_main and not unseen[dist.rank]) or (unseen[dist.rank] and slot == 0):  # one per directory
         atomic_write_json(root / _MANIFEST, dict(manifest))
     barrier(dist)
     return root

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 __all__ = ["DistInfo", "dist_env", "init_distributed", "cleanup_distributed", "select_device", "all_reduce_sum",
            "barrier", "broadcast_buffers", "all_gather_object", "code_version", "run_fingerprint",
-           "compare_fingerprints", "check_ranks_agree", "INIT_TIMEOUT_ENV", "NODE_LOCAL_KEYS"]
+           "compare_fingerprints", "check_ranks_agree", "check_shared_dir", "INIT_TIMEOUT_ENV", "NODE_LOCAL_KEYS"]
 
 INIT_TIMEOUT_ENV = "PAND_INIT_TIMEOUT_S"
 DEFAULT_INIT_TIMEOUT_S = 900
@@ -126,7 +126,7 @@ def init_distributed(device_type: str, backend: Optional[str] = None, timeout_mi
     except (RuntimeError, ValueError, TimeoutError, OSError) as e:
         raise PandError(
             f"rank {rank} of {world} on {socket.gethostname()} could not join the process group at {where} within "
-            f"{wait:g} s ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}). Check "
+            f"{wait:g} s ({type(e).__name__}: {str(e).strip().splitlines()[0].rstrip('.') if str(e).strip() else ''}). Check "
             f"that every node was started with the same --nnodes/--nproc-per-node and rendezvous endpoint, that "
             f"{where} is reachable from every node (host name resolves, port open in the firewall, not in use), "
             f"and that no node crashed before joining; {INIT_TIMEOUT_ENV} sets this timeout"
@@ -290,3 +290,46 @@ def check_ranks_agree(fingerprint: Mapping[str, Any], info: DistInfo) -> None:
     msg = compare_fingerprints(all_gather_object(dict(fingerprint), info))
     if msg:
         raise PandError(msg)
+
+
+def check_shared_dir(path: str | os.PathLike, info: DistInfo, what: str = "run directory",
+                     wait_s: float = 10.0) -> None:
+    """Check that every rank sees the same directory ``path`` (a filesystem shared by all nodes).
+
+    Rank 0 writes a marker file with a fresh token, every rank looks for it (polling up to ``wait_s`` seconds: a
+    network filesystem may show a new file late), and all ranks raise the same :class:`~pand.errors.PandError`
+    naming the ranks and hosts that did not see it. A no-op for one process.
+    """
+    if not _active(info):
+        return
+    import time
+    import uuid
+
+    from pand.errors import PandError
+    from pand.utils.io import atomic_write_text
+
+    token, main_path = all_gather_object((uuid.uuid4().hex, str(path)), info)[0]
+    marker = Path(path) / f".pand-shared-{token}"
+    if info.is_main:
+        atomic_write_text(marker, token)
+    barrier(info)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            seen = marker.read_text() == token
+        except OSError:
+            seen = False
+        if seen or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    views = all_gather_object((seen, socket.gethostname(), str(path)), info)
+    if info.is_main:
+        marker.unlink(missing_ok=True)
+    blind = [f"rank {r} ({host}: {p})" for r, (ok, host, p) in enumerate(views) if not ok]
+    if blind:
+        raise PandError(
+            f"the {what} {main_path} is not shared between the nodes: {', '.join(blind)} do not see the file rank 0 "
+            f"({views[0][1]}) wrote there. Every rank reads what rank 0 writes into it (Stage PSC anchors, "
+            f"checkpoints on --resume): put it on a filesystem every node mounts at the same path (NFS, Lustre, ...) "
+            f"and pass the same --run-dir on every node"
+        )

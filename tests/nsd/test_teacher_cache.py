@@ -350,7 +350,8 @@ _DDP_SCRIPT = textwrap.dedent("""
     ds = FGVCDataset([(os.path.join({img!r}, p), y) for p, y in samples], list("abcd"),
                      create_transform(pp, True, "standard", (0.3, 1.0)))
     teacher = FakeTeacher(image_size=16)
-    cfg = make_cfg("cache_dir={cache}", "nsd.teacher_cache.views=2")
+    cfg = make_cfg("cache_dir=" + os.environ["TEST_CACHE"], "nsd.teacher_cache.views=2",
+                   "nsd.teacher_cache.shard_size=" + os.environ["TEST_SHARD"])
     src = maybe_cache_teacher(cfg, LiveTeacher(teacher, STUDENT_MEAN, STUDENT_STD), ds,
                               DistInfo(rank=rank, world_size=2, local_rank=rank), progress=False)
     src.set_epoch(1)
@@ -362,17 +363,29 @@ _DDP_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_two_ranks_rank0_builds_rank1_reads(toy, data, tmp_path):
+@pytest.mark.parametrize("layout", ["one_shard", "shared", "per_node"])
+def test_two_ranks_build_their_shards_and_read_the_same_features(toy, data, tmp_path, layout):
+    """16 images x 2 views. ``one_shard``: one shard, so rank 0 encodes everything; ``shared``: 4 shards dealt
+    round-robin into one directory; ``per_node``: each rank has its own cache_dir (node-local disks), so each
+    encodes its share, does not see the other's, and completes its own copy with its own manifest."""
     script = tmp_path / "ddp_cache.py"
-    script.write_text(_DDP_SCRIPT.format(tests=str(REPO / "tests" / "nsd"), img=str(tmp_path / "img" / "train"),
-                                         cache=str(tmp_path / "ddpcache")))
+    script.write_text(_DDP_SCRIPT.format(tests=str(REPO / "tests" / "nsd"), img=str(tmp_path / "img" / "train")))
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(29500 + os.getpid() % 1000), WORLD_SIZE="2")
-    procs = [subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=dict(env, RANK=str(r)),
+               MASTER_PORT=str(29500 + os.getpid() % 1000), WORLD_SIZE="2",
+               TEST_SHARD="16" if layout == "one_shard" else "4")
+    caches = [tmp_path / ("cache%d" % r if layout == "per_node" else "cache") for r in (0, 1)]
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=REPO,
+                              env=dict(env, RANK=str(r), LOCAL_RANK="0", TEST_CACHE=str(caches[r])),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     res = [next(line.split() for line in out.splitlines() if line.startswith("RESULT")) for out, _ in outs]
-    assert int(res[0][2]) == 16 * 2 and int(res[1][2]) == 0  # only rank 0 ran the teacher
+    encoded = {"one_shard": (32, 0), "shared": (16, 16), "per_node": (32, 32)}[layout]
+    assert (int(res[0][2]), int(res[1][2])) == encoded  # views each rank ran through the teacher
     assert res[0][3] == res[1][3]  # and both read the same features
+    for cache in set(caches):
+        (root,) = (cache / CACHE_SUBDIR).iterdir()
+        assert (root / "manifest.json").is_file() and not list(root.glob(".*.tmp"))
+    if layout == "per_node":
+        assert "do not see the shards" in outs[0][1]
