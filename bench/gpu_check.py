@@ -17,12 +17,14 @@ error, the run goes on):
 
 The run has a wall-clock budget (``--budget-s``); every stage has a share of it, and items that would start after
 their stage's share (or the whole budget) is spent are recorded as ``skipped (budget)``. The NSD matrix runs its
-most informative configurations first (fp32 eager, then bf16 + channels_last + compile, then the ablations). The
-JSON and markdown are rewritten after every stage, so a run killed from outside keeps what it measured.
+most informative configurations first (fp32 eager, then bf16 + channels_last + compile, then the ablations).
 
     python bench/gpu_check.py                    # on a CUDA GPU: ViT-B-16@224 teacher, ResNet-18@224 student
-    python bench/gpu_check.py --dry-run          # the same steps at toy sizes on the CPU (< 1 min on 2 cores)
+    python bench/gpu_check.py --dry-run          # the same steps at toy sizes on the CPU (~1 min on 2 cores)
     python bench/gpu_check.py --stages nsd,latency --out runs/gpu_check
+    python bench/gpu_check.py --set epochs=8 --set train_per_class=60 --budget-s 540   # longer, steadier NSD
+
+The JSON and markdown are rewritten after every finished item, so a run killed from outside keeps its rows.
 
 The dry run compiles with the ``eager`` torch.compile backend (inductor's C++ build alone takes minutes on 2 CPU
 cores); ``--compile-backend inductor`` restores the default. On the CPU autocast and channels_last are no-ops, so
@@ -34,6 +36,7 @@ weights; the test top-1 of the NSD rows only compares runs with each other.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as _dt
 import json
@@ -49,14 +52,13 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 for _p in (str(REPO), str(BENCH)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would bury the report lines in a captured log
 
 import nsd_cache  # noqa: E402  (bench/nsd_cache.py: the Stage NSD benchmark this check reuses)
 
@@ -68,6 +70,7 @@ STAGE_SHARE = {"tests": 0.35, "nsd": 0.40, "psc": 0.07, "latency": 0.18}
 NSD_MATRIX = [("fp32", False, False), ("bf16", True, True), ("bf16", True, False), ("fp32", True, False),
               ("bf16", False, False), ("fp32", False, True), ("bf16", False, True), ("fp32", True, True)]
 CPU_TEST_MARKERS = "not slow and not gpu and not trt and not latency and not ddp"
+Save = Callable[[Dict[str, Any]], None]  # a stage's callback after every item (writes the partial report)
 
 # On a GPU: the realistic pair at 224 px. Synthetic images are rendered at 96 px (rendering is CPU-bound, about
 # 10 ms an image) and the student's random-resized crop / the teacher's resize bring them to 224 px.
@@ -98,6 +101,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="torch.compile backend (GPU: inductor, dry run: eager)")
     p.add_argument("--workers", type=int, help="DataLoader workers of the NSD and PSC stages (GPU 8, dry run 0)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), help="default: cuda, or cpu with --dry-run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting of the GPU (or dry-run) table, value as JSON or text, e.g.\n"
+                        "--set epochs=6 --set train_per_class=60 --set 'latency_iters={\"1\": 500, \"32\": 100}'")
     a = p.parse_args(argv)
     a.stages = [s.strip() for s in a.stages.split(",") if s.strip()]
     bad = [s for s in a.stages if s not in STAGES]
@@ -107,6 +113,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for k in ("budget_s", "compile_backend", "workers"):
         if getattr(a, k) is not None:
             a.size[k] = getattr(a, k)
+    for item in a.set:
+        k, sep, v = item.partition("=")
+        if not sep or k not in a.size:
+            p.error(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(a.size))}")
+        try:
+            val = json.loads(v)
+        except ValueError:
+            val = v
+        a.size[k] = {int(b): int(n) for b, n in val.items()} if k == "latency_iters" else val
     a.device = a.device or ("cpu" if a.dry_run else "cuda")
     return a
 
@@ -156,20 +171,22 @@ def _reset_dynamo() -> None:
     torch._dynamo.reset()
 
 
-def _patch_compile_backend(backend: str) -> None:
-    """Make ``torch.compile`` default to ``backend`` (the trainer calls ``torch.compile(model)``)."""
+@contextlib.contextmanager
+def compile_backend(backend: str) -> Iterator[None]:
+    """Inside: ``torch.compile`` defaults to ``backend`` (the trainer calls ``torch.compile(model)``)."""
     import torch
 
-    if backend == "inductor" or getattr(torch.compile, "_pand_backend", None) == backend:
-        return
     original = torch.compile
+    if backend != "inductor":
+        def compile_with_backend(model=None, **kwargs):
+            kwargs.setdefault("backend", backend)
+            return original(model, **kwargs)
 
-    def compile_with_backend(model=None, **kwargs):
-        kwargs.setdefault("backend", backend)
-        return original(model, **kwargs)
-
-    compile_with_backend._pand_backend = backend
-    torch.compile = compile_with_backend
+        torch.compile = compile_with_backend
+    try:
+        yield
+    finally:
+        torch.compile = original
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,13 +313,15 @@ def _log_counts(log: Path) -> Dict[str, Any]:
     return counts
 
 
-def stage_tests(a: argparse.Namespace, out: Path, budget: Budget) -> Dict[str, Any]:
+def stage_tests(a: argparse.Namespace, out: Path, budget: Budget, save: Save) -> Dict[str, Any]:
     """``pytest -m gpu`` with the GPU visible (most of the stage's time), then the fast CPU subset."""
-    gpu = run_pytest("gpu", a.size["gpu_tests"], "gpu", True, out, budget.left() * 0.75)
-    print(_tests_line("gpu", gpu), flush=True)
-    cpu = run_pytest("cpu-fast", a.size["cpu_tests"], CPU_TEST_MARKERS, False, out, budget.left())
-    print(_tests_line("cpu-fast", cpu), flush=True)
-    return {"gpu": gpu, "cpu_fast": cpu}
+    res: Dict[str, Any] = {}
+    res["gpu"] = run_pytest("gpu", a.size["gpu_tests"], "gpu", True, out, budget.left() * 0.75)
+    print(_tests_line("gpu", res["gpu"]), flush=True)
+    save(res)
+    res["cpu_fast"] = run_pytest("cpu-fast", a.size["cpu_tests"], CPU_TEST_MARKERS, False, out, budget.left())
+    print(_tests_line("cpu-fast", res["cpu_fast"]), flush=True)
+    return res
 
 
 def _tests_line(name: str, r: Dict[str, Any]) -> str:
@@ -364,7 +383,7 @@ def nsd_label(precision: str, channels_last: bool, compile: bool) -> str:
     return f"{precision}{' +cl' if channels_last else ''}{' +compile' if compile else ''}"
 
 
-def stage_nsd(a: argparse.Namespace, setup: Setup, budget: Budget) -> Dict[str, Any]:
+def stage_nsd(a: argparse.Namespace, setup: Setup, budget: Budget, save: Save) -> Dict[str, Any]:
     device = setup.device
     splits = setup.splits
     n_train = len(splits.train)
@@ -404,6 +423,7 @@ def stage_nsd(a: argparse.Namespace, setup: Setup, budget: Budget) -> Dict[str, 
             shutil.rmtree(setup.work / "nsd", ignore_errors=True)
         _nsd_speedups(res)
         print(_nsd_line(row), flush=True)
+        save(res)
     return res
 
 
@@ -445,13 +465,14 @@ def _nsd_line(r: Dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # psc
 # ---------------------------------------------------------------------------------------------------------------
-def stage_psc(a: argparse.Namespace, setup: Setup, budget: Budget) -> Dict[str, Any]:
+def stage_psc(a: argparse.Namespace, setup: Setup, budget: Budget, save: Save) -> Dict[str, Any]:
     import torch
 
     from pand.psc.features import extract_features
 
     device, s = setup.device, a.size
     rows: List[Dict[str, Any]] = []
+    res = {"rows": rows}
     for prec in ("fp32", "amp"):
         row: Dict[str, Any] = {"teacher_precision": prec, "batch_size": s["psc_batch"]}
         rows.append(row)
@@ -493,7 +514,8 @@ def stage_psc(a: argparse.Namespace, setup: Setup, budget: Budget) -> Dict[str, 
         print(f"psc teacher {prec}: " + (f"extract {row['extract_images_per_s']:.0f} img/s, forward only "
                                           f"{row['forward_images_per_s']:.0f} img/s" if row["status"] == "ok"
                                           else f"{row['status']} {row.get('error', '')}"), flush=True)
-    return {"rows": rows}
+        save(res)
+    return res
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -502,7 +524,7 @@ def stage_psc(a: argparse.Namespace, setup: Setup, budget: Budget) -> Dict[str, 
 LATENCY_VARIANTS = [("eager", "fp32"), ("eager", "fp16"), ("compile", "fp16"), ("compile", "fp32")]
 
 
-def stage_latency(a: argparse.Namespace, device, budget: Budget) -> Dict[str, Any]:
+def stage_latency(a: argparse.Namespace, device, budget: Budget, save: Save) -> Dict[str, Any]:
     import torch
 
     from pand.models.students import create_student
@@ -510,6 +532,7 @@ def stage_latency(a: argparse.Namespace, device, budget: Budget) -> Dict[str, An
     s = a.size
     base = create_student(s["student"], s["num_classes"]).eval()
     rows: List[Dict[str, Any]] = []
+    res = {"student": s["student"], "num_classes": s["num_classes"], "rows": rows}
     for mode, prec in LATENCY_VARIANTS:
         for batch, iters in sorted(s["latency_iters"].items()):
             row: Dict[str, Any] = {"mode": mode, "precision": prec, "batch": batch, "image_size": s["image_size"],
@@ -535,7 +558,8 @@ def stage_latency(a: argparse.Namespace, device, budget: Budget) -> Dict[str, An
                 row.update(status="error", error=_err(e))
                 traceback.print_exc()
             print(_latency_line(row), flush=True)
-    return {"student": s["student"], "num_classes": s["num_classes"], "rows": rows}
+            save(res)
+    return res
 
 
 def _time_model(model, x, iters: int, warmup: int, device) -> Dict[str, float]:
@@ -655,6 +679,18 @@ def to_markdown(rep: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _saver(rep: Dict[str, Any], name: str, out: Path, budget: Budget) -> Save:
+    """Callback of a stage after every item: the partial result goes into the report on disk (a run killed from
+    outside keeps every finished row)."""
+    def save(res: Dict[str, Any]) -> None:
+        rep[name] = res
+        rep["stages"].setdefault(name, {"status": "running"})
+        rep["elapsed_s"] = budget.elapsed()
+        write_report(rep, out)
+
+    return save
+
+
 def write_report(rep: Dict[str, Any], out: Path) -> None:
     (out / "gpu_check.json").write_text(json.dumps(rep, indent=1, default=str) + "\n")
     (out / "gpu_check.md").write_text(to_markdown(rep))
@@ -663,6 +699,22 @@ def write_report(rep: Dict[str, Any], out: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------------------------
+def _run_stage(name: str, runner: Callable[[Save], Dict[str, Any]], rep: Dict[str, Any], out: Path,
+               budget: Budget) -> None:
+    """One stage into ``rep[name]`` and ``rep["stages"][name]`` (status, seconds); the report is written after it."""
+    budget.start_stage(name)
+    t0 = time.perf_counter()
+    try:
+        rep[name] = runner(_saver(rep, name, out, budget))
+        rep["stages"][name] = {"status": "ok"}
+    except Exception as e:  # noqa: BLE001 - a stage that cannot even start is recorded, the rest runs
+        traceback.print_exc()
+        rep["stages"][name] = {"status": "error", "error": _err(e)}
+    rep["stages"][name]["seconds"] = time.perf_counter() - t0
+    rep["elapsed_s"] = budget.elapsed()
+    write_report(rep, out)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the selected stages; returns the report (also written to ``<out>/gpu_check.{json,md}``)."""
     import torch
@@ -672,7 +724,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     a = parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    _patch_compile_backend(a.size["compile_backend"])
     device = select_device(a.device)
     budget = Budget(a.size["budget_s"], a.stages)
     settings = {k: v for k, v in a.size.items() if k not in ("gpu_tests", "cpu_tests")}
@@ -683,22 +734,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     write_report(rep, out)
     work = Path(tempfile.mkdtemp(prefix="pand-gpu-check-"))
     setup = Setup(a, work, device)
-    runners: Dict[str, Callable[[], Dict[str, Any]]] = {
-        "tests": lambda: stage_tests(a, out, budget), "nsd": lambda: stage_nsd(a, setup, budget),
-        "psc": lambda: stage_psc(a, setup, budget), "latency": lambda: stage_latency(a, device, budget)}
+    runners: Dict[str, Callable[..., Dict[str, Any]]] = {
+        "tests": lambda save: stage_tests(a, out, budget, save), "nsd": lambda save: stage_nsd(a, setup, budget, save),
+        "psc": lambda save: stage_psc(a, setup, budget, save),
+        "latency": lambda save: stage_latency(a, device, budget, save)}
     try:
-        for name in a.stages:
-            budget.start_stage(name)
-            t0 = time.perf_counter()
-            try:
-                rep[name] = runners[name]()
-                rep["stages"][name] = {"status": "ok"}
-            except Exception as e:  # noqa: BLE001 - a stage that cannot even start is recorded, the rest runs
-                traceback.print_exc()
-                rep["stages"][name] = {"status": "error", "error": _err(e)}
-            rep["stages"][name]["seconds"] = time.perf_counter() - t0
-            rep["elapsed_s"] = budget.elapsed()
-            write_report(rep, out)
+        with compile_backend(a.size["compile_backend"]):
+            for name in a.stages:
+                _run_stage(name, runners[name], rep, out, budget)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'} ({budget.elapsed():.0f}s)", flush=True)
@@ -706,4 +749,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("TQDM_DISABLE", "1")  # fewer progress bars between the report lines of a captured log
     main()

@@ -4,7 +4,7 @@
 # prepares the environment and bounds the run in time.
 #
 #   bench/gpu_check.sh [--out DIR] [--stages tests,nsd,psc,latency] [--budget-s S]   # on a CUDA GPU machine
-#   bench/gpu_check.sh --dry-run [--out DIR]      # toy sizes on the CPU, in the current environment (< 1 min)
+#   bench/gpu_check.sh --dry-run [--out DIR]      # toy sizes on the CPU, in the current environment (~1 min)
 #   make gpu-check                                # the same as the first line
 #
 # On a GPU machine with torch (CUDA) preinstalled and no package index, the script:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 
@@ -65,3 +67,32 @@ def test_gpu_check_dry_run_writes_every_section_with_numbers(tmp_path):
                   "## Student inference latency (PyTorch)"):
         assert title in md
     assert "bf16 +cl +compile" in md and "dry run" in md
+
+
+def _load_gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pand_bench_gpu_check", REPO / "bench" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_spent_budget_records_skipped_rows_and_unknown_settings_are_refused(tmp_path, capsys):
+    import torch
+
+    gc = _load_gpu_check()
+    compile_before = torch.compile
+    rep = gc.main(["--dry-run", "--stages", "latency", "--budget-s", "0", "--out", str(tmp_path)])
+    assert torch.compile is compile_before  # the dry run's eager compile backend does not leak out of main()
+    rows = rep["latency"]["rows"]
+    assert len(rows) == 8 and all(r["status"] == "skipped (budget)" for r in rows)
+    on_disk = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert on_disk["latency"]["rows"] == rows and "nsd" not in on_disk
+    assert "| eager | fp32 | 1 | skipped (budget) |" in (tmp_path / "gpu_check.md").read_text()
+
+    a = gc.parse_args(["--dry-run", "--set", "epochs=3", "--set", 'latency_iters={"1": 4}'])
+    assert a.size["epochs"] == 3 and a.size["latency_iters"] == {1: 4}
+    with pytest.raises(SystemExit):
+        gc.parse_args(["--set", "epoch=3"])
+    assert "epochs" in capsys.readouterr().err  # the error lists the valid keys
