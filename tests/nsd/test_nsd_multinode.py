@@ -99,6 +99,17 @@ def test_two_torchrun_nodes_match_single_process_and_share_one_teacher_cache(tmp
         np.testing.assert_allclose(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), atol=2e-3)
 
 
+@pytest.mark.ddp
+@pytest.mark.timeout(120)
+def test_a_missing_node_ends_the_launch_at_the_join_timeout(tmp_path):
+    """One agent of --nnodes 2: torchrun's rendezvous gives up after join_timeout (docs/distributed.md), no hang."""
+    cmd = _torchrun(_free_port(), *ARGS, f"cache_dir={tmp_path / 'cache'}", "--run-dir", str(tmp_path / "run"))
+    cmd[cmd.index("join_timeout=60")] = "join_timeout=3"
+    ((rc, _, err),) = _run_nodes([cmd], timeout=90)
+    assert rc != 0 and "RendezvousTimeoutError" in err, err[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.ddp
 @pytest.mark.timeout(300)
