@@ -33,7 +33,9 @@ def _dry_run(cfg) -> None:
     click.echo(f"classes: {len(splits.class_names)}")
     for name in ("train", "val", "test"):
         ds = getattr(splits, name)
-        click.echo(f"{name:>5}: {len(ds) if ds is not None else 0} images")
+        dropped = len(splits.skipped.get(name, []))
+        note = f" ({dropped} unreadable dropped: data.skip_corrupt=true)" if dropped else ""
+        click.echo(f"{name:>5}: {len(ds) if ds is not None else 0} images{note}")
     if splits.base_classes is not None:
         click.echo(f"base/novel classes: {len(splits.base_classes)}/{len(splits.novel_classes)}")
     examples = ", ".join(splits.class_names[:3])

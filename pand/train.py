@@ -169,6 +169,8 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
         anchors_path = _psc_artifact_path(cfg, run_dir) if cfg.recipe.use_teacher and cfg.recipe.anchors == "psc" \
             else None
         summary = _summary(cfg, result, teacher, t0, anchors_path)
+        # data.skip_corrupt=true: unreadable images dropped per split (test_images counts only the readable ones)
+        summary["skipped_images"] = {split: len(paths) for split, paths in splits.skipped.items()}
         atomic_write_json(run_dir / "summary.json", summary)
     barrier(dist)
     return summary

@@ -108,11 +108,17 @@ def normalize_u8(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def load_image(path: Union[str, Path]):
-    """Open an image file as a PIL RGB image; raises :class:`PandError` naming the file if it cannot be read."""
+    """Open an image file as a PIL RGB image; raises :class:`PandError` naming the file if it cannot be read.
+
+    16-bit greyscale (PIL modes ``I;16``/``I``) is scaled to 8 bits (:func:`pand.utils.image.to_rgb`), exactly as
+    in training.
+    """
+    from pand.utils.image import to_rgb
+
     Image = _pil()
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except Image.DecompressionBombError as e:
         raise PandError(f"image {path} is too large to decode safely ({e}); it may be a decompression bomb. Resize "
                         f"it, or if you trust the file raise PIL.Image.MAX_IMAGE_PIXELS before predicting") from e
@@ -123,7 +129,9 @@ def load_image(path: Union[str, Path]):
 def _as_pil(item: Any):
     Image = _pil()
     if isinstance(item, Image.Image):
-        return item if item.mode == "RGB" else item.convert("RGB")
+        from pand.utils.image import to_rgb
+
+        return item if item.mode == "RGB" else to_rgb(item)
     if isinstance(item, (str, Path)):
         return load_image(item)
     if isinstance(item, np.ndarray):

@@ -4,20 +4,49 @@ A loader turns an official on-disk layout into a list of ``(absolute image path,
 and a list of class names (label ``i`` <-> ``class_names[i]``). :class:`FGVCDataset` wraps such a list
 as a torch ``Dataset`` returning ``(transform(PIL RGB image), label)``. :class:`DataSplits` holds the
 train / val / test datasets of one run (val always held out of train or official, never test).
+
+Images decode to 8-bit RGB with :func:`pand.utils.image.to_rgb` (16-bit greyscale PNGs are scaled, not clipped
+to white). With ``data.skip_corrupt=true`` unreadable images are dropped from the sample lists when the splits
+are built (:func:`unreadable_images`, counted in ``DataSplits.skipped``), never replaced by another image.
 """
 from __future__ import annotations
 
 import copy
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from pand.errors import DataError
 
-__all__ = ["Sample", "FGVCDataset", "DataSplits"]
+__all__ = ["Sample", "FGVCDataset", "DataSplits", "read_rgb", "unreadable_images"]
 
 Sample = Tuple[str, int]
+
+
+def read_rgb(path: str):
+    """Decode image file ``path`` to an 8-bit RGB PIL image (raises whatever PIL raises)."""
+    from PIL import Image
+
+    from pand.utils.image import to_rgb
+
+    with Image.open(path) as im:
+        return to_rgb(im)
+
+
+def unreadable_images(paths: Sequence[str], workers: int = 4) -> Dict[str, str]:
+    """``{path: reason}`` for every file of ``paths`` that cannot be decoded (each file is decoded once, fully)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(path: str) -> Optional[str]:
+        try:
+            read_rgb(path)
+        except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(check, list(paths)))
+    return {p: r for p, r in zip(paths, reasons) if r is not None}
 
 
 class FGVCDataset:
@@ -27,7 +56,8 @@ class FGVCDataset:
         samples: ``(path, label)`` pairs, labels in ``[0, len(class_names))``.
         class_names: prompt-ready class names, index = label.
         transform: applied to the PIL RGB image (None: the PIL image is returned).
-        skip_corrupt: on an unreadable image, warn and return the next readable one instead of raising.
+        skip_corrupt: ``data.skip_corrupt`` of the run; unreadable images were dropped from ``samples`` when the
+            splits were built (``skipped`` of them), so an image that fails here changed since then: always an error.
         name: dataset name + split, used in messages.
     """
 
@@ -55,32 +85,25 @@ class FGVCDataset:
 
     def load_image(self, index: int):
         """The RGB PIL image of sample ``index``; raises :class:`DataError` naming the file if unreadable."""
-        from PIL import Image
-
         path = self.samples[index][0]
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
+            return read_rgb(path)
         except Exception as e:  # noqa: BLE001 - any decoder error means the file is unusable
+            if self.skip_corrupt:
+                raise DataError(
+                    f"cannot read image {path} ({type(e).__name__}: {e}); it was readable when the splits were built "
+                    f"(data.skip_corrupt=true drops unreadable images then), so it changed during the run. Fix or "
+                    f"restore the file and rerun."
+                ) from e
             raise DataError(
                 f"cannot read image {path} ({type(e).__name__}: {e}). Fix or remove the file, or set "
-                f"data.skip_corrupt=true to skip unreadable images with a warning."
+                f"data.skip_corrupt=true to drop unreadable images (counted and reported)."
             ) from e
 
     def __getitem__(self, index: int):
-        for attempt in range(len(self.samples)):
-            i = (index + attempt) % len(self.samples)
-            try:
-                img = self.load_image(i)
-            except DataError:
-                if not self.skip_corrupt:
-                    raise
-                self.skipped += 1
-                warnings.warn(f"{self.name}: skipped unreadable image {self.samples[i][0]} ({self.skipped} so far)")
-                continue
-            label = self.samples[i][1]
-            return (self.transform(img) if self.transform is not None else img), label
-        raise DataError(f"{self.name}: no readable image at all")
+        img = self.load_image(index)
+        label = self.samples[index][1]
+        return (self.transform(img) if self.transform is not None else img), label
 
     def with_transform(self, transform: Optional[Callable]) -> "FGVCDataset":
         """A shallow copy that applies ``transform`` instead."""
@@ -110,6 +133,8 @@ class DataSplits:
     base_classes: Optional[List[int]] = None
     novel_classes: Optional[List[int]] = None
     captions: Optional[dict] = field(default=None)  # synthetic: image path -> caption
+    # data.skip_corrupt=true: split -> the unreadable image files dropped from it (empty when none or off)
+    skipped: Dict[str, List[str]] = field(default_factory=dict)
 
     def prompts(self) -> List[str]:
         """The hand-crafted prompt of every class, in label order."""

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from pand.errors import DataError
 
-from .base import DataSplits, FGVCDataset, Sample
+from .base import DataSplits, FGVCDataset, Sample, unreadable_images
 from .registry import RawSplits, get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
 
@@ -85,6 +86,21 @@ def _check_nonempty(samples: List[Sample], names: Sequence[str], name: str, spli
         )
 
 
+def _drop_unreadable(samples: Optional[List[Sample]], name: str, split: str, skipped: Dict[str, List[str]]
+                     ) -> Optional[List[Sample]]:
+    """``samples`` without the files that cannot be decoded (``data.skip_corrupt=true``), recorded in ``skipped``."""
+    if not samples:
+        return samples
+    bad = unreadable_images([p for p, _ in samples])
+    if not bad:
+        return samples
+    skipped[split] = sorted(bad)
+    shown = "; ".join(f"{p} ({r})" for p, r in sorted(bad.items())[:_MAX_LISTED])
+    warnings.warn(f"{name}/{split}: dropped {len(bad)} of {len(samples)} unreadable image(s) "
+                  f"(data.skip_corrupt=true): {shown}")
+    return [(p, y) for p, y in samples if p not in bad]
+
+
 def build_splits(
     data_cfg: Any,
     cache_dir: str | os.PathLike = ".cache/pand",
@@ -97,7 +113,10 @@ def build_splits(
     that every listed image exists and every class has training images; take the official val split where the
     dataset has one (FGVC-Aircraft, DTD, Flowers-102 with ``flowers_use_val``, an ImageFolder ``val/``), else hold
     out ``data.val_fraction`` of every class of train (seeded by ``data.val_seed``); then apply the label budget
-    ``data.labels_per_class`` to train. The test split is never changed.
+    ``data.labels_per_class`` to train. The test split is never changed, except that ``data.skip_corrupt=true``
+    decodes every image once first and drops the unreadable ones from every split (a warning names them; they are
+    listed in ``DataSplits.skipped`` and counted in each dataset's ``skipped``), so training, evaluation and export
+    see the same readable images and no image stands in for another.
 
     Args:
         data_cfg: the ``data`` config section (:class:`pand.config.schema.DataCfg`, DictConfig or dict).
@@ -128,13 +147,21 @@ def build_splits(
     for split, samples in (("train", raw.train), ("val", raw.val), ("test", raw.test)):
         if samples is not None:
             _check_samples(samples, c, name, split, raw.sources.get(split, ""))
-    _check_nonempty(raw.train, names, name, "train")
-    if not raw.test:
-        raise DataError(f"{name}: the test split ({raw.sources.get('test', 'test')}) is empty")
+    skip = bool(_get(data_cfg, "skip_corrupt", False))
+    skipped: Dict[str, List[str]] = {}
+    raw_train, raw_val, raw_test = raw.train, raw.val, raw.test
+    if skip:
+        raw_train = _drop_unreadable(raw_train, name, "train", skipped)
+        raw_val = _drop_unreadable(raw_val, name, "val", skipped)
+        raw_test = _drop_unreadable(raw_test, name, "test", skipped)
+    _check_nonempty(raw_train, names, name, "train")
+    if not raw_test:
+        raise DataError(f"{name}: the test split ({raw.sources.get('test', 'test')}) is empty"
+                        + (" after dropping its unreadable images" if skipped.get("test") else ""))
 
-    train = list(raw.train)
-    if raw.val is not None:
-        val: Optional[List[Sample]] = list(raw.val)
+    train = list(raw_train)
+    if raw_val is not None:
+        val: Optional[List[Sample]] = list(raw_val)
     else:
         fraction = float(_get(data_cfg, "val_fraction", 0.1))
         if not 0 <= fraction < 1:
@@ -149,12 +176,13 @@ def build_splits(
         keep = label_budget([y for _, y in train], int(budget), int(_get(data_cfg, "val_seed", 0)))
         train = [train[i] for i in keep]
 
-    skip = bool(_get(data_cfg, "skip_corrupt", False))
-
     def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
         if samples is None:
             return None
-        return FGVCDataset(samples, names, transform=tf, skip_corrupt=skip, name=f"{name}/{split}")
+        out = FGVCDataset(samples, names, transform=tf, skip_corrupt=skip, name=f"{name}/{split}")
+        # a held-out val split's dropped files were counted with train (they were dropped before the holdout)
+        out.skipped = len(skipped.get(split, []))
+        return out
 
     template = str(_get(data_cfg, "template", "a photo of a {}."))
     if "{}" not in template:
@@ -162,7 +190,7 @@ def build_splits(
     base, novel = base_novel_split(range(c))
     return DataSplits(
         train=ds(train, "train", train_transform), val=ds(val, "val", eval_transform),
-        test=ds(list(raw.test), "test", eval_transform), class_names=names, root=raw.root,
+        test=ds(list(raw_test), "test", eval_transform), class_names=names, root=raw.root,
         template=template, base_classes=base, novel_classes=novel,
-        captions=raw.captions,
+        captions=raw.captions, skipped=skipped,
     )

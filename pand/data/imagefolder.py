@@ -9,14 +9,18 @@ Expected tree (``data.root``)::
 
 Labels follow the sorted ``train/`` class folders and files are collected with the rules of
 ``torchvision.datasets.ImageFolder`` (sorted class folders, sorted recursive walk, the same extensions), without
-importing torch, so a dry run stays fast. Class names are the folder names cleaned for prompts
+importing torch, so a dry run stays fast. A class folder may itself be a symlink, but symlinked folders *inside*
+a class folder are not entered (a warning counts them): a link to ``..`` would loop and multiply the images, or
+pull in another class's files. A file reached under several names (file symlinks) is listed once; the same file
+under two classes is an error. Class names are the folder names cleaned for prompts
 ("001.Black_footed_Albatross" -> "Black footed Albatross") unless ``classes.json`` gives them.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pand.errors import DataError
 from pand.utils.io import read_json
@@ -32,7 +36,9 @@ LAYOUT = "<root>/{train/<class>/*, test/<class>/*, optional val/<class>/*, optio
 def scan_split(directory: Path, class_to_idx: Dict[str, int], dataset: str) -> List[Sample]:
     """Image files under ``directory/<class>/`` (recursively, sorted) labelled by ``class_to_idx``.
 
-    Class folders not in ``class_to_idx`` are an error (a test class the model was never trained on).
+    Class folders not in ``class_to_idx`` are an error (a test class the model was never trained on), and so is
+    one file (by real path) under two classes. Symlinked sub-folders are not entered; a file listed twice in one
+    class (a file symlink) is kept once.
     """
     extra = sorted(d.name for d in os.scandir(directory) if d.is_dir() and d.name not in class_to_idx)
     if extra:
@@ -41,15 +47,36 @@ def scan_split(directory: Path, class_to_idx: Dict[str, int], dataset: str) -> L
             f"the train/ class folders"
         )
     samples: List[Sample] = []
+    seen_files: Dict[str, Tuple[str, str]] = {}
+    links: List[str] = []
     for cls, idx in sorted(class_to_idx.items(), key=lambda kv: kv[1]):
         cdir = directory / cls
         if not cdir.is_dir():
             continue
-        for dirpath, dirnames, fnames in sorted(os.walk(cdir, followlinks=True)):
-            for fname in sorted(fnames):
-                if fname.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, fname), idx))
+        for path in _walk_images(cdir, links):
+            real = os.path.realpath(path)
+            if real in seen_files:
+                first, first_cls = seen_files[real]
+                if first_cls != cls:
+                    raise DataError(f"{dataset}: {real} is listed under class folders {first_cls!r} ({first}) and "
+                                    f"{cls!r} ({path}); an image must belong to one class. Remove one of the links.")
+                continue
+            seen_files[real] = (path, cls)
+            samples.append((path, idx))
+    if links:
+        warnings.warn(f"{dataset}: {len(links)} symlinked folder(s) inside class folders of {directory} were not "
+                      f"entered (e.g. {links[0]}); link the images or the whole class folder instead")
     return samples
+
+
+def _walk_images(top: Path, links: List[str]) -> List[str]:
+    """Image files under ``top`` in ``sorted(os.walk(top))`` order, not entering symlinked sub-folders (appended
+    to ``links``); ``top`` itself may be a symlink."""
+    out: List[str] = []
+    for dirpath, dirnames, fnames in sorted(os.walk(top, followlinks=False)):
+        links.extend(os.path.join(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+        out.extend(os.path.join(dirpath, f) for f in sorted(fnames) if f.lower().endswith(IMG_EXTENSIONS))
+    return out
 
 
 def read_classes_json(root: Path, n_classes: int, dataset: str) -> Optional[dict]:

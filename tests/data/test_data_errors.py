@@ -135,9 +135,12 @@ def test_corrupt_image_named_or_skipped(imagefolder_root):
     i = [p for p, _ in s.train.samples].index(str(bad))
     with pytest.raises(DataError, match="cannot read image .*img_0.jpg.*data.skip_corrupt=true"):
         s.train[i]
-    s = build_splits(cfg("imagefolder", root, skip_corrupt=True))
+    n = len(s.train)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        img, y = s.train[i]
-    assert s.train.skipped == 1 and any("img_0.jpg" in str(x.message) for x in w)
-    assert img.size == (6, 5) and y == 0  # the next readable image
+        s = build_splits(cfg("imagefolder", root, skip_corrupt=True))
+    # dropped (never replaced by a neighbour), counted and reported
+    assert str(bad) not in [p for p, _ in s.train.samples] and len(s.train) == n - 1
+    assert s.train.skipped == 1 and s.skipped == {"train": [str(bad)]}
+    assert any("dropped 1 of" in str(x.message) and "img_0.jpg" in str(x.message) for x in w)
+    assert all(s.train[k][0].size == (6, 5) for k in range(len(s.train)))
