@@ -56,6 +56,17 @@ def _setup_logging() -> None:
 @click.option("--quantize-head/--float-head", default=False, show_default=True,
               help="INT8: also quantize the final classifier layer (default keeps it in float: tiny, and the most "
                    "precision-sensitive layer).")
+@click.option("--accuracy-aware/--plain-int8", default=True, show_default=True,
+              help="INT8: measure each layer's sensitivity and keep the most sensitive ones in float, fewest first, "
+                   "until the parity images meet --min-agreement (the layers, agreement and latency of every step "
+                   "go to the manifest); --plain-int8 quantizes everything but the head, once.")
+@click.option("--max-float-units", type=int, default=None,
+              help="INT8 accuracy-aware: the most fallback units (an activation and the layers around it) kept in "
+                   "float (default: no limit).")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="INT8: 7-bit weights, for x86 CPUs without VNNI (AVX2 only) whose u8s8 kernels can saturate. "
+                   "Default: on for --target cpu when this CPU is such a CPU, else off (on CPUs with VNNI/AMX it "
+                   "only costs agreement, see bench/int8.py).")
 @click.option("--parity-images", type=int, default=256, show_default=True,
               help="Held-out TEST images for the parity check (0 = the whole test split).")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
@@ -68,14 +79,15 @@ def _setup_logging() -> None:
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
               help="TensorRT timing cache file, reused across builds (default under the run's cache_dir).")
 @click.option("--min-agreement", type=float, default=None,
-              help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.95).")
+              help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.99; "
+                   "for int8 also the accuracy-aware search's target).")
 @click.option("--max-acc-drop", type=float, default=None,
               help="Override the precision's maximum top-1 accuracy drop vs PyTorch (fp16 0.01, int8 0.02).")
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for the parity run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity/calibration selection.")
 def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, calib_images, calib_method,
-        quantize_head, parity_images, output, simplify, exporter, workspace_gb, timing_cache, min_agreement,
-        max_acc_drop, threads, seed):
+        quantize_head, accuracy_aware, max_float_units, reduce_range, parity_images, output, simplify, exporter,
+        workspace_gb, timing_cache, min_agreement, max_acc_drop, threads, seed):
     """Export the student classifier of a pand run to a deployable bundle.
 
     SOURCE is a run directory (config.yaml + student.safetensors) or a student .safetensors checkpoint. The bundle
@@ -86,6 +98,7 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
     Examples:
       pand-export runs/tiny --format onnx
       pand-export runs/tiny --format onnx --precision int8 --target cpu --calib-images 256
+      pand-export runs/tiny --precision int8 --min-agreement 0.995     # accuracy-aware INT8 (the default)
       pand-export runs/cub --format trt --precision fp16 --max-batch 16
     """
     from pand.config import ConfigError
@@ -100,7 +113,8 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
                          output=Path(output) if output else None, simplify=simplify, target=target,
                          exporter=exporter, workspace_gb=workspace_gb,
                          timing_cache=Path(timing_cache) if timing_cache else None, seed=seed,
-                         min_agreement=min_agreement, max_acc_drop=max_acc_drop, threads=threads)
+                         min_agreement=min_agreement, max_acc_drop=max_acc_drop, threads=threads,
+                         accuracy_aware=accuracy_aware, max_float_units=max_float_units, reduce_range=reduce_range)
     try:
         result = export_bundle(source, opts)
     except (PandError, ConfigError, FileNotFoundError) as e:
@@ -110,6 +124,13 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
     click.echo(f"  models: {', '.join(f'{x.file} ({x.format}, {x.size_bytes / 1e6:.1f} MB)' for x in m.models)}")
     click.echo(f"  input: {m.input.name} {m.input.shape}  output: {m.output.name} {m.output.shape}  "
                f"precision: {m.precision}{'/' + m.int8_target if m.int8_target else ''}  opset: {m.opset}")
+    int8 = next((x.info.get("int8") for x in m.models if x.info.get("int8")), None)
+    if int8:
+        search = int8.get("accuracy_aware") or {}
+        chosen = (search.get("steps") or [{}])[search.get("chosen_step", 0)] if search else {}
+        click.echo(f"  int8: layers kept in float: {', '.join(int8.get('float_nodes') or []) or 'none'}"
+                   + (f"; agreement {chosen['agreement']:.2%} (target {search.get('target'):.2%}) after "
+                      f"{len(search.get('steps', []))} search step(s)" if chosen else ""))
     click.echo(f"  Benchmark: pand-bench {result.bundle}")
     if not result.valid:
         click.echo("pand-export: the bundle FAILED its parity check and is marked valid: false:", err=True)

@@ -79,6 +79,9 @@ class ExportOptions:
     min_agreement: Optional[float] = None  # override the precision's default tolerance
     max_acc_drop: Optional[float] = None
     threads: int = 0  # ORT intra-op threads for the parity run
+    reduce_range: Optional[bool] = None  # int8: 7-bit weights (None = auto: on for cpu where int8 kernels saturate)
+    accuracy_aware: bool = True  # int8: keep the most sensitive layers in float until the parity target is met
+    max_float_units: Optional[int] = None  # int8: the most fallback units the search may keep in float
 
 
 @dataclass
@@ -194,15 +197,27 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
         convert_fp16(fp32, final)
         info["fp16"] = {"converter": "onnxconverter_common.float16", "keep_io_types": True}
     elif o.precision == "int8":
-        from .quantize import quantize_int8
+        from runtime.int8_check import validated_cpu
+
+        from .int8_search import accuracy_aware_int8
+        from .quantize import Int8Quantizer
 
         calib = load_split_images(src.cfg, "train", o.calib_images, o.seed, src.class_names)
         transform = torch_eval_transform(src.preprocess)
-        batches = (x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration"))
-        recipe = quantize_int8(fp32, final, batches, target=o.target or "cpu", method=o.calib_method,
-                               quantize_head=o.quantize_head)
+        batches = [x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration")]
+        search = None
+        with Int8Quantizer(fp32, batches, target=o.target or "cpu", method=o.calib_method,
+                           reduce_range=o.reduce_range) as q:
+            base = [] if o.quantize_head else list(q.head_nodes)
+            if o.accuracy_aware:
+                recipe, search = accuracy_aware_int8(q, final, ctx.ref_inputs, ctx.ref_logits, ctx.labels,
+                                                     ctx.tolerance, base, threads=o.threads,
+                                                     max_units=o.max_float_units)
+            else:
+                recipe = q.quantize(final, base)
         info["int8"] = {**dataclasses.asdict(recipe), "calibration_images": len(calib), "calibration_split": "train",
-                        "calibration_method": o.calib_method}
+                        "calibration_method": o.calib_method, "validated_cpu": validated_cpu(),
+                        "accuracy_aware": search}
     if fp32 != final:
         fp32.unlink()
     check_onnx(final)

@@ -87,6 +87,7 @@ class BenchRow:
     agreement: Optional[float] = None
     max_abs_diff: Optional[float] = None
     model_sha256: str = ""  # sha256 of the model file the backend ran (from the manifest): what --compare matches on
+    float_layers: Optional[List[str]] = None  # int8: the nodes pand-export kept in float (None: not an int8 bundle)
     details: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -207,6 +208,9 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
     base.backend = predictor.backend_name
     mf = m.model("onnx" if predictor.backend_name == "onnxruntime" else "tensorrt")
     base.model_sha256 = mf.sha256 if mf is not None else ""
+    int8 = next((x.info["int8"] for x in m.models if isinstance(x.info.get("int8"), dict)), None)
+    if int8 is not None:
+        base.float_layers = [str(n) for n in int8.get("float_nodes") or []]
     base.details = {"device_key": device_key(predictor.backend.describe()), **predictor.backend.describe()}
     images_error = None
     try:
@@ -270,7 +274,7 @@ def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
 
 
 _COLUMNS = ("bundle", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "CV %", "top-1 %",
-            "agree %", "max abs diff", "status")
+            "agree %", "max abs diff", "float layers", "status")
 
 
 def _cells(r: BenchRow) -> List[str]:
@@ -279,7 +283,21 @@ def _cells(r: BenchRow) -> List[str]:
         status = f"ok ({r.reason})"
     return [r.name, r.backend, r.precision, str(r.batch), _fmt(r.p50_ms, ".2f"), _fmt(r.p90_ms, ".2f"),
             _fmt(r.p99_ms, ".2f"), _fmt(r.throughput, ".1f"), _fmt(r.cv, ".1f", 100), _fmt(r.top1, ".2f", 100),
-            _fmt(r.agreement, ".2f", 100), _fmt(r.max_abs_diff, ".2e"), status]
+            _fmt(r.agreement, ".2f", 100), _fmt(r.max_abs_diff, ".2e"),
+            "-" if r.float_layers is None else str(len(r.float_layers)), status]
+
+
+def _float_layer_lines(rows: Sequence[BenchRow]) -> List[str]:
+    """One line per int8 bundle: the layers pand-export kept in float and the agreement measured here."""
+    out, seen = [], set()
+    for r in rows:
+        if r.float_layers is None or r.bundle in seen:
+            continue
+        seen.add(r.bundle)
+        agree = "" if r.agreement is None else f" (agreement {r.agreement:.2%})"
+        out.append(f"{r.name}: {len(r.float_layers)} layer(s) kept in float{agree}: "
+                   f"{', '.join(r.float_layers) or 'none'}")
+    return out
 
 
 def render_text(rows: Sequence[BenchRow]) -> str:
@@ -288,6 +306,9 @@ def render_text(rows: Sequence[BenchRow]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(_COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = _float_layer_lines(rows)
+    if notes:
+        lines += ["", "int8 layers kept in float:"] + [f"  {n}" for n in notes]
     return "\n".join(lines)
 
 
@@ -299,6 +320,9 @@ def render_markdown(rows: Sequence[BenchRow], header: Optional[Dict[str, Any]] =
     out += ["", "| " + " | ".join(_COLUMNS) + " |", "|" + "|".join("---" for _ in _COLUMNS) + "|"]
     for r in rows:
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    notes = _float_layer_lines(rows)
+    if notes:
+        out += ["", "int8 layers kept in float:", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"
 
 

@@ -125,7 +125,7 @@ class Tolerance:
 TOLERANCES: Dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-3, min_cosine=0.99999, min_agreement=1.0, tie_margin=2e-3),
     "fp16": Tolerance(mean_abs=1e-2, min_cosine=0.999, min_agreement=0.99, max_acc_drop=0.01, tie_margin=2e-2),
-    "int8": Tolerance(min_agreement=0.95, max_acc_drop=0.02),
+    "int8": Tolerance(min_agreement=0.99, max_acc_drop=0.02),
 }
 
 

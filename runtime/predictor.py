@@ -8,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -82,6 +83,10 @@ class Predictor:
             verify: check the model file's sha256 against the manifest.
             device: CUDA device for the TensorRT backend.
 
+        Warns:
+            Int8CpuWarning: an int8 bundle on the ONNX Runtime CPU provider of a CPU whose int8 kernels differ
+                from those of the CPU it was validated on (:mod:`runtime.int8_check`).
+
         Raises:
             ArtifactError: missing/tampered model file, newer bundle format, invalid bundle, no usable model.
             PandError: an unknown backend or a backend whose library is not installed.
@@ -106,6 +111,13 @@ class Predictor:
 
             impl = OrtBackend(bundle_file(path, mf.file, "model file"), providers=providers,
                               intra_op_threads=threads, graph_optimization=graph_optimization)
+            int8 = mf.info.get("int8")
+            if int8 and impl.providers and impl.providers[0] == "CPUExecutionProvider":
+                from .int8_check import Int8CpuWarning, int8_cpu_warning
+
+                msg = int8_cpu_warning(int8)
+                if msg:
+                    warnings.warn(f"bundle {path}: {msg}", Int8CpuWarning, stacklevel=2)
         else:
             from .backends.trt_backend import TrtBackend
 

@@ -8,14 +8,16 @@ time budget; the INT8 agreement of a trained student is measured outside the sui
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
 
 
-def make_run_dir(run_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), seed: int = 0) -> Path:
-    """Write a run directory for the tiny synthetic config (+ ``overrides``) with a random-init ResNet-18 student."""
+def make_run_dir(run_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), seed: int = 0,
+                 mutate: Optional[Callable[[Any], None]] = None) -> Path:
+    """Write a run directory for the tiny synthetic config (+ ``overrides``) with a random-init ResNet-18 student
+    (``mutate(model)``, if given, edits its weights in place before they are saved)."""
     import torch
 
     from pand.config import load_config, save_config
@@ -29,6 +31,8 @@ def make_run_dir(run_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), 
     torch.manual_seed(seed)
     model = create_student(cfg.student.arch, len(splits.class_names))
     model.eval()
+    if mutate is not None:
+        mutate(model)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     meta = {"arch": cfg.student.arch, "num_classes": len(splits.class_names), "class_names": splits.class_names,

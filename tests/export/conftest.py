@@ -31,4 +31,6 @@ def fp32_bundle(run_dir, bundles_dir):
 
 @pytest.fixture(scope="session")
 def int8_cpu_bundle(run_dir, bundles_dir):
-    return bf.export(run_dir, bundles_dir / "int8-cpu", precision="int8", target="cpu", parity_images=48)
+    # plain INT8 (no accuracy-aware fallback): the recipe itself is under test; the search has its own tests
+    return bf.export(run_dir, bundles_dir / "int8-cpu", precision="int8", target="cpu", parity_images=48,
+                     accuracy_aware=False)

@@ -73,6 +73,12 @@ def test_int8_tensorrt_flavour_is_symmetric_and_calibrates_on_train(run_dir, tmp
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)  # TensorRT needs zero zero-points
     m = load_manifest(res.bundle)
     assert m.int8_target == "tensorrt" and m.models[0].info["int8"]["float_nodes"] == []
+    # float biases: TensorRT's DequantizeLinear takes INT8 only, so no INT32 bias may feed one (issue 17 item 1)
+    assert m.models[0].info["int8"]["quantize_bias"] is False
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    dq_types = {inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    assert dq_types == {onnx.TensorProto.INT8}
+    assert m.parity["onnxruntime"]["n"] == 16  # ONNX Runtime ran it
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     (gemm,) = [n for n in model.graph.node if n.op_type == "Gemm"]
     assert producers[gemm.input[0]] == producers[gemm.input[1]] == "DequantizeLinear"  # --quantize-head
