@@ -145,7 +145,7 @@ def _check_minimums(cfg: DictConfig) -> None:
         except MissingMandatoryValue:
             continue
         if value is not None and value < low:
-            raise ConfigError(f"bad value for '{key}': {value!r}. It must be >= {low}; set {key}=<a value >= {low}>")
+            raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low}; set it to a value >= {low}")
 
 
 def _check_missing(cfg: DictConfig) -> None:

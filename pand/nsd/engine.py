@@ -202,7 +202,8 @@ def _bad_term(ctx: NSDContext, names: List[str], values: torch.Tensor, f_t, epoc
         f"non-finite loss at epoch {epoch} step {step} (global step {ctx.global_step}): term '{term}' = "
         f"{values[names.index(term)].item()} ({where}all terms: {dict(zip(names, values.tolist()))}). The step "
         f"was not applied and nothing was overwritten. Last good checkpoint: {last}. Lower nsd.lr, set "
-        f"nsd.grad_clip (e.g. 1.0) or use trainer.precision=fp32."
+        f"nsd.grad_clip (e.g. 1.0) or use trainer.precision=fp32; trainer.skip_nonfinite_steps=true skips such "
+        f"steps instead (counted per epoch in metrics.jsonl)."
     )
 
 
@@ -212,8 +213,13 @@ def _last_epoch(root: Path) -> int:
     return int(read_json(root / "last.json")["epoch"])
 
 
-def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int) -> torch.Tensor:
-    """Forward, loss, finiteness check, backward and optimiser step; returns the rank-mean term values."""
+def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int) -> Optional[torch.Tensor]:
+    """Forward, loss, finiteness check, backward and optimiser step; returns the rank-mean term values.
+
+    A NaN/inf loss (on any rank: the values are all-reduced, so every rank decides alike) raises
+    :class:`NonFiniteLossError` naming the step, or with ``trainer.skip_nonfinite_steps=true`` skips the step
+    (nothing applied, a warning) and returns None.
+    """
     device, cfg = ctx.device, ctx.cfg
     fmt = torch.channels_last if device.type == "cuda" and cfg.trainer.channels_last else torch.contiguous_format
     images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
@@ -226,7 +232,13 @@ def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int)
     values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())])
     values = all_reduce_sum(values, ctx.dist) / ctx.dist.world_size
     if not torch.isfinite(values).all():
-        raise _bad_term(ctx, names, values.cpu(), f_t, epoch, step)
+        err = _bad_term(ctx, names, values.cpu(), f_t, epoch, step)
+        if not cfg.trainer.get("skip_nonfinite_steps", False):
+            raise err
+        if ctx.dist.is_main:
+            warnings.warn(f"skipped (trainer.skip_nonfinite_steps=true): {str(err).split('. The step')[0]}")
+        ctx.optimizer.zero_grad(set_to_none=True)
+        return None
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(total).backward()
     if cfg.nsd.grad_clip > 0:
@@ -240,7 +252,8 @@ def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int)
 def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] = None) -> Dict[str, float]:
     """One pass over the training split; returns the epoch means of the total and of every term.
 
-    Also returns ``w_ce``/``w_kd``/``coef_<term>``, ``lr``, ``images_per_s`` and ``steps``.
+    Also returns ``w_ce``/``w_kd``/``coef_<term>``, ``lr``, ``images_per_s``, ``steps`` (applied) and
+    ``skipped_steps`` (non-finite steps skipped with ``trainer.skip_nonfinite_steps=true``).
     """
     from tqdm.auto import tqdm
 
@@ -256,8 +269,16 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     bar = tqdm(loader, desc=f"nsd {epoch + 1}/{cfg.nsd.epochs}", disable=not ctx.dist.is_main, leave=False,
                dynamic_ncols=True)
     lr = ctx.optimizer.param_groups[0]["lr"]
+    skipped = 0
     for step, (images, labels, indices) in enumerate(bar):
-        values = _train_step(ctx, images, labels, indices, epoch, step).cpu().double()
+        values = _train_step(ctx, images, labels, indices, epoch, step)
+        if values is None:  # a non-finite step skipped (trainer.skip_nonfinite_steps)
+            skipped += 1
+            ctx.global_step += 1
+            if step_hook is not None:
+                step_hook(epoch, step)
+            continue
+        values = values.cpu().double()
         sums += values
         n_steps += 1
         n_images += images.shape[0] * ctx.dist.world_size
@@ -278,8 +299,12 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     w_ce, w_kd = ctx.criterion.weights(epoch)
     coef = ctx.criterion.coefficients(epoch)
     stats = {k: v / max(n_steps, 1) for k, v in zip(names, sums.tolist())}
+    if n_steps == 0:
+        raise NonFiniteLossError(f"every step of NSD epoch {epoch} had a non-finite loss ({skipped} skipped with "
+                                 f"trainer.skip_nonfinite_steps=true); nothing can be learned. Lower nsd.lr, set "
+                                 f"nsd.grad_clip, or check the teacher features.")
     stats.update({"w_ce": w_ce, "w_kd": w_kd, **{f"coef_{k}": v for k, v in coef.items()}, "lr": lr,
-                  "images_per_s": n_images / max(elapsed, 1e-9), "steps": n_steps})
+                  "images_per_s": n_images / max(elapsed, 1e-9), "steps": n_steps, "skipped_steps": skipped})
     return stats
 
 

@@ -27,7 +27,16 @@ instead:
 **Key** (same rules as the PSC cache, :mod:`pand.psc.features`): sha256 of the teacher identity, its precision and
 the teacher input pipeline (student mean/std -> teacher mean/std, size, interpolation), the dataset's sample list
 (``samples_hash``), the training transform's description, ``trainer.seed``, ``V``, the storage dtype and the shard
-size. Any change gives another directory; a stale or damaged shard is recomputed, never trusted.
+size, plus the content fingerprint of the image files (:func:`pand.psc.features.content_hash`: size and mtime of
+every file, so an image rewritten in place gives another key). Any change gives another directory; a stale or
+damaged shard is recomputed, never trusted.
+
+**Integrity.** Every shard stores the sha256 of its feature bytes, verified when the cache is built or reused and
+when it is opened (once per file and process while the file is unchanged), so permuted rows, zeroed shards or an
+edited value are recomputed (build) or refused (open); NaN/inf features are refused when the shard is encoded,
+naming the images. **Locking.** A single-process build holds ``<cache_dir>/nsd_teacher/<key[:32]>/.pand.lock``
+(:mod:`pand.utils.lock`): a second run building the same entry is refused, naming the holder's pid. (A
+distributed build is not locked against other launches.)
 
 **Choosing V.** 8-16 views are the recommended range: the teacher cost becomes ``V/E`` of the live one (16/300 for
 the reference's 300 epochs) while the student still sees 8-16 distinct augmentations of every image, each paired
@@ -72,7 +81,7 @@ _NP_DTYPES = {"F16": "<f2", "F32": "<f4"}
 # key
 # --------------------------------------------------------------------------------------------------------------
 def _dataset_fingerprint(dataset: Any) -> Dict[str, Any]:
-    from pand.psc.features import describe_transform, samples_hash
+    from pand.psc.features import content_hash, describe_transform, samples_hash
 
     if getattr(dataset, "samples", None) is None:
         raise PandError(
@@ -83,6 +92,7 @@ def _dataset_fingerprint(dataset: Any) -> Dict[str, Any]:
         "dataset": str(getattr(dataset, "name", "")),
         "count": len(dataset),
         "samples_hash": samples_hash(dataset),
+        "content_hash": content_hash(dataset),
         "transform": describe_transform(getattr(dataset, "transform", None)),
     }
 
@@ -174,17 +184,44 @@ def _memmap(path: Path, header: Mapping[str, Any], name: str = "features"):
                      shape=tuple(int(s) for s in info["shape"]))
 
 
+# shards whose checksum this process verified: (path, size, mtime_ns) -> sha256 (re-hashed when the file changes)
+_VERIFIED: Dict[Tuple[str, int, int], str] = {}
+
+
+def _shard_sha256(path: Path, header: Mapping[str, Any]) -> str:
+    """sha256 of the shard's raw feature bytes (read in blocks through the memory map)."""
+    import hashlib
+
+    flat = _memmap(path, header).reshape(-1)
+    h = hashlib.sha256()
+    step = 1 << 22
+    for a in range(0, flat.shape[0], step):
+        h.update(flat[a:a + step].tobytes())
+    return h.hexdigest()
+
+
 def _valid_shard(path: Path, key: str, start: int, count: int, views: int, dim: int, dtype: str) -> bool:
-    """Whether ``path`` is a complete shard of this cache (header, metadata, shape, dtype and file size)."""
+    """Whether ``path`` is a complete, unaltered shard of this cache (header, metadata, shape, dtype, file size and
+    the sha256 of its features)."""
     if not path.is_file():
         return False
     try:
         header = _read_header(path)
         meta = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
         info = header["features"]
-        size_ok = path.stat().st_size >= 8 + header["__header_len__"] + int(info["data_offsets"][1])
+        st = path.stat()
+        size_ok = st.st_size >= 8 + header["__header_len__"] + int(info["data_offsets"][1])
         ok = (meta.get("key") == key and meta.get("start") == start and tuple(info["shape"]) == (count, views, dim)
               and info["dtype"] == ("F16" if dtype == "fp16" else "F32") and size_ok)
+        if ok:
+            stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            if _VERIFIED.get(stamp) != meta.get("sha256"):
+                digest = _shard_sha256(path, header)
+                if digest != meta.get("sha256"):
+                    warnings.warn(f"teacher cache shard {path} fails its checksum (changed after it was written); "
+                                  f"recomputing it")
+                    return False
+                _VERIFIED[stamp] = digest
     except Exception as e:  # noqa: BLE001 - a damaged shard is recomputed, never trusted
         warnings.warn(f"teacher cache shard {path} is unreadable ({type(e).__name__}: {e}); recomputing it")
         return False
@@ -300,9 +337,15 @@ def build_teacher_cache(
                       num_workers, progress, rank)
 
     if dist is None or not dist.distributed:
-        if not _manifest_ok(root, key):
-            build(missing())
-            atomic_write_json(root / _MANIFEST, manifest)
+        from pand.utils.lock import LOCK_NAME, exclusive_lock
+
+        with exclusive_lock(root / LOCK_NAME, f"NSD teacher cache entry {root}",
+                            "it is being built by that process: rerun when it has finished, or set cache_dir to "
+                            "another folder"):
+            todo = missing()  # also when the manifest is complete: every shard's checksum is verified
+            if todo or not _manifest_ok(root, key):
+                build(todo)
+                atomic_write_json(root / _MANIFEST, manifest)
         return root
     return _build_distributed(root, key, manifest, missing, build, dist)
 
@@ -320,10 +363,30 @@ def _build_shards(live: LiveTeacher, indexed: IndexedDataset, root: Path, key: s
             tqdm(total=total, desc=f"nsd teacher cache ({views} views)", unit="view", disable=not progress,
                  leave=False, dynamic_ncols=True) as bar:
         for s, a, b in todo:
-            feats = _encode_shard(live, indexed, a, b, views, batch_size, num_workers, bar)
-            save_tensors(_shard_path(root, s), {"features": feats.to(DTYPES[dtype])},
+            feats = _encode_shard(live, indexed, a, b, views, batch_size, num_workers, bar).to(DTYPES[dtype])
+            _check_finite(feats, indexed, a)
+            save_tensors(_shard_path(root, s), {"features": feats},
                          {"key": key, "shard": s, "start": a, "count": b - a, "views": views, "embed_dim": dim,
-                          "dtype": dtype, "rank": int(rank)})
+                          "dtype": dtype, "rank": int(rank), "sha256": _tensor_sha256(feats)})
+
+
+def _tensor_sha256(t: torch.Tensor) -> str:
+    from pand.psc.features import tensor_sha256
+
+    return tensor_sha256(t)
+
+
+def _check_finite(feats: torch.Tensor, indexed: Any, start: int) -> None:
+    """Refuse NaN/inf teacher features (``feats [n, V, D]`` of images ``start..``), naming the images."""
+    bad = (~torch.isfinite(feats)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        samples = getattr(getattr(indexed, "dataset", None), "samples", None)
+        names = [str(samples[start + i][0]) if samples else f"#{start + i}" for i in bad[:5]]
+        raise PandError(
+            f"NSD teacher cache: the teacher produced NaN/inf features for {len(bad)} training image(s), e.g. "
+            f"{', '.join(names)}. Check those files (or the teacher weights / teacher.precision); the shard was not "
+            f"written."
+        )
 
 
 def _local_world_size() -> int:

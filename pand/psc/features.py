@@ -4,9 +4,17 @@ Every image of a split goes once through the frozen teacher with the teacher's O
 (``teacher.preprocess``: resize, center crop, normalise; no augmentation, also for train), under no_grad
 (autocast on CUDA with ``teacher.precision=amp``). The L2-normalised features ``[N, D_t]`` (fp32) and labels
 ``[N]`` (int64) are written once as safetensors with their metadata (teacher identity, dataset name, split,
-transform description, count, sample-list hash). The cache key is the sha256 of all of them (plus the
-caller's ``key_extra``): a later call with the same key reads the file back, any change (another teacher,
-another transform, other samples) writes a new file.
+transform description, count, sample-list hash, content fingerprint). The cache key is the sha256 of all of them
+(plus the caller's ``key_extra``): a later call with the same key reads the file back, any change (another teacher,
+another transform, other samples, an image file rewritten in place) writes a new file.
+
+**Content.** :func:`content_hash` fingerprints every image file by size and modification time (one ``stat`` per
+file, no reads), so an image changed in place gets new features.
+**Integrity.** The file stores the sha256 of its features and labels; on load the checksum, the shapes, the labels
+(equal to the dataset's) and finiteness are verified, and a file failing any of them is recomputed with a warning.
+Freshly computed features that are NaN/inf stop with an error naming the images.
+**Locking.** While an entry is computed, ``<file>.lock`` is held (:mod:`pand.utils.lock`): a second process asking
+for the same entry is refused, naming the holder's pid.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ import torch
 
 from pand.errors import PandError
 
-__all__ = ["describe_transform", "samples_hash", "feature_cache_key", "feature_cache_path", "extract_features"]
+__all__ = ["describe_transform", "samples_hash", "content_hash", "tensor_sha256", "feature_cache_key",
+           "feature_cache_path", "extract_features"]
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -40,6 +49,35 @@ def samples_hash(dataset: Any) -> str:
     return sha256_bytes(json.dumps([[str(p), int(y)] for p, y in samples]).encode("utf-8"))
 
 
+def content_hash(dataset: Any) -> str:
+    """sha256 of every sample file's ``(size, mtime_ns)`` in order: changes when an image is rewritten in place.
+
+    A missing file contributes ``null`` (the dataset checks existence elsewhere).
+    """
+    import os
+
+    from pand.utils.io import sha256_bytes
+
+    stats = []
+    for p, _ in getattr(dataset, "samples", None) or []:
+        try:
+            st = os.stat(p)
+            stats.append([st.st_size, st.st_mtime_ns])
+        except OSError:
+            stats.append(None)
+    return sha256_bytes(json.dumps(stats).encode("utf-8"))
+
+
+def tensor_sha256(*tensors: torch.Tensor) -> str:
+    """sha256 of the raw bytes of ``tensors`` (CPU, contiguous), in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     extra = {str(k): v for k, v in (key_extra or {}).items()}
     return {
@@ -51,6 +89,7 @@ def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any
         "transform": describe_transform(teacher.preprocess),
         "count": len(dataset),
         "samples_hash": samples_hash(dataset),
+        "content_hash": content_hash(dataset),
         "key_extra": extra,
     }
 
@@ -68,7 +107,8 @@ def feature_cache_path(cache_dir: str | Path, meta: Mapping[str, Any]) -> Path:
     return Path(cache_dir) / f"{label}-{feature_cache_key(meta)[:32]}.safetensors"
 
 
-def _read_cache(path: Path, key: str, count: int, embed_dim: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+def _read_cache(path: Path, key: str, count: int, embed_dim: int, targets: Optional[list] = None
+                ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     from pand.utils.io import load_tensors
 
     try:
@@ -80,7 +120,27 @@ def _read_cache(path: Path, key: str, count: int, embed_dim: int) -> Optional[Tu
     if meta.get("key") != key or tuple(feats.shape) != (count, embed_dim) or tuple(labels.shape) != (count,):
         warnings.warn(f"feature cache {path} does not match its key or shape; recomputing")
         return None
+    if meta.get("sha256") != tensor_sha256(feats, labels):
+        warnings.warn(f"feature cache {path} fails its checksum (changed after it was written); recomputing")
+        return None
+    if targets is not None and labels.tolist() != list(targets):
+        warnings.warn(f"feature cache {path} has labels in another order than the dataset; recomputing")
+        return None
+    if not bool(torch.isfinite(feats).all()):
+        warnings.warn(f"feature cache {path} holds NaN/inf features; recomputing")
+        return None
     return feats.float(), labels.long()
+
+
+def _check_finite(feats: torch.Tensor, dataset: Any, what: str) -> None:
+    bad = (~torch.isfinite(feats)).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        samples = getattr(dataset, "samples", None)
+        names = [str(samples[i][0]) if samples else f"#{i}" for i in bad[:5]]
+        raise PandError(
+            f"{what}: the teacher produced NaN/inf features for {len(bad)} image(s), e.g. {', '.join(names)}. Check "
+            f"those files (or the teacher weights / teacher.precision); nothing was cached."
+        )
 
 
 def extract_features(
@@ -108,20 +168,32 @@ def extract_features(
     """
     from pand.utils.io import save_tensors
 
+    from pand.utils.lock import exclusive_lock
+
     if not hasattr(dataset, "with_transform"):
         raise PandError(f"extract_features needs an FGVCDataset (with_transform), got {type(dataset).__name__}")
     meta = _cache_meta(teacher, dataset, key_extra)
     key = feature_cache_key(meta)
     path = feature_cache_path(cache_dir, meta)
     N, D = len(dataset), int(teacher.embed_dim)
+    targets = getattr(dataset, "targets", None)
     if path.is_file():
-        hit = _read_cache(path, key, N, D)
+        hit = _read_cache(path, key, N, D, targets)
         if hit is not None:
             return hit
-    feats, labels = _run_teacher(teacher, dataset.with_transform(teacher.preprocess), batch_size, num_workers,
-                                 progress, desc=f"teacher features {meta['dataset'] or 'data'}/{meta['split'] or '?'}")
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"features": feats, "labels": labels}, {**meta, "key": key})
+    desc = f"teacher features {meta['dataset'] or 'data'}/{meta['split'] or '?'}"
+    with exclusive_lock(path.with_name(path.name + ".lock"), f"feature cache entry {path}",
+                        "it is being computed by that process: rerun when it has finished, or set cache_dir to "
+                        "another folder"):
+        if path.is_file():  # written by another process since the check above: reuse it
+            hit = _read_cache(path, key, N, D, targets)
+            if hit is not None:
+                return hit
+        feats, labels = _run_teacher(teacher, dataset.with_transform(teacher.preprocess), batch_size, num_workers,
+                                     progress, desc=desc)
+        _check_finite(feats, dataset, desc)
+        save_tensors(path, {"features": feats, "labels": labels},
+                     {**meta, "key": key, "sha256": tensor_sha256(feats, labels)})
     return feats, labels
 
 

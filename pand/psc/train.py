@@ -156,6 +156,7 @@ def train_coop(
     autocast: Any = None,
     amp_dtype: Optional[torch.dtype] = None,
     progress: bool = True,
+    skip_nonfinite: bool = False,
 ) -> PSCResult:
     """Train ``model.prompt_learner.ctx`` with CE on cached features; select on ``val``.
 
@@ -172,6 +173,12 @@ def train_coop(
         autocast: callable returning the autocast context (``Teacher.autocast``); None = fp32.
         amp_dtype: autocast dtype (a GradScaler is used for fp16).
         progress: tqdm bar over epochs.
+        skip_nonfinite: a step whose loss is NaN/inf is skipped (not applied), counted in the epoch record's
+            ``skipped_steps`` and warned about, instead of stopping the stage (``trainer.skip_nonfinite_steps``).
+
+    Raises:
+        PandError: a non-finite loss (naming the epoch and step; nothing of that step is applied) unless
+            ``skip_nonfinite``, or an epoch in which every step was non-finite.
 
     Returns:
         :class:`PSCResult` with the best context (CPU copy).
@@ -229,7 +236,7 @@ def train_coop(
         model.train()
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
         perm = torch.randperm(xtr.shape[0], generator=gen).to(device)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
         for i in range(0, perm.numel(), bs):
             idx = perm[i:i + bs]
             x, y = xtr[idx], ytr[idx]
@@ -237,6 +244,18 @@ def train_coop(
                 text = model()
                 logits = coop_logits(x, text.float(), logit_scale)
                 loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            if not bool(torch.isfinite(loss.detach())):
+                where = (f"Stage PSC: non-finite loss ({float(loss.detach())}) at epoch {epoch} step {i // bs}"
+                         + ("; the features hold NaN/inf" if not bool(torch.isfinite(x).all()) else ""))
+                if not skip_nonfinite:
+                    raise PandError(f"{where}. The step was not applied; the resume state in {last} is the end of "
+                                    f"the previous epoch. Lower psc.lr, keep psc.grad_clip > 0, use "
+                                    f"teacher.precision=fp32, or set trainer.skip_nonfinite_steps=true to skip such "
+                                    f"steps.")
+                warnings.warn(f"{where}: step skipped (trainer.skip_nonfinite_steps=true)")
+                skipped += 1
+                opt.zero_grad(set_to_none=True)
+                continue
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if clip > 0:
@@ -248,7 +267,12 @@ def train_coop(
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += y.numel()
         model.eval()
-        rec: Dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen}
+        if seen == 0:
+            raise PandError(f"Stage PSC: every step of epoch {epoch} had a non-finite loss ({skipped} skipped); "
+                            f"nothing can be learned. Check the features (delete the feature cache under "
+                            f"cache_dir/features) and lower psc.lr.")
+        rec: Dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                               "skipped_steps": skipped}
         if has_val:
             with torch.no_grad(), amp():
                 rec["val_acc"] = accuracy(val[0].to(device), val[1], model().float())
@@ -323,7 +347,7 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
     from pand.models.teacher import create_teacher, same_teacher, split_identity, teacher_summary
     from pand.utils.io import atomic_write_json, load_tensors
 
-    from .features import extract_features, samples_hash
+    from .features import content_hash, extract_features, samples_hash
     from .prompt_learner import build_coop_text_model
 
     if _cfg_get(cfg.psc, "artifact"):
@@ -345,6 +369,8 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
         "teacher": f"{arch}|{whash}", "teacher_image_size": teacher.image_size, "class_names": class_names,
         "template": template, "seed": seed, "data": str(_cfg_get(cfg.data, "name", "")),
         "train": samples_hash(splits.train), "val": samples_hash(splits.val) if splits.val is not None else None,
+        # image files rewritten in place (same paths) give other features, so other anchors
+        "content": [content_hash(splits.train), content_hash(splits.val) if splits.val is not None else None],
     }
     chash = psc_config_hash(cfg.psc, parts)
 
@@ -383,7 +409,8 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
     model = build_coop_text_model(teacher.model, teacher.tokenizer, class_names, cfg.psc, template=template,
                                   seed=seed).to(teacher.device)
     res = train_coop(model, train, val, cfg.psc, teacher.logit_scale, out_dir, seed=seed, config_hash=chash,
-                     autocast=teacher.autocast, amp_dtype=teacher.amp_dtype, progress=progress)
+                     autocast=teacher.autocast, amp_dtype=teacher.amp_dtype, progress=progress,
+                     skip_nonfinite=bool(_cfg_get(cfg.trainer, "skip_nonfinite_steps", False)))
     model.prompt_learner.load_ctx(res.best_ctx)
     model.eval()
     with torch.no_grad():
