@@ -174,3 +174,36 @@ def test_empty_and_malicious_weight_files_are_pand_errors_without_unsafe_hints(t
     with pytest.raises(ArtifactError) as e:
         load_last_checkpoint(root)
     assert "state.pt" in str(e.value) and "weights_only=False" not in str(e.value)
+
+
+def test_skip_corrupt_drops_the_same_images_in_training_evaluation_and_export(small, tmp_path):
+    from export.data import load_split_images
+    from pand.data import build_splits
+
+    cfg = load_config(TINY, ["recipe=ce", *small, f"cache_dir={tmp_path / 'cache'}", "data.skip_corrupt=true"])
+    splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)  # generates the synthetic images, all readable
+    n_test = len(splits.test)
+    bad = splits.test.samples[3][0]
+    open(bad, "wb").write(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="test: dropped 1 of"):
+        summary = run(cfg, tmp_path / "run")
+    assert summary["test_images"] == n_test - 1 and summary["skipped_images"] == {"test": 1}
+    with pytest.warns(UserWarning, match="dropped 1"):
+        images = load_split_images(cfg, "test", 0, 0, splits.class_names)
+    assert len(images.paths) == n_test - 1 and bad not in images.paths
+
+
+def test_safetensors_write_failure_is_a_write_error(tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from pand.utils.io import save_tensors
+
+    def full(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(WriteError, match=r"could not write .*student.safetensors"):
+        save_tensors(tmp_path / "student.safetensors", {"w": torch.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
