@@ -339,10 +339,12 @@ def build_teacher_cache(
     if dist is None or not dist.distributed:
         from pand.utils.lock import LOCK_NAME, exclusive_lock
 
+        if not missing() and _manifest_ok(root, key):  # every shard's checksum verified: reuse, no lock needed
+            return root
         with exclusive_lock(root / LOCK_NAME, f"NSD teacher cache entry {root}",
                             "it is being built by that process: rerun when it has finished, or set cache_dir to "
                             "another folder"):
-            todo = missing()  # also when the manifest is complete: every shard's checksum is verified
+            todo = missing()  # again under the lock: another process may have finished it meanwhile
             if todo or not _manifest_ok(root, key):
                 build(todo)
                 atomic_write_json(root / _MANIFEST, manifest)

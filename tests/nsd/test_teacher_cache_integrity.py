@@ -88,8 +88,12 @@ def test_a_cache_entry_being_built_is_locked(toy, tmp_path):
     live = LiveTeacher(toy.FakeTeacher(image_size=16), toy.mean, toy.std)
     root = _build(live, ds, tmp_path / "cache")
     with exclusive_lock(root / LOCK_NAME, "x", "y"):
+        assert _build(live, ds, tmp_path / "cache") == root  # a complete, verified entry is read without the lock
+        (root / "manifest.json").unlink()  # incomplete: it has to be built, which needs the lock
         with pytest.raises(LockedError, match=rf"NSD teacher cache entry .* in use by process {os.getpid()}"):
             _build(live, ds, tmp_path / "cache")
+    _build(live, ds, tmp_path / "cache")
+    assert (root / "manifest.json").is_file()
 
 
 class _NaNAt:
