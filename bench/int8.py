@@ -8,12 +8,14 @@ a seeded selection of the TEST split, calibration = a seeded selection of the TR
    (ONNX Runtime CPU provider).
 2. **Acceptance table**: fp32 ONNX / plain INT8 (the export's defaults) / accuracy-aware INT8 (the default
    ``pand-export --precision int8``): agreement, top-1, p50 and the layers kept in float, plus the p50 ratio to fp32.
+   The three p50s are timed in interleaved rounds (a shared machine's load drifts over all three alike); the
+   study's p50s are timed one model after the other and are only indicative.
 
 The CPU model and its int8-relevant features are printed first: agreement and latency of INT8 depend on the CPU's
 int8 kernels (VNNI/AMX vs AVX2, see :mod:`runtime.int8_check`), so compare numbers from one machine kind only.
 
     python bench/int8.py runs/demo/pand                       # the full study (minutes on 2 cores)
-    python bench/int8.py runs/demo/pand --quick               # minmax/entropy, 128 images, no percentile
+    python bench/int8.py runs/demo/pand --quick               # minmax/percentile, 128 images, no entropy
     python bench/int8.py RUN --target tensorrt --skip-study   # the symmetric TensorRT flavour's acceptance table
 """
 from __future__ import annotations
@@ -50,6 +52,26 @@ def _row(name: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray, p50
             "mean_cosine": r.mean_cosine, "p50_ms": p50, "float_layers": list(float_nodes or []), **extra}
 
 
+def _interleaved_p50(paths: List[Path], x1: np.ndarray, threads: int, rounds: int = 7, runs: int = 15) -> List[float]:
+    """Batch-1 median latency (ms) of each model, timed in interleaved rounds so that a shared machine's load
+    drifts over all of them alike."""
+    from export.int8_search import _session
+
+    sessions = [_session(p, threads) for p in paths]
+    feeds = [{s.get_inputs()[0].name: x1} for s in sessions]
+    for s, f in zip(sessions, feeds):
+        for _ in range(3):
+            s.run(None, f)
+    samples: List[List[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for i, (s, f) in enumerate(zip(sessions, feeds)):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, f)
+                samples[i].append((time.perf_counter() - t0) * 1000.0)
+    return [float(np.median(v)) for v in samples]
+
+
 def _md(rows: List[Dict[str, Any]], cols: List[str], fp32_p50: Optional[float] = None) -> str:
     def cell(r: Dict[str, Any], c: str) -> str:
         v = r.get(c)
@@ -76,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--min-agreement", type=float, default=0.99)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="minmax + entropy, 128 calibration images")
+    ap.add_argument("--quick", action="store_true", help="minmax + percentile, 128 calibration images")
     ap.add_argument("--skip-study", action="store_true", help="only the acceptance table")
     ap.add_argument("--json", type=Path, default=None, help="also write all rows here")
     args = ap.parse_args(argv)
@@ -96,7 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import dataclasses
 
-    methods = ["minmax", "entropy"] if args.quick else [m for m in args.methods.split(",") if m]
+    methods = ["minmax", "percentile"] if args.quick else [m for m in args.methods.split(",") if m]
     counts = [128] if args.quick else [int(c) for c in args.calib_images.split(",") if c]
     src = load_source(Path(args.run))
     cpu = validated_cpu()
@@ -106,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     with torch.no_grad():
         ref = np.concatenate([src.model(torch.from_numpy(x_test[i:i + 32])).numpy() for i in range(0, len(x_test), 32)])
     train_all = {n: _inputs(load_split_images(src.cfg, "train", n, args.seed, src.class_names), src.preprocess)
-                 for n in sorted(set(counts + [128]))}
+                 for n in sorted(set(counts + [256]))}
     print(f"run {args.run}: {src.arch}, {len(x_test)} test images, torch top-1 {np.mean(ref.argmax(1) == labels):.2%}")
     tmp = Path(tempfile.mkdtemp(prefix="pand-int8-bench-"))
     fp32 = tmp / "fp32.onnx"
@@ -127,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         q.quantize(out, q.head_nodes)
                         r = _row(f"{method}/{n}/rr={int(rr)}", run_onnx(out, x_test, args.threads), ref, labels,
                                  p50_latency_ms(out, x1, args.threads, iterations=50, min_time=1.0),
-                                 method=method, calib_images=n, reduce_range=rr)
+                                 method=method, calib_images=len(train_all[n]), reduce_range=rr)
                     r["seconds"] = round(time.perf_counter() - t0, 1)
                     rows.append(r)
                     print(f"  {r['model']:<22} agreement {100 * r['agreement']:6.2f}%  top-1 {100 * r['top1']:6.2f}%"
@@ -136,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_md([fp32_row] + rows, ["model", "agreement", "top1", "p50_ms"], fp32_p50))
     # acceptance table: the export's defaults
     tol = dataclasses.replace(TOLERANCES["int8"], min_agreement=args.min_agreement)
-    n = 128
+    n = 256  # the export's default --calib-images
     calib = [train_all[n][i:i + 8] for i in range(0, n, 8)]
     with Int8Quantizer(fp32, calib, target=args.target, method="minmax") as q:
         plain = tmp / "plain.onnx"
@@ -149,8 +171,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         aware_row = _row("accuracy-aware int8", run_onnx(aware, x_test, args.threads), ref, labels,
                          p50_latency_ms(aware, x1, args.threads, iterations=50, min_time=1.0), list(recipe.float_nodes),
                          search_seconds=round(time.perf_counter() - t0, 1), search_steps=report["steps"])
+    p50s = _interleaved_p50([fp32, plain, aware], np.ascontiguousarray(x1), args.threads)
+    for r, v in zip((fp32_row, plain_row, aware_row), p50s):
+        r["p50_ms"] = v
+    fp32_p50 = p50s[0]
     print(f"\n## {args.target} flavour: fp32 / plain INT8 / accuracy-aware INT8 (target {args.min_agreement:.2%}; "
-          f"minmax, {n} calibration images, reduce_range={recipe.reduce_range}, head in float)\n")
+          f"minmax, {len(train_all[n])} calibration images, reduce_range={recipe.reduce_range}, head in float)\n")
     print("search steps: " + "; ".join(f"{s['n_float']} float: {100 * s['agreement']:.2f}%"
                                        + (f" {s['p50_ms']:.2f} ms" if s['p50_ms'] else "") for s in report["steps"]))
     print()

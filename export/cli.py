@@ -49,7 +49,7 @@ def _setup_logging() -> None:
 @click.option("--max-batch", type=int, default=32, show_default=True,
               help="Largest batch (TensorRT profile max; the runtime splits larger inputs).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (<= 18 recommended).")
-@click.option("--calib-images", type=int, default=128, show_default=True,
+@click.option("--calib-images", type=int, default=256, show_default=True,
               help="INT8 calibration images, drawn (seeded) from the run's TRAINING split, never test.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="INT8 calibration method.")

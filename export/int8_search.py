@@ -89,10 +89,13 @@ def run_onnx(path_or_session: Any, x: np.ndarray, threads: int = 0, batch: int =
 
 def p50_latency_ms(path_or_session: Any, x1: np.ndarray, threads: int = 0, iterations: int = 30,
                    min_time: float = 0.3, warmup: int = 3) -> float:
-    """Median latency (ms) of one run on ``x1`` (batch 1) after ``warmup`` runs: at least ``iterations`` runs and
-    ``min_time`` seconds."""
+    """Median latency (ms) of one run on ``x1`` (batch 1; a static-batch model gets its batch) after ``warmup``
+    runs: at least ``iterations`` runs and ``min_time`` seconds."""
     sess = _session(path_or_session, threads) if isinstance(path_or_session, (str, Path)) else path_or_session
-    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x1, dtype=np.float32)}
+    inp = sess.get_inputs()[0]
+    if isinstance(inp.shape[0], int) and inp.shape[0] > 0 and len(x1) != inp.shape[0]:  # a static-batch model
+        x1 = np.resize(x1, (inp.shape[0], *x1.shape[1:]))
+    feed = {inp.name: np.ascontiguousarray(x1, dtype=np.float32)}
     for _ in range(warmup):
         sess.run(None, feed)
     samples: List[float] = []

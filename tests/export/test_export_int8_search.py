@@ -17,7 +17,7 @@ from runtime.metrics import TOLERANCES, Tolerance
 OUTLIER = 1e4
 
 
-def _outlier_model(path, seed=0):
+def _outlier_model(path, seed=0, batch="batch"):
     """conv(3->8) -> relu -> conv(8->8) -> relu -> GAP -> flatten -> gemm(8->4). Channel 0 of the first conv is a
     constant OUTLIER (bias) that the second conv ignores (zero weights): the float function does not see it, but an
     8-bit grid spanning [0, OUTLIER] rounds every other channel of that activation to zero."""
@@ -42,8 +42,8 @@ def _outlier_model(path, seed=0):
              helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["logits"], name="head", transB=1)]
     graph = helper.make_graph(nodes, "outlier", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])], inits)
+                                                                                [batch, 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 4])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -91,6 +91,20 @@ def test_search_keeps_the_outlier_layers_in_float_and_meets_the_target(tmp_path,
     assert conv_w["conv1"] in inits and conv_w["conv2"] in inits  # float weights, no DequantizeLinear in between
     agree = np.mean(run_onnx(tmp_path / "int8.onnx", x).argmax(1) == ref.argmax(1))
     assert agree == pytest.approx(chosen["agreement"])
+
+
+def test_search_runs_a_static_batch_model(tmp_path):
+    from export.int8_search import accuracy_aware_int8, run_onnx
+    from export.quantize import Int8Quantizer
+
+    src = _outlier_model(tmp_path / "fp32.onnx", batch=4)
+    rng = np.random.default_rng(3)
+    x = _images(rng, 30)  # not a multiple of 4: the last chunk is padded
+    ref = run_onnx(src, x)
+    with Int8Quantizer(src, [_images(rng, 4) for _ in range(4)]) as q:
+        _, report = accuracy_aware_int8(q, tmp_path / "int8.onnx", x, ref, None, Tolerance(min_agreement=0.95),
+                                        q.head_nodes)
+    assert report["passed"] and all(s["p50_ms"] > 0 for s in report["steps"])
 
 
 def test_tensorrt_flavour_keeps_biases_float_and_ort_runs_it(tmp_path):
