@@ -45,12 +45,14 @@ def _psc_artifact_path(cfg, run_dir: Path) -> Path:
     return Path(str(cfg.psc.artifact)).expanduser() if cfg.psc.get("artifact") else run_dir / "psc" / ARTIFACT_NAME
 
 
-def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist) -> Optional[Any]:
+def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resume: bool = False) -> Optional[Any]:
     """Class anchors ``[C, D_t]`` for NSD, running Stage PSC (rank 0) when the recipe learns them.
 
     * ``recipe.anchors=handcrafted``: the template prompts through the teacher's text tower (VL2Lite).
     * ``recipe.anchors=psc``: ``run_psc`` (reuses a matching artifact in ``run_dir/psc``; ``psc.artifact`` names a
       file to use instead) unless ``stage=nsd`` or ``psc.enabled=false``, which require an existing artifact.
+      When resuming a run that has an NSD checkpoint, the artifact in ``run_dir/psc`` must still match (it is never
+      retrained under a student that was trained with it).
 
     Returns:
         The anchors, or None when the recipe uses no teacher or only Stage PSC was asked for.
@@ -67,7 +69,10 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist) -> Op
         return handcrafted_anchors(teacher, splits.prompts())
     if stage in ("all", "psc") and cfg.psc.enabled:
         if dist.is_main:
-            run_psc(cfg, run_dir, splits=splits, teacher=teacher)
+            from pand.nsd.checkpoint import has_checkpoint
+
+            run_psc(cfg, run_dir, splits=splits, teacher=teacher,
+                    reuse_only=resume and has_checkpoint(run_dir / "nsd" / "checkpoints"))
         barrier(dist)
     if stage == "psc":
         return None
@@ -153,7 +158,7 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
     if dist.distributed and dist.is_main:
         barrier(dist)
     teacher = create_teacher(cfg.teacher, device) if cfg.recipe.use_teacher else None
-    anchors = resolve_anchors(cfg, run_dir, stage, splits, teacher, dist)
+    anchors = resolve_anchors(cfg, run_dir, stage, splits, teacher, dist, resume)
     if stage == "psc":
         return None
     source = None

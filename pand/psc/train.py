@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from pand.errors import PandError
+from pand.errors import ArtifactError, PandError
 
 from .anchors import ARTIFACT_NAME, handcrafted_anchors, load_anchors, save_anchors
 
@@ -322,7 +322,8 @@ def _check_given_artifact(cfg: Any, splits: Any, teacher: Any) -> Path:
     return path
 
 
-def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = None, progress: bool = True) -> Path:
+def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = None, progress: bool = True,
+            reuse_only: bool = False) -> Path:
     """Run Stage PSC and return the path of the anchor artifact.
 
     ``cfg.psc.artifact`` (a path) short-circuits to that file after checking it (class count when ``splits`` is
@@ -337,9 +338,14 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
         splits: prebuilt :class:`pand.data.DataSplits` (default ``pand.data.build_splits(cfg.data, cfg.cache_dir)``).
         teacher: a prebuilt :class:`pand.models.teacher.Teacher` (default ``create_teacher(cfg.teacher)``).
         progress: tqdm bars.
+        reuse_only: refuse instead of (re)training when no matching artifact exists (a resumed NSD run must keep
+            the anchors its checkpoint was trained with).
 
     Returns:
         Path of ``learned_text_features.safetensors`` (or of ``cfg.psc.artifact``).
+
+    Raises:
+        ArtifactError: ``reuse_only`` and the artifact in ``run_dir/psc/`` is missing or no longer matches.
 
     Note:
         Runs in the calling process only; under DDP call it on rank 0 before the other ranks load the artifact.
@@ -382,6 +388,13 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
                 return artifact
         except Exception as e:  # noqa: BLE001 - unreadable artifact: recompute
             warnings.warn(f"recomputing PSC: existing artifact {artifact} is unreadable ({e})")
+    if reuse_only:
+        raise ArtifactError(
+            f"{artifact} is missing or no longer matches this run's inputs (teacher, class names, template, PSC "
+            f"settings, or the train/val image files changed since the NSD checkpoint was written); resuming would "
+            f"continue the student with other anchors. Restore the original inputs, or start a new run with another "
+            f"--run-dir."
+        )
 
     t_start = time.time()
     cache = Path(cfg.cache_dir) / "features"

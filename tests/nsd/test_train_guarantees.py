@@ -207,3 +207,19 @@ def test_safetensors_write_failure_is_a_write_error(tmp_path, monkeypatch):
     with pytest.raises(WriteError, match=r"could not write .*student.safetensors"):
         save_tensors(tmp_path / "student.safetensors", {"w": torch.zeros(2)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_never_retrains_psc_under_a_trained_student(small, tmp_path):
+    from pand.data import build_splits
+
+    cfg = load_config(TINY, ["recipe=pand", *small, f"cache_dir={tmp_path / 'cache'}"])
+    run(cfg, tmp_path / "run")
+    artifact = tmp_path / "run" / "psc" / "learned_text_features.safetensors"
+    before = artifact.stat().st_mtime_ns
+    run(cfg, tmp_path / "run", resume=True)  # same inputs: the artifact is reused
+    assert artifact.stat().st_mtime_ns == before
+    img = build_splits(cfg.data, cache_dir=cfg.cache_dir).train.samples[0][0]
+    os.utime(img, ns=(time.time_ns(), time.time_ns() + 10_000_000_000))  # a train image rewritten in place
+    with pytest.raises(ArtifactError, match="no longer matches this run's inputs"):
+        run(cfg, tmp_path / "run", resume=True)
+    assert artifact.stat().st_mtime_ns == before
