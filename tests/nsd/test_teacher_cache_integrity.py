@@ -4,7 +4,6 @@ step stops the run unless trainer.skip_nonfinite_steps=true, which skips and cou
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
