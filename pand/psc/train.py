@@ -383,8 +383,15 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
     if artifact.is_file():
         try:
             _, meta = load_tensors(artifact)
-            if (meta.get("config_hash") == chash and meta.get("class_names") == class_names
-                    and same_teacher(str(meta.get("teacher_identity")), teacher.identity)):
+            fits = (meta.get("class_names") == class_names
+                    and same_teacher(str(meta.get("teacher_identity")), teacher.identity))
+            if fits and meta.get("config_hash") == chash:
+                return artifact
+            # an artifact written before file fingerprints were part of the hash: kept for a resumed run only
+            legacy = psc_config_hash(cfg.psc, {k: v for k, v in parts.items() if k != "content"})
+            if fits and reuse_only and meta.get("config_hash") == legacy:
+                warnings.warn(f"{artifact} predates image fingerprints in its config hash: reused for this resumed "
+                              f"run without checking that the train/val image files are unchanged")
                 return artifact
         except Exception as e:  # noqa: BLE001 - unreadable artifact: recompute
             warnings.warn(f"recomputing PSC: existing artifact {artifact} is unreadable ({e})")

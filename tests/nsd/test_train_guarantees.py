@@ -223,3 +223,23 @@ def test_resume_never_retrains_psc_under_a_trained_student(small, tmp_path):
     with pytest.raises(ArtifactError, match="no longer matches this run's inputs"):
         run(cfg, tmp_path / "run", resume=True)
     assert artifact.stat().st_mtime_ns == before
+
+
+def test_resume_keeps_an_artifact_written_before_fingerprints(small, tmp_path, monkeypatch):
+    """A run started before file fingerprints entered the PSC hash still resumes (its artifact is not retrained)."""
+    import pand.psc.train as psc_train
+    from pand.utils.io import load_tensors
+
+    cfg = load_config(TINY, ["recipe=pand", *small, f"cache_dir={tmp_path / 'cache'}"])
+    real, seen = psc_train.psc_config_hash, []
+    monkeypatch.setattr(psc_train, "psc_config_hash", lambda c, parts: seen.append(dict(parts)) or real(c, parts))
+    run(cfg, tmp_path / "run")
+    monkeypatch.setattr(psc_train, "psc_config_hash", real)
+    artifact = tmp_path / "run" / "psc" / "learned_text_features.safetensors"
+    t, meta = load_tensors(artifact)
+    meta["config_hash"] = real(cfg.psc, {k: v for k, v in seen[0].items() if k != "content"})  # the old hash
+    save_anchors(artifact, t["text_features"], t.get("ctx"), meta)
+    before = artifact.stat().st_mtime_ns
+    with pytest.warns(UserWarning, match="predates image fingerprints"):
+        run(cfg, tmp_path / "run", resume=True)
+    assert artifact.stat().st_mtime_ns == before
