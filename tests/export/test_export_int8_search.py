@@ -124,6 +124,47 @@ def test_tensorrt_flavour_keeps_biases_float_and_ort_runs_it(tmp_path):
     assert run_onnx(tmp_path / "trt.onnx", calib[0]).shape == (8, 4)
 
 
+def test_quantizer_calibrates_once_and_still_works_without_a_cache(tmp_path):
+    """onnxruntime >= 1.23: the ranges are computed once and reused (same model twice); older ones have no
+    calibration cache and recalibrate on every call, with the same result."""
+    from export.quantize import Int8Quantizer
+
+    src = _outlier_model(tmp_path / "fp32.onnx")
+    calib = [_images(np.random.default_rng(4), 8)]
+
+    def scales(path):
+        return sorted(float(numpy_helper.to_array(i).ravel()[0]) for i in onnx.load(str(path)).graph.initializer
+                      if i.name.endswith("_scale"))
+
+    with Int8Quantizer(src, calib) as q:
+        q.quantize(tmp_path / "a.onnx", ["head"])
+        if q._cache is not None:
+            assert q._cache.is_file()
+            q.batches = []  # a second call must not need the images again
+        q.quantize(tmp_path / "b.onnx", ["head"])
+    with Int8Quantizer(src, calib) as q:
+        q._cache = None
+        q.quantize(tmp_path / "c.onnx", ["head"])
+    assert scales(tmp_path / "a.onnx") == scales(tmp_path / "b.onnx") == scales(tmp_path / "c.onnx")
+
+
+def test_entropy_calibration_differs_from_minmax(tmp_path):
+    """quantize_static's own entropy settings (128 bins over 128 quantized bins) reduce to minmax; ours do not."""
+    from export.quantize import Int8Quantizer
+
+    src = _outlier_model(tmp_path / "fp32.onnx")
+    rng = np.random.default_rng(5)
+    calib = [_images(rng, 16) for _ in range(2)]
+    out = {}
+    for method in ("minmax", "entropy"):
+        with Int8Quantizer(src, calib, method=method) as q:
+            q.quantize(tmp_path / f"{method}.onnx", ["head"])
+        inits = onnx.load(str(tmp_path / f"{method}.onnx")).graph.initializer
+        out[method] = {i.name: float(numpy_helper.to_array(i).ravel()[0]) for i in inits if i.name.endswith("_scale")}
+    assert out["minmax"].keys() == out["entropy"].keys()
+    assert any(abs(out["minmax"][k] - out["entropy"][k]) > 1e-6 for k in out["minmax"])
+
+
 def test_fallback_schedule_is_fewest_first():
     from export.int8_search import fallback_schedule
 
