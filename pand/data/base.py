@@ -101,7 +101,11 @@ class FGVCDataset:
             ) from e
 
     def __getitem__(self, index: int):
-        img = self.load_image(index)
+        return self.item_from_image(self.load_image(index), index)
+
+    def item_from_image(self, img, index: int):
+        """``(transform(img), label)`` of sample ``index`` from its already decoded image ``img``: ``self[index]``
+        without decoding the file again (the NSD teacher-cache build decodes an image once for all its views)."""
         label = self.samples[index][1]
         return (self.transform(img) if self.transform is not None else img), label
 

@@ -8,8 +8,11 @@ instead:
    shards and rank 0 writes the manifest after a barrier). For every training image ``i`` and view
    ``v < V`` the training pipeline's own augmentation is replayed: :class:`pand.nsd.data.IndexedDataset` draws the
    random parameters of ``(i, v)`` from ``mix_seed(trainer.seed, v, i)`` only, so the pixels are a pure function of
-   ``(seed, v, i)``. Those pixels go through the very same :class:`~pand.nsd.teacher_source.LiveTeacher` path
-   (re-normalisation, resize, channels-last, AMP) and the L2-normalised features ``[N, V, D_t]`` are written as
+   ``(seed, v, i)``. Each image file is decoded once for its ``V`` views (the build asks for ``(i, 0..V-1)`` in a
+   row and every view transforms a copy of the decoded image; decoding draws no random numbers, so the pixels are
+   those of ``dataset[i]`` under the view's seed, bit for bit). Those pixels go through the very same
+   :class:`~pand.nsd.teacher_source.LiveTeacher` path (re-normalisation, resize, channels-last, AMP) and the
+   L2-normalised features ``[N, V, D_t]`` are written as
    safetensors (fp16 by default, ``nsd.teacher_cache.dtype=fp32`` for exact parity) in shards of
    ``nsd.teacher_cache.shard_size`` images: ``<cache_dir>/nsd_teacher/<key[:32]>/shard-00000.safetensors`` ...
    plus ``manifest.json``, written last. Every file is written atomically, so a crash keeps the finished shards
@@ -244,9 +247,48 @@ def _manifest_ok(root: Path, key: Optional[str]) -> bool:
 # --------------------------------------------------------------------------------------------------------------
 # build
 # --------------------------------------------------------------------------------------------------------------
+class _DecodeOnce:
+    """``dataset[index]`` of a :class:`pand.data.FGVCDataset` that decodes each image once for its consecutive views.
+
+    The build asks for ``(i, 0), (i, 1), ..., (i, V-1)`` in a row; the decoded RGB image of the last index is kept
+    (one image per process / DataLoader worker) and every view transforms a copy of it
+    (:meth:`pand.data.FGVCDataset.item_from_image`). Decoding draws no random numbers, so under
+    :class:`~pand.nsd.data.IndexedDataset`'s ``mix_seed(seed, v, i)`` the transform of view ``v`` draws exactly what
+    ``dataset[i]`` draws: the pixels, hence the features, are bit-identical to decoding every view.
+    """
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self.samples = dataset.samples
+        self._last: Tuple[int, Any] = (-1, None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if self._last[0] != index:
+            self._last = (-1, None)  # never keep a stale image if decoding raises
+            self._last = (index, self.dataset.load_image(index))
+        return self.dataset.item_from_image(self._last[1].copy(), index)
+
+
+def _decode_once(dataset: Any) -> Any:
+    """``dataset`` wrapped in :class:`_DecodeOnce` when it is a plain FGVCDataset (same ``__getitem__``), else as is."""
+    from pand.data.base import FGVCDataset
+
+    if isinstance(dataset, FGVCDataset) and type(dataset).__getitem__ is FGVCDataset.__getitem__ \
+            and type(dataset).load_image is FGVCDataset.load_image:
+        return _DecodeOnce(dataset)
+    return dataset
+
+
 def _encode_shard(live: LiveTeacher, dataset: IndexedDataset, start: int, end: int, views: int, batch_size: int,
                   num_workers: int, bar) -> torch.Tensor:
-    """``[end - start, V, D]`` float32 features of the replayed views ``(i, v)``, ``i`` in ``[start, end)``."""
+    """``[end - start, V, D]`` float32 features of the replayed views ``(i, v)``, ``i`` in ``[start, end)``.
+
+    The views of one image are consecutive keys, so a :class:`_DecodeOnce` dataset decodes each image once (twice
+    at most when its views straddle two batches given to different DataLoader workers).
+    """
     from torch.utils.data import DataLoader
 
     device = getattr(live.teacher, "device", torch.device("cpu"))
@@ -333,8 +375,8 @@ def build_teacher_cache(
                 if not _valid_shard(_shard_path(root, s), key, a, b - a, views, dim, dtype)]
 
     def build(todo: Sequence[Tuple[int, int, int]], rank: int = 0) -> None:
-        _build_shards(live, IndexedDataset(dataset, int(seed)), root, key, todo, views, dim, dtype, batch_size,
-                      num_workers, progress, rank)
+        _build_shards(live, IndexedDataset(_decode_once(dataset), int(seed)), root, key, todo, views, dim, dtype,
+                      batch_size, num_workers, progress, rank)
 
     if dist is None or not dist.distributed:
         from pand.utils.lock import LOCK_NAME, exclusive_lock
