@@ -137,7 +137,7 @@ class Int8Quantizer:
     def __init__(self, src: Union[str, Path], batches: Iterable[np.ndarray], target: str = "cpu",
                  method: str = "minmax", input_name: str = "input", reduce_range: Optional[bool] = None):
         import onnx
-        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization import CalibrationMethod, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -152,15 +152,18 @@ class Int8Quantizer:
             raise PandError("INT8 calibration needs at least one image")
         self._tmp = Path(tempfile.mkdtemp(prefix="pand-quant-"))
         self.preprocessed = self._tmp / "preprocessed.onnx"
-        quant_pre_process(str(src), str(self.preprocessed))  # symbolic shape inference + ORT optimisation + ONNX shapes
-        self.model = onnx.load(str(self.preprocessed))
-        self.head_nodes = classifier_head_nodes(self.model)
         self._cache: Optional[Path] = None
-        if "calibration_cache_path" in inspect.signature(__import__(
-                "onnxruntime.quantization", fromlist=["quantize_static"]).quantize_static).parameters:
-            self._cache = self._tmp / "calibration.json"  # calibrate once, reuse the ranges (onnxruntime >= 1.23)
-            if method == "entropy":
-                self._calibrate_entropy()
+        try:
+            quant_pre_process(str(src), str(self.preprocessed))  # symbolic shapes + ORT optimisation + ONNX shapes
+            self.model = onnx.load(str(self.preprocessed))
+            self.head_nodes = classifier_head_nodes(self.model)
+            if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+                self._cache = self._tmp / "calibration.json"  # calibrate once, reuse the ranges (onnxruntime >= 1.23)
+                if method == "entropy":
+                    self._calibrate_entropy()
+        except BaseException:
+            self.close()
+            raise
 
     def _calibrate_entropy(self) -> None:
         """Entropy (KL) ranges with a 2048-bin histogram searched over 128 quantized bins (TensorRT's setting),
