@@ -258,3 +258,26 @@ def test_export_with_an_outlier_layer_lists_its_float_layers_in_the_manifest_and
             Predictor.from_bundle(res.bundle).close()
     manifest = json.loads((res.bundle / "manifest.json").read_text())
     assert manifest["models"][0]["info"]["int8"]["accuracy_aware"]["steps"][0]["float_nodes"] == ["/linear_cls/Gemm"]
+
+
+def test_cli_int8_flags_reach_the_manifest(run_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from export.cli import cli
+
+    out = tmp_path / "plain"
+    r = CliRunner().invoke(cli, [str(run_dir), "--precision", "int8", "--plain-int8", "--reduce-range",
+                                 "--calib-images", "8", "--parity-images", "16", "--min-agreement", "0",
+                                 "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "int8: layers kept in float: /linear_cls/Gemm" in r.output
+    m = load_manifest(out)
+    info = m.models[0].info["int8"]
+    assert info["reduce_range"] is True and info["accuracy_aware"] is None and info["calibration_images"] == 8
+    assert m.export_args["accuracy_aware"] is False and m.parity["onnxruntime"]["tolerance"]["min_agreement"] == 0
+    out = tmp_path / "aware"
+    r = CliRunner().invoke(cli, [str(run_dir), "--precision", "int8", "--calib-images", "8", "--parity-images",
+                                 "16", "--min-agreement", "0", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "agreement" in r.output and "after 1 search step(s)" in r.output  # the target is met at once
+    assert load_manifest(out).models[0].info["int8"]["accuracy_aware"]["chosen_step"] == 0
