@@ -143,6 +143,8 @@ def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> D
         "best_epoch": result.best_epoch, "epochs": result.epochs, "final_losses": result.final_terms,
         "wall_time_s": time.time() - t0, "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
         "anchors": str(anchors_path) if anchors_path else ("handcrafted" if teacher is not None else None),
+        # nsd.teacher_cache.views as used; for views=auto the choice, the measured per-batch costs and the reason
+        "teacher_cache": result.teacher_cache,
     }
 
 

@@ -138,11 +138,27 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(map(str, choices))}")
 
 
+# Keys typed ``Any`` in the schema (OmegaConf has no int | str union): an int (>= its MINIMUMS bound) or one of
+# these words; anything else (a float, a bool, null, another string) fails at load naming the key.
+INT_OR_WORD = {"nsd.teacher_cache.views": ("auto",)}
+
+
 def _check_minimums(cfg: DictConfig) -> None:
     for key, low in MINIMUMS.items():
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
         except MissingMandatoryValue:
+            continue
+        if key in INT_OR_WORD:
+            words = INT_OR_WORD[key]
+            if isinstance(value, str) and value in words:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"bad value for '{key}': {key}={value!r}; expected an integer >= {low} or "
+                                  f"{' / '.join(map(repr, words))}")
+            if value < low:
+                raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low} or "
+                                  f"{' / '.join(map(repr, words))}")
             continue
         if value is not None and value < low:
             raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low}; set it to a value >= {low}")

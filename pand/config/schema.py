@@ -16,7 +16,7 @@ key, a wrong type or a missing required value fails before any work starts (see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
@@ -166,7 +166,11 @@ class NLRDCfg:
 class TeacherCacheCfg:
     """Teacher-feature cache with augmentation replay (0 views = live teacher; :mod:`pand.nsd.teacher_cache`)."""
 
-    views: int = 0  # V views per image, encoded once; each image gets its own view per epoch (8-16 recommended)
+    # V views per image, encoded once; each image gets its own view per epoch (8-16 recommended); 0 = live teacher.
+    # "auto": measure the teacher's and the student's per-batch cost on a few training batches and use a
+    # min(8, nsd.epochs)-view cache only when it is projected >= 10% faster end to end (pand.nsd.teacher_cache_auto;
+    # the choice is printed and recorded in summary.json). Typed Any (an int >= 0 or "auto"; checked at load).
+    views: Any = 0
     shard_size: int = 4096  # images per shard file under <cache_dir>/nsd_teacher/<key>/
     dtype: str = "fp16"  # fp16 (half the disk) | fp32 (bit-exact with the live teacher)
 

@@ -86,6 +86,7 @@ class NSDContext:
     train_time: float = 0.0
     images_seen: int = 0
     last_terms: Dict[str, float] = field(default_factory=dict)
+    teacher_cache: Optional[Dict[str, Any]] = None  # how nsd.teacher_cache.views was resolved (auto: the choice)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class NSDResult:
     images_per_s: float
     student_state: Dict[str, torch.Tensor]
     epochs: int
+    teacher_cache: Optional[Dict[str, Any]] = None  # views used and, for views=auto, the measured choice
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -441,6 +443,7 @@ def _final_test(ctx: NSDContext) -> NSDResult:
         test_top1=test["top1"] if test else None, test=test, final_terms=dict(ctx.last_terms),
         train_time_s=ctx.train_time, images_per_s=ctx.images_seen / max(ctx.train_time, 1e-9),
         student_state=split_prefixed(tensors, "student"), epochs=int(cfg.nsd.epochs),
+        teacher_cache=ctx.teacher_cache,
     )
 
 
@@ -484,10 +487,15 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     device = device or select_device(cfg.trainer.accelerator, dist.local_rank)
     out_dir = Path(out_dir)
     _check_inputs(cfg, splits, source, anchors)
+    cache_choice = None
     if cfg.recipe.use_teacher:  # nsd.teacher_cache.views > 0: a LiveTeacher becomes cached replayed views
         from .teacher_cache import maybe_cache_teacher
+        from .teacher_cache_auto import resolve_views
 
-        source = maybe_cache_teacher(cfg, source, splits.train, dist)
+        # views=auto measures the teacher and a throw-away student here, before seeding (RNG states restored)
+        views, cache_choice = resolve_views(cfg, source, splits.train, dist, device, anchors, out_dir, resume,
+                                            num_classes=len(splits.class_names))
+        source = maybe_cache_teacher(cfg, source, splits.train, dist, views=views)
     if device.type != "cuda" and cfg.trainer.precision != "fp32":
         warnings.warn(f"trainer.precision={cfg.trainer.precision} applies to CUDA only; training in fp32 on CPU")
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
@@ -503,6 +511,11 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     start = _restore(ctx, config, resume)
     barrier(dist)
     ctx.logger = MetricsLogger(out_dir, dist.is_main, bool(cfg.trainer.tensorboard), start, ctx.global_step)
+    ctx.teacher_cache = cache_choice
+    if dist.is_main:
+        from .teacher_cache_auto import record_choice
+
+        record_choice(cache_choice, out_dir, ctx.logger, start)
     try:
         for epoch in range(start, int(cfg.nsd.epochs)):
             try:

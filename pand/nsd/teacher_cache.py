@@ -44,6 +44,15 @@ distributed build is not locked against other launches.)
 **Choosing V.** 8-16 views are the recommended range: the teacher cost becomes ``V/E`` of the live one (16/300 for
 the reference's 300 epochs) while the student still sees 8-16 distinct augmentations of every image, each paired
 with the teacher's features of exactly those pixels. ``V = 0`` (the default) keeps the live teacher.
+``nsd.teacher_cache.views=auto`` decides per run (:mod:`pand.nsd.teacher_cache_auto`): before training it measures
+the teacher's forward and the student's step per batch on a few training batches (RNG states restored, so the seeded
+run is unchanged), projects the end-to-end time of live (``E`` epochs of teacher + student) against a
+``V = min(8, E)``-view cache (``V x N`` teacher forwards, then ``E`` epochs of student steps + lookups) and uses
+the cache only when it is projected at least 10% faster; the choice, the numbers and the reason are printed and
+recorded (``<nsd dir>/teacher_cache_choice.json``, ``metrics.jsonl``, ``summary.json``), and a resumed run reuses
+it. Whether the cache pays depends on the teacher's cost next to the student's step and on ``E / V``: a teacher
+much cheaper than the student's step is not worth caching; a ViT-B/16 teacher of a 64 px ResNet-18 is (5.9x,
+``bench/nsd_cache.py``).
 
 **Disk / memory.** ``N * V * D_t * 2`` bytes in fp16: 10k images x 16 views x 1024 dims = 328 MB. Reads are
 memory-mapped, so the resident memory is the OS page cache, not a copy per process.
@@ -619,8 +628,10 @@ class CachedTeacher:
         return f.to(images.device)
 
 
-def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, progress: bool = True) -> Any:
-    """The engine's hook: swap a :class:`LiveTeacher` for a :class:`CachedTeacher` when ``nsd.teacher_cache.views > 0``.
+def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, progress: bool = True,
+                        views: Optional[int] = None) -> Any:
+    """The engine's hook: swap a :class:`LiveTeacher` for a :class:`CachedTeacher` when ``nsd.teacher_cache.views > 0``
+    (or when ``auto`` projects the cache to pay off: :mod:`pand.nsd.teacher_cache_auto`).
 
     Every rank builds its share of the cache under ``<cache_dir>/nsd_teacher/`` (or reuses it; see
     :func:`build_teacher_cache`) and then opens it read-only. Returns ``source`` unchanged when the cache is off, there is no teacher, or ``source`` is
@@ -633,18 +644,28 @@ def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, p
         dataset: the training dataset (augmenting transform attached) the train loader wraps.
         dist: :class:`pand.utils.distributed.DistInfo` (default: one process).
         progress: tqdm bar on rank 0.
+        views: the views to cache, already resolved (the engine resolves ``auto`` itself to record the choice);
+            None: ``nsd.teacher_cache.views``, with ``auto`` measured and decided here.
 
     Raises:
-        ConfigError: negative ``nsd.teacher_cache.views``.
+        ConfigError: ``nsd.teacher_cache.views`` is neither an int >= 0 nor ``auto``.
         PandError: a cache is asked for but ``source`` is neither live nor cached.
     """
     from pand.config import ConfigError
     from pand.utils.distributed import DistInfo
 
     tc = cfg.nsd.teacher_cache
-    views = int(tc.views)
-    if views < 0:
-        raise ConfigError(f"nsd.teacher_cache.views={views} must be >= 0 (0 = live teacher, 8-16 recommended)")
+    if views is None:
+        if tc.views == "auto":
+            from .teacher_cache_auto import resolve_views
+
+            views = 0 if source is None or isinstance(source, CachedTeacher) else \
+                resolve_views(cfg, source, dataset, dist)[0]
+        else:
+            views = tc.views
+    if isinstance(views, bool) or not isinstance(views, int) or views < 0:
+        raise ConfigError(f"nsd.teacher_cache.views={views!r} must be an int >= 0 (0 = live teacher, 8-16 "
+                          f"recommended) or 'auto'")
     if source is None or views <= 0 or isinstance(source, CachedTeacher):
         return source
     if not isinstance(source, LiveTeacher):

@@ -73,3 +73,143 @@ def test_datasets_with_their_own_getitem_are_not_wrapped(toy, train):
     plain = toy.make_splits().train  # a torch Dataset without load_image: returned as is
     assert tc._decode_once(plain) is plain
     assert isinstance(tc._decode_once(train), tc._DecodeOnce)
+
+
+# -- views=auto: the projection (pure) -------------------------------------------------------------------------
+def _project(**kw):
+    from pand.nsd.teacher_cache_auto import project_teacher_cache
+
+    args = dict(teacher_s=1.0, student_s=0.1, data_s=0.01, lookup_s=0.001, batch=32, images=320, steps_per_epoch=10,
+                epochs=30, views=8)
+    return project_teacher_cache(**{**args, **kw})
+
+
+def test_projection_picks_the_cache_for_a_heavy_teacher_and_live_for_a_light_one():
+    heavy = _project()  # teacher 10x the student step: live 30*10*1.11 s, cache 80 batches*1.01 s + 30*10*0.111 s
+    assert heavy["use_cache"] and heavy["live_s"] == pytest.approx(333.0)
+    assert heavy["build_s"] == pytest.approx(80 * 1.01) and heavy["cached_s"] == pytest.approx(80.8 + 33.3)
+    assert heavy["speedup"] == pytest.approx(333.0 / 114.1) and "faster" in heavy["reason"]
+    light = _project(teacher_s=0.01)  # a teacher 10x cheaper than the student step: saves ~3%, under 10%
+    assert not light["use_cache"] and 0 < light["saving"] < 0.10 and "only" in light["reason"]
+    tiny = _project(teacher_s=0.001, epochs=8)  # the build is never repaid
+    assert not tiny["use_cache"] and tiny["saving"] < 0 and "slower" in tiny["reason"]
+
+
+def test_projection_edge_cases():
+    # V = E: the build is as much teacher work as live training, so the cache can never win
+    assert not _project(epochs=8, views=8)["use_cache"]
+    # an already built cache costs no build: lookups instead of teacher forwards pay off at once
+    built = _project(teacher_s=0.05, epochs=2, views=2, cache_built=True)
+    assert built["build_s"] == 0 and built["use_cache"]
+    assert not _project(teacher_s=0.05, epochs=2, views=2)["use_cache"]
+    # DataLoader workers overlap loading with compute: a data-bound run gains nothing from the cache
+    data_bound = _project(teacher_s=0.05, data_s=2.0, workers=4)
+    assert data_bound["live_s"] == pytest.approx(30 * 10 * 0.5) and not data_bound["use_cache"]
+    # the 10% threshold: cached <= 0.9 * live
+    edge = _project(min_gain=0.0)
+    assert edge["use_cache"] and not _project(min_gain=0.99)["use_cache"]
+
+
+# -- views=auto in fit -----------------------------------------------------------------------------------------
+@pytest.fixture
+def splits(tmp_path, toy, train):
+    pp = PreprocessCfg(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
+    ev = create_transform(pp, False)
+    return SimpleNamespace(train=train, val=_png_dataset(tmp_path / "val", 2, ev),
+                           test=_png_dataset(tmp_path / "test", 2, ev),
+                           class_names=[f"class{c}" for c in range(NUM_CLASSES)])
+
+
+def _fit(toy, splits, tmp_path, run, *overrides, resume=False):
+    from pand.nsd import fit
+
+    cfg = toy.make_cfg("recipe=pand", "nsd.epochs=3", f"cache_dir={tmp_path / 'cache'}", *overrides)
+    teacher = toy.FakeTeacher(image_size=16)
+    res = fit(cfg, tmp_path / run, splits, LiveTeacher(teacher, toy.mean, toy.std), toy.make_anchors(), resume=resume)
+    return res, teacher
+
+
+def _same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_measures_and_a_light_teacher_stays_live_on_the_same_trajectory(toy, splits, tmp_path, capsys):
+    import json
+
+    from pand.nsd.metrics import read_metrics
+
+    auto, teacher = _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto")
+    choice = auto.teacher_cache
+    # V = min(8, 3 epochs) = 3 = E: the build alone is as much teacher work as live training, so live it is
+    assert choice["requested"] == "auto" and choice["mode"] == "live" and choice["views"] == 0
+    assert choice["candidate_views"] == 3 and ("slower" in choice["reason"] or "only" in choice["reason"])
+    m = choice["measured"]
+    assert m["batch"] == 8 and all(m[k] > 0 for k in ("teacher_s", "student_s", "data_s", "lookup_s"))
+    assert choice["projected"]["cached_s"] > 0.9 * choice["projected"]["live_s"]
+    assert "nsd.teacher_cache.views=auto: live teacher" in capsys.readouterr().out
+    assert json.loads((tmp_path / "auto" / "teacher_cache_choice.json").read_text())["mode"] == "live"
+    recs = [r for r in read_metrics(tmp_path / "auto" / "metrics.jsonl") if r["kind"] == "teacher_cache"]
+    assert len(recs) == 1 and recs[0]["reason"] == choice["reason"]
+    assert not (tmp_path / "cache" / tc.CACHE_SUBDIR).exists()
+    # measuring (a throw-away student, teacher forwards, RNG restored) does not change the seeded run
+    live, _ = _fit(toy, splits, tmp_path, "live", "nsd.teacher_cache.views=0")
+    assert live.teacher_cache == {"requested": 0, "views": 0, "mode": "live"}
+    assert _same_weights(auto.student_state, live.student_state) and auto.test_top1 == live.test_top1
+    assert not (tmp_path / "live" / "teacher_cache_choice.json").exists()
+
+
+def test_auto_with_a_heavy_teacher_builds_the_cache_and_a_resume_reuses_the_choice(toy, splits, tmp_path,
+                                                                                   monkeypatch):
+    from pand.nsd import teacher_cache_auto as auto_mod
+
+    heavy = dict(teacher_s=1.0, student_s=0.05, data_s=0.01, lookup_s=1e-4, batch=8)
+    monkeypatch.setattr(auto_mod, "measure_step_costs", lambda *a, **k: dict(heavy))
+    res, teacher = _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto", "nsd.epochs=10")
+    # E = 10 epochs, V = min(8, 10) = 8 views: 8*16 teacher images once instead of 10 epochs of 2 batches of 8
+    assert res.teacher_cache["mode"] == "cached" and res.teacher_cache["views"] == 8
+    assert sum(x.shape[0] for x in teacher.seen) == 8 * len(splits.train)
+    explicit, again = _fit(toy, splits, tmp_path, "explicit", "nsd.teacher_cache.views=8", "nsd.epochs=10")
+    assert again.seen == []  # the same cache entry: auto's cache is the explicit views=8 cache
+    assert explicit.teacher_cache == {"requested": 8, "views": 8, "mode": "cached"}
+    assert _same_weights(res.student_state, explicit.student_state)
+
+    def refuse(*a, **k):
+        raise AssertionError("a resumed run must reuse the recorded choice, not measure again")
+
+    monkeypatch.setattr(auto_mod, "measure_step_costs", refuse)
+    resumed, _ = _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto", "nsd.epochs=10", resume=True)
+    assert resumed.teacher_cache["reused"] and resumed.teacher_cache["views"] == 8
+    assert _same_weights(resumed.student_state, res.student_state)
+
+
+# -- end to end on the tiny config -----------------------------------------------------------------------------
+def test_pand_train_tiny_with_views_auto_records_its_choice_and_an_int_behaves_as_before(tmp_path):
+    import json
+
+    from pand.config import config_dir, load_config
+    from pand.train import run
+    from pand.utils.io import load_tensors
+
+    small = [f"cache_dir={tmp_path / 'cache'}", "trainer.tensorboard=false", "data.synthetic.train_per_class=4",
+             "data.synthetic.test_per_class=2", "data.synthetic.image_size=32", "student.image_size=32",
+             "student.resize_size=36", "recipe=vl2lite", "nsd.epochs=2", "nsd.batch_size=16"]
+    tiny = config_dir() / "tiny.yaml"
+    summaries = {}
+    for views in ("auto", 0, 2):
+        run(load_config(tiny, [*small, f"nsd.teacher_cache.views={views}"]), tmp_path / f"run-{views}")
+        summaries[views] = json.loads((tmp_path / f"run-{views}" / "summary.json").read_text())
+    choice = summaries["auto"]["teacher_cache"]
+    # 2 epochs: a min(8, 2) = 2-view cache costs as many teacher forwards as live training, never repaid
+    assert choice["requested"] == "auto" and choice["mode"] == "live" and choice["views"] == 0
+    assert choice["candidate_views"] == 2 and choice["reason"] and choice["measured"]["teacher_s"] > 0
+    assert (tmp_path / "run-auto" / "nsd" / "teacher_cache_choice.json").is_file()
+    # the measurement leaves the seeded run as it is: the same student as views=0
+    a, _ = load_tensors(tmp_path / "run-auto" / "student.safetensors")
+    b, _ = load_tensors(tmp_path / "run-0" / "student.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # an explicit int: no measurement, no choice file, the cache built with those views
+    assert summaries[0]["teacher_cache"] == {"requested": 0, "views": 0, "mode": "live"}
+    assert summaries[2]["teacher_cache"] == {"requested": 2, "views": 2, "mode": "cached"}
+    assert not (tmp_path / "run-2" / "nsd" / "teacher_cache_choice.json").exists()
+    manifests = list((tmp_path / "cache" / tc.CACHE_SUBDIR).glob("*/manifest.json"))
+    assert len(manifests) == 1 and json.loads(manifests[0].read_text())["views"] == 2
