@@ -213,3 +213,50 @@ def test_pand_train_tiny_with_views_auto_records_its_choice_and_an_int_behaves_a
     assert not (tmp_path / "run-2" / "nsd" / "teacher_cache_choice.json").exists()
     manifests = list((tmp_path / "cache" / tc.CACHE_SUBDIR).glob("*/manifest.json"))
     assert len(manifests) == 1 and json.loads(manifests[0].read_text())["views"] == 2
+
+
+_DDP_AUTO = """
+import os, sys, torch.distributed as td
+sys.path.insert(0, {tests!r})
+from conftest import FakeTeacher, make_cfg, STUDENT_MEAN, STUDENT_STD
+from pand.data import FGVCDataset
+from pand.nsd import LiveTeacher
+from pand.nsd import teacher_cache_auto as auto
+from pand.utils.distributed import DistInfo
+
+rank = int(os.environ["RANK"])
+td.init_process_group("gloo", rank=rank, world_size=2)
+# rank 0 measures a heavy teacher; were rank 1 to measure, it would see a light one and choose live
+teacher_s = 1.0 if rank == 0 else 1e-4
+auto.measure_step_costs = lambda *a, **k: dict(teacher_s=teacher_s, student_s=0.05, data_s=0.01, lookup_s=1e-4,
+                                               batch=4)
+ds = FGVCDataset([(p, 0) for p in {paths!r}], ["a"])
+cfg = make_cfg("nsd.teacher_cache.views=auto", "nsd.epochs=10", "cache_dir=" + {cache!r})
+views, choice = auto.resolve_views(cfg, LiveTeacher(FakeTeacher(), STUDENT_MEAN, STUDENT_STD), ds,
+                                   DistInfo(rank=rank, world_size=2, local_rank=rank), num_classes=1)
+print("RESULT", rank, views, choice["mode"], flush=True)
+td.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_every_rank_follows_rank_0s_auto_choice(train, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    script = tmp_path / "ddp_auto.py"
+    script.write_text(_DDP_AUTO.format(tests=str(repo / "tests" / "nsd"), paths=[p for p, _ in train.samples],
+                                       cache=str(tmp_path / "cache")))
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(28500 + os.getpid() % 1000), WORLD_SIZE="2")
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=repo, env=dict(env, RANK=str(r), LOCAL_RANK="0"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    res = [next(line.split() for line in out.splitlines() if line.startswith("RESULT")) for out, _ in outs]
+    assert res == [["RESULT", "0", "8", "cached"], ["RESULT", "1", "8", "cached"]]
+    assert "views=auto: cached teacher" in outs[0][0] and "views=auto" not in outs[1][0]  # printed once, by rank 0
