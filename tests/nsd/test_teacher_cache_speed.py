@@ -120,12 +120,13 @@ def splits(tmp_path, toy, train):
                            class_names=[f"class{c}" for c in range(NUM_CLASSES)])
 
 
-def _fit(toy, splits, tmp_path, run, *overrides, resume=False):
+def _fit(toy, splits, tmp_path, run, *overrides, resume=False, step_hook=None):
     from pand.nsd import fit
 
     cfg = toy.make_cfg("recipe=pand", "nsd.epochs=3", f"cache_dir={tmp_path / 'cache'}", *overrides)
     teacher = toy.FakeTeacher(image_size=16)
-    res = fit(cfg, tmp_path / run, splits, LiveTeacher(teacher, toy.mean, toy.std), toy.make_anchors(), resume=resume)
+    res = fit(cfg, tmp_path / run, splits, LiveTeacher(teacher, toy.mean, toy.std), toy.make_anchors(), resume=resume,
+              step_hook=step_hook)
     return res, teacher
 
 
@@ -164,22 +165,31 @@ def test_auto_with_a_heavy_teacher_builds_the_cache_and_a_resume_reuses_the_choi
 
     heavy = dict(teacher_s=1.0, student_s=0.05, data_s=0.01, lookup_s=1e-4, batch=8)
     monkeypatch.setattr(auto_mod, "measure_step_costs", lambda *a, **k: dict(heavy))
-    res, teacher = _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto", "nsd.epochs=10")
-    # E = 10 epochs, V = min(8, 10) = 8 views: 8*16 teacher images once instead of 10 epochs of 2 batches of 8
-    assert res.teacher_cache["mode"] == "cached" and res.teacher_cache["views"] == 8
-    assert sum(x.shape[0] for x in teacher.seen) == 8 * len(splits.train)
-    explicit, again = _fit(toy, splits, tmp_path, "explicit", "nsd.teacher_cache.views=8", "nsd.epochs=10")
-    assert again.seen == []  # the same cache entry: auto's cache is the explicit views=8 cache
-    assert explicit.teacher_cache == {"requested": 8, "views": 8, "mode": "cached"}
-    assert _same_weights(res.student_state, explicit.student_state)
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, step):
+        if epoch == 4 and step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):  # killed mid-epoch 4, after the cache was built and the choice recorded
+        _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto", "nsd.epochs=10", step_hook=stop)
+    assert (tmp_path / "auto" / auto_mod.CHOICE_FILE).is_file()
 
     def refuse(*a, **k):
         raise AssertionError("a resumed run must reuse the recorded choice, not measure again")
 
     monkeypatch.setattr(auto_mod, "measure_step_costs", refuse)
-    resumed, _ = _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto", "nsd.epochs=10", resume=True)
-    assert resumed.teacher_cache["reused"] and resumed.teacher_cache["views"] == 8
-    assert _same_weights(resumed.student_state, res.student_state)
+    res, teacher = _fit(toy, splits, tmp_path, "auto", "nsd.teacher_cache.views=auto", "nsd.epochs=10", resume=True)
+    # E = 10 epochs, V = min(8, 10) = 8 views, chosen by the interrupted run and reused
+    assert res.teacher_cache["mode"] == "cached" and res.teacher_cache["views"] == 8 and res.teacher_cache["reused"]
+    assert teacher.seen == []  # the cache the interrupted run built
+    explicit, again = _fit(toy, splits, tmp_path, "explicit", "nsd.teacher_cache.views=8", "nsd.epochs=10")
+    assert again.seen == []  # the same cache entry: auto's cache is the explicit views=8 cache
+    assert explicit.teacher_cache == {"requested": 8, "views": 8, "mode": "cached"}
+    # killed + resumed under auto == an uninterrupted run with views=8
+    assert _same_weights(res.student_state, explicit.student_state) and res.test_top1 == explicit.test_top1
 
 
 # -- end to end on the tiny config -----------------------------------------------------------------------------
