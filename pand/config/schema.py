@@ -44,6 +44,7 @@ class SyntheticCfg:
     train_per_class: int = 40
     test_per_class: int = 20
     val_per_class: int = 0  # 0: validation is carved out of train like every other dataset
+    web_per_class: int = 0  # captioned web-pool images per class (teacher pre-training), disjoint from the splits
     # attribute axes used; the class set is their cartesian product (>= 24 classes)
     num_body_colors: int = 4
     num_wing_patterns: int = 3
@@ -194,6 +195,7 @@ class NSDCfg:
     logit_scale: float = 14.285714285714286  # s0 = 1/0.07
     grad_clip: float = 0.0
     ce_ramp: float = 8.0  # w_ce = clip(epoch / (ce_ramp * epochs), 0, 1)
+    ce_weight: Optional[float] = None  # null: the ramp above; a number: constant w_ce (and w_kd = 1 - w_ce)
     nlrd: NLRDCfg = field(default_factory=NLRDCfg)
     teacher_cache: TeacherCacheCfg = field(default_factory=TeacherCacheCfg)
     eval_every: int = 1
@@ -275,6 +277,25 @@ class RunCfg:
     promptkd: PromptKDCfg = field(default_factory=PromptKDCfg)
 
 
+# Lower bounds checked after merging (a null value is not checked): a negative epoch count or batch fails at
+# load time, before any stage runs.
+MINIMUMS = {
+    "nsd.epochs": 1,
+    "nsd.batch_size": 1,
+    "nsd.warmup_epochs": 0,
+    "nsd.eval_every": 1,
+    "nsd.teacher_cache.views": 0,
+    "nsd.teacher_cache.shard_size": 1,
+    "psc.epochs": 1,
+    "psc.batch_size": 1,
+    "psc.warmup_epochs": 0,
+    "psc.n_ctx": 1,
+    "trainer.devices": 1,
+    "trainer.num_workers": 0,
+    "teacher.batch_size": 1,
+    "data.labels_per_class": 1,
+}
+
 # Values checked after merging (OmegaConf checks keys and types; these check choices).
 CHOICES = {
     "data.name": DATASETS,
@@ -299,22 +320,3 @@ CHOICES = {
     "promptkd.select": ("last", "best_val"),
     "data.aircraft_level": ("variant", "family", "manufacturer"),
 }
-# Lower bounds checked after merging (a null value is not checked): a negative epoch count or batch fails at
-# load time, before any stage runs.
-MINIMUMS = {
-    "nsd.epochs": 1,
-    "nsd.batch_size": 1,
-    "nsd.warmup_epochs": 0,
-    "nsd.eval_every": 1,
-    "nsd.teacher_cache.views": 0,
-    "nsd.teacher_cache.shard_size": 1,
-    "psc.epochs": 1,
-    "psc.batch_size": 1,
-    "psc.warmup_epochs": 0,
-    "psc.n_ctx": 1,
-    "trainer.devices": 1,
-    "trainer.num_workers": 0,
-    "teacher.batch_size": 1,
-    "data.labels_per_class": 1,
-}
-

@@ -18,16 +18,25 @@ Everything is a pure function of the config: image ``k`` of class ``c`` in split
 ``numpy.random.default_rng([seed, s, c, k])``, so the same seed gives the same pixels and bytes.
 
 **Class order.** The base-to-novel protocol makes the first ``ceil(C/2)`` class ids the base classes. Classes
-are ordered (:func:`class_order`) so that the first ``max(axis sizes)`` classes already contain every value of
-every attribute and the rest keep the value counts balanced; the base half therefore names every attribute word,
-and a CLIP-style model trained on base captions can compose the novel class names from seen words.
+come in *twin groups*: one (body colour, wing pattern) pair with every beak shape and crest (:func:`class_order`).
+The groups are ordered so that the first ``max(colours, wings)`` groups already contain every colour and every
+wing pattern, and each group's twins are consecutive ids, so the base half holds both beaks of half of the
+colour/wing pairs: base captions teach every attribute word (the beak included, because twins that differ only
+in the beak are both there), and the novel classes are new colour/wing combinations of seen words.
+
+**Web pool.** ``web_per_class > 0`` also renders a captioned *web pool* of every class (the stand-in for the
+web-scale image-text data a CLIP teacher is pre-trained on, e.g. LAION holding CUB species). Its images come from
+their own random streams (split code 3), so they are disjoint from the student's train, val and test images. Its
+captions vary (:func:`web_caption`): attribute order, synonyms, and partial descriptions that leave attributes
+out, each stored with the attributes it mentions so that a contrastive loss knows which images it fits.
 
 On disk (ImageFolder layout, written atomically: a temp folder renamed into place)::
 
-    train/<NNN.slug>/<kkkkk>.png   test/...   val/... (only when val_per_class > 0)
+    train/<NNN.slug>/<kkkkk>.png   test/...   val/... (only when val_per_class > 0)   web/... (web_per_class > 0)
     classes.json    {"format": "pand-synthetic", "class_names", "classes": [{id, name, dir, attributes}],
                      "attributes", "base_classes", "novel_classes", "config", "hash", ...}
     captions.json   {"train/<NNN.slug>/<kkkkk>.png": "a photo of a red bird with striped wings and ...", ...}
+    web.json        [{"path": "web/<NNN.slug>/<kkkkk>.png", "label", "caption", "mentions": {axis: value}}, ...]
 
 CLI: ``python -m pand.data.synthetic OUT_DIR [--seed N --image-size N --train-per-class N ...]``.
 """
@@ -38,7 +47,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -54,14 +62,15 @@ from .registry import RawSplits, register_dataset
 
 __all__ = [
     "BODY_COLORS", "WING_PATTERNS", "BEAK_SHAPES", "CRESTS", "BirdClass", "synthetic_cfg_dict", "synthetic_hash",
-    "class_order", "synthetic_classes", "caption_for", "render_bird", "generate_synthetic", "ensure_synthetic",
-    "load_synthetic",
+    "class_order", "synthetic_classes", "caption_for", "web_caption", "caption_fits", "render_bird",
+    "generate_synthetic", "ensure_synthetic", "load_synthetic", "WebSample", "load_web_pool",
 ]
 
-GENERATOR_VERSION = 1  # bump when the renderer changes, so cached benchmarks are regenerated
+GENERATOR_VERSION = 2  # bump when the renderer changes, so cached benchmarks are regenerated
 FORMAT = "pand-synthetic"
 SUPERSAMPLE = 4
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "web": 3}
+BEAK_SCALE = 1.7  # beaks are drawn this much larger than the head's proportions, so the shape survives 64 px
 
 BODY_COLORS: Tuple[Tuple[str, Tuple[int, int, int]], ...] = (
     ("red", (212, 30, 36)),
@@ -85,6 +94,24 @@ CAPTION_TEMPLATES = (
     "a {color} bird that has {parts}.",
     "a picture of a bird with {body_parts}.",
     "this {color} bird has {parts}.",
+)
+
+# Web-pool captions use these words besides the canonical ones (the canonical word, which class names use, is
+# first and picked most often), so a teacher learns the attribute, not one caption string.
+SYNONYMS: Dict[str, Tuple[str, ...]] = {
+    "red": ("red", "crimson"), "blue": ("blue", "azure"), "yellow": ("yellow", "golden"),
+    "green": ("green", "emerald"), "purple": ("purple", "violet"), "orange": ("orange", "amber"),
+    "pink": ("pink", "rose"), "cyan": ("cyan", "turquoise"),
+    "plain": ("plain", "solid", "unpatterned"), "striped": ("striped", "banded", "stripy"),
+    "spotted": ("spotted", "dotted", "speckled"), "checkered": ("checkered", "chequered", "checked"),
+    "hooked": ("hooked", "curved", "hook-shaped"), "straight": ("straight", "pointed", "dagger-like"),
+    "conical": ("conical", "cone-shaped", "stubby"),
+}
+WEB_TEMPLATES = (
+    "a bird with {parts}.",
+    "this bird has {parts}.",
+    "{parts_cap}: a small bird.",
+    "a photo of a bird with {parts}.",
 )
 
 
@@ -158,12 +185,15 @@ def _validate(c: Dict[str, Any]) -> None:
         raise ConfigError(f"data.synthetic.image_size={c['image_size']}: must be >= 16")
     if float(c.get("noise_std", 0)) < 0 or int(c.get("clutter", 0)) < 0:
         raise ConfigError("data.synthetic.noise_std and data.synthetic.clutter must be >= 0")
+    if int(c.get("web_per_class", 0)) < 0:
+        raise ConfigError(f"data.synthetic.web_per_class={c['web_per_class']}: must be >= 0")
     sizes = _axis_sizes(c)
-    n = math.prod(sizes)
-    if max(sizes) > math.ceil(n / 2):
+    groups = sizes[0] * sizes[1]
+    if max(sizes[:2]) > groups // 2:
         raise ConfigError(
-            f"data.synthetic: axis sizes {sizes} give {n} classes; the base half ({math.ceil(n / 2)}) cannot hold all "
-            f"{max(sizes)} values of the largest axis. Use at least two values on another axis."
+            f"data.synthetic: {sizes[0]} colours x {sizes[1]} wing patterns give {groups} colour/wing pairs; the base "
+            f"half ({groups // 2} pairs) cannot hold all {max(sizes[:2])} values of the larger axis. Use at least two "
+            f"values on the other axis."
         )
 
 
@@ -181,17 +211,12 @@ def synthetic_hash(cfg: Any = None) -> str:
 # ------------------------------------------------------------------------------------------------ classes
 
 
-def class_order(sizes: Sequence[int]) -> List[Tuple[int, ...]]:
-    """All attribute-index tuples of the product ``sizes``, ordered for the base-to-novel split.
-
-    The first ``max(sizes)`` tuples are the diagonal ``(i mod n_1, ..., i mod n_k)``, which holds every value of
-    every axis. Then, greedily, comes the remaining tuple whose values have been used least so far: smallest sum
-    of per-value counts, then smallest sum of per-value-pair co-occurrence counts, then lexicographically first.
-    Any prefix of length ``>= max(sizes)`` therefore covers all values, and the base half keeps the value counts
-    balanced. For the default 4x3x2x1 and larger products the base half also contains every pair of values of
-    two axes, so no attribute word is tied to another in the base captions; very small products cannot have
-    that (for 2x2x2 the diagonal 000, 111 rules it out) and may tie two axes in the base half.
-    """
+def _balanced_order(sizes: Sequence[int]) -> List[Tuple[int, ...]]:
+    """All index tuples of the product ``sizes``: first the diagonal ``(i mod n_1, ..., i mod n_k)`` for
+    ``i < max(sizes)`` (every value of every axis), then, greedily, the remaining tuple whose values have been used
+    least so far (smallest sum of per-value counts, then of per-value-pair co-occurrence counts, then
+    lexicographically first). Any prefix of length ``>= max(sizes)`` covers all values, and value counts stay
+    balanced."""
     sizes = [int(s) for s in sizes]
     n = len(sizes)
     remaining = list(itertools.product(*[range(s) for s in sizes]))
@@ -220,6 +245,20 @@ def class_order(sizes: Sequence[int]) -> List[Tuple[int, ...]]:
     return order
 
 
+def class_order(sizes: Sequence[int]) -> List[Tuple[int, ...]]:
+    """All attribute-index tuples ``(colour, wing, beak, crest)`` of the product ``sizes``, in label order.
+
+    Classes come in twin groups: each (colour, wing) pair, taken in a balanced order whose first
+    ``max(colours, wings)`` pairs hold every colour and every wing pattern, is followed by all its (beak, crest)
+    variants as consecutive ids. With an even number of groups the base half (the first ``ceil(C/2)`` ids) is
+    exactly the first half of the groups with every beak and crest: base classes teach every attribute value, and
+    the twins that differ only in the beak are both base or both novel.
+    """
+    sizes = [int(s) for s in sizes]
+    inner = list(itertools.product(*[range(s) for s in sizes[2:]]))
+    return [(c, w, *rest) for c, w in _balanced_order(sizes[:2]) for rest in inner]
+
+
 def synthetic_classes(cfg: Any = None) -> List[BirdClass]:
     """The classes of a synthetic config, in label order (see :func:`class_order`)."""
     c = synthetic_cfg_dict(cfg)
@@ -241,6 +280,55 @@ def caption_for(cls: BirdClass, variant: int) -> str:
     template = CAPTION_TEMPLATES[variant % len(CAPTION_TEMPLATES)]
     return template.format(color=cls.body_color, parts=_join(parts),
                            body_parts=_join([f"a {cls.body_color} body"] + parts))
+
+
+def _word(value: str, rng: np.random.Generator) -> str:
+    words = SYNONYMS.get(value, (value,))
+    return words[0] if rng.uniform() < 0.55 else words[int(rng.integers(1, len(words)))] if len(words) > 1 \
+        else words[0]
+
+
+def web_caption(cls: BirdClass, rng: np.random.Generator) -> Tuple[str, Dict[str, Any]]:
+    """A varied caption of ``cls`` for the web pool and the attributes it mentions.
+
+    A quarter of the captions is the canonical class name ("a photo of a red striped hooked-beak bird."); the rest
+    describe the bird in words drawn from :data:`SYNONYMS`, in a random order, and about a third of them leave out
+    one or two attributes (a partial description fits several classes). Returns ``(caption, mentions)`` where
+    ``mentions`` maps each mentioned axis to the class's canonical value.
+    """
+    every = {"body_color": cls.body_color, "wing_pattern": cls.wing_pattern, "beak_shape": cls.beak_shape,
+             "crest": cls.crest}
+    if rng.uniform() < 0.25:
+        return f"a photo of a {cls.name}.", every
+    axes = ["body_color", "wing_pattern", "beak_shape"] + (["crest"] if cls.crest else [])
+    if rng.uniform() < 0.35:
+        drop = rng.choice(len(axes), size=int(rng.integers(1, min(3, len(axes)))), replace=False)
+        axes = [a for i, a in enumerate(axes) if i not in set(drop.tolist())]
+    mentions = {a: every[a] for a in axes}
+    colour = _word(cls.body_color, rng) if "body_color" in mentions else ""
+    parts = []
+    if "wing_pattern" in mentions:
+        parts.append(f"{_word(cls.wing_pattern, rng)} wings")
+    if "beak_shape" in mentions:
+        parts.append(f"a {_word(cls.beak_shape, rng)} beak")
+    if "crest" in mentions:
+        parts.append("a crest")
+    order = rng.permutation(len(parts)).tolist()
+    parts = [parts[i] for i in order]
+    if not parts or rng.uniform() < 0.4:  # "a red bird with striped wings" / "a red bird"
+        desc = f"{colour} bird".strip() + (f" with {_join(parts)}" if parts else "")
+        return (f"a photo of a {desc}." if rng.uniform() < 0.5 else f"a {desc}."), mentions
+    if colour:
+        parts.insert(int(rng.integers(0, len(parts) + 1)), f"{colour} feathers")
+    template = WEB_TEMPLATES[int(rng.integers(0, len(WEB_TEMPLATES)))]
+    text = _join(parts)
+    return template.format(parts=text, parts_cap=text[0].upper() + text[1:]), mentions
+
+
+def caption_fits(mentions: Dict[str, Any], cls: BirdClass) -> bool:
+    """Whether a caption mentioning ``mentions`` is true of every image of ``cls`` (used as a positive pair)."""
+    attrs = cls.attributes()
+    return all(attrs[k] == v for k, v in mentions.items())
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -286,21 +374,21 @@ def _background(size: int, rng: np.random.Generator, clutter: int):
 def _wing_pattern(draw, pattern: str, box: Sequence[float], color, rng: np.random.Generator, u: float) -> None:
     x0, y0, x1, y1 = box
     if pattern == "striped":
-        step, width = 0.07 * u, max(1, int(0.03 * u))
+        step, width = 0.11 * u, max(1, int(0.045 * u))  # coarse enough to survive 64 px
         off = rng.uniform(0, step)
         x = x0 - (y1 - y0) + off
         while x < x1 + step:
             draw.line([x, y1, x + (y1 - y0) * 0.6, y0], fill=color, width=width)
             x += step
     elif pattern == "spotted":
-        r, step = 0.024 * u, 0.07 * u
+        r, step = 0.036 * u, 0.11 * u
         ox, oy = rng.uniform(0, step, 2)
         for row, y in enumerate(np.arange(y0 + oy - step, y1 + step, step * 0.8)):
             shift = step / 2 if row % 2 else 0.0
             for x in np.arange(x0 + ox - step + shift, x1 + step, step):
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
     elif pattern == "checkered":
-        s = 0.05 * u
+        s = 0.08 * u
         ox, oy = rng.uniform(0, 2 * s, 2)
         for i, y in enumerate(np.arange(y0 + oy - 2 * s, y1 + s, s)):
             for j, x in enumerate(np.arange(x0 + ox - 2 * s, x1 + s, s)):
@@ -317,7 +405,8 @@ def _beak_polygon(shape: str, u: float) -> List[Tuple[float, float]]:
                    (0.85, 0.405), (0.74, 0.425)],
         "conical": [(0.735, 0.305), (0.86, 0.385), (0.735, 0.465)],
     }[shape]
-    return [(x * u, y * u) for x, y in pts]
+    ax, ay = 0.74, 0.38  # where the beak meets the head; scaled about it
+    return [((ax + (x - ax) * BEAK_SCALE) * u, (ay + (y - ay) * BEAK_SCALE) * u) for x, y in pts]
 
 
 def _bird_layer(cls: BirdClass, u: int, rng: np.random.Generator):
@@ -399,7 +488,7 @@ def render_bird(cls: BirdClass, rng: np.random.Generator, image_size: int = 64, 
 
 
 def _render_split(root: Path, split: str, per_class: int, classes: Sequence[BirdClass], c: Dict[str, Any],
-                  captions: Dict[str, str], progress) -> None:
+                  captions: Dict[str, str], web: List[Dict[str, Any]], progress) -> None:
     from PIL import Image
 
     for cls in classes:
@@ -410,7 +499,11 @@ def _render_split(root: Path, split: str, per_class: int, classes: Sequence[Bird
             arr = render_bird(cls, rng, int(c["image_size"]), int(c.get("clutter", 8)), float(c.get("noise_std", 6.0)))
             rel = f"{split}/{cls.dirname}/{k:05d}.png"
             Image.fromarray(arr, "RGB").save(root / rel, format="PNG")
-            captions[rel] = caption_for(cls, int(rng.integers(0, len(CAPTION_TEMPLATES))))
+            if split == "web":
+                text, mentions = web_caption(cls, rng)
+                web.append({"path": rel, "label": cls.id, "caption": text, "mentions": mentions})
+            else:
+                captions[rel] = caption_for(cls, int(rng.integers(0, len(CAPTION_TEMPLATES))))
             progress.update(1)
 
 
@@ -479,15 +572,18 @@ def generate_synthetic(out_dir: str | os.PathLike, cfg: Any = None, overwrite: b
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        splits = [(s, int(c[f"{s}_per_class"])) for s in ("train", "val", "test")]
+        splits = [(s, int(c.get(f"{s}_per_class", 0))) for s in ("train", "val", "test", "web")]
         total = sum(n for _, n in splits) * len(classes)
         captions: Dict[str, str] = {}
+        web: List[Dict[str, Any]] = []
         with tqdm(total=total, desc=f"synthetic benchmark ({len(classes)} classes)", unit="img",
                   disable=not progress, leave=False) as bar:
             for split, n in splits:
                 if n > 0:
-                    _render_split(tmp, split, n, classes, c, captions, bar)
+                    _render_split(tmp, split, n, classes, c, captions, web, bar)
         atomic_write_json(tmp / "captions.json", captions)
+        if web:
+            atomic_write_json(tmp / "web.json", web)
         atomic_write_json(tmp / "classes.json", _classes_json(classes, c))  # written last: marks completion
         _move_into_place(tmp, out, digest)
     finally:
@@ -548,6 +644,25 @@ def load_synthetic(root: Path, cfg: Any) -> RawSplits:
     return raw
 
 
+@dataclass(frozen=True)
+class WebSample:
+    """One captioned web-pool image: absolute ``path``, class ``label``, ``caption`` and the ``mentions`` it makes."""
+
+    path: str
+    label: int
+    caption: str
+    mentions: Dict[str, Any]
+
+
+def load_web_pool(root: str | os.PathLike) -> List[WebSample]:
+    """The web pool of a written benchmark (``web.json``), or a :class:`DataError` naming the setting to enable."""
+    path = Path(root) / "web.json"
+    if not path.is_file():
+        raise DataError(f"synthetic: {root} has no web pool (web.json); generate it with data.synthetic.web_per_class > 0")
+    return [WebSample(str(Path(root) / r["path"]), int(r["label"]), r["caption"], dict(r["mentions"]))
+            for r in json.loads(path.read_text(encoding="utf-8"))]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """CLI entry point (``python -m pand.data.synthetic OUT_DIR ...``)."""
     import click
@@ -563,6 +678,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     @click.option("--train-per-class", type=int, default=defaults.train_per_class, show_default=True)
     @click.option("--val-per-class", type=int, default=defaults.val_per_class, show_default=True)
     @click.option("--test-per-class", type=int, default=defaults.test_per_class, show_default=True)
+    @click.option("--web-per-class", type=int, default=defaults.web_per_class, show_default=True,
+                  help="Captioned web-pool images per class (teacher pre-training), disjoint from the splits.")
     @click.option("--num-body-colors", type=int, default=defaults.num_body_colors, show_default=True)
     @click.option("--num-wing-patterns", type=int, default=defaults.num_wing_patterns, show_default=True)
     @click.option("--num-beak-shapes", type=int, default=defaults.num_beak_shapes, show_default=True)

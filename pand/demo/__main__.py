@@ -2,17 +2,19 @@
 
 Steps (each reuses its cached result on a second run):
 
-1. build the synthetic benchmark (24 fine-grained classes, 64 px);
-2. pre-train a tiny open_clip teacher contrastively on the *base* classes' image/caption pairs
-   (:mod:`pand.demo.teacher_pretrain`) and report its hand-crafted-prompt zero-shot accuracy on base and novel
-   classes;
-3. Stage PSC + Stage NSD for the recipes ``ce``, ``vl2lite``, ``pand`` (same student, data, seed, budget) and
-   ``promptkd`` (unlabeled, base-to-novel);
-4. ``pand-export --format onnx`` of the PAND student in fp32 and int8 (CPU flavour); a bundle that fails its parity
+1. build the synthetic benchmark (24 fine-grained classes, 64 px) with its captioned *web pool* of every class,
+   disjoint from the student's images;
+2. pre-train the demo teacher (an open_clip ViT) contrastively on the web pool, early-stopped on validation
+   zero-shot top-1 (:mod:`pand.demo.teacher_pretrain`), and report what it knows (zero-shot top-1 on val and test,
+   per attribute);
+3. Stage PSC + Stage NSD for the recipes ``ce``, ``vl2lite``, ``pand`` (same student, data, seed, optimiser,
+   schedule and budget); the regime gate (:mod:`pand.demo.regime`) is decided from validation numbers only;
+4. PromptKD (unlabeled, base-to-novel) for the ``reference`` and ``inductive`` pools with a PromptSRC and a CoOp
+   teacher;
+5. ``pand-export --format onnx`` of the PAND student in fp32 and int8 (CPU flavour); a bundle that fails its parity
    gate fails the demo, except the int8 one in ``--quick`` mode (reported, not enforced: a student trained for a few
    steps has near-tie logits, so its int8 top-1 agreement is a coin toss that varies with the CPU);
-5. ``pand-bench`` on both bundles;
-6. ``report.md`` (+ PNG plots) in the run directory and a results table on stdout.
+6. ``pand-bench`` on both bundles, then ``report.md`` (+ PNG plots) and ``results.json`` in the run directory.
 """
 from __future__ import annotations
 
@@ -26,7 +28,15 @@ from typing import Any, Dict, List, Optional
 
 import click
 
-RECIPES = ("ce", "vl2lite", "pand")
+RECIPES = ("ce", "vl2lite", "pand")  # ce first: its validation top-1 decides the regime gate
+# --quick: every stage at a toy size (CI), only to prove that the stages connect
+QUICK = ["psc.epochs=3", "nsd.epochs=2", "promptkd.epochs=1", "promptkd.promptsrc.epochs=1",
+         "data.synthetic.train_per_class=8", "data.synthetic.val_per_class=3", "data.synthetic.test_per_class=4",
+         "data.synthetic.web_per_class=10", "data.labels_per_class=6"]
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * float(v):.1f}"
 
 
 def _say(msg: str) -> None:
@@ -57,56 +67,6 @@ def _run_tool(args: List[str], log: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def teacher_zero_shot(cfg, splits, teacher) -> Dict[str, float]:
-    """Hand-crafted-template zero-shot top-1 of ``teacher`` on the test split: all classes, base only, novel only.
-
-    Base accuracy is measured on base-class test images among base classes, novel on novel-class images among
-    novel classes (the base-to-novel protocol, ALGORITHMS.md 4.5).
-    """
-    import torch
-
-    from pand.psc import extract_features, handcrafted_anchors
-
-    feats, labels = extract_features(teacher, splits.test, Path(cfg.cache_dir) / "features",
-                                     key_extra={"data": cfg.data.name, "split": "test"}, progress=False)
-    anchors = handcrafted_anchors(teacher, splits.prompts())
-
-    def acc(classes: Optional[List[int]]) -> float:
-        if classes is None:
-            return float(((feats @ anchors.t()).argmax(1) == labels).float().mean())
-        cls = torch.tensor(classes)
-        keep = torch.isin(labels, cls)
-        pred = cls[(feats[keep] @ anchors[cls].t()).argmax(1)]
-        return float((pred == labels[keep]).float().mean())
-
-    return {"all": acc(None), "base": acc(splits.base_classes), "novel": acc(splits.novel_classes)}
-
-
-def _finished_with(run: Path, cfg) -> bool:
-    """True when ``run`` holds a finished run (summary.json) made with exactly the resolved config ``cfg``."""
-    from omegaconf import OmegaConf
-
-    from pand.config import ConfigError, load_config
-
-    if not (run / "summary.json").is_file() or not (run / "config.yaml").is_file():
-        return False
-    try:
-        saved = load_config(run / "config.yaml")
-    except ConfigError:
-        return False
-    return OmegaConf.to_container(saved, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
-
-
-def _fresh(run: Path, cfg, train_run) -> None:
-    """Reuse ``run`` when it finished with the same config, else (re)train it from scratch."""
-    if _finished_with(run, cfg):
-        click.echo(f"reusing {run} (same configuration)")
-        return
-    if run.exists():
-        shutil.rmtree(run)
-    train_run(cfg, run, stage="all", resume=False)
-
-
 def _failed_gate_only(manifest: Dict[str, Any]) -> bool:
     """True when ``pand-export`` finished the bundle and only its parity gate failed (``valid: false``)."""
     return manifest.get("valid") is False and bool((manifest.get("parity") or {}).get("failures"))
@@ -119,6 +79,35 @@ def _load(path: Path) -> Dict[str, Any]:
         return {}
 
 
+def _promptkd(config_path: str, over: List[str], out_root: Path) -> List[Dict[str, Any]]:
+    """PromptKD for the reference and inductive pools with PromptSRC and CoOp teachers (reused when the saved grid
+    was made with the same configuration)."""
+    from omegaconf import OmegaConf
+
+    from pand.config import load_config
+    from pand.promptkd import run_promptkd_grid
+    from pand.utils.io import atomic_write_json
+
+    pcfg = load_config(config_path, [*over, "recipe=promptkd", "name=demo_promptkd", "data.labels_per_class=null"])
+    want = OmegaConf.to_container(pcfg, resolve=True)
+    saved = _load(out_root / "grid.json")
+    if saved.get("config") == want and saved.get("rows") and all("error" not in r for r in saved["rows"]):
+        click.echo(f"reusing {out_root} (same configuration)")
+        return saved["rows"]
+    if out_root.exists():
+        shutil.rmtree(out_root)
+    rows = run_promptkd_grid(pcfg, out_root, pools=("reference", "inductive"), teachers=("promptsrc", "coop"),
+                             progress=True, on_error=lambda t, p, e: click.secho(f"PromptKD {t}/{p} failed: {e}",
+                                                                                  fg="red"))
+    atomic_write_json(out_root / "grid.json", {"config": want, "rows": rows})
+    for r in rows:
+        if "error" not in r:
+            click.echo(f"  {r['teacher_prompts']:9s} {r['pool']:10s} teacher B/N/HM {r['teacher']['base']:.1f}/"
+                       f"{r['teacher']['novel']:.1f}/{r['teacher']['hm']:.1f}  student {r['student']['base']:.1f}/"
+                       f"{r['student']['novel']:.1f}/{r['student']['hm']:.1f}")
+    return rows
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", default=None, help="Demo config (default configs/demo.yaml).")
 @click.option("--run-dir", default="runs/demo", show_default=True, help="Where the demo writes.")
@@ -129,7 +118,8 @@ def main(config_path, run_dir, quick, fresh, overrides):
     """Run teacher pre-training -> PSC -> NSD (ce, vl2lite, pand) -> PromptKD -> export -> bench -> report."""
     from pand.config import config_dir, load_config
     from pand.demo.report import write_report
-    from pand.demo.teacher_pretrain import PretrainCfg, pretrain_teacher
+    from pand.demo.regime import regime_gate, regime_sentence
+    from pand.demo.world import prepare_world, teacher_zero_shot, train_or_reuse
 
     t_start = time.time()
     run_dir = Path(run_dir)
@@ -137,40 +127,30 @@ def main(config_path, run_dir, quick, fresh, overrides):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = config_path or str(config_dir() / "demo.yaml")
-    quick_over = ["psc.epochs=3", "nsd.epochs=2", "promptkd.epochs=1", "data.synthetic.train_per_class=16",
-                  "data.synthetic.test_per_class=6", "data.labels_per_class=8", "data.val_fraction=0.25"] if quick else []
-    base_cfg = load_config(config_path, [*quick_over, *overrides])
     results: Dict[str, Any] = {"quick": quick, "config": config_path}
 
     # 1-2. data + demo teacher ---------------------------------------------------------------------------------
-    _say("1/6 synthetic benchmark + demo teacher (contrastive pre-training on base classes)")
-    from pand.data import build_splits
+    _say("1/6 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
     from pand.models.teacher import create_teacher
 
-    full = build_splits(load_config(config_path, [*quick_over, *overrides, "data.labels_per_class=null"]).data,
-                        cache_dir=base_cfg.cache_dir)
-    pcfg = PretrainCfg(epochs=2 if quick else 15, seed=int(base_cfg.trainer.seed))
-    t0 = time.time()
-    ckpt = pretrain_teacher(str(base_cfg.teacher.arch), full.train.samples, full.captions or {}, full.class_names,
-                            full.base_classes, base_cfg.cache_dir, pcfg)
-    results["teacher_pretrain_s"] = round(time.time() - t0, 1)
-    results["teacher_ckpt"] = str(ckpt)
-    click.echo(f"teacher checkpoint: {ckpt} ({results['teacher_pretrain_s']} s)")
-    over = [*quick_over, *overrides, f"teacher.pretrained={ckpt}"]
-    if base_cfg.promptkd.get("student_pretrained") is None:
-        # PromptKD starts from a pre-trained (smaller) CLIP image encoder: pre-train the student arch the same way
-        t0 = time.time()
-        sckpt = pretrain_teacher(str(base_cfg.promptkd.student_arch), full.train.samples, full.captions or {},
-                                 full.class_names, full.base_classes, base_cfg.cache_dir, pcfg)
-        results["promptkd_student_pretrain_s"] = round(time.time() - t0, 1)
-        over.append(f"promptkd.student_pretrained={sckpt}")
-    cfg = load_config(config_path, over)
-    teacher = create_teacher(cfg.teacher)
-    zs = teacher_zero_shot(cfg, full, teacher)
+    world = prepare_world(config_path, [*(QUICK if quick else []), *overrides], quick=quick,
+                          pretrain_steps=40 if quick else None)
+    cfg, over = world.cfg, world.overrides
+    results["world"] = {"web_images": world.web_images, "classes": len(world.classes),
+                        "train": len(world.splits.train), "val": len(world.splits.val),
+                        "test": len(world.splits.test), "labels_per_class": cfg.data.labels_per_class}
+    results["teacher_pretrain"] = world.pretrain
+    results["teacher_pretrain_s"] = world.seconds.get("teacher_pretrain")
+    results["teacher_ckpt"] = str(world.teacher_ckpt)
+    tm = world.pretrain.get("teacher", {})
+    click.echo(f"teacher checkpoint: {world.teacher_ckpt} (best validation zero-shot {_pct(tm.get('best_val_top1'))}"
+               f" at step {tm.get('best_step')}, stopped: {tm.get('stopped')})")
+    zs = teacher_zero_shot(world, create_teacher(cfg.teacher))
     results["teacher_zero_shot"] = zs
-    chance = 1.0 / len(full.class_names)
-    click.echo(f"teacher zero-shot top-1 (test): all {zs['all']:.3f}  base {zs['base']:.3f}  novel {zs['novel']:.3f}"
-               f"  (chance {chance:.3f} over all classes, {2 * chance:.3f} within base or novel)")
+    v = zs["val"]
+    click.echo(f"teacher zero-shot top-1 (val): all {_pct(v['all'])}  base {_pct(v['base'])}  novel "
+               f"{_pct(v['novel'])}; per attribute: "
+               + ", ".join(f"{a} {_pct(x)}" for a, x in v["attributes"].items()))
 
     # 3. recipes -------------------------------------------------------------------------------------------------
     from pand.train import run as train_run
@@ -180,30 +160,17 @@ def main(config_path, run_dir, quick, fresh, overrides):
         _say(f"2/6 Stage NSD recipe '{recipe}' ({i + 1}/{len(RECIPES)})")
         rdir = run_dir / recipe
         rcfg = load_config(config_path, [*over, f"recipe={recipe}", f"name=demo_{recipe}"])
-        _fresh(rdir, rcfg, train_run)
+        train_or_reuse(rdir, rcfg, train_run)
         results["recipes"][recipe] = _load(rdir / "summary.json")
+        if recipe == "ce":
+            results["regime"] = regime_gate(v["all"], results["recipes"]["ce"]["val_top1"])
+            click.secho(regime_sentence(results["regime"]), bold=True)
     results["psc"] = _load(run_dir / "pand" / "psc" / "summary.json")
 
-    _say("3/6 PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): inductive, transductive")
-    # PromptKD uses no labels: its unlabeled pool is the whole training split (of base classes when inductive),
-    # not the labelled budget of the NSD recipes.
-    results["promptkd"] = {}
-    for regime in ("inductive", "transductive"):
-        pdir = run_dir / f"promptkd_{regime}"
-        try:
-            extra = []
-            if regime == "transductive":
-                # its pool (all classes' train + test images) is ~3x the inductive one (base-class train
-                # images): a third of the epochs keeps the number of optimiser steps about the same
-                extra = [f"promptkd.epochs={max(1, -(-int(base_cfg.promptkd.epochs) // 3))}"]
-            pcfg_run = load_config(config_path, [*over, "recipe=promptkd", f"name=demo_promptkd_{regime}",
-                                                 f"promptkd.regime={regime}", "data.labels_per_class=null", *extra])
-            _fresh(pdir, pcfg_run, train_run)
-            results["promptkd"][regime] = _load(pdir / "summary.json")
-        except Exception as e:  # noqa: BLE001 - the demo reports a failing stage and goes on
-            results["promptkd"][regime] = {"error": f"{type(e).__name__}: {e}"}
-            click.secho(f"PromptKD ({regime}) failed: {e}", fg="red")
-    pdir = run_dir / "promptkd_inductive"
+    _say("3/6 PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): reference and inductive pools, "
+         "PromptSRC and CoOp teachers")
+    results["promptkd"] = _promptkd(config_path, over, run_dir / "promptkd")
+    pdir = next((Path(r["run_dir"]) for r in results["promptkd"] if "error" not in r), None)
 
     # 4-5. export + bench ----------------------------------------------------------------------------------------
     _say("4/6 export the PAND student to ONNX (fp32, int8)")
@@ -220,7 +187,7 @@ def main(config_path, run_dir, quick, fresh, overrides):
         bundles[prec] = {"path": str(out), "ok": ok, "manifest": manifest,
                          "gate_waived": quick and prec == "int8" and not ok and _failed_gate_only(manifest)}
     results["export"] = bundles
-    if Path(pdir, "student.safetensors").is_file():
+    if pdir is not None and Path(pdir, "student.safetensors").is_file():
         out = run_dir / "export" / "promptkd_fp32"
         proc = _run_tool([*_tool("pand-export"), str(pdir), "--format", "onnx", "--precision", "fp32",
                           "--output", str(out)], run_dir / "export" / "export.log")

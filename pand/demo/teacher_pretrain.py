@@ -1,99 +1,204 @@
-"""Contrastive pre-training of a tiny open_clip teacher on the synthetic benchmark's base classes.
+"""Contrastive pre-training of the demo's open_clip teacher on the synthetic benchmark's *web pool*.
 
-The demo needs a teacher that *knows something* without downloading weights: a tiny open_clip model
-(``pand-tiny-vit``) is trained CLIP-style on the image/caption pairs of the **base** classes of the
-training split only (novel classes and test images are never seen), so its zero-shot accuracy on the
-novel classes measures real compositional transfer from caption words.
+The papers' regime is a teacher that knows far more than a student can learn from its few labels: a CLIP model
+pre-trained on web-scale image-text pairs that include the target species. The demo builds that regime without a
+download: a small open_clip model (``pand-demo-rn``, a small ModifiedResNet) is trained CLIP-style on the web pool of
+:mod:`pand.data.synthetic` -- captioned images of **all** classes, rendered from their own random streams and so
+disjoint from the student's train, validation and test images, with varied captions (synonyms, attribute order,
+partial descriptions). It never sees a class label; the class names only appear as words in some captions.
 
-Loss (InfoNCE, as CLIP, with the model's learnable ``logit_scale``)::
+Loss (InfoNCE as CLIP, with the model's learnable ``logit_scale`` ``s = exp(.) <= 100``), soft targets::
 
-    L = ( CE(s * I T^T, arange(B)) + CE(s * T I^T, arange(B)) ) / 2,   s = exp(logit_scale) <= 100
+    P[i, j] = 1 if caption j is true of image i's class (``caption_fits``), else 0
+    L = ( H(P / rowsum(P), softmax(s I T^T)) + H(P^T / rowsum(P^T), softmax(s T I^T)) ) / 2
 
-with I [B, D], T [B, D] the L2-normalised image and caption embeddings. Each batch holds one image of
-each of ``B`` *distinct* classes, so no caption is a false negative of another image in the batch.
+with ``I, T [B, D]`` the L2-normalised image and caption embeddings and ``H`` the cross-entropy averaged over rows:
+a partial caption ("a red bird") is a positive of every red bird in the batch, not a negative.
 
-The checkpoint is cached under ``<cache_dir>/demo_teacher/<hash>/`` (safetensors + ``meta.json``), the
-hash covering the model arch, the data (class names, sample list), the schedule and the seed, so a
-second demo reuses it and any change retrains.
+Plus a *caption-tag* loss: the attribute words a caption mentions (its ``mentions``, e.g. ``beak_shape: hooked``)
+are targets of a linear head per attribute, shared by the image and the caption embedding (cross-entropy over that
+attribute's values, only where the caption mentions it; mean of the image and text terms; the heads are thrown
+away afterwards). Measured on validation: with the
+contrastive loss alone the model learns colour and wing pattern (100%) but never the beak (chance, 50%; its image
+features do not separate the beaks: a linear probe is at chance), because neither tower tells twins apart at the
+start, so neither gets a gradient to start doing it. Tag supervision from captions is how tag-based web-scale
+pre-training breaks that tie, and the information still comes only from the web pool's captions.
+
+Training stops when the zero-shot top-1 on the *validation* split (class-name prompts) has not improved for
+``patience`` evaluations, or at ``max_steps``; the best validation state is kept. The checkpoint is cached under
+``<cache_dir>/demo_teacher/<hash>/`` (safetensors + ``meta.json`` with the validation curve), the hash covering the
+architecture, the web pool, the validation images, the schedule and the seed.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from pand.errors import PandError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PretrainCfg", "pretrain_teacher", "clip_contrastive_loss"]
+__all__ = ["PretrainCfg", "pretrain_teacher", "clip_contrastive_loss", "caption_tag_loss", "load_images_u8"]
 
 
 @dataclass
 class PretrainCfg:
-    epochs: int = 40
-    lr: float = 1e-3
+    """Schedule of the web-pool pre-training (AdamW, linear warm-up then cosine to ``max_steps``)."""
+
+    max_steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_steps: int = 50
-    images_per_class: int = 2  # per step: each class contributes this many (image, caption) pairs
+    eval_every: int = 100  # steps between validation zero-shot evaluations
+    hard_fraction: float = 0.5  # share of each batch drawn from a class one attribute away from another image
+    init_logit_scale: float = 50.0  # CLIP starts at 1/0.07 ~ 14; a sharper start lets the finest attribute matter
+    tag_weight: float = 4.0  # weight of the caption-tag loss per attribute (0 = contrastive only)
+    patience: int = 4  # evaluations without a better validation top-1 before stopping
     seed: int = 0
 
 
-def clip_contrastive_loss(img: "torch.Tensor", txt: "torch.Tensor", logit_scale: "torch.Tensor", groups=None):
-    """Symmetric InfoNCE. ``img``/``txt`` [B, D] L2-normalised; ``logit_scale`` scalar (log space).
+def clip_contrastive_loss(img: "torch.Tensor", txt: "torch.Tensor", logit_scale: "torch.Tensor",
+                          positives: Optional["torch.Tensor"] = None) -> "torch.Tensor":
+    """Symmetric InfoNCE of ``img`` / ``txt`` ``[B, D]`` (L2-normalised) at scale ``exp(logit_scale)`` (<= 100).
 
-    ``groups`` [B] (optional): samples of the same group (class) are all positives of each other; the
-    target distribution of a row is uniform over its group (so duplicate captions are not negatives).
+    ``positives`` ``[B, B]`` (bool, optional): ``positives[i, j]`` when caption ``j`` is true of image ``i``; each
+    row's (and column's) target is uniform over its positives. ``None`` = the diagonal (CLIP's hard targets).
     """
     import torch
     import torch.nn.functional as F
 
     s = logit_scale.exp().clamp(max=100.0)
     logits = s * img @ txt.t()
-    if groups is None:
+    if positives is None:
         target = torch.arange(img.shape[0], device=img.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-    same = (groups[:, None] == groups[None, :]).float()
-    target = same / same.sum(1, keepdim=True)
-    li = -(target * F.log_softmax(logits, 1)).sum(1).mean()
-    lt = -(target * F.log_softmax(logits.t(), 1)).sum(1).mean()
+    pos = positives.float()
+    li = -((pos / pos.sum(1, keepdim=True)) * F.log_softmax(logits, 1)).sum(1).mean()
+    lt = -((pos.t() / pos.t().sum(1, keepdim=True)) * F.log_softmax(logits.t(), 1)).sum(1).mean()
     return (li + lt) / 2
 
 
-def _cache_key(arch: str, samples: Sequence, class_names: Sequence[str], pcfg: PretrainCfg, image_size: int) -> str:
+def load_images_u8(paths: Sequence[str], size: int) -> "torch.Tensor":
+    """Decode ``paths`` once into a ``[N, 3, size, size]`` uint8 tensor (resized with bicubic when needed)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            out[i] = np.asarray(im)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _normalise(x_u8: "torch.Tensor", mean: "torch.Tensor", std: "torch.Tensor") -> "torch.Tensor":
+    return (x_u8.float() / 255.0 - mean) / std
+
+
+def _cache_key(arch: str, web: Sequence[Any], val: Sequence[Tuple[str, int]], prompts: Sequence[str],
+               pcfg: PretrainCfg) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"arch": arch, "classes": list(class_names), "cfg": asdict(pcfg), "size": image_size}).encode())
-    for p, y in samples:
-        h.update(f"{Path(p).name}:{y};".encode())
+    h.update(json.dumps({"arch": arch, "prompts": list(prompts), "cfg": asdict(pcfg), "v": 2}).encode())
+    for w in web:
+        h.update(f"{Path(w.path).parent.name}/{Path(w.path).name}:{w.label}:{w.caption};".encode())
+    for p, y in val:
+        h.update(f"{Path(p).parent.name}/{Path(p).name}:{y};".encode())
     return h.hexdigest()[:16]
+
+
+def _tag_heads(web: Sequence[Any], dim: int):
+    """One linear head per mentioned attribute axis and the targets ``[N, A]`` (value index, -1 = not mentioned)."""
+    import torch
+
+    axes = sorted({a for w in web for a in w.mentions})
+    values = {a: sorted({str(w.mentions[a]) for w in web if a in w.mentions}) for a in axes}
+    targets = torch.full((len(web), len(axes)), -1, dtype=torch.long)
+    for i, w in enumerate(web):
+        for j, a in enumerate(axes):
+            if a in w.mentions:
+                targets[i, j] = values[a].index(str(w.mentions[a]))
+    heads = torch.nn.ModuleList(torch.nn.Linear(dim, len(values[a])) for a in axes)
+    return heads, targets
+
+
+def caption_tag_loss(heads, img: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+    """Sum over attribute axes of ``CE(head_a(img), target_a)`` on the rows whose caption mentions axis ``a``.
+
+    ``img [B, D]`` image embeddings, ``targets [B, A]`` value indices (``-1`` = not mentioned, ignored)."""
+    import torch.nn.functional as F
+
+    parts = [F.cross_entropy(h(img), targets[:, a], ignore_index=-1) for a, h in enumerate(heads)
+             if bool((targets[:, a] >= 0).any())]
+    return sum(parts) if parts else img.sum() * 0.0
+
+
+def _batch_indices(n: int, pcfg: PretrainCfg, gen, labels, neighbours, by_class) -> "torch.Tensor":
+    """Random web-pool indices; with ``neighbours``, the last ``hard_fraction`` of the batch are images of a class
+    one attribute away from the class of an earlier image of the batch."""
+    import torch
+
+    if not neighbours or pcfg.hard_fraction <= 0:
+        return torch.randperm(n, generator=gen)[: pcfg.batch_size]
+    hard = int(round(pcfg.batch_size * pcfg.hard_fraction))
+    idx = torch.randperm(n, generator=gen)[: pcfg.batch_size - hard]
+    out = [idx]
+    for i in range(hard):
+        near = neighbours[int(labels[idx[i % len(idx)]])]
+        c = near[int(torch.randint(len(near), (1,), generator=gen))]
+        pool = by_class[c]
+        out.append(pool[torch.randint(len(pool), (1,), generator=gen)])
+    return torch.cat(out)
+
+
+def _zero_shot(model, tokens_cls, x_val, y_val, mean, std, batch: int = 256) -> float:
+    import torch
+
+    with torch.no_grad():
+        t = model.encode_text(tokens_cls, normalize=True)
+        correct = 0
+        for i in range(0, len(x_val), batch):
+            f = model.encode_image(_normalise(x_val[i:i + batch], mean, std), normalize=True)
+            correct += int(((f @ t.t()).argmax(1) == y_val[i:i + batch]).sum())
+    return correct / max(1, len(x_val))
 
 
 def pretrain_teacher(
     arch: str,
-    train_samples: Sequence,
-    captions: Dict[str, str],
-    class_names: Sequence[str],
-    classes: Sequence[int],
+    web: Sequence[Any],
+    fits: Sequence[Sequence[bool]],
+    val: Sequence[Tuple[str, int]],
+    prompts: Sequence[str],
     cache_dir: str | Path,
     pcfg: Optional[PretrainCfg] = None,
     progress: bool = True,
+    neighbours: Optional[Sequence[Sequence[int]]] = None,
 ) -> Path:
-    """Train (or reuse) a tiny open_clip teacher on the image/caption pairs of ``classes``.
+    """Train (or reuse) an open_clip model on the web pool; early-stopped on validation zero-shot top-1.
 
     Args:
-        arch: open_clip model name (e.g. ``pand-tiny-vit``; registered by :mod:`pand.models.teacher`).
-        train_samples: ``(path, label)`` of the training split; only labels in ``classes`` are used.
-        captions: absolute image path -> caption.
-        class_names: all class names (for the cache key).
-        classes: the class ids to train on (the base classes).
+        arch: open_clip model name (e.g. ``pand-demo-rn``; pand's configs are registered by
+            :mod:`pand.models.teacher`).
+        web: :class:`pand.data.synthetic.WebSample` items (``path``, ``label``, ``caption``, ``mentions``).
+        fits: ``fits[j][c]`` is True when web caption ``j`` is true of class ``c`` (``caption_fits``).
+        val: ``(path, label)`` validation images (the student's validation split), for early stopping.
+        prompts: one prompt per class (the hand-crafted template applied to the class name).
         cache_dir: root of the cache.
         pcfg: schedule.
+        neighbours: per class, the classes that differ from it in one attribute. When given, a
+            ``hard_fraction`` of every batch is hard negatives: for an image already in the batch, an image of one
+            of its class's neighbours (e.g. its twin with the other beak), so that the finest attribute decides
+            some pairs of every batch.
 
     Returns:
         Path of the ``open_clip_model.safetensors`` checkpoint (loadable with ``teacher.pretrained=<path>``).
@@ -101,87 +206,105 @@ def pretrain_teacher(
     import numpy as np
     import open_clip
     import torch
-    from PIL import Image
     from tqdm import tqdm
 
-    import pand.models.teacher  # noqa: F401  registers the tiny open_clip configs
+    import pand.models.teacher  # noqa: F401  registers pand's open_clip configs
     from pand.utils.io import atomic_write_json, save_tensors
 
     pcfg = pcfg or PretrainCfg()
-    keep = set(int(c) for c in classes)
-    samples = [(p, y) for p, y in train_samples if y in keep]
-    if not samples:
-        raise PandError("teacher pre-training: no training images in the requested classes")
-    missing = [p for p, _ in samples if p not in captions]
-    if missing:
-        raise PandError(f"teacher pre-training: {len(missing)} images have no caption, e.g. {missing[0]}")
-
+    if not web:
+        raise PandError("teacher pre-training: the web pool is empty (set data.synthetic.web_per_class > 0)")
+    if len(fits) != len(web):
+        raise PandError(f"teacher pre-training: {len(fits)} caption/class rows for {len(web)} web images")
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise PandError(f"teacher pre-training: unknown open_clip model '{arch}'")
-    image_size = model_cfg["vision_cfg"]["image_size"]
-    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
-    key = _cache_key(arch, samples, class_names, pcfg, image_size)
+    size = model_cfg["vision_cfg"]["image_size"]
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    key = _cache_key(arch, web, val, prompts, pcfg)
     out_dir = Path(cache_dir) / "demo_teacher" / key
     ckpt = out_dir / "open_clip_model.safetensors"
     if ckpt.is_file() and (out_dir / "meta.json").is_file():
         return ckpt  # cache hit: no model is built
 
     torch.manual_seed(pcfg.seed)  # before the model is built, so its random init is seeded too
-    model, preprocess_train, _ = open_clip.create_model_and_transforms(arch, pretrained=None)
-    rng = random.Random(pcfg.seed)
+    gen = torch.Generator().manual_seed(pcfg.seed)
+    model = open_clip.create_model(arch, pretrained=None)
     tokenizer = open_clip.get_tokenizer(arch)
-    by_class: Dict[int, List[str]] = {}
-    for p, y in samples:
-        by_class.setdefault(y, []).append(p)
-    cls_ids = sorted(by_class)
-    n_img = {y: len(v) for y, v in by_class.items()}
-    steps_per_epoch = max(1, math.ceil(max(n_img.values()) / pcfg.images_per_class))
-    total = steps_per_epoch * pcfg.epochs
-
-    # decode every image once (the images are tiny); augmentation runs on the PIL image each step
-    images = {p: Image.open(p).convert("RGB") for p in (q for v in by_class.values() for q in v)}
+    mean = torch.tensor(model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.image_std or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    x_web = load_images_u8([w.path for w in web], size)
+    labels = torch.tensor([int(w.label) for w in web])
+    tokens = tokenizer([w.caption for w in web])
+    fit = torch.tensor(np.asarray(fits, dtype=bool))  # [N, C]
+    by_class = [torch.nonzero(labels == c).flatten() for c in range(fit.shape[1])]
+    x_val = load_images_u8([p for p, _ in val], size)
+    y_val = torch.tensor([int(y) for _, y in val])
+    tokens_cls = tokenizer(list(prompts))
     # The token-embedding table (49408 x width) stays at its random init: the captions use a few dozen distinct
     # tokens, random embeddings already tell them apart, and updating the full table dominated the step time.
     model.token_embedding.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=pcfg.lr,
-                            weight_decay=pcfg.weight_decay)
+    tag_heads, tag_targets = None, None
+    if pcfg.tag_weight > 0:
+        tag_heads, tag_targets = _tag_heads(web, int(model.text_projection.shape[1]))
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(pcfg.init_logit_scale))
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += list(tag_heads.parameters()) if tag_heads is not None else []
+    opt = torch.optim.AdamW(params, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
 
     def lr_at(step: int) -> float:
         if step < pcfg.warmup_steps:
             return pcfg.lr * (step + 1) / pcfg.warmup_steps
-        t = (step - pcfg.warmup_steps) / max(1, total - pcfg.warmup_steps)
-        return 0.5 * pcfg.lr * (1 + math.cos(math.pi * t))
+        t = (step - pcfg.warmup_steps) / max(1, pcfg.max_steps - pcfg.warmup_steps)
+        return 0.5 * pcfg.lr * (1 + math.cos(math.pi * min(1.0, t)))
 
-    model.train()
     t0 = time.time()
-    bar = tqdm(range(total), desc="teacher pre-training", disable=not progress, dynamic_ncols=True)
-    losses = []
+    curve: List[Dict[str, float]] = []
+    best = (-1.0, 0, None)  # (val top-1, step, state)
+    losses: List[float] = []
+    bar = tqdm(range(pcfg.max_steps), desc="teacher pre-training (web pool)", disable=not progress,
+               dynamic_ncols=True)
+    stopped = "max_steps"
     for step in bar:
+        model.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        batch_paths, groups = [], []
-        for y in cls_ids:
-            for _ in range(pcfg.images_per_class):
-                batch_paths.append(rng.choice(by_class[y]))
-                groups.append(y)
-        x = torch.stack([preprocess_train(images[p]) for p in batch_paths])
-        tok = tokenizer([captions[p] for p in batch_paths])
-        img = model.encode_image(x, normalize=True)
-        txt = model.encode_text(tok, normalize=True)
-        loss = clip_contrastive_loss(img, txt, model.logit_scale, torch.tensor(groups))
+        idx = _batch_indices(len(web), pcfg, gen, labels, neighbours, by_class)
+        x = x_web[idx]
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        img = model.encode_image(_normalise(x, mean, std), normalize=True)
+        txt = model.encode_text(tokens[idx], normalize=True)
+        positives = fit[idx][:, labels[idx]].t()  # [i, j]: caption j is true of image i's class
+        loss = clip_contrastive_loss(img, txt, model.logit_scale, positives)
+        if tag_heads is not None:
+            tags = tag_targets[idx]
+            loss = loss + pcfg.tag_weight * (caption_tag_loss(tag_heads, img, tags)
+                                             + caption_tag_loss(tag_heads, txt, tags)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+        if (step + 1) % pcfg.eval_every == 0 or step + 1 == pcfg.max_steps:
+            model.eval()
+            acc = _zero_shot(model, tokens_cls, x_val, y_val, mean, std)
+            curve.append({"step": step + 1, "val_top1": acc, "loss": float(np.mean(losses[-pcfg.eval_every:]))})
+            bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}", val=f"{acc:.3f}", best=f"{max(acc, best[0]):.3f}")
+            if acc > best[0]:
+                best = (acc, step + 1, copy.deepcopy(model.state_dict()))
+            elif len(curve) - 1 - [c["step"] for c in curve].index(best[1]) >= pcfg.patience:
+                stopped = "patience"
+                break
+    bar.close()
+    model.load_state_dict(best[2])
     model.eval()
     save_tensors(ckpt, model.state_dict(), metadata={"arch": arch, "key": key})
     atomic_write_json(out_dir / "meta.json", {
-        "arch": arch, "key": key, "classes": sorted(keep), "num_images": len(samples), "steps": total,
-        "final_loss": float(np.mean(losses[-20:])), "seconds": round(time.time() - t0, 1), "cfg": asdict(pcfg),
+        "arch": arch, "key": key, "web_images": len(web), "val_images": len(val), "steps": curve[-1]["step"],
+        "stopped": stopped, "best_step": best[1], "best_val_top1": best[0], "curve": curve,
+        "seconds": round(time.time() - t0, 1), "cfg": asdict(pcfg),
     })
     return ckpt

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-TINY_TEACHERS = ("pand-tiny-vit", "pand-tiny-vit-s")
+TINY_TEACHERS = ("pand-tiny-vit", "pand-tiny-vit-s", "pand-demo-rn")
 _REGISTERED = False
 _FILE_HASHES: Dict[Tuple[str, int, int], str] = {}
 

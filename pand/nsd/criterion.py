@@ -23,7 +23,8 @@ class NSDCriterion:
 
     * ``use_teacher=False`` (recipe ``ce``): ``L = CE``.
     * otherwise ``L = w_ce*CE + (w_kd*L1 + w_kd*KL)/2 [+ nlrd_weight*nlrd_lam*NLRD]`` with
-      ``(w_ce, w_kd) = loss_weights(epoch, epochs, ce_ramp)`` (``docs/ALGORITHMS.md`` 2.4).
+      ``(w_ce, w_kd) = loss_weights(epoch, epochs, ce_ramp)``: the reference's ramp ``w_ce = e / (8E)``, or, when
+      ``ce_weight`` is set, the constant ``(ce_weight, 1 - ce_weight)`` (an ablation of the ramp).
     """
 
     epochs: int
@@ -33,6 +34,7 @@ class NSDCriterion:
     logit_scale: float = 1.0 / 0.07
     kl_reduction: str = "batchmean"
     ce_ramp: float = 8.0
+    ce_weight: Optional[float] = None
     nlrd_k: int = 3
     nlrd_weight: float = 1.0
     nlrd_lam: float = 1.0
@@ -41,16 +43,25 @@ class NSDCriterion:
     def from_config(cls, cfg) -> "NSDCriterion":
         """Build from a run configuration (``recipe`` and ``nsd`` sections)."""
         n = cfg.nsd
+        if n.get("ce_weight") is not None and not 0.0 <= float(n.ce_weight) <= 1.0:
+            from pand.config import ConfigError
+
+            raise ConfigError(f"nsd.ce_weight={n.ce_weight}: must be in [0, 1] (or null for the e/(ce_ramp*E) ramp)")
         return cls(
             epochs=int(n.epochs), use_teacher=bool(cfg.recipe.use_teacher),
             use_nlrd=bool(cfg.recipe.use_teacher and cfg.recipe.use_nlrd), temperature=float(n.temperature),
             logit_scale=float(n.logit_scale), kl_reduction=str(cfg.recipe.kl_reduction), ce_ramp=float(n.ce_ramp),
+            ce_weight=None if n.get("ce_weight") is None else float(n.ce_weight),
             nlrd_k=int(n.nlrd.k), nlrd_weight=float(n.nlrd.weight), nlrd_lam=float(n.nlrd.lam),
         )
 
     def weights(self, epoch: int) -> Tuple[float, float]:
         """``(w_ce, w_kd)`` of ``epoch``; ``(1, 0)`` for the CE baseline."""
-        return loss_weights(epoch, self.epochs, self.ce_ramp) if self.use_teacher else (1.0, 0.0)
+        if not self.use_teacher:
+            return 1.0, 0.0
+        if self.ce_weight is not None:
+            return float(self.ce_weight), 1.0 - float(self.ce_weight)
+        return loss_weights(epoch, self.epochs, self.ce_ramp)
 
     def term_names(self) -> Tuple[str, ...]:
         """The terms this recipe computes, in logging order."""

@@ -209,9 +209,12 @@ class PromptSRCModel(nn.Module):
         visual = teacher.model.visual
         layers = len(getattr(getattr(visual, "transformer", None), "resblocks", []))
         depth_v = _resolve_depth(settings.get("prompt_depth_vision"), layers, "vision")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed) + 1)
-            self.image_encoder = PromptedVisionEncoder(visual, int(settings["n_ctx_vision"]), depth_v)
+        if layers == 0:  # a CNN image tower (open_clip ModifiedResNet): nothing to prompt, only the text tower learns
+            self.image_encoder = UnpromptedVisionEncoder(visual)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed) + 1)
+                self.image_encoder = PromptedVisionEncoder(visual, int(settings["n_ctx_vision"]), depth_v)
         self.image_encoder.to(teacher.device)
         for name, p in self.named_parameters():
             p.requires_grad_(name in ("prompt_learner.ctx", "text_encoder.deep", "image_encoder.prompts"))
@@ -424,13 +427,36 @@ def promptsrc_text_features(teacher: Any, prompts: Dict[str, torch.Tensor], meta
         return model.text_features().float().cpu()
 
 
+class UnpromptedVisionEncoder(nn.Module):
+    """A frozen image tower without prompts, for teachers whose image tower is a CNN (open_clip ``ModifiedResNet``):
+    PromptSRC then prompts only the text tower and its image-side consistency term is zero by construction.
+    ``prompts`` is an empty ``[0, 0, 0]`` tensor so that stored artifacts keep one format."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual.eval()
+        self.n_ctx, self.depth = 0, 0
+        self.prompts = nn.Parameter(torch.zeros(0, 0, 0), requires_grad=False)
+
+    def train(self, mode: bool = True) -> "UnpromptedVisionEncoder":
+        super().train(mode)
+        self.visual.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual(x)
+
+
 def prompted_teacher(teacher: Any, prompts: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> PromptedTeacher:
     """A :class:`PromptedTeacher` whose image tower carries the stored vision prompts."""
     from .student import PromptedVisionEncoder
 
     s = meta["settings"]
-    with torch.random.fork_rng(devices=[]):  # the init is overwritten; keep the caller's RNG stream unchanged
-        enc = PromptedVisionEncoder(teacher.model.visual, int(s["n_ctx_vision"]), int(s["prompt_depth_vision"]))
+    if not hasattr(teacher.model.visual, "transformer"):  # CNN image tower: trained without vision prompts
+        enc = UnpromptedVisionEncoder(teacher.model.visual)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the init is overwritten; keep the caller's RNG stream unchanged
+            enc = PromptedVisionEncoder(teacher.model.visual, int(s["n_ctx_vision"]), int(s["prompt_depth_vision"]))
     if tuple(enc.prompts.shape) != tuple(prompts["vision"].shape):
         raise ArtifactError(f"stored vision prompts {tuple(prompts['vision'].shape)} do not fit the teacher's image "
                             f"tower {tuple(enc.prompts.shape)}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import itertools
 import json
 import math
@@ -19,11 +20,14 @@ from pand.data import build_splits, generate_synthetic
 from pand.data.synthetic import (
     BODY_COLORS,
     BirdClass,
+    caption_fits,
     class_order,
+    load_web_pool,
     main,
     render_bird,
     synthetic_classes,
     synthetic_hash,
+    web_caption,
 )
 from pand.errors import DataError
 
@@ -70,17 +74,24 @@ def test_default_classes_fine_grained_and_named():
 
 
 @pytest.mark.parametrize("sizes", [(4, 3, 2, 1), (4, 3, 2, 2), (8, 4, 3, 2), (2, 2, 2, 1), (6, 3, 2, 1), (3, 3, 1, 1)])
-def test_base_half_covers_every_attribute_value(sizes):
+def test_base_half_covers_every_attribute_value_and_keeps_twins_together(sizes):
     order = class_order(sizes)
     assert sorted(order) == sorted(itertools.product(*[range(s) for s in sizes]))
     base = order[: math.ceil(len(order) / 2)]
     for axis, n in enumerate(sizes):
         counts = Counter(t[axis] for t in base)
         assert set(counts) == set(range(n))
-        assert max(counts.values()) - min(counts.values()) <= 2  # balanced
-    if sizes in [(4, 3, 2, 1), (4, 3, 2, 2), (8, 4, 3, 2), (6, 3, 2, 1)]:  # the default and larger products:
-        for a, b in itertools.combinations(range(4), 2):  # every pair of values also co-occurs in the base half
-            assert {(t[a], t[b]) for t in base} == set(itertools.product(range(sizes[a]), range(sizes[b])))
+    for axis in (0, 1):  # colours and wing patterns stay balanced over the base half's colour/wing pairs
+        counts = Counter(t[axis] for t in {t[:2] for t in base})
+        assert max(counts.values()) - min(counts.values()) <= 2
+    groups = sizes[0] * sizes[1]
+    if groups % 2 == 0:  # the base half is whole twin groups: a base colour/wing pair comes with every beak/crest
+        inner = set(itertools.product(range(sizes[2]), range(sizes[3])))
+        base_pairs = {t[:2] for t in base}
+        assert len(base_pairs) == groups // 2
+        for pair in base_pairs:
+            assert {t[2:] for t in base if t[:2] == pair} == inner
+        assert not base_pairs & {t[:2] for t in order[len(base):]}  # novel classes are new colour/wing pairs
 
 
 def test_written_benchmark_layout_balance_and_captions(tmp_path):
@@ -172,3 +183,55 @@ def test_cli_writes_benchmark(tmp_path, capsys):
     meta = json.loads((tmp_path / "cli" / "classes.json").read_text())
     assert meta["config"]["seed"] == 3 and len(meta["class_names"]) == 8
     assert "8 classes (base 4, novel 4)" in capsys.readouterr().out
+
+
+def _pixels(root: Path, split: str):
+    from PIL import Image
+
+    return {hashlib.sha256(np.asarray(Image.open(p)).tobytes()).hexdigest(): p
+            for p in sorted((root / split).rglob("*.png"))}
+
+
+def test_web_pool_is_disjoint_from_the_students_images_and_captions_vary(tmp_path):
+    cfg = {**SMALL, "val_per_class": 2, "web_per_class": 6}
+    root = generate_synthetic(tmp_path / "bench", cfg, progress=False)
+    web = load_web_pool(root)
+    assert len(web) == 8 * 6 and {w.label for w in web} == set(range(8))  # every class, not only base ones
+    web_px = _pixels(root, "web")
+    assert len(web_px) == len(web)
+    for split in ("train", "val", "test"):
+        assert not set(web_px) & set(_pixels(root, split)), split  # no web image equals a student image
+    classes = synthetic_classes(cfg)
+    for w in web:
+        assert caption_fits(w.mentions, classes[w.label])  # a caption is true of its own image
+    assert len({w.caption for w in web}) > len(web) // 2  # varied phrasings
+    assert any(len(w.mentions) < 3 for w in web)  # partial descriptions exist
+    # the student's splits do not see the web pool
+    s = build_splits(OmegaConf.structured(DataCfg(name="synthetic", root=str(root))))
+    assert not {p for p, _ in s.train.samples + s.val.samples + s.test.samples} & {w.path for w in web}
+
+
+def test_every_attribute_is_visible_at_the_students_resolution():
+    # twins drawn from the same random stream differ only in one attribute: at 64 px that attribute must change
+    # a clearly visible patch of pixels (not a few antialiased edge pixels)
+    classes = synthetic_classes({"num_body_colors": 4, "num_wing_patterns": 3, "num_beak_shapes": 2})
+    by = {(c.body_color, c.wing_pattern, c.beak_shape): c for c in classes}
+    pairs = {"beak_shape": (by[("red", "plain", "hooked")], by[("red", "plain", "straight")]),
+             "wing_pattern": (by[("red", "plain", "hooked")], by[("red", "striped", "hooked")]),
+             "body_color": (by[("red", "plain", "hooked")], by[("blue", "plain", "hooked")])}
+    for attr, (a, b) in pairs.items():
+        changed = []
+        for k in range(12):
+            x = render_bird(a, np.random.default_rng([5, k]), 64, noise_std=0.0).astype(int)
+            y = render_bird(b, np.random.default_rng([5, k]), 64, noise_std=0.0).astype(int)
+            changed.append(int((np.abs(x - y).max(axis=2) > 40).sum()))
+        assert min(changed) >= 12, (attr, changed)
+
+
+def test_web_captions_mention_what_they_describe():
+    cls = BirdClass(0, "red", "striped", "hooked", False)
+    other = BirdClass(1, "red", "striped", "straight", False)
+    for k in range(40):
+        text, mentions = web_caption(cls, np.random.default_rng(k))
+        assert text and set(mentions) <= {"body_color", "wing_pattern", "beak_shape", "crest"}
+        assert caption_fits(mentions, other) == ("beak_shape" not in mentions)

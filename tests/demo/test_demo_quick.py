@@ -18,18 +18,33 @@ def test_demo_quick_connects_every_stage(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    # teacher pre-training produced a checkpoint and a zero-shot evaluation on base and novel classes
+    # teacher pre-training (web pool) produced a checkpoint and zero-shot numbers on val and test, per attribute
     assert Path(results["teacher_ckpt"]).is_file()
-    assert set(results["teacher_zero_shot"]) == {"all", "base", "novel"}
+    assert results["world"]["web_images"] > 0 and results["teacher_pretrain"]["teacher"]["curve"]
+    for split in ("val", "test"):
+        z = results["teacher_zero_shot"][split]
+        assert {"all", "base", "novel", "attributes"} <= set(z)
+        assert set(z["attributes"]) == {"body_color", "wing_pattern", "beak_shape"}
+    # the regime gate is recorded from validation numbers and stated before any test number in the report
+    gate = results["regime"]
+    assert gate["teacher_val_top1"] == results["teacher_zero_shot"]["val"]["all"]
+    assert gate["ce_val_top1"] == results["recipes"]["ce"]["val_top1"]
+    report = (run_dir / "report.md").read_text()
+    assert "regime gate (validation only)" in report
+    assert report.index("regime gate") < report.index("test top-1") < report.index("## Students")
     # the three NSD recipes wrote summaries with accuracies in [0, 1]
     for recipe in ("ce", "vl2lite", "pand"):
         s = results["recipes"][recipe]
         assert 0.0 <= s["test_top1"] <= 1.0 and 0.0 <= s["val_top1"] <= 1.0, recipe
         assert (run_dir / recipe / "student.safetensors").is_file()
     assert (run_dir / "pand" / "psc" / "learned_text_features.safetensors").is_file()
-    for regime in ("inductive", "transductive"):
-        assert "error" not in results["promptkd"][regime], results["promptkd"][regime]
-        assert results["promptkd"][regime]["results"]["student"]["hm"] is not None
+    # PromptKD: PromptSRC and CoOp teachers, reference and inductive pools, base/novel/HM for teacher and student
+    rows = results["promptkd"]
+    assert {(r["teacher_prompts"], r["pool"]) for r in rows} == {
+        (t, p) for t in ("promptsrc", "coop") for p in ("reference", "inductive")}
+    for r in rows:
+        assert "error" not in r, r
+        assert r["student"]["hm"] is not None and r["teacher"]["hm"] is not None and not r["transductive"]
     # fp32 parity does not depend on training: enforced
     fp32 = results["export"]["fp32"]
     assert fp32["ok"] and not fp32["gate_waived"] and fp32["manifest"]["valid"] is True

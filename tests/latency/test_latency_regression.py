@@ -4,7 +4,6 @@ Relative checks, any machine (what ``make test`` runs):  pytest tests/latency
 Record a baseline for this machine:   make latency-baseline   (PAND_LATENCY_RECORD=1 pytest -m latency tests/latency)
 Strict check against it:              make latency-check      (pytest -m latency tests/latency)
 """
-import json
 from datetime import datetime, timezone
 
 import pytest
