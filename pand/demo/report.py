@@ -101,7 +101,7 @@ def write_report(run_dir: Path, results: Dict[str, Any]) -> str:
     pre = (results.get("teacher_pretrain") or {}).get("teacher") or {}
     world = results.get("world") or {}
     lines += ["## Teacher", "",
-              f"An open_clip ViT pre-trained contrastively on the benchmark's web pool ({world.get('web_images', '?')} "
+              f"An open_clip model ({pre.get('arch', '?')}) pre-trained contrastively on the benchmark's web pool ({world.get('web_images', '?')} "
               f"captioned images of all classes, disjoint from the student's images; "
               f"{results.get('teacher_pretrain_s', 0)} s, cached), stopped when its validation zero-shot top-1 stopped "
               f"improving (best {_pct(pre.get('best_val_top1'))} at step {pre.get('best_step')} of "

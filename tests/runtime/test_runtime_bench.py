@@ -2,6 +2,7 @@
 import json
 import shutil
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,19 +19,23 @@ def test_latency_stats():
     assert st["throughput"] == pytest.approx(8 * 1000 / 2.5)
 
 
-def test_measure_warms_up_then_meets_both_minimums():
-    calls = []
+def test_measure_warms_up_then_meets_both_minimums(monkeypatch):
+    # a fake clock: every call of fn takes exactly dt = 2**-9 s (~1.95 ms, exact in binary) and nothing else takes
+    # time, so the check depends neither on the machine's speed nor on its load
+    import runtime.bench as rb
+
+    dt, now, calls = 2.0 ** -9, [0.0], []
 
     def fn():
-        calls.append(time.perf_counter())
-        time.sleep(0.002)
+        calls.append(now[0])
+        now[0] += dt
 
-    t0 = time.perf_counter()
+    monkeypatch.setattr(rb, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     s = measure(fn, warmup_ms=30, iterations=5, min_time=0.1)
-    assert len(s) >= 5 and s.sum() >= 100 * 0.9  # >= min_time of timed calls
+    assert len(s) == 52 and s.sum() >= 100.0 > s[:-1].sum()  # stopped once min_time (100 ms) of calls were timed
     warm = len(calls) - len(s)
-    assert warm >= 1 and calls[warm - 1] - t0 >= 0.03 * 0.9  # warm-up lasted >= warmup_ms, not timed
-    assert np.all(s >= 2.0)
+    assert warm == 16 and calls[warm] == 16 * dt >= 0.03 > calls[warm - 1]  # warm-up until 30 ms, not timed
+    assert np.all(s == dt * 1000.0)
     s = measure(fn, warmup_ms=0, iterations=40, min_time=0.0)
     assert len(s) == 40
 
