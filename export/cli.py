@@ -78,6 +78,10 @@ def _setup_logging() -> None:
               help="TensorRT workspace pool limit in GiB (0 = TensorRT's default).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
               help="TensorRT timing cache file, reused across builds (default under the run's cache_dir).")
+@click.option("--tf32/--no-tf32", default=False, show_default=True,
+              help="fp32 TensorRT engine: keep TensorRT's TF32 convolutions (faster on Ampere+ / Jetson Orin, logits "
+                   "differ from PyTorch by ~1e-3, so the parity gate is max |diff| 1e-2, recorded in the manifest). "
+                   "Default: TF32 cleared, strict fp32 gate.")
 @click.option("--min-agreement", type=float, default=None,
               help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.99; "
                    "for int8 also the accuracy-aware search's target).")
@@ -87,7 +91,7 @@ def _setup_logging() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity/calibration selection.")
 def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, calib_images, calib_method,
         quantize_head, accuracy_aware, max_float_units, reduce_range, parity_images, output, simplify, exporter,
-        workspace_gb, timing_cache, min_agreement, max_acc_drop, threads, seed):
+        workspace_gb, timing_cache, tf32, min_agreement, max_acc_drop, threads, seed):
     """Export the student classifier of a pand run to a deployable bundle.
 
     SOURCE is a run directory (config.yaml + student.safetensors) or a student .safetensors checkpoint. The bundle
@@ -112,7 +116,7 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
                          quantize_head=quantize_head, parity_images=parity_images,
                          output=Path(output) if output else None, simplify=simplify, target=target,
                          exporter=exporter, workspace_gb=workspace_gb,
-                         timing_cache=Path(timing_cache) if timing_cache else None, seed=seed,
+                         timing_cache=Path(timing_cache) if timing_cache else None, tf32=tf32, seed=seed,
                          min_agreement=min_agreement, max_acc_drop=max_acc_drop, threads=threads,
                          accuracy_aware=accuracy_aware, max_float_units=max_float_units, reduce_range=reduce_range)
     try:
@@ -131,6 +135,8 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
         click.echo(f"  int8: layers kept in float: {', '.join(int8.get('float_nodes') or []) or 'none'}"
                    + (f"; agreement {chosen['agreement']:.2%} (target {search.get('target'):.2%}) after "
                       f"{len(search.get('steps', []))} search step(s)" if chosen else ""))
+    if not any(x.format == "tensorrt" for x in m.models):
+        click.echo(f"  TensorRT: copy the bundle to the device and run pand-engine {result.bundle.name} there")
     click.echo(f"  Benchmark: pand-bench {result.bundle}")
     if not result.valid:
         click.echo("pand-export: the bundle FAILED its parity check and is marked valid: false:", err=True)

@@ -37,7 +37,8 @@ import numpy as np
 
 from pand.errors import PandError
 from pand.utils.io import atomic_path, atomic_write_text, sha256_file
-from runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile
+from runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, check_replaceable
+from runtime.manifest import publish_bundle as _publish
 from runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
 
 from .data import SplitImages, iter_batches, load_split_images, torch_eval_transform
@@ -75,6 +76,7 @@ class ExportOptions:
     exporter: str = "torchscript"  # torchscript (dynamo=False) | dynamo
     workspace_gb: float = 1.0
     timing_cache: Optional[Path] = None
+    tf32: bool = False  # fp32 TensorRT engine: keep TF32 convolutions (faster on Ampere+, looser parity gate)
     seed: int = 0
     min_agreement: Optional[float] = None  # override the precision's default tolerance
     max_acc_drop: Optional[float] = None
@@ -150,8 +152,9 @@ def _model_file(ctx: ExportContext, path: Path, fmt: str, info: Dict[str, Any]) 
     return ModelFile(file=path.name, format=fmt, sha256=sha256_file(path), size_bytes=path.stat().st_size, info=info)
 
 
-def _parity(ctx: ExportContext, backend_name: str, backend: Any) -> None:
-    """Run ``backend`` on the parity inputs, compare with the torch logits, record the result under its name."""
+def _parity(ctx: ExportContext, backend_name: str, backend: Any, tolerance: Optional[Tolerance] = None) -> None:
+    """Run ``backend`` on the parity inputs, compare with the torch logits, record the result under its name
+    (judged by ``tolerance``, default the precision's)."""
     from runtime.preprocess import iter_chunks
 
     fixed = getattr(backend, "fixed_batch", None)
@@ -163,9 +166,10 @@ def _parity(ctx: ExportContext, backend_name: str, backend: Any) -> None:
             chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
         outs.append(np.asarray(backend.run(np.ascontiguousarray(chunk)))[:n])
     out = np.concatenate(outs)
-    res = compare_logits(ctx.ref_logits, out, ctx.labels, tie_margin=ctx.tolerance.tie_margin)
-    fails = check_parity(res, ctx.tolerance)
-    ctx.parity[backend_name] = {**res.to_dict(), "tolerance": ctx.tolerance.to_dict(), "passed": not fails,
+    tol = tolerance or ctx.tolerance
+    res = compare_logits(ctx.ref_logits, out, ctx.labels, tie_margin=tol.tie_margin)
+    fails = check_parity(res, tol)
+    ctx.parity[backend_name] = {**res.to_dict(), "tolerance": tol.to_dict(), "passed": not fails,
                                 "failures": fails}
     acc = "" if res.acc_out is None else f", top-1 acc {res.acc_out:.2%} (torch {res.acc_ref:.2%})"
     log.info("%s parity on %d test images: max|diff| %.3g, mean|diff| %.3g, cosine %.6f, top-1 agreement %.2f%%%s"
@@ -237,20 +241,23 @@ def export_trt(ctx: ExportContext) -> ModelFile:
     """A serialized engine built from the bundle's model.onnx on this GPU, then TensorRT parity."""
     from runtime.backends.trt_backend import TrtBackend
 
-    from .trt import build_engine, default_timing_cache
+    from runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
     if ctx.onnx_path is None:  # the engine is always built from the ONNX of the same bundle
         ctx.models.append(get_format("onnx").fn(ctx))
     o, s = ctx.opts, ctx.source.preprocess.image_size
     name = ctx.onnx_info["inputs"][0].name
-    profile = None
-    if o.dynamic_batch:
-        profile = {name: ((1, 3, s, s), (max(1, min(o.batch, o.max_batch)), 3, s, s), (o.max_batch, 3, s, s))}
+    profile = batch_profile(name, (3, s, s), o.batch, o.max_batch) if o.dynamic_batch else None
     cache = o.timing_cache or default_timing_cache(
         ctx.source.cfg.cache_dir if ctx.source.cfg is not None else ".cache/pand", ctx.trt_env or {})
     engine = ctx.staging / "model.engine"
-    info = build_engine(ctx.onnx_path, engine, o.precision, profile, int(o.workspace_gb * (1 << 30)), cache)
-    _parity(ctx, "tensorrt", TrtBackend(engine, expected=info))
+    info = build_engine(ctx.onnx_path, engine, o.precision, profile, int(o.workspace_gb * (1 << 30)), cache,
+                        tf32=o.tf32, env=ctx.trt_env)
+    backend = TrtBackend(engine, expected=info)
+    try:
+        _parity(ctx, "tensorrt", backend, engine_tolerance(o.precision, o.tf32, ctx.tolerance.to_dict()))
+    finally:
+        backend.close()
     return _model_file(ctx, engine, "tensorrt", info)
 
 
@@ -393,56 +400,6 @@ def _write_bundle_files(ctx: ExportContext, crops: np.ndarray, images: SplitImag
     )
     atomic_write_text(ctx.staging / MANIFEST_NAME, manifest.to_json())
     return manifest
-
-
-def check_replaceable(bundle: Path) -> None:
-    """Refuse (:class:`PandError`) unless ``bundle`` is absent, an empty directory, or provably a pand bundle: its
-    ``manifest.json`` parses as a bundle manifest and the directory holds nothing but regular files that manifest
-    lists (the manifest, the model files, the reference). Anything else may be the user's data and is never deleted.
-    """
-    from runtime.manifest import load_manifest
-
-    if not bundle.exists() and not bundle.is_symlink():
-        return
-    fix = "choose another --output (or remove it yourself if it is really disposable)"
-    if bundle.is_symlink() or not bundle.is_dir():
-        raise PandError(f"output {bundle} exists and is not a directory; {fix}")
-    entries = sorted(bundle.iterdir())
-    if not entries:
-        return
-    if not (bundle / MANIFEST_NAME).is_file():
-        raise PandError(f"output {bundle} exists and is not a pand bundle (no {MANIFEST_NAME}); {fix}. Only an earlier "
-                        f"bundle or an empty directory is replaced")
-    try:
-        manifest = load_manifest(bundle)
-    except PandError as e:
-        raise PandError(f"output {bundle} holds a {MANIFEST_NAME} that is not a pand bundle manifest ({e}); {fix}. "
-                        f"Only an earlier bundle or an empty directory is replaced") from None
-    listed = {MANIFEST_NAME, *(m.file for m in manifest.models), *([manifest.reference] if manifest.reference else [])}
-    foreign = [p.name for p in entries if p.name not in listed or p.is_symlink() or not p.is_file()]
-    if foreign:
-        raise PandError(f"output {bundle} looks like a pand bundle but also holds {', '.join(foreign[:5])}"
-                        f"{' ...' if len(foreign) > 5 else ''}, which its manifest does not list; {fix}. Nothing was "
-                        f"deleted")
-
-
-def _publish(staging: Path, bundle: Path) -> None:
-    """Move the finished staging directory onto ``bundle``, replacing an older bundle only at the very end (checked
-    again here, so that files added to it during the export are never deleted). If the final rename fails, the older
-    bundle is put back."""
-    check_replaceable(bundle)
-    old = None
-    if bundle.exists():
-        old = bundle.with_name(f".{bundle.name}.old-{int(time.time() * 1e6)}")
-        bundle.rename(old)
-    try:
-        staging.rename(bundle)
-    except BaseException:
-        if old is not None:
-            old.rename(bundle)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:

@@ -11,9 +11,9 @@ Modules: :mod:`.manifest` (bundle format and checks), :mod:`.preprocess` (the ev
 Heavy libraries are imported lazily (:mod:`._lazy`).
 """
 from .manifest import FORMAT_VERSION, Manifest, ModelFile, PreprocessSpec, TensorSpec, load_bundle, load_manifest
-from .predictor import BACKENDS, Prediction, Predictor
+from .predictor import BACKENDS, EngineFallbackWarning, Prediction, Predictor
 
 __all__ = [
-    "BACKENDS", "FORMAT_VERSION", "Manifest", "ModelFile", "Prediction", "Predictor", "PreprocessSpec", "TensorSpec",
+    "BACKENDS", "EngineFallbackWarning", "FORMAT_VERSION", "Manifest", "ModelFile", "Prediction", "Predictor", "PreprocessSpec", "TensorSpec",
     "load_bundle", "load_manifest",
 ]

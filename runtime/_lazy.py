@@ -21,6 +21,7 @@ from pand.errors import PandError
 
 __all__ = [
     "LazyModule", "lazy_import", "onnxruntime", "tensorrt", "pycuda_driver", "trt_available", "require_trt",
+    "require_tensorrt", "TRT_INSTALL_HINT",
 ]
 
 
@@ -33,10 +34,11 @@ class LazyModule:
         purpose: what the module is needed for (named in the error message).
     """
 
-    def __init__(self, name: str, extra: str, purpose: str):
+    def __init__(self, name: str, extra: str, purpose: str, hint: Optional[str] = None):
         self._name = name
         self._extra = extra
         self._purpose = purpose
+        self._hint = hint  # replaces the generic "pip install 'pand[extra]'" advice
         self._module: Optional[ModuleType] = None
 
     def is_available(self) -> bool:
@@ -54,9 +56,10 @@ class LazyModule:
             try:
                 self._module = importlib.import_module(self._name)
             except ImportError as e:
+                advice = self._hint or f"Install it with: pip install 'pand[{self._extra}]'"
                 raise PandError(
                     f"{self._purpose} needs the Python package '{self._name}', which cannot be imported ({e}). "
-                    f"Install it with: pip install 'pand[{self._extra}]'"
+                    f"{advice}"
                 ) from e
         return self._module
 
@@ -70,14 +73,22 @@ class LazyModule:
         return f"<LazyModule {self._name!r} ({state})>"
 
 
-def lazy_import(name: str, extra: str, purpose: Optional[str] = None) -> LazyModule:
+def lazy_import(name: str, extra: str, purpose: Optional[str] = None, hint: Optional[str] = None) -> LazyModule:
     """A :class:`LazyModule` for ``name``; ``extra`` is the pip extra that provides it."""
-    return LazyModule(name, extra, purpose or f"this feature ({name})")
+    return LazyModule(name, extra, purpose or f"this feature ({name})", hint)
 
+
+#: How to get TensorRT + pycuda, named by every "cannot import" error (README: "Deploying to a device").
+TRT_INSTALL_HINT = (
+    "Install it: x86 with an NVIDIA GPU: pip install 'pand[trt]' (the tensorrt wheel, TensorRT >= 10, and pycuda); "
+    "Jetson: TensorRT comes with JetPack as an apt package for the system Python (sudo apt install "
+    "python3-libnvinfer), so create the venv with --system-site-packages (make install VENV_FLAGS="
+    "--system-site-packages) and pip install 'pycuda>=2025.1.2' there (it builds against JetPack's CUDA). See README "
+    "'Deploying to a device'")
 
 onnxruntime = lazy_import("onnxruntime", "runtime", "the ONNX Runtime backend")
-tensorrt = lazy_import("tensorrt", "trt", "the TensorRT backend")
-pycuda_driver = lazy_import("pycuda.driver", "trt", "the TensorRT backend (CUDA buffers through pycuda)")
+tensorrt = lazy_import("tensorrt", "trt", "TensorRT (engines: pand-engine, the TensorRT backend)", TRT_INSTALL_HINT)
+pycuda_driver = lazy_import("pycuda.driver", "trt", "TensorRT's CUDA buffers (pycuda)", TRT_INSTALL_HINT)
 
 
 def trt_available() -> bool:
@@ -85,6 +96,15 @@ def trt_available() -> bool:
     return tensorrt.is_available() and pycuda_driver.is_available()
 
 
+def require_tensorrt() -> ModuleType:
+    """Import ``tensorrt`` and check it is >= 10, or raise :class:`PandError` saying what to install."""
+    from .trt_build import check_trt_version
+
+    trt = tensorrt.require()
+    check_trt_version(getattr(trt, "__version__", "0"))
+    return trt
+
+
 def require_trt() -> tuple[ModuleType, ModuleType]:
-    """Import ``(tensorrt, pycuda.driver)`` or raise :class:`PandError` naming the ``pand[trt]`` extra."""
-    return tensorrt.require(), pycuda_driver.require()
+    """Import ``(tensorrt >= 10, pycuda.driver)`` or raise :class:`PandError` saying what to install."""
+    return require_tensorrt(), pycuda_driver.require()

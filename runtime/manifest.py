@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -29,6 +31,7 @@ from pand.errors import ArtifactError
 __all__ = [
     "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "PreprocessSpec", "TensorSpec", "ModelFile", "Manifest",
     "load_manifest", "load_bundle", "verify_model_files", "sha256_file", "check_file_name", "bundle_file",
+    "check_replaceable", "publish_bundle",
 ]
 
 FORMAT_VERSION = 1
@@ -359,3 +362,51 @@ def load_bundle(bundle: Union[str, Path], allow_invalid: bool = False, verify: b
     if verify:
         verify_model_files(bundle, manifest, formats)
     return manifest
+
+
+def check_replaceable(bundle: Path) -> None:
+    """Refuse (:class:`ArtifactError`) unless ``bundle`` is absent, an empty directory, or provably a pand bundle: its
+    ``manifest.json`` parses as a bundle manifest and the directory holds nothing but regular files that manifest
+    lists (the manifest, the model files, the reference). Anything else may be the user's data and is never deleted.
+    """
+    if not bundle.exists() and not bundle.is_symlink():
+        return
+    fix = "choose another --output (or remove it yourself if it is really disposable)"
+    if bundle.is_symlink() or not bundle.is_dir():
+        raise ArtifactError(f"output {bundle} exists and is not a directory; {fix}")
+    entries = sorted(bundle.iterdir())
+    if not entries:
+        return
+    if not (bundle / MANIFEST_NAME).is_file():
+        raise ArtifactError(f"output {bundle} exists and is not a pand bundle (no {MANIFEST_NAME}); {fix}. "
+                            f"Only an earlier bundle or an empty directory is replaced")
+    try:
+        manifest = load_manifest(bundle)
+    except ArtifactError as e:
+        raise ArtifactError(f"output {bundle} holds a {MANIFEST_NAME} that is not a pand bundle manifest ({e}); "
+                            f"{fix}. Only an earlier bundle or an empty directory is replaced") from None
+    listed = {MANIFEST_NAME, *(m.file for m in manifest.models), *([manifest.reference] if manifest.reference else [])}
+    foreign = [p.name for p in entries if p.name not in listed or p.is_symlink() or not p.is_file()]
+    if foreign:
+        raise ArtifactError(f"output {bundle} looks like a pand bundle but also holds {', '.join(foreign[:5])}"
+                            f"{' ...' if len(foreign) > 5 else ''}, which its manifest does not list; {fix}. Nothing was "
+                            f"deleted")
+
+
+def publish_bundle(staging: Path, bundle: Path) -> None:
+    """Move the finished staging directory onto ``bundle``, replacing an older bundle only at the very end (checked
+    again here, so that files added to it during the export are never deleted). If the final rename fails, the older
+    bundle is put back."""
+    check_replaceable(bundle)
+    old = None
+    if bundle.exists():
+        old = bundle.with_name(f".{bundle.name}.old-{int(time.time() * 1e6)}")
+        bundle.rename(old)
+    try:
+        staging.rename(bundle)
+    except BaseException:
+        if old is not None:
+            old.rename(bundle)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

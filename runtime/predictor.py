@@ -22,9 +22,14 @@ from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
 from .preprocess import iter_chunks, prepare_batch
 
-__all__ = ["Prediction", "Predictor", "BACKENDS"]
+__all__ = ["Prediction", "Predictor", "BACKENDS", "EngineFallbackWarning"]
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+class EngineFallbackWarning(UserWarning):
+    """``backend="auto"``: the bundle's TensorRT engine cannot run here (built with another TensorRT version or for
+    another GPU, or unreadable), so its ONNX model runs on ONNX Runtime instead; the message says why."""
 
 
 @dataclass
@@ -74,7 +79,9 @@ class Predictor:
         Args:
             path: the bundle directory.
             backend: ``auto`` (TensorRT when the bundle has an engine and TensorRT + a CUDA GPU are present, else
-                ONNX Runtime), ``onnxruntime`` or ``tensorrt``.
+                ONNX Runtime; an engine that cannot run here, e.g. one built with another TensorRT version or for
+                another GPU, falls back to ONNX Runtime with an :class:`EngineFallbackWarning` naming why),
+                ``onnxruntime`` or ``tensorrt``.
             providers: ONNX Runtime execution providers in priority order (``cpu``, ``cuda``, ``tensorrt`` or full
                 names); default CPU.
             threads: ONNX Runtime intra-op threads (0 = its default).
@@ -95,15 +102,17 @@ class Predictor:
         if backend not in BACKENDS:
             raise PandError(f"unknown backend '{backend}'. Valid: {', '.join(BACKENDS)}")
         manifest = load_bundle(path, allow_invalid=allow_invalid, verify=False)
-        if backend == "auto":
+        auto = backend == "auto"
+        if auto:
             has_engine = manifest.model("tensorrt") is not None
             backend = "tensorrt" if has_engine and trt_available() and _cuda_device_present() else "onnxruntime"
         fmt = "onnx" if backend == "onnxruntime" else "tensorrt"
         mf = manifest.model(fmt)
         if mf is None:
             have = ", ".join(m.format for m in manifest.models)
-            raise ArtifactError(f"bundle {path} has no {fmt} model (it has: {have}); choose another backend or "
-                                f"re-export with pand-export --format {'onnx' if fmt == 'onnx' else 'trt'}")
+            how = "re-export with pand-export --format onnx" if fmt == "onnx" else \
+                "build an engine on this device with pand-engine BUNDLE"
+            raise ArtifactError(f"bundle {path} has no {fmt} model (it has: {have}); choose another backend or {how}")
         if verify:
             load_bundle(path, allow_invalid=True, verify=True, formats=[fmt])
         if backend == "onnxruntime":
@@ -118,10 +127,19 @@ class Predictor:
                 msg = int8_cpu_warning(int8)
                 if msg:
                     warnings.warn(f"bundle {path}: {msg}", Int8CpuWarning, stacklevel=2)
-        else:
-            from .backends.trt_backend import TrtBackend
+            return cls(path, manifest, impl)
+        from .backends.trt_backend import TrtBackend
 
+        try:
             impl = TrtBackend(bundle_file(path, mf.file, "model file"), expected=mf.info, device=device)
+        except PandError as e:  # another TensorRT version / GPU, an undeserialisable plan, TensorRT < 10
+            if not auto or manifest.model("onnx") is None:
+                raise
+            warnings.warn(f"bundle {path}: not using its TensorRT engine ({e}); falling back to ONNX Runtime on its "
+                          f"ONNX model", EngineFallbackWarning, stacklevel=2)
+            return cls.from_bundle(path, backend="onnxruntime", providers=providers, threads=threads,
+                                   graph_optimization=graph_optimization, allow_invalid=allow_invalid,
+                                   verify=verify, device=device)
         return cls(path, manifest, impl)
 
     @property

@@ -4,7 +4,12 @@ Name-based I/O only (bindings are gone since TRT 10, DEPLOY.md 2.3): the engine'
 ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``; each call sets the input shape with
 ``set_input_shape``, binds device pointers with ``set_tensor_address`` and runs ``execute_async_v3`` on one CUDA
 stream. Host buffers are page-locked (``pagelocked_empty``) and sized for the profile's max batch; copies are async
-on the same stream, synchronised once per call.
+on the same stream, synchronised once per call. One execution context, stream and buffer set serve every call, so
+:meth:`TrtBackend.run` holds a lock: concurrent calls from several threads are serialised, never interleaved. Each
+call also records CUDA events around ``execute_async_v3``: :attr:`TrtBackend.last_gpu_ms` is the GPU compute time of
+the last call (the host time of ``run`` additionally includes the copies and the synchronisation).
+:meth:`TrtBackend.close` frees the device and page-locked buffers, the context and engine, and detaches the retained
+primary CUDA context (idempotent).
 
 Plans are tied to the TensorRT version and the GPU's compute capability (DEPLOY.md 2.5), so the backend refuses an
 engine whose recorded ``trt_version`` or ``compute_capability`` differs from this device's, naming both.
@@ -13,6 +18,7 @@ Not verified here: this machine has no CUDA GPU and no TensorRT; the tests skip 
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -33,7 +39,13 @@ def device_info(device: int = 0) -> Dict[str, str]:
         raise PandError(f"no CUDA device {device}: pycuda sees {cuda.Device.count()} device(s)")
     dev = cuda.Device(device)
     major, minor = dev.compute_capability()
-    return {"gpu_name": dev.name(), "compute_capability": f"{major}.{minor}", "trt_version": trt.__version__}
+    from ..device import gpu_power_mode
+
+    info = {"gpu_name": dev.name(), "compute_capability": f"{major}.{minor}", "trt_version": trt.__version__}
+    mode = gpu_power_mode()
+    if mode:
+        info["power_mode"] = mode
+    return info
 
 
 def check_engine_compat(expected: Dict[str, Any], actual: Dict[str, str], engine_path: Union[str, Path] = "engine"
@@ -52,12 +64,12 @@ def check_engine_compat(expected: Dict[str, Any], actual: Dict[str, str], engine
         raise ArtifactError(
             f"engine {engine_path} was built with TensorRT {want_v}, this device runs TensorRT "
             f"{actual.get('trt_version')}. Plans only load on the TensorRT version that built them: rebuild it here "
-            f"with pand-export --format trt (or use the bundle's model.onnx with backend='onnxruntime')")
+            f"with pand-engine BUNDLE (or use the bundle's model.onnx with backend='onnxruntime')")
     if want_cc and str(want_cc) != str(actual.get("compute_capability")):
         raise ArtifactError(
             f"engine {engine_path} was built for compute capability {want_cc} ({expected.get('gpu_name', '?')}), "
             f"this GPU is {actual.get('gpu_name')} with compute capability {actual.get('compute_capability')}. "
-            f"Rebuild the engine on this device with pand-export --format trt")
+            f"Rebuild the engine on this device with pand-engine BUNDLE")
 
 
 class TrtBackend:
@@ -78,12 +90,23 @@ class TrtBackend:
         info = device_info(device)
         check_engine_compat(expected or {}, info, engine_path)
         self.info = info
+        self._lock = threading.Lock()
+        self._closed = False
+        self.last_gpu_ms: Optional[float] = None
+        self._host: Dict[str, Any] = {}
+        self._dev: Dict[str, Any] = {}
+        self.context = self.engine = self.stream = None
         self._ctx = cuda.Device(device).retain_primary_context()
         self._ctx.push()
         try:
             self._setup(Path(engine_path))
-        finally:
+        except BaseException:
+            self._release()
             self._ctx.pop()
+            self._ctx.detach()
+            self._closed = True
+            raise
+        self._ctx.pop()
 
     def _setup(self, engine_path: Path) -> None:
         trt, cuda = self._trt, self._cuda
@@ -91,10 +114,11 @@ class TrtBackend:
         runtime = trt.Runtime(self._logger)
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
-            raise ArtifactError(f"TensorRT could not deserialize {engine_path}; rebuild it with pand-export "
-                                f"--format trt")
+            raise ArtifactError(f"TensorRT could not deserialize {engine_path}; rebuild it on this device with "
+                                f"pand-engine BUNDLE")
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
+        self._start, self._end = cuda.Event(), cuda.Event()
         self.inputs, self.outputs = [], []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
@@ -131,24 +155,60 @@ class TrtBackend:
         if tuple(x.shape[1:]) != self.sample_shape or not self.min_batch <= n <= self.max_batch:
             raise PandError(f"TensorRT engine takes ({self.min_batch}..{self.max_batch}, "
                             f"{', '.join(map(str, self.sample_shape))}); got {tuple(x.shape)}")
-        h_in, h_out = self._host[self.input_name], self._host[self.output_name]
-        n_in, n_out = x.size, n * int(np.prod(self.out_sample_shape))
-        self._ctx.push()
-        try:
-            h_in[:n_in] = x.reshape(-1).astype(h_in.dtype, copy=False)
-            self.context.set_input_shape(self.input_name, tuple(x.shape))
-            cuda.memcpy_htod_async(self._dev[self.input_name], h_in[:n_in], self.stream)
-            if not self.context.execute_async_v3(self.stream.handle):
-                raise PandError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
-            cuda.memcpy_dtoh_async(h_out[:n_out], self._dev[self.output_name], self.stream)
-            self.stream.synchronize()
-        finally:
-            self._ctx.pop()
-        return h_out[:n_out].reshape(n, *self.out_sample_shape).astype(np.float32, copy=True)
+        with self._lock:  # one context/stream/buffer set: calls from several threads run one at a time
+            if self._closed:
+                raise PandError("this TensorRT backend was closed; load the bundle again")
+            h_in, h_out = self._host[self.input_name], self._host[self.output_name]
+            n_in, n_out = x.size, n * int(np.prod(self.out_sample_shape))
+            self._ctx.push()
+            try:
+                h_in[:n_in] = x.reshape(-1).astype(h_in.dtype, copy=False)
+                self.context.set_input_shape(self.input_name, tuple(x.shape))
+                cuda.memcpy_htod_async(self._dev[self.input_name], h_in[:n_in], self.stream)
+                self._start.record(self.stream)
+                if not self.context.execute_async_v3(self.stream.handle):
+                    raise PandError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+                self._end.record(self.stream)
+                cuda.memcpy_dtoh_async(h_out[:n_out], self._dev[self.output_name], self.stream)
+                self.stream.synchronize()
+                self.last_gpu_ms = float(self._end.time_since(self._start))
+                return h_out[:n_out].reshape(n, *self.out_sample_shape).astype(np.float32, copy=True)
+            finally:
+                self._ctx.pop()
 
     def describe(self) -> Dict[str, object]:
         return {"backend": self.name, **self.info, "batch_range": [self.min_batch, self.max_batch]}
 
-    def close(self) -> None:
+    def _release(self) -> None:
+        """Free what exists (called with the CUDA context current), in dependency order: buffers, context, engine."""
+        for dev in self._dev.values():
+            try:
+                dev.free()
+            except Exception:  # noqa: BLE001 - already freed or the context is gone: nothing left to free
+                pass
+        for host in self._host.values():
+            base = getattr(host, "base", None)
+            if base is not None and hasattr(base, "free"):
+                try:
+                    base.free()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._dev, self._host = {}, {}
         self.context = None
         self.engine = None
+        self.stream = None
+        self._start = self._end = None
+
+    def close(self) -> None:
+        """Free the device and page-locked buffers, the execution context and engine, and detach the retained CUDA
+        context. Safe to call twice; :meth:`run` afterwards raises."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._ctx.push()
+            try:
+                self._release()
+            finally:
+                self._ctx.pop()
+                self._ctx.detach()
