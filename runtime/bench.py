@@ -15,6 +15,15 @@ could be compared at all or a folder now holds a different model than in the bas
 file's sha256, so a renamed folder still matches and a re-exported model never passes as "no regression"). The
 baseline is read before anything runs and is never overwritten (``--json``/``--markdown`` may not name it).
 
+``--pytorch RUN`` (where torch is installed; imported only then) adds rows for the run's PyTorch student on the same
+images and batch sizes: eager, and ``torch.compile`` when it compiles here (a failure is a row that says why). Those
+rows are ``backend=pytorch``; every row then shows its p50 speedup over the PyTorch eager row of the same batch
+(``vs torch``), and the PyTorch rows' agreement is against the logits stored in the bundle (the same student at
+export time). TensorRT latencies are end-to-end host time per call (H2D copy + compute + D2H copy + sync); the
+``GPU ms`` column is the median GPU compute time of ``execute_async_v3`` from CUDA events. Rows whose coefficient of
+variation exceeds ``--cv-warn`` (5%) get a warning (trtexec warns above 2.5%); the header records the clocks and
+power mode where readable (:func:`runtime.device.clock_info`).
+
 Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments or an unreadable
 ``--compare`` file; 3 = every row failed.
 
@@ -34,11 +43,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .device import cpu_model, device_key
+from .device import clock_info, cpu_model, device_key
 
 __all__ = [
     "BenchOptions", "BenchRow", "measure", "latency_stats", "bench_bundle", "run_bench", "compare_rows",
-    "render_markdown", "render_text", "device_key", "cpu_model", "load_image_folder", "main",
+    "render_markdown", "render_text", "device_key", "cpu_model", "load_image_folder", "bench_pytorch",
+    "add_speedups", "cv_warnings", "main",
 ]
 
 EXIT_REGRESSION = 1
@@ -59,6 +69,9 @@ class BenchOptions:
     iterations: int = 50
     min_time: float = 3.0
     images: Optional[Path] = None  # labelled image folder: <dir>/<class name>/<image>
+    pytorch: Optional[Path] = None  # a pand run (or student checkpoint): also time its PyTorch student
+    torch_compile: bool = True  # with pytorch: also a torch.compile row
+    cv_warn: float = 0.05  # warn when a row's coefficient of variation exceeds this
 
 
 @dataclass
@@ -88,6 +101,9 @@ class BenchRow:
     max_abs_diff: Optional[float] = None
     model_sha256: str = ""  # sha256 of the model file the backend ran (from the manifest): what --compare matches on
     float_layers: Optional[List[str]] = None  # int8: the nodes pand-export kept in float (None: not an int8 bundle)
+    timing: str = "host"  # what p50/p90/p99 measure: host (one synchronous call) | host end-to-end (TensorRT)
+    gpu_p50_ms: Optional[float] = None  # TensorRT: median GPU compute time (CUDA events around execute_async_v3)
+    speedup: Optional[float] = None  # PyTorch eager p50 / this p50 at the same batch (with --pytorch)
     details: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -247,7 +263,21 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
                 x = np.ascontiguousarray(np.resize(pool, (b, 3, s, s)).astype(np.float32))
             else:
                 x = np.random.default_rng(0).standard_normal((b, 3, s, s)).astype(np.float32)
-            samples = measure(lambda: predictor.backend.run(x), opts.warmup_ms, opts.iterations, opts.min_time)
+            be = predictor.backend
+            gpu_ms: List[float] = []
+            if hasattr(be, "last_gpu_ms"):  # TensorRT: also the GPU compute time of each call
+                row.timing = "host end-to-end (H2D + compute + D2H + sync)"
+
+                def call():
+                    be.run(x)
+                    gpu_ms.append(be.last_gpu_ms)
+            else:
+                def call():
+                    be.run(x)
+            samples = measure(call, opts.warmup_ms, opts.iterations, opts.min_time)
+            if gpu_ms:
+                timed = [v for v in gpu_ms[-len(samples):] if v is not None]
+                row.gpu_p50_ms = float(np.percentile(timed, 50)) if timed else None
             st = latency_stats(samples, b)
             row.p50_ms, row.p90_ms, row.p99_ms = st["p50_ms"], st["p90_ms"], st["p99_ms"]
             row.mean_ms, row.cv, row.throughput = st["mean_ms"], st["cv"], st["throughput"]
@@ -261,11 +291,119 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
     return rows
 
 
-def run_bench(bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
-    """:func:`bench_bundle` over several bundles, in order."""
+def _reference_of(bundles: Sequence[Path]) -> tuple[Optional[Dict[str, np.ndarray]], Any]:
+    """The first bundle's ``reference.npz`` and manifest (the images every row is timed and judged on)."""
+    from .manifest import REFERENCE_NAME, bundle_file, load_manifest
+
+    for b in bundles:
+        try:
+            m = load_manifest(b)
+            path = bundle_file(b, m.reference or REFERENCE_NAME, "reference")
+            if path.is_file():
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}, m
+        except Exception:  # noqa: BLE001 - a broken bundle is reported by its own row
+            continue
+    return None, None
+
+
+def bench_pytorch(run: Path, bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
+    """Rows for the PyTorch student of ``run`` (eager, then ``torch.compile``) on the first bundle's reference images
+    and the same batch sizes; torch and the training stack are imported here only. Failures become error rows."""
+    run = Path(run)
+    variants = ["eager"] + (["compile"] if opts.torch_compile else [])
+    base = BenchRow(bundle=str(run), name=run.name, backend="pytorch", precision="fp32")
+
+    def failed(variant: str, reason: str) -> List[BenchRow]:
+        return [BenchRow(**{**asdict(base), "precision": f"fp32-{variant}", "batch": int(b), "status": "error",
+                            "reason": reason}) for b in opts.batches]
+
+    try:
+        import torch
+
+        from export.source import load_source
+    except ImportError as e:
+        return [r for v in variants for r in failed(v, f"--pytorch needs torch and pand's training stack ({e}): "
+                                                        f"pip install 'pand[train]'")]
+    from .metrics import compare_logits
+    from .preprocess import normalize_u8
+
+    try:
+        src = load_source(run)
+    except Exception as e:  # noqa: BLE001
+        return [r for v in variants for r in failed(v, f"load: {e}")]
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    ref, m = _reference_of(bundles)
+    spec = src.preprocess
+    s = spec.image_size
+    if ref is not None and m is not None and m.preprocess != spec:
+        ref = None  # another preprocessing: the stored images are not this model's input
+    pool = normalize_u8(ref["images_u8"], spec) if ref is not None else \
+        np.random.default_rng(0).standard_normal((8, 3, s, s)).astype(np.float32)
     rows: List[BenchRow] = []
+    eager = src.model.eval()
+    for variant in variants:
+        vbase = BenchRow(**{**asdict(base), "precision": f"fp32-{variant}", "model_sha256": src.checkpoint_sha256})
+        vbase.details = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+                         "checkpoint": str(src.checkpoint), "arch": src.arch}
+        try:
+            model = eager if variant == "eager" else torch.compile(eager, dynamic=False)
+
+            def forward(x: np.ndarray, model=model) -> np.ndarray:
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x)).numpy()
+
+            if ref is not None:
+                logits = np.concatenate([forward(np.ascontiguousarray(pool[i:i + 32]))
+                                         for i in range(0, len(pool), 32)])
+                res = compare_logits(ref["logits"], logits, ref["labels"] if len(ref.get("labels", [])) else None)
+                vbase.agreement, vbase.max_abs_diff = res.top1_agreement, res.max_abs
+                vbase.top1, vbase.n_eval, vbase.eval_source = res.acc_out, res.n, "bundle parity images (test split)"
+        except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
+            what = "torch.compile failed" if variant == "compile" else "PyTorch failed"
+            rows.extend(failed(variant, f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+            continue
+        for b in opts.batches:
+            row = BenchRow(**{**asdict(vbase), "batch": int(b), "details": dict(vbase.details)})
+            try:
+                x = np.ascontiguousarray(np.resize(pool, (int(b), 3, s, s)).astype(np.float32))
+                samples = measure(lambda: forward(x), opts.warmup_ms, opts.iterations, opts.min_time)
+                st = latency_stats(samples, int(b))
+                row.p50_ms, row.p90_ms, row.p99_ms = st["p50_ms"], st["p90_ms"], st["p99_ms"]
+                row.mean_ms, row.cv, row.throughput = st["mean_ms"], st["cv"], st["throughput"]
+                row.iterations, row.seconds = len(samples), float(samples.sum() / 1000.0)
+            except Exception as e:  # noqa: BLE001
+                row.status, row.reason = "error", f"{type(e).__name__}: {e}"
+            rows.append(row)
+    return rows
+
+
+def add_speedups(rows: Sequence[BenchRow]) -> None:
+    """Set each row's :attr:`BenchRow.speedup` = PyTorch eager p50 / its p50 at the same batch (when both exist)."""
+    eager = {r.batch: r.p50_ms for r in rows
+             if r.backend == "pytorch" and r.precision == "fp32-eager" and r.status == "ok" and r.p50_ms}
+    for r in rows:
+        if r.status == "ok" and r.p50_ms and eager.get(r.batch):
+            r.speedup = eager[r.batch] / r.p50_ms
+
+
+def cv_warnings(rows: Sequence[BenchRow], limit: float) -> List[str]:
+    """One line per row whose latency coefficient of variation exceeds ``limit`` (trtexec warns above 2.5%)."""
+    return [f"{r.key}: latency CV {r.cv:.1%} > {limit:.1%}: the timings are unstable (a busy machine, floating "
+            f"clocks, thermal throttling); lock the clocks (nvidia-smi -lgc, or jetson_clocks on Jetson), close other "
+            f"work and rerun" for r in rows if r.status == "ok" and r.cv is not None and r.cv > limit]
+
+
+def run_bench(bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
+    """:func:`bench_pytorch` (with ``opts.pytorch``) then :func:`bench_bundle` over several bundles, in order."""
+    rows: List[BenchRow] = []
+    if opts.pytorch is not None:
+        rows.extend(bench_pytorch(opts.pytorch, [Path(b) for b in bundles], opts))
     for b in bundles:
         rows.extend(bench_bundle(Path(b), opts))
+    if opts.pytorch is not None:
+        add_speedups(rows)
     return rows
 
 
@@ -273,8 +411,8 @@ def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
     return "-" if v is None else format(v * scale, spec)
 
 
-_COLUMNS = ("bundle", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "CV %", "top-1 %",
-            "agree %", "max abs diff", "float layers", "status")
+_COLUMNS = ("bundle", "backend", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "CV %", "GPU ms",
+            "vs torch", "top-1 %", "agree %", "max abs diff", "float layers", "status")
 
 
 def _cells(r: BenchRow) -> List[str]:
@@ -282,9 +420,20 @@ def _cells(r: BenchRow) -> List[str]:
     if r.status == "ok" and r.reason:
         status = f"ok ({r.reason})"
     return [r.name, r.backend, r.precision, str(r.batch), _fmt(r.p50_ms, ".2f"), _fmt(r.p90_ms, ".2f"),
-            _fmt(r.p99_ms, ".2f"), _fmt(r.throughput, ".1f"), _fmt(r.cv, ".1f", 100), _fmt(r.top1, ".2f", 100),
+            _fmt(r.p99_ms, ".2f"), _fmt(r.throughput, ".1f"), _fmt(r.cv, ".1f", 100), _fmt(r.gpu_p50_ms, ".3f"),
+            "-" if r.speedup is None else f"{r.speedup:.2f}x", _fmt(r.top1, ".2f", 100),
             _fmt(r.agreement, ".2f", 100), _fmt(r.max_abs_diff, ".2e"),
             "-" if r.float_layers is None else str(len(r.float_layers)), status]
+
+
+def _timing_note(rows: Sequence[BenchRow]) -> List[str]:
+    out = []
+    if any(r.backend == "tensorrt" for r in rows):
+        out.append("TensorRT p50/p90/p99: end-to-end host time per call (H2D copy + compute + D2H copy + sync); "
+                   "GPU ms: median GPU compute time of execute_async_v3 (CUDA events).")
+    if any(r.speedup is not None for r in rows):
+        out.append("vs torch: PyTorch eager p50 / this row's p50 at the same batch (> 1 = faster than PyTorch).")
+    return out
 
 
 def _float_layer_lines(rows: Sequence[BenchRow]) -> List[str]:
@@ -309,6 +458,7 @@ def render_text(rows: Sequence[BenchRow]) -> str:
     notes = _float_layer_lines(rows)
     if notes:
         lines += ["", "int8 layers kept in float:"] + [f"  {n}" for n in notes]
+    lines += [""] + _timing_note(rows) if _timing_note(rows) else []
     return "\n".join(lines)
 
 
@@ -323,6 +473,9 @@ def render_markdown(rows: Sequence[BenchRow], header: Optional[Dict[str, Any]] =
     notes = _float_layer_lines(rows)
     if notes:
         out += ["", "int8 layers kept in float:", ""] + [f"- {n}" for n in notes]
+    timing = _timing_note(rows)
+    if timing:
+        out += [""] + timing
     return "\n".join(out) + "\n"
 
 
@@ -436,6 +589,12 @@ def _cli():
                   help="Minimum timed seconds per row.")
     @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Labelled image folder (<dir>/<class name>/<images>) for top-1 accuracy.")
+    @click.option("--pytorch", "pytorch_run", type=click.Path(exists=True), default=None,
+                  help="A pand run directory (or student checkpoint): also time its PyTorch student (eager and "
+                       "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs torch.")
+    @click.option("--no-compile", is_flag=True, help="With --pytorch: skip the torch.compile rows.")
+    @click.option("--cv-warn", type=click.FloatRange(min=0), default=0.05, show_default=True,
+                  help="Warn when a row's latency coefficient of variation exceeds this (trtexec: 0.025).")
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), default="pand-bench.json",
                   show_default=True)
     @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default="pand-bench.md",
@@ -447,7 +606,7 @@ def _cli():
     @click.option("--acc-tolerance", type=float, default=0.01, show_default=True,
                   help="Allowed top-1 drop (absolute) vs --compare.")
     def cli(bundles, batches, backend, providers, threads, graph_optimization, warmup_ms, iterations, min_time, images,
-            json_path, md_path, compare_path, tolerance, acc_tolerance):
+            pytorch_run, no_compile, cv_warn, json_path, md_path, compare_path, tolerance, acc_tolerance):
         """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch."""
         from pand.errors import PandError
 
@@ -465,12 +624,19 @@ def _cli():
         opts = BenchOptions(batches=tuple(batches), backend=backend,
                             providers=[p for p in providers.split(",") if p] if providers else None, threads=threads,
                             graph_optimization=graph_optimization, warmup_ms=warmup_ms, iterations=iterations,
-                            min_time=min_time, images=Path(images) if images else None)
+                            min_time=min_time, images=Path(images) if images else None,
+                            pytorch=Path(pytorch_run) if pytorch_run else None, torch_compile=not no_compile,
+                            cv_warn=cv_warn)
         rows = run_bench([Path(b) for b in bundles], opts)
         keys = sorted({r.details.get("device_key") for r in rows if r.details.get("device_key")})
         header = {"device": ", ".join(keys) or "?", "cpu": cpu_model(), "warm-up ms": warmup_ms,
                   "min iterations": iterations, "min seconds": min_time, "python": platform.python_version()}
+        header.update({f"clock {k}": v for k, v in clock_info().items()})
         click.echo(render_text(rows))
+        unstable = cv_warnings(rows, cv_warn)
+        for w in unstable:
+            click.echo(f"warning: {w}", err=True)
+        header["unstable rows (CV)"] = len(unstable)
         payload = {"header": header, "device_key": keys[0] if len(keys) == 1 else keys,
                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
                    "rows": [asdict(r) | {"key": r.key} for r in rows]}

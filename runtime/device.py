@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, Mapping, Optional
 
 __all__ = ["SPEED_FEATURES", "INT8_DOT_FEATURES", "cpu_info", "cpu_features", "cpu_model", "has_int8_dot_product",
-           "device_identity", "device_key", "identity_diff", "gpu_power_mode"]
+           "device_identity", "device_key", "identity_diff", "gpu_power_mode", "clock_info"]
 
 #: x86 / Arm features that select different ONNX Runtime CPU kernels (fp32 GEMM width, int8 dot products).
 SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "asimddp", "i8mm")
@@ -98,6 +98,54 @@ def gpu_power_mode() -> Optional[str]:
     except OSError:
         return None
     return text or None
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def clock_info(nvidia_smi: bool = True) -> Dict[str, str]:
+    """Clock and power settings that change latencies, where readable (empty entries are left out): the CPU frequency
+    governor and current frequency (cpufreq), the Jetson power mode (nvpmodel) and GPU frequency (devfreq), and on a
+    discrete GPU the SM clock, its maximum and the power limit from ``nvidia-smi``. Nothing here needs privileges."""
+    out: Dict[str, str] = {}
+    cpufreq = Path("/sys/devices/system/cpu/cpu0/cpufreq")
+    gov = _read(cpufreq / "scaling_governor")
+    if gov:
+        out["cpu_governor"] = gov
+    cur = _read(cpufreq / "scaling_cur_freq")
+    if cur and cur.isdigit():
+        out["cpu_mhz"] = str(int(cur) // 1000)
+    mode = gpu_power_mode()
+    if mode:
+        out["power_mode"] = mode
+    for dev in sorted(Path("/sys/class/devfreq").glob("*")) if Path("/sys/class/devfreq").is_dir() else []:
+        name = (_read(dev / "device" / "of_node" / "name") or dev.name).lower()
+        if "gpu" in name or "gv11b" in name or "ga10b" in name:
+            freq = _read(dev / "cur_freq")
+            if freq and freq.isdigit():
+                out["gpu_mhz"] = str(int(freq) // 1_000_000)
+            break
+    if nvidia_smi:
+        import shutil
+        import subprocess
+
+        exe = shutil.which("nvidia-smi")
+        if exe:
+            try:
+                r = subprocess.run([exe, "--query-gpu=clocks.sm,clocks.max.sm,power.limit", "--format=csv,noheader"],
+                                   capture_output=True, text=True, timeout=5, check=False)
+                line = r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
+                if line:
+                    sm, sm_max, power = (v.strip() for v in (line.split(",") + ["", "", ""])[:3])
+                    out.update({k: v for k, v in (("gpu_sm_clock", sm), ("gpu_sm_clock_max", sm_max),
+                                                  ("gpu_power_limit", power)) if v})
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return out
 
 
 def _ort_version() -> str:

@@ -317,3 +317,17 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
     assert seen["expected"]["gpu_name"] == "Orin"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".engine-bundle")]  # no staging left behind
     assert Predictor.from_bundle(out, backend="onnxruntime").backend_name == "onnxruntime"
+
+
+def test_bench_labels_tensorrt_rows_end_to_end_with_gpu_compute_time(install, bundle_copy):
+    from runtime.bench import BenchOptions, bench_bundle, render_text
+
+    trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda(cc=(8, 7)))
+    fake_trt.add_runtime(trt, cuda, classes=24, sample=(3, 64, 64), max_batch=8)
+    bundle = _with_engine(bundle_copy, {"trt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin"})
+    rows = bench_bundle(bundle, BenchOptions(batches=(1, 4), backend="tensorrt", warmup_ms=0, iterations=3,
+                                             min_time=0))
+    assert [r.status for r in rows] == ["ok", "ok"], [r.reason for r in rows]
+    assert all(r.backend == "tensorrt" and r.timing.startswith("host end-to-end") and r.gpu_p50_ms == 0.25
+               for r in rows)
+    assert "end-to-end host time" in render_text(rows)

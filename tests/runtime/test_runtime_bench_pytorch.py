@@ -1,0 +1,48 @@
+"""pand-bench --pytorch: the run's PyTorch student timed on the same images and batch sizes, speedups vs PyTorch
+eager, agreement with the bundle's stored logits, and the coefficient-of-variation warning."""
+import sys
+
+import pytest
+
+from runtime.bench import BenchOptions, BenchRow, add_speedups, bench_pytorch, cv_warnings, run_bench
+
+FAST = dict(warmup_ms=0, iterations=2, min_time=0, threads=1)
+
+
+def test_speedups_are_relative_to_the_pytorch_eager_row_of_the_same_batch():
+    def row(backend, precision, batch, p50):
+        return BenchRow("x", "x", backend, precision, batch, p50_ms=p50)
+
+    rows = [row("pytorch", "fp32-eager", 1, 10.0), row("pytorch", "fp32-eager", 8, 40.0),
+            row("onnxruntime", "fp32", 1, 2.0), row("onnxruntime", "fp32", 8, 80.0), row("onnxruntime", "fp32", 2, 1.0)]
+    add_speedups(rows)
+    assert [r.speedup for r in rows] == [1.0, 1.0, 5.0, 0.5, None]
+
+
+def test_cv_warning_names_the_unstable_rows_only():
+    rows = [BenchRow("a", "a", "onnxruntime", "fp32", 1, cv=0.01), BenchRow("b", "b", "onnxruntime", "fp32", 1, cv=0.2),
+            BenchRow("c", "c", "onnxruntime", "fp32", 1, cv=0.9, status="error")]
+    w = cv_warnings(rows, 0.05)
+    assert len(w) == 1 and w[0].startswith("b/onnxruntime/fp32/b1: latency CV 20.0% > 5.0%")
+
+
+def test_pytorch_rows_agree_with_the_stored_logits_and_give_speedups(rt_run_dir, rt_bundle):
+    rows = run_bench([rt_bundle], BenchOptions(batches=(1, 2), pytorch=rt_run_dir, torch_compile=False, **FAST))
+    torch_rows = [r for r in rows if r.backend == "pytorch"]
+    assert [(r.precision, r.batch, r.status) for r in torch_rows] == [("fp32-eager", 1, "ok"), ("fp32-eager", 2, "ok")]
+    assert all(r.agreement == 1.0 and r.max_abs_diff < 1e-4 and r.speedup == 1.0 for r in torch_rows)
+    assert all(r.speedup is not None and r.speedup > 0 for r in rows if r.backend == "onnxruntime")
+
+
+def test_pytorch_without_torch_is_an_error_row_naming_the_extra(rt_run_dir, rt_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    rows = bench_pytorch(rt_run_dir, [rt_bundle], BenchOptions(batches=(1,), **FAST))
+    assert [r.status for r in rows] == ["error", "error"]  # eager and compile
+    assert all("pand[train]" in r.reason for r in rows)
+
+
+@pytest.mark.slow
+def test_torch_compile_row_works_or_says_why(rt_run_dir, rt_bundle):
+    rows = bench_pytorch(rt_run_dir, [rt_bundle], BenchOptions(batches=(1,), **FAST))
+    comp = [r for r in rows if r.precision == "fp32-compile"]
+    assert len(comp) == 1 and (comp[0].status == "ok" or "torch.compile failed" in comp[0].reason)
