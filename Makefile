@@ -4,6 +4,8 @@
 
 PYTHON ?= python3
 VENV   ?= .venv
+# VENV_FLAGS=--system-site-packages: the venv also sees a TensorRT installed for the system Python (README: Deploying)
+VENV_FLAGS ?=
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
@@ -14,7 +16,7 @@ PYTEST_ARGS ?=
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "pand needs Python >= 3.10"'
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): $(PY) setup.cfg pyproject.toml

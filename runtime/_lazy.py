@@ -82,9 +82,8 @@ def lazy_import(name: str, extra: str, purpose: Optional[str] = None, hint: Opti
 TRT_INSTALL_HINT = (
     "Install it: x86 with an NVIDIA GPU: pip install 'pand[trt]' (the tensorrt wheel, TensorRT >= 10, and pycuda); "
     "Jetson: TensorRT comes with JetPack as an apt package for the system Python (sudo apt install "
-    "python3-libnvinfer), so create the venv with --system-site-packages (make install VENV_FLAGS="
-    "--system-site-packages) and pip install 'pycuda>=2025.1.2' there (it builds against JetPack's CUDA). See README "
-    "'Deploying to a device'")
+    "python3-libnvinfer), so create the venv with python3 -m venv --system-site-packages and pip install "
+    "'pycuda>=2025.1.2' in it (it builds against JetPack's CUDA). See README 'Deploying to a device'")
 
 onnxruntime = lazy_import("onnxruntime", "runtime", "the ONNX Runtime backend")
 tensorrt = lazy_import("tensorrt", "trt", "TensorRT (engines: pand-engine, the TensorRT backend)", TRT_INSTALL_HINT)
