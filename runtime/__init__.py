@@ -7,7 +7,9 @@ Install on a device with ``pip install 'pand[runtime]'`` (add ``pand[trt]`` for 
     print(p.predict(["bird.jpg"], top_k=5)[0].labels)
 
 Modules: :mod:`.manifest` (bundle format and checks), :mod:`.preprocess` (the eval transform in numpy + PIL),
-:mod:`.predictor`, :mod:`.backends` (ONNX Runtime, TensorRT), :mod:`.metrics`, :mod:`.bench` (``pand-bench``).
+:mod:`.predictor`, :mod:`.backends` (ONNX Runtime, TensorRT), :mod:`.metrics`, :mod:`.bench` (``pand-bench``),
+:mod:`.engine` (``pand-engine``: build a TensorRT engine from a bundle on the device) and :mod:`.trt_build` (the
+TensorRT builder shared with ``pand-export --format trt``).
 Heavy libraries are imported lazily (:mod:`._lazy`).
 """
 from .manifest import FORMAT_VERSION, Manifest, ModelFile, PreprocessSpec, TensorSpec, load_bundle, load_manifest

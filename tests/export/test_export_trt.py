@@ -71,3 +71,56 @@ def test_engine_from_another_trt_version_is_refused(run_dir, tmp_path):
         Predictor.from_bundle(bundle, backend="tensorrt")
     assert Predictor.from_bundle(bundle, backend="onnxruntime").run(
         np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 24)
+
+
+@requires_trt
+@pytest.mark.parametrize("precision,tf32", [("fp32", False), ("fp32", True), ("fp16", False), ("int8", False)])
+def test_pand_engine_builds_on_this_device_from_an_onnx_bundle(run_dir, tmp_path, precision, tf32):
+    """The device workflow: an ONNX bundle (int8: the TensorRT flavour) -> pand-engine -> an engine bundle that passes
+    its parity gate and runs with backend='auto'."""
+    from runtime import Predictor, load_bundle
+    from runtime.engine import build_engine_bundle
+    from runtime.trt_build import TF32_TOLERANCE
+
+    kw = {"target": "tensorrt"} if precision == "int8" else {}
+    src = bf.export(run_dir, tmp_path / "onnx", format="onnx", precision=precision, parity_images=32, max_batch=8,
+                    batch=4, **kw)
+    assert src.valid, src.failures
+    res = build_engine_bundle(src.bundle, tmp_path / "engine", tf32=tf32, timing_cache=tmp_path / "t.cache")
+    assert res.valid, res.failures
+    m = load_bundle(res.bundle, verify=True)
+    info = m.model("tensorrt").info
+    assert info["tf32"] is tf32 and info["profile"]["input"]["max"] == [8, 3, 64, 64]
+    assert info["trt_version"] == m.versions["tensorrt"] and info["gpu_name"] and info["compute_capability"]
+    if tf32:
+        assert m.parity["tensorrt"]["tolerance"]["max_abs"] == TF32_TOLERANCE.max_abs
+    assert (tmp_path / "t.cache").stat().st_size > 0
+    with Predictor.from_bundle(res.bundle, backend="auto") as p:
+        assert p.backend_name == "tensorrt"
+        assert p.run(np.zeros((3, 3, 64, 64), np.float32)).shape == (3, 24)
+        assert p.backend.last_gpu_ms is not None and p.backend.last_gpu_ms > 0
+
+
+@requires_trt
+def test_trt_backend_concurrent_runs_equal_serial_and_close_frees(run_dir, tmp_path):
+    import threading
+
+    from runtime import Predictor
+
+    res = bf.export(run_dir, tmp_path / "b", format="trt", precision="fp32", parity_images=16, max_batch=8)
+    p = Predictor.from_bundle(res.bundle, backend="tensorrt")
+    x = np.random.default_rng(0).standard_normal((16, 3, 64, 64)).astype(np.float32)
+    serial = [p.run(x[i:i + 1 + i % 4]) for i in range(8)]
+    out = [None] * 8
+
+    def work(i):
+        for _ in range(10):
+            out[i] = p.run(x[i:i + 1 + i % 4])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for a, b in zip(serial, out):
+        np.testing.assert_array_equal(a, b)
+    p.close()
+    p.close()
