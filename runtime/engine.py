@@ -77,6 +77,19 @@ def engine_parity(backend: Any, manifest: Manifest, reference: Dict[str, np.ndar
     return {**res.to_dict(), "tolerance": tolerance.to_dict(), "passed": not fails, "failures": fails}
 
 
+def _on_device(device: int, fn: Any) -> Any:
+    """``fn()`` with CUDA device ``device``'s primary context current (TensorRT builds on the current context)."""
+    from ._lazy import pycuda_driver as cuda
+
+    ctx = cuda.Device(device).retain_primary_context()
+    ctx.push()
+    try:
+        return fn()
+    finally:
+        ctx.pop()
+        ctx.detach()
+
+
 def _check_buildable(manifest: Manifest, bundle: Path) -> None:
     if manifest.model("onnx") is None:
         raise ArtifactError(f"bundle {bundle} has no ONNX model to build an engine from; export one with "
@@ -151,8 +164,9 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
         engine = staging / ENGINE_NAME
         log.info("TensorRT %s on %s (sm %s): building %s engine from %s", env["trt_version"], env["gpu_name"],
                  env["compute_capability"], manifest.precision, onnx_path)
-        info = build_engine(staging / onnx_path.name, engine, manifest.precision, profile,
-                            int(workspace_gb * (1 << 30)), cache, tf32=tf32, env=env, device=device)
+        info = _on_device(device, lambda: build_engine(staging / onnx_path.name, engine, manifest.precision, profile,
+                                                       int(workspace_gb * (1 << 30)), cache, tf32=tf32, env=env,
+                                                       device=device))
         backend = TrtBackend(engine, expected=info, device=device)
         try:
             parity = engine_parity(backend, manifest, reference, tolerance, mb if profile else manifest.batch)

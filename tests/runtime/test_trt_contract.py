@@ -151,6 +151,19 @@ def test_unreadable_or_mismatched_timing_cache_is_an_error(tmp_path):
     assert ("create_timing_cache", b"garbage") in trt.calls
 
 
+def test_a_timing_cache_that_cannot_be_written_is_reported_not_ignored(tmp_path, caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("pand.engine"), "propagate", True)  # pand-engine's CLI turns it off
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    trt = fake_trt.make_trt("10.3.0")
+    with caplog.at_level("WARNING", logger="pand.engine"):
+        info = _build(tmp_path, trt, cache=blocker / "t.cache")
+    assert (tmp_path / "model.engine").read_bytes() == b"PLAN"  # the engine itself is fine
+    assert "timing_cache_error" in info and "could not write the timing cache" in caplog.text
+
+
 def test_batch_profile_from_manifest_values():
     from runtime.trt_build import batch_profile
 
@@ -315,6 +328,7 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.engine", "model.onnx", "reference.npz"]
     assert (tmp_path / "cache" / "t.cache").is_file()
     assert seen["expected"]["gpu_name"] == "Orin"
+    assert cuda.live_contexts[0] == 0  # the build's retained CUDA context was released
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".engine-bundle")]  # no staging left behind
     assert Predictor.from_bundle(out, backend="onnxruntime").backend_name == "onnxruntime"
 
