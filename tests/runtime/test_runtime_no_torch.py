@@ -30,6 +30,13 @@ try:
                         "--json", out + "/b.json", "--markdown", out + "/b.md"])
 except SystemExit as e:
     assert e.code in (None, 0), e.code
+import contextlib, io, runtime.engine, runtime.trt_build
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    try:
+        runtime.engine.main([bundle, "-o", out + "/engine"])
+    except SystemExit as e:
+        engine_exit = e.code
 try:
     import torch
     torch_importable = True
@@ -38,7 +45,8 @@ except ImportError:
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "omegaconf", "safetensors")
                and sys.modules[m] is not None)
 print(json.dumps({"labels": preds[0].labels, "probs": preds[0].probs, "backend": p.backend_name,
-                  "torch_importable": torch_importable, "heavy": heavy}))
+                  "torch_importable": torch_importable, "heavy": heavy, "engine_exit": engine_exit,
+                  "engine_err": err.getvalue()}))
 """
 
 
@@ -52,6 +60,10 @@ def test_predictor_and_bench_run_without_torch(rt_bundle, tmp_path):
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["torch_importable"] is False and got["heavy"] == []
     assert got["backend"] == "onnxruntime" and len(got["labels"]) == 3
+    # pand-engine without TensorRT: exit 2, what to install (x86 wheel, Jetson apt + venv), no traceback, no output
+    assert got["engine_exit"] == 2 and "Traceback" not in got["engine_err"]
+    assert "pip install 'pand[trt]'" in got["engine_err"] and "python3-libnvinfer" in got["engine_err"]
+    assert not (tmp_path / "engine").exists()
     # same answer as in this (torch-enabled) process
     p = Predictor.from_bundle(rt_bundle)
     want = p.predict([image], top_k=3)[0]
