@@ -345,3 +345,23 @@ def test_bench_labels_tensorrt_rows_end_to_end_with_gpu_compute_time(install, bu
     assert all(r.backend == "tensorrt" and r.timing.startswith("host end-to-end") and r.gpu_p50_ms == 0.25
                for r in rows)
     assert "end-to-end host time" in render_text(rows)
+
+
+def test_auto_falls_back_when_tensorrt_is_older_than_10(install, bundle_copy):
+    from runtime import EngineFallbackWarning, Predictor
+
+    install(fake_trt.make_trt("8.6.1"), fake_trt.make_cuda())
+    bundle = _with_engine(bundle_copy, {"trt_version": "8.6.1", "compute_capability": "8.7"})
+    with pytest.warns(EngineFallbackWarning, match="TensorRT 8.6.1 is too old"):
+        assert Predictor.from_bundle(bundle, backend="auto").backend_name == "onnxruntime"
+
+
+def test_pand_export_format_trt_without_tensorrt_points_to_pand_engine(install, rt_run_dir, monkeypatch, tmp_path):
+    from export import ExportOptions, export_bundle
+
+    install()
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(PandError) as e:
+        export_bundle(rt_run_dir, ExportOptions(format="trt", output=tmp_path / "out"))
+    assert "pand-engine" in str(e.value) and "pip install 'pand[trt]'" in str(e.value)
+    assert not (tmp_path / "out").exists()
