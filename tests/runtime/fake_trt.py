@@ -10,7 +10,7 @@ import importlib.machinery
 import threading
 import types
 from enum import IntEnum
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
