@@ -1,6 +1,6 @@
 """Pure ONNX converters: torch -> ONNX (real dynamic batch axis), checker, onnxslim, FP16, metadata, I/O specs.
 
-Dynamic batch (DEPLOY.md 3.1): a dynamic axis traced with an example batch of 1 is specialised to 1 by the
+Dynamic batch (docs/deployment.md): a dynamic axis traced with an example batch of 1 is specialised to 1 by the
 exporter, so the example batch is always >= 2 when the batch is dynamic, and :func:`torch_to_onnx` then checks that
 the saved input's first dimension really is symbolic. The default exporter is the TorchScript one
 (``dynamo=False``, what Ultralytics pins; it reads ``dynamic_axes`` natively); ``exporter="dynamo"`` uses

@@ -1,10 +1,10 @@
-"""INT8 post-training static quantization to QDQ ONNX with ONNX Runtime (DEPLOY.md 3.4, 7 and 8).
+"""INT8 post-training static quantization to QDQ ONNX with ONNX Runtime (docs/deployment.md, "INT8: two QDQ flavours").
 
 Two flavours of the same recipe (QDQ format, per-channel symmetric int8 weights, calibration on training images
 through the exact eval transform, ``quant_pre_process`` first):
 
 * ``cpu``: asymmetric **uint8** activations. ORT's CPU provider runs these with its fast u8s8 kernels (about 3x
-  faster than fp32 for ResNet-18 on an AVX-512 VNNI CPU, DEPLOY.md 8).
+  faster than fp32 for ResNet-18 at batch 1, measured on a 2-core AVX-512 VNNI CPU).
 * ``tensorrt``: symmetric **int8** activations and weights, and **float biases** (``QuantizeBias=False``):
   TensorRT only accepts zero zero-points ("TRT only supports symmetric quantization", NVIDIA/TensorRT#2774) and its
   DequantizeLinear takes INT8/FP8/INT4 inputs only, so an INT32 bias DequantizeLinear fails at parse
@@ -24,7 +24,7 @@ it was validated on, and the runtime warns when it runs on a CPU whose int8 kern
 The final classifier (the Gemm/MatMul that produces the logits) stays in float by default (``quantize_head=False``):
 its input is the pooled feature vector, whose class-relevant differences are small next to its range, and an 8-bit
 grid there costs far more top-1 agreement than the whole rest of the network, for a layer that is < 0.1% of the
-FLOPs (the same reason Ultralytics keeps its head in higher precision, DEPLOY.md 1.1).
+FLOPs (Ultralytics keeps its detection head in higher precision for the same reason).
 
 :class:`Int8Quantizer` pre-processes and calibrates once and then quantizes as often as asked with different sets of
 float nodes: the accuracy-aware search of :mod:`export.int8_search` builds on it.

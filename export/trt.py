@@ -2,8 +2,9 @@
 the same code as ``pand-engine``); this module only checks, before anything is written, that an engine can be built
 here.
 
-Not verified here: this machine has no CUDA GPU and TensorRT cannot be installed; the tests that build an engine skip
-with that reason (tests/runtime/test_trt_contract.py checks the builder against a stand-in ``tensorrt`` module).
+Not run on real TensorRT in development (no CUDA GPU there): tests/export/test_export_trt.py builds engines wherever
+TensorRT, pycuda and a CUDA GPU exist and skips otherwise; tests/runtime/test_trt_contract.py checks the builder
+against a stand-in ``tensorrt`` module.
 """
 from __future__ import annotations
 

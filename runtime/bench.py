@@ -1,6 +1,6 @@
 """``pand-bench``: latency, throughput and accuracy of exported bundles, as a table that never crashes.
 
-Method (trtexec / DEPLOY.md 4): per bundle and batch size, a warm-up of at least ``--warmup-ms`` (200 ms), then
+Method (as trtexec; docs/deployment.md): per bundle and batch size, a warm-up of at least ``--warmup-ms`` (200 ms), then
 timed runs until both ``--iterations`` runs and ``--min-time`` seconds are reached. Each run is one synchronous
 ``backend.run`` on a preprocessed float32 batch (model latency; image decoding and resizing are not timed). Reported:
 p50/p90/p99 latency (ms), throughput (images/s = batch x runs / total time) and the coefficient of variation

@@ -107,8 +107,9 @@ class Tolerance:
     """Pass criteria of one precision; ``None`` disables a criterion.
 
     fp32 is strict (element-wise max error); fp16 follows Polygraphy's recommended FP16 check (``--check-error-stat
-    mean`` with ``atol 1e-2``: the *mean* absolute error, because the max gives false failures in fp16, DEPLOY.md
-    1.3); int8 is judged at task level: top-1 agreement with the fp32 reference and the accuracy drop.
+    mean`` with ``atol 1e-2``: the *mean* absolute error, because the max gives false failures in fp16;
+    docs/deployment.md, "Parity tolerances"); int8 is judged at task level: top-1 agreement with the fp32
+    reference and the accuracy drop.
     """
 
     max_abs: Optional[float] = None

@@ -97,7 +97,7 @@ class StudentCfg:
     interpolation: str = "bilinear"
     mean: List[float] = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
     std: List[float] = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
-    augment: str = "standard"  # standard (random resized crop + flip) | pand_reference (ALGORITHMS.md 2.2) | none
+    augment: str = "standard"  # standard (random resized crop + flip) | pand_reference (docs/method.md) | none
     train_crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
 
 

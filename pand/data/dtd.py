@@ -6,7 +6,8 @@ Expected tree (``data.root`` = the ``dtd/`` folder of ``dtd-r1.0.1.tar.gz``)::
     labels/train<k>.txt, val<k>.txt, test<k>.txt   ("<class>/<file>.jpg", k = 1..10)
 
 ``data.dtd_partition`` picks k. The official val split is the validation set. Labels are the class's
-index in the sorted class list (the reference uses an unsorted ``os.listdir``; ALGORITHMS.md 3).
+index in the sorted class list (the reference uses an unsorted ``os.listdir``, so its labels can disagree
+with its class-name list).
 """
 from __future__ import annotations
 

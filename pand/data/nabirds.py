@@ -12,7 +12,7 @@ Expected tree (``data.root`` = ``nabirds/``)::
 ``classes.txt`` lists all 1011 hierarchy nodes but only the 555 leaf classes have images. pand keeps the
 classes that have images and relabels them ``0..C-1`` in ascending class-id order, so ``class_names[label]``
 is the image's own class. (The reference uses ``label = class_id - 1`` against 0-based names: an
-off-by-one between labels and text anchors, plus 456 dead classes; ALGORITHMS.md 3.)
+off-by-one between labels and text anchors, plus 456 dead classes.)
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def label_budget(labels: Sequence[int], per_class: int, seed: int) -> List[int]:
 
 
 def base_novel_split(class_ids: Sequence[int]) -> Tuple[List[int], List[int]]:
-    """Base-to-novel protocol (ALGORITHMS.md 4.5): sort the ids, the first ``ceil(C / 2)`` are base.
+    """Base-to-novel protocol (docs/method.md): sort the ids, the first ``ceil(C / 2)`` are base.
 
     Returns:
         ``(base, novel)`` class ids, each ascending.

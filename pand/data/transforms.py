@@ -15,7 +15,8 @@
   ``torch.Generator`` (``sample_params``) and replayed (``apply``), for augmentation replay of cached teacher
   features. Called directly it draws from torch's global RNG in the same order as torchvision's
   ``RandomResizedCrop`` followed by ``RandomHorizontalFlip``, so the two agree pixel for pixel under one seed.
-* Train "pand_reference": the reference's heavy augmentation (ALGORITHMS.md 2.2), scaled to ``image_size``.
+* Train "pand_reference": the reference's heavy augmentation (docs/method.md, "Image transforms"), scaled to
+  ``image_size``.
 * "none": the eval transform.
 """
 from __future__ import annotations
@@ -226,7 +227,7 @@ class RandomCropAndResize:
 
 
 def _pand_reference(pp: PreprocessCfg) -> Callable:
-    """ALGORITHMS.md 2.2 with the reference's 256/224/192 sizes scaled by ``image_size / 224``."""
+    """The reference's heavy train augmentation (docs/method.md), 256/224/192 scaled by ``image_size / 224``."""
     from torchvision import transforms as T
 
     size = pp.image_size

@@ -1,6 +1,7 @@
 """VL2Lite-style alignment terms of Stage NSD: L1 image alignment and KL text-logit distillation.
 
-See ``docs/ALGORITHMS.md`` section 2.3 (terms 1, 2 and 4). Pure tensor math, no state.
+See ``docs/method.md``, sections "L1 image alignment", "KL text-logit distillation" and "CE". Pure tensor math,
+no state.
 """
 from __future__ import annotations
 

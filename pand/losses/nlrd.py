@@ -1,6 +1,6 @@
 """Neighbourhood logits-relation distillation (NLRD), the response part of NRKD used by PAND.
 
-See ``docs/ALGORITHMS.md`` section 2.3.3. Pure tensor math, no state.
+See ``docs/method.md``, section "NLRD". Pure tensor math, no state.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Epoch-dependent loss weighting of Stage NSD and the weighted total (``docs/ALGORITHMS.md`` 2.4)."""
+"""Epoch-dependent loss weighting of Stage NSD and the weighted total (``docs/method.md``)."""
 from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Tuple

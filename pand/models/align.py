@@ -1,4 +1,4 @@
-"""Alignment heads of Stage NSD (the reference's ``AlignNet``; ``docs/ALGORITHMS.md`` 2.1).
+"""Alignment heads of Stage NSD (the reference's ``AlignNet``; ``docs/method.md``, "Modules and shapes").
 
 Two separate 2-layer MLPs ``Linear(D_t -> D_s) -> ReLU -> Linear(D_s -> D_s)`` map the teacher's image
 features and class anchors into the student's feature space; outputs are L2-normalised. They are trained

@@ -15,8 +15,9 @@ is a no-op for the wrapped model, as in open_clip's ``DistillCLIPTask``.
 ``Teacher.identity`` is ``"arch|pretrained|<sha256[:16]>"``, the hash being that of the weights file or, for
 random init, of the state dict. Caches and artifacts are keyed on it, so another teacher never reuses them.
 
-Not verified here (no network, no GPU): downloading a real tag, and the AMP path (``teacher.precision=amp``),
-which is only taken on CUDA.
+Not yet run (no network, no GPU in development): downloading a real tag, and the AMP path
+(``teacher.precision=amp``), which is only taken on CUDA (tests/nsd/test_nsd_cuda.py covers it; skipped without a
+CUDA GPU).
 """
 from __future__ import annotations
 

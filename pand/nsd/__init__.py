@@ -1,4 +1,5 @@
-"""Stage NSD: distil the teacher (features + class anchors) into the student.
+"""Stage NSD (neighborhood-aware structural distillation): distil the teacher (features + class anchors) into
+the student.
 
 Entry point :func:`fit`; building blocks :func:`build_models`, :func:`build_data`, :func:`build_optim`,
 :func:`train_one_epoch`, :func:`evaluate`. Teacher features come through :class:`TeacherSource`

@@ -8,8 +8,9 @@ knows whether they are live or cached.
 CUDA is used when available (``trainer.accelerator``), with bf16/fp16 autocast (``trainer.precision``) and
 channels-last memory. On CPU everything runs in fp32 and a resumed run continues bit-for-bit.
 
-Not verified here (no GPU in the development environment): the CUDA paths (AMP, GradScaler, channels-last,
-SyncBatchNorm, NCCL) and the CUDA out-of-memory message.
+Not yet run on a GPU (none in the development environment): the CUDA paths (AMP, GradScaler, channels-last,
+SyncBatchNorm, NCCL) and the CUDA out-of-memory message. tests/nsd/test_nsd_cuda.py (marker ``gpu``) covers AMP,
+the GradScaler and channels-last and skips without a CUDA GPU.
 """
 from __future__ import annotations
 

@@ -57,9 +57,10 @@ much cheaper than the student's step is not worth caching; a ViT-B/16 teacher of
 **Disk / memory.** ``N * V * D_t * 2`` bytes in fp16: 10k images x 16 views x 1024 dims = 328 MB. Reads are
 memory-mapped, so the resident memory is the OS page cache, not a copy per process.
 
-Not verified here (no GPU in the development environment): the CUDA paths (pinned host buffers with non-blocking
-copies, teacher AMP/channels-last during the build) and multi-GPU builds; multi-rank builds are exercised with gloo
-on CPU (2 processes, and 2 torchrun "nodes" on one machine sharing one cache directory).
+Not yet run on a GPU (none in the development environment; tests/nsd/test_nsd_cuda.py covers the cache on CUDA and
+skips without one): the CUDA paths (pinned host buffers with non-blocking copies, teacher AMP/channels-last during
+the build) and multi-GPU builds; multi-rank builds are exercised with gloo on CPU (2 processes, and 2 torchrun
+"nodes" on one machine sharing one cache directory).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 The training loop only ever calls ``source.features(images, indices)`` and never knows whether the features
 come from a live teacher forward pass (:class:`LiveTeacher`) or from a cache of pre-computed augmented views
-(added later). ``images`` are the student's batch exactly as the student sees it (augmented, normalised with
-the *student's* mean/std, on the training device); ``indices`` are the dataset indices of the samples.
+(:class:`pand.nsd.teacher_cache.CachedTeacher`). ``images`` are the student's batch exactly as the student sees
+it (augmented, normalised with the *student's* mean/std, on the training device); ``indices`` are the dataset
+indices of the samples.
 
 Augmentation replay: the training dataset draws the random augmentation of sample ``i`` from a seed that is
 a function of ``(trainer.seed, view, i)`` only (:class:`pand.nsd.data.IndexedDataset`). Before every epoch the

@@ -1,4 +1,4 @@
-"""PromptKD loss and logits (``docs/ALGORITHMS.md`` 4.2-4.3). Pure tensor math, no state, no labels."""
+"""PromptKD loss and logits (``docs/method.md``, "PromptKD"). Pure tensor math, no state, no labels."""
 from __future__ import annotations
 
 import torch

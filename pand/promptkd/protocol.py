@@ -1,6 +1,6 @@
 """PromptKD protocol pieces: base-to-novel split, unlabeled distillation pools, metrics, LR schedule, KD weight.
 
-Base-to-novel (``docs/ALGORITHMS.md`` 4.5): class ids sorted, ``m = ceil(C/2)``; base = the first ``m``, novel =
+Base-to-novel (``docs/method.md``): class ids sorted, ``m = ceil(C/2)``; base = the first ``m``, novel =
 the rest. Base accuracy = test images of base classes classified among the base classes only; novel likewise;
 ``HM = 2 * B * N / (B + N)``.
 

@@ -5,7 +5,7 @@
 :func:`evaluate_base_novel` for the teacher (its image features, prompted for PromptSRC, against the stored class
 vectors) and the student -> cross-dataset evaluation -> export ``run_dir/student.safetensors`` -> GFLOPs -> summaries.
 
-What happens each step (``docs/ALGORITHMS.md`` 4.2-4.4, defects of 5 not reproduced):
+What happens each step (``docs/method.md``, "PromptKD"; the reference's defects are not reproduced):
 
 * the student's augmented batch (RandomResizedCrop + flip) is also the teacher's input, re-normalised / resized
   to the teacher's preprocessing (:class:`pand.nsd.teacher_source.LiveTeacher`). The teacher image logits are

@@ -1,6 +1,6 @@
 """The PromptKD student: a frozen open_clip ViT image encoder with deep visual prompts, plus a projector.
 
-Deep visual prompts (IVLP / VPT-deep, ``docs/ALGORITHMS.md`` 4.2), with ``n`` = ``n_ctx_vision`` and
+Deep visual prompts (IVLP / VPT-deep, ``docs/method.md``, "PromptKD"), with ``n`` = ``n_ctx_vision`` and
 ``d`` = ``prompt_depth``:
 
 * input: ``n`` learnable tokens ``P_0 [n, W]`` are appended **after** ``[CLS] + patches`` (after the positional

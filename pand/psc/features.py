@@ -1,4 +1,4 @@
-"""Teacher image-feature cache for Stage PSC (ALGORITHMS.md 1.1).
+"""Teacher image-feature cache for Stage PSC (docs/method.md, "Feature cache").
 
 Every image of a split goes once through the frozen teacher with the teacher's OWN eval preprocessing
 (``teacher.preprocess``: resize, center crop, normalise; no augmentation, also for train), under no_grad

@@ -1,4 +1,4 @@
-"""CoOp prompt learner over a frozen open_clip text tower (ALGORITHMS.md 1.2-1.3).
+"""CoOp prompt learner over a frozen open_clip text tower (docs/method.md, "Prompt construction", "Text path").
 
 Token sequence of class ``c`` (context length L, class token position ``end``)::
 

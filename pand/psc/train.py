@@ -1,4 +1,4 @@
-"""Stage PSC: train CoOp context vectors on cached teacher image features (ALGORITHMS.md 1.4-1.6).
+"""Stage PSC: train CoOp context vectors on cached teacher image features (docs/method.md, "Stage PSC").
 
 Per batch of cached, L2-normalised image features ``f [B, D]`` the text features of all classes
 ``T = CoOp() [C, D]`` are recomputed through the frozen text tower, and

@@ -1,6 +1,6 @@
 """TensorRT backend (TensorRT 10.x and 11.x Python API, pycuda buffers).
 
-Name-based I/O only (bindings are gone since TRT 10, DEPLOY.md 2.3): the engine's I/O tensors are enumerated with
+Name-based I/O only (bindings are gone since TRT 10; docs/deployment.md): the engine's I/O tensors are enumerated with
 ``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode``; each call sets the input shape with
 ``set_input_shape``, binds device pointers with ``set_tensor_address`` and runs ``execute_async_v3`` on one CUDA
 stream. Host buffers are page-locked (``pagelocked_empty``) and sized for the profile's max batch; copies are async
@@ -11,10 +11,12 @@ the last call (the host time of ``run`` additionally includes the copies and the
 :meth:`TrtBackend.close` frees the device and page-locked buffers, the context and engine, and detaches the retained
 primary CUDA context (idempotent).
 
-Plans are tied to the TensorRT version and the GPU's compute capability (DEPLOY.md 2.5), so the backend refuses an
+Plans are tied to the TensorRT version and the GPU's compute capability (docs/deployment.md), so the backend refuses an
 engine whose recorded ``trt_version`` or ``compute_capability`` differs from this device's, naming both.
 
-Not verified here: this machine has no CUDA GPU and no TensorRT; the tests skip with that reason.
+Not run on real TensorRT in development (no CUDA GPU there); tests/runtime/test_trt_contract.py checks the calls
+against a recording stand-in of ``tensorrt`` and ``pycuda``, and tests/export/test_export_trt.py runs real engines
+wherever TensorRT, pycuda and a CUDA GPU exist (skipped otherwise).
 """
 from __future__ import annotations
 

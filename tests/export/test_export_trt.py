@@ -1,5 +1,5 @@
 """TensorRT export + runtime backend. Needs TensorRT, pycuda and a CUDA GPU: skipped here (none of them exist on the
-CPU machines this suite runs on; the code paths are written against the TRT 10.x/11.x API in DEPLOY.md 2)."""
+CPU machines this suite runs on; the code paths are written against the TRT 10.x/11.x API, docs/deployment.md)."""
 import json
 import shutil
 

@@ -1,4 +1,4 @@
-"""The recipe files carry the seed's NSD defaults (docs/ALGORITHMS.md 2.3-2.5) and build the right criterion."""
+"""The recipe files carry the seed's NSD defaults (docs/method.md, "Stage NSD") and build the right criterion."""
 import pytest
 
 from pand.config import config_dir, load_config

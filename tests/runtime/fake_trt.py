@@ -1,7 +1,7 @@
 """Recording stand-ins for the ``tensorrt`` and ``pycuda.driver`` modules (contract tests that run without a GPU).
 
-Only the calls pand makes exist, with the shapes of the TensorRT 10.x / 11.x Python API (DEPLOY.md 2): on 11.x the
-removed ``BuilderFlag.FP16`` / ``INT8`` are absent, so using them raises AttributeError as the real bindings do.
+Only the calls pand makes exist, with the shapes of the TensorRT 10.x / 11.x Python API (docs/deployment.md): on 11.x
+the removed ``BuilderFlag.FP16`` / ``INT8`` are absent, so using them raises AttributeError as the real bindings do.
 Every call is appended to ``module.calls`` as a tuple.
 """
 from __future__ import annotations
