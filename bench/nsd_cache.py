@@ -27,8 +27,8 @@ ViT-B-16 forward (3.7x its own forward: the CPU backward is slow), which caps Vi
 at 2.4x. The full setting therefore keeps the teacher at 224 px and trains the student at 64 px (step ~11 ms/image).
 
 The teacher is randomly initialised (no weights can be downloaded here), so top-1 compares the two modes with each
-other, not with the paper. Not verified here: CUDA timings and the ``--device cuda`` path (no GPU in the development
-environment).
+other, not with the paper. Not yet run on a GPU (none in the development environment): CUDA timings and the
+``--device cuda`` path, which tests/bench/test_nsd_cache_bench.py (marker ``gpu``) covers and skips without a CUDA GPU.
 """
 from __future__ import annotations
 
