@@ -22,7 +22,8 @@ def regime_gate(teacher_val_top1: float, ce_val_top1: float, min_teacher: float 
                 min_gap: float = MIN_GAP) -> Dict[str, object]:
     """``{met, teacher_val_top1, ce_val_top1, gap, min_teacher, min_gap}`` (fractions in [0, 1])."""
     t, c = float(teacher_val_top1), float(ce_val_top1)
-    return {"met": bool(t >= min_teacher and t - c >= min_gap), "teacher_val_top1": t, "ce_val_top1": c,
+    eps = 1e-9  # 0.70 - 0.50 is 0.19999999999999996 in floating point: a gap of exactly min_gap passes
+    return {"met": bool(t >= min_teacher - eps and t - c >= min_gap - eps), "teacher_val_top1": t, "ce_val_top1": c,
             "gap": t - c, "min_teacher": float(min_teacher), "min_gap": float(min_gap)}
 
 
