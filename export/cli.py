@@ -5,12 +5,13 @@ false`` in manifest.json); 2 = bad input or environment (nothing written).
 """
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import click
+
+from runtime.console import setup_logging
 
 from .exporter import FORMAT_CHOICES, PRECISIONS
 
@@ -24,13 +25,7 @@ def _fail(msg: str) -> None:
 
 
 def _setup_logging() -> None:
-    logger = logging.getLogger("pand.export")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    setup_logging("pand.export")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

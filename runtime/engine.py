@@ -33,6 +33,7 @@ import numpy as np
 
 from pand.errors import ArtifactError, PandError
 
+from .console import setup_logging
 from .manifest import (MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
                        load_bundle, publish_bundle, sha256_file)
 
@@ -204,13 +205,7 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
 
 
 def _setup_logging() -> None:
-    logger = logging.getLogger("pand.engine")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    setup_logging("pand.engine")
 
 
 def _cli():

@@ -196,14 +196,22 @@ def checkpoint_config(root: Path) -> Optional[Tuple[Dict[str, Any], Path]]:
     root = Path(root)
     if not has_checkpoint(root):
         return None
+
+    def config_of(d: Path) -> Dict[str, Any]:
+        with safe_open(str(d / "model.safetensors"), framework="pt") as f:
+            return json.loads((f.metadata() or {})["config"])
+
+    return _read_last(root, config_of)
+
+
+def _read_last(root: Path, read):
+    """``(read(epoch_dir), epoch_dir)`` for the checkpoint ``last.json`` points at; any damage is an ArtifactError."""
     try:
         d = root / read_json(root / "last.json")["dir"]
-        with safe_open(str(d / "model.safetensors"), framework="pt") as f:
-            config = json.loads((f.metadata() or {})["config"])
-    except Exception as e:  # noqa: BLE001 - any damage: the same message as load_last_checkpoint
-        raise ArtifactError(f"checkpoint in {root} is unreadable ({type(e).__name__}); delete the run directory's "
-                            f"nsd/ folder to start over") from None
-    return config, d
+        return read(d), d
+    except Exception as e:  # noqa: BLE001 - safetensors and json raise their own error types
+        raise ArtifactError(f"checkpoint in {root} is unreadable ({type(e).__name__}: {e}); delete the run "
+                            f"directory's nsd/ folder to start over") from None
 
 
 def has_checkpoint(root: Path) -> bool:
@@ -231,13 +239,7 @@ def load_last_checkpoint(root: Path, map_location: str | torch.device = "cpu"
     root = Path(root)
     if not has_checkpoint(root):
         return None
-    try:
-        ptr = read_json(root / "last.json")
-        d = root / ptr["dir"]
-        tensors, meta = load_tensors(d / "model.safetensors")
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
-        raise ArtifactError(f"checkpoint in {root} is unreadable ({type(e).__name__}: {e}); delete the run "
-                            f"directory's nsd/ folder to start over") from None
+    (tensors, meta), d = _read_last(root, lambda d: load_tensors(d / "model.safetensors"))
     try:
         state = torch.load(d / "state.pt", map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - never echo torch's text: it suggests an unsafe load

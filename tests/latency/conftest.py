@@ -17,7 +17,8 @@ Three modes, chosen from the command line and the environment:
 The device key (``runtime.device.device_key``) names what decides the speed: CPU vendor, family/model, model
 string, the kernel-changing ISA features (avx2, avx512f, avx512_vnni, avx_vnni, amx), logical CPUs, ONNX Runtime
 threads and version. Threads: ``PAND_LATENCY_THREADS`` (default ``min(4, cpu_count)``). Each number is the median over
-``PAND_LATENCY_RUNS`` (default 5) runs of the per-run p50 latency, the configurations interleaved run by run so that
+``PAND_LATENCY_RUNS`` (default 5 in relative mode, 15 in strict and record mode) runs of the per-run p50 latency, the
+configurations interleaved run by run so that
 a change in machine load affects all of them alike; the ratios use the median of the per-run ratios (run ``i`` of
 one configuration against run ``i`` of the other).
 """
@@ -64,7 +65,7 @@ def latency_bundles(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def latency_medians(latency_bundles, latency_threads):
+def latency_medians(latency_bundles, latency_threads, latency_mode):
     """Batch-1 medians (ms): ``fp32``, ``int8-cpu`` (default sessions) and ``fp32-noopt`` (optimisations off), plus
     the device key they belong to."""
     from runtime import Predictor
@@ -75,7 +76,8 @@ def latency_medians(latency_bundles, latency_threads):
     int8 = Predictor.from_bundle(latency_bundles["int8-cpu"], threads=latency_threads)
     noopt = Predictor.from_bundle(latency_bundles["fp32"], threads=latency_threads, graph_optimization="disable")
     x = normalize_u8(fp32.reference()["images_u8"][:1], fp32.spec)
-    runs = int(os.environ.get("PAND_LATENCY_RUNS", 5))
+    # strict checks and recordings take 15 interleaved runs (a 2-vCPU VM drifts by 10-15% between 5-run medians)
+    runs = int(os.environ.get("PAND_LATENCY_RUNS", 5 if latency_mode == "relative" else 15))
     t0 = time.perf_counter()
     per_run = interleaved_runs({"fp32": lambda: fp32.backend.run(x), "int8-cpu": lambda: int8.backend.run(x),
                                 "fp32-noopt": lambda: noopt.backend.run(x)}, runs=runs, iterations=15)

@@ -104,3 +104,14 @@ def toy():
     return SimpleNamespace(make_cfg=make_cfg, make_splits=make_splits, make_anchors=make_anchors,
                            FakeTeacher=FakeTeacher, mean=STUDENT_MEAN, std=STUDENT_STD,
                            epochs=epoch_records)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """Overrides that shrink tiny.yaml to seconds: 32 px, 4 train + 2 test images per class, 1 epoch each."""
+    cache = tmp_path_factory.mktemp("cache")
+    return [
+        f"cache_dir={cache}", "trainer.tensorboard=false", "data.synthetic.train_per_class=4",
+        "data.synthetic.test_per_class=2", "data.synthetic.image_size=32", "student.image_size=32",
+        "student.resize_size=36", "psc.epochs=1", "nsd.epochs=1", "nsd.batch_size=16", "trainer.log_every=1",
+    ]

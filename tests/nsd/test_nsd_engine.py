@@ -11,6 +11,8 @@ from pand.nsd.checkpoint import best_weights_path
 from pand.nsd.metrics import read_metrics
 from pand.utils.io import load_tensors
 
+from nsd_sources import NaNAt
+
 
 def _fit(toy, out, cfg, splits=None, teacher=None, anchors=None, **kw):
     splits = splits or toy.make_splits()
@@ -95,30 +97,9 @@ def test_resume_refuses_other_config(toy, tmp_path):
     _fit(toy, tmp_path, toy.make_cfg("recipe=pand", "nsd.epochs=1", "trainer.log_every=5"), resume=True)
 
 
-class _NaNAfter:
-    """A teacher source that turns non-finite at (epoch, step)."""
-
-    def __init__(self, inner, epoch, step):
-        self.inner, self.at, self.epoch, self.step = inner, (epoch, step), 0, 0
-        self.embed_dim = inner.embed_dim
-
-    def set_epoch(self, epoch):
-        self.epoch, self.step = epoch, 0
-        self.inner.set_epoch(epoch)
-
-    def views(self, epoch, count):
-        return self.inner.views(epoch, count)
-
-    def features(self, images, indices):
-        f = self.inner.features(images, indices)
-        hit = (self.epoch, self.step) == self.at
-        self.step += 1
-        return f * float("nan") if hit else f
-
-
 def test_nan_loss_stops_with_step_term_and_last_checkpoint(toy, tmp_path):
     cfg = toy.make_cfg("recipe=pand")
-    source = _NaNAfter(LiveTeacher(toy.FakeTeacher(), toy.mean, toy.std), epoch=1, step=1)
+    source = NaNAt(LiveTeacher(toy.FakeTeacher(), toy.mean, toy.std), epoch=1, step=1)
     with pytest.raises(NonFiniteLossError) as e:
         fit(cfg, tmp_path, toy.make_splits(), source, toy.make_anchors())
     msg = str(e.value)

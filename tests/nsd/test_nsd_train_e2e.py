@@ -13,17 +13,6 @@ from pand.utils.io import load_tensors
 TINY = str(config_dir() / "tiny.yaml")
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """Overrides that shrink tiny.yaml to seconds: 32 px, 4 train + 2 test images per class, 1 epoch each."""
-    cache = tmp_path_factory.mktemp("cache")
-    return [
-        f"cache_dir={cache}", "trainer.tensorboard=false", "data.synthetic.train_per_class=4",
-        "data.synthetic.test_per_class=2", "data.synthetic.image_size=32", "student.image_size=32",
-        "student.resize_size=36", "psc.epochs=1", "nsd.epochs=1", "nsd.batch_size=16", "trainer.log_every=1",
-    ]
-
-
 def test_pand_train_cli_runs_both_stages(small, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as e:

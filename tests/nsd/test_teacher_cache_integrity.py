@@ -18,6 +18,8 @@ from pand.nsd.teacher_cache import TeacherFeatureCache, build_teacher_cache
 from pand.utils.io import load_tensors, save_tensors
 from pand.utils.lock import LOCK_NAME, LockedError, exclusive_lock
 
+from nsd_sources import NaNAt
+
 
 def _dataset(root: Path, toy, n=12) -> FGVCDataset:
     pp = PreprocessCfg(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
@@ -95,30 +97,9 @@ def test_a_cache_entry_being_built_is_locked(toy, tmp_path):
     assert (root / "manifest.json").is_file()
 
 
-class _NaNAt:
-    """A teacher source whose features are NaN at one (epoch, step)."""
-
-    def __init__(self, inner, epoch, step):
-        self.inner, self.at, self.epoch, self.step = inner, (epoch, step), 0, 0
-        self.embed_dim = inner.embed_dim
-
-    def set_epoch(self, epoch):
-        self.epoch, self.step = epoch, 0
-        self.inner.set_epoch(epoch)
-
-    def views(self, epoch, count):
-        return self.inner.views(epoch, count)
-
-    def features(self, images, indices):
-        f = self.inner.features(images, indices)
-        hit = (self.epoch, self.step) == self.at
-        self.step += 1
-        return f * float("nan") if hit else f
-
-
 def test_skip_nonfinite_steps_skips_and_counts(toy, tmp_path):
     cfg = toy.make_cfg("recipe=pand", "nsd.epochs=2", "trainer.skip_nonfinite_steps=true")
-    source = _NaNAt(LiveTeacher(toy.FakeTeacher(), toy.mean, toy.std), epoch=1, step=1)
+    source = NaNAt(LiveTeacher(toy.FakeTeacher(), toy.mean, toy.std), epoch=1, step=1)
     with pytest.warns(UserWarning, match=r"skipped \(trainer.skip_nonfinite_steps=true\): non-finite loss at "
                                          r"epoch 1 step 1"):
         res = fit(cfg, tmp_path, toy.make_splits(), source, toy.make_anchors())

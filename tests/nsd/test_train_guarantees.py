@@ -23,17 +23,6 @@ TINY = str(config_dir() / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return [
-        f"cache_dir={cache}", "trainer.tensorboard=false", "data.synthetic.train_per_class=4",
-        "data.synthetic.test_per_class=2", "data.synthetic.image_size=32", "student.image_size=32",
-        "student.resize_size=36", "psc.epochs=1", "nsd.epochs=1", "nsd.batch_size=16", "trainer.log_every=1",
-        "psc.n_ctx=4",
-    ]
-
-
-@pytest.fixture(scope="module")
 def finished(small, tmp_path_factory):
     """A finished run (both stages) with psc.n_ctx=4."""
     run_dir = tmp_path_factory.mktemp("finished")
