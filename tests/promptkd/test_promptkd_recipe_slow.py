@@ -17,17 +17,13 @@ def _cfg(tmp, *overrides):
     ])
 
 
-def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
-    import pand.promptkd.recipe as recipe
-    from pand.utils.io import load_tensors
-
-    cfg = _cfg(tmp_path)
+def _straight_and_interrupted(recipe, cfg, tmp_path, monkeypatch, stop_epoch, before_resume=None):
+    """A straight run, and a run interrupted (KeyboardInterrupt) at ``stop_epoch`` then resumed: their summaries."""
     straight = recipe.run(cfg, tmp_path / "straight", progress=False)
-
     original = recipe._train_epoch
 
     def interrupted(ctx, loader, source, optimizer, scaler, epoch):
-        if epoch == 2:
+        if epoch == stop_epoch:
             raise KeyboardInterrupt
         return original(ctx, loader, source, optimizer, scaler, epoch)
 
@@ -35,7 +31,17 @@ def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         recipe.run(cfg, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(recipe, "_train_epoch", original)
-    resumed = recipe.run(cfg, tmp_path / "resumed", resume=True, progress=False)
+    if before_resume is not None:
+        before_resume()
+    return straight, recipe.run(cfg, tmp_path / "resumed", resume=True, progress=False)
+
+
+def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
+    import pand.promptkd.recipe as recipe
+    from pand.utils.io import load_tensors
+
+    cfg = _cfg(tmp_path)
+    straight, resumed = _straight_and_interrupted(recipe, cfg, tmp_path, monkeypatch, stop_epoch=2)
 
     a = load_tensors(tmp_path / "straight" / "student.safetensors")[0]
     b = load_tensors(tmp_path / "resumed" / "student.safetensors")[0]
@@ -65,21 +71,10 @@ def test_promptsrc_run_resumes_without_retraining_the_teacher(tmp_path, monkeypa
     from pand.promptkd import promptsrc
 
     cfg = _cfg(tmp_path, "promptkd.teacher_prompts=promptsrc", "promptkd.promptsrc.epochs=2", "promptkd.epochs=2")
-    straight = recipe.run(cfg, tmp_path / "straight", progress=False)
-
-    original = recipe._train_epoch
-
-    def interrupted(ctx, loader, source, optimizer, scaler, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(ctx, loader, source, optimizer, scaler, epoch)
-
-    monkeypatch.setattr(recipe, "_train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        recipe.run(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(recipe, "_train_epoch", original)
-    monkeypatch.setattr(promptsrc, "train_promptsrc_teacher", lambda *a, **k: pytest.fail("teacher retrained"))
-    resumed = recipe.run(cfg, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = _straight_and_interrupted(
+        recipe, cfg, tmp_path, monkeypatch, stop_epoch=1,
+        before_resume=lambda: monkeypatch.setattr(promptsrc, "train_promptsrc_teacher",
+                                                  lambda *a, **k: pytest.fail("teacher retrained")))
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
     assert resumed["results"] == straight["results"]
     assert resumed["class_vectors"]["promptsrc_prompts_sha"] == straight["class_vectors"]["promptsrc_prompts_sha"]
