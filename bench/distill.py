@@ -71,7 +71,8 @@ def main(config_path, run_dir, seeds, variants, overrides):
     """Run every variant with every seed and report test top-1 mean +- std."""
     from pand.config import config_dir, load_config
     from pand.demo.regime import regime_gate
-    from pand.demo.world import prepare_world, train_or_reuse
+    from pand.demo.world import prepare_world, teacher_zero_shot, train_or_reuse
+    from pand.models.teacher import create_teacher
     from pand.train import run as train_run
     from pand.utils.io import atomic_write_json, atomic_write_text
 
@@ -84,9 +85,6 @@ def main(config_path, run_dir, seeds, variants, overrides):
     config_path = config_path or str(config_dir() / "demo.yaml")
     run_dir = Path(run_dir)
     world = prepare_world(config_path, list(overrides))
-    from pand.demo.world import teacher_zero_shot
-    from pand.models.teacher import create_teacher
-
     zs = teacher_zero_shot(world, create_teacher(world.cfg.teacher))
     results: Dict[str, Dict] = {}
     for name in names:

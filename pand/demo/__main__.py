@@ -4,7 +4,7 @@ Steps (each reuses its cached result on a second run):
 
 1. build the synthetic benchmark (24 fine-grained classes, 64 px) with its captioned *web pool* of every class,
    disjoint from the student's images;
-2. pre-train the demo teacher (an open_clip ViT) contrastively on the web pool, early-stopped on validation
+2. pre-train the demo teacher (a small open_clip ModifiedResNet) contrastively on the web pool, early-stopped on validation
    zero-shot top-1 (:mod:`pand.demo.teacher_pretrain`), and report what it knows (zero-shot top-1 on val and test,
    per attribute);
 3. Stage PSC + Stage NSD for the recipes ``ce``, ``vl2lite``, ``pand`` (same student, data, seed, optimiser,
@@ -133,7 +133,7 @@ def main(config_path, run_dir, quick, fresh, overrides):
     _say("1/6 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
     from pand.models.teacher import create_teacher
 
-    world = prepare_world(config_path, [*(QUICK if quick else []), *overrides], quick=quick,
+    world = prepare_world(config_path, [*(QUICK if quick else []), *overrides],
                           pretrain_steps=40 if quick else None)
     cfg, over = world.cfg, world.overrides
     results["world"] = {"web_images": world.web_images, "classes": len(world.classes),

@@ -38,7 +38,7 @@ def _pretrain_meta(ckpt: Path) -> Dict[str, Any]:
         return {}
 
 
-def prepare_world(config_path: str, overrides: Sequence[str], quick: bool = False, progress: bool = True,
+def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = True,
                   pretrain_steps: Optional[int] = None) -> DemoWorld:
     """Build the benchmark, pre-train (or reuse) the teacher and the PromptKD student init on the web pool.
 
