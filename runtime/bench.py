@@ -15,8 +15,8 @@ could be compared at all or a folder now holds a different model than in the bas
 file's sha256, so a renamed folder still matches and a re-exported model never passes as "no regression"). The
 baseline is read before anything runs and is never overwritten (``--json``/``--markdown`` may not name it).
 
-``--pytorch RUN`` (where torch is installed; imported only then) adds rows for the run's PyTorch student on the same
-images and batch sizes: eager, and ``torch.compile`` when it compiles here (a failure is a row that says why). Those
+``--pytorch RUN`` (where torch is installed) adds rows for the run's PyTorch student on the same images and batch
+sizes, timed by :mod:`export.torch_bench` (imported only then; the runtime itself never imports torch): eager, and ``torch.compile`` when it compiles here (a failure is a row that says why). Those
 rows are ``backend=pytorch``; every row then shows its p50 speedup over the PyTorch eager row of the same batch
 (``vs torch``), and the PyTorch rows' agreement is against the logits stored in the bundle (the same student at
 export time). TensorRT latencies are end-to-end host time per call (H2D copy + compute + D2H copy + sync); the
@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import json
+import importlib
 import os
 import platform
 import sys
@@ -118,6 +119,13 @@ class BenchRow:
         if not self.model_sha256:
             return None
         return f"{self.model_sha256}/{self.backend}/{self.precision}/b{self.batch}"
+
+    def set_timing(self, samples_ms: np.ndarray) -> None:
+        """Fill the latency columns from timed calls ``[n]`` (ms) of one batch of :attr:`batch` images."""
+        st = latency_stats(samples_ms, self.batch)
+        self.p50_ms, self.p90_ms, self.p99_ms = st["p50_ms"], st["p90_ms"], st["p99_ms"]
+        self.mean_ms, self.cv, self.throughput = st["mean_ms"], st["cv"], st["throughput"]
+        self.iterations, self.seconds = len(samples_ms), float(np.sum(samples_ms) / 1000.0)
 
 
 def measure(fn: Callable[[], Any], warmup_ms: float = 200.0, iterations: int = 50,
@@ -278,10 +286,7 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
             if gpu_ms:
                 timed = [v for v in gpu_ms[-len(samples):] if v is not None]
                 row.gpu_p50_ms = float(np.percentile(timed, 50)) if timed else None
-            st = latency_stats(samples, b)
-            row.p50_ms, row.p90_ms, row.p99_ms = st["p50_ms"], st["p90_ms"], st["p99_ms"]
-            row.mean_ms, row.cv, row.throughput = st["mean_ms"], st["cv"], st["throughput"]
-            row.iterations, row.seconds = len(samples), float(samples.sum() / 1000.0)
+            row.set_timing(samples)
             if row.valid is False:
                 row.reason = "; ".join(x for x in ("bundle marked invalid by pand-export", row.reason) if x)
         except Exception as e:  # noqa: BLE001
@@ -291,7 +296,7 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
     return rows
 
 
-def _reference_of(bundles: Sequence[Path]) -> tuple[Optional[Dict[str, np.ndarray]], Any]:
+def reference_of(bundles: Sequence[Path]) -> tuple[Optional[Dict[str, np.ndarray]], Any]:
     """The first bundle's ``reference.npz`` and manifest (the images every row is timed and judged on)."""
     from .manifest import REFERENCE_NAME, bundle_file, load_manifest
 
@@ -307,76 +312,24 @@ def _reference_of(bundles: Sequence[Path]) -> tuple[Optional[Dict[str, np.ndarra
     return None, None
 
 
+def pytorch_error_rows(run: Path, opts: BenchOptions, reason: str,
+                       variants: Optional[Sequence[str]] = None) -> List[BenchRow]:
+    """One ``status=error`` row per PyTorch variant (``eager``, ``compile``) and batch size, saying ``reason``."""
+    variants = variants or ["eager"] + (["compile"] if opts.torch_compile else [])
+    return [BenchRow(bundle=str(run), name=Path(run).name, backend="pytorch", precision=f"fp32-{v}", batch=int(b),
+                     status="error", reason=reason) for v in variants for b in opts.batches]
+
+
 def bench_pytorch(run: Path, bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
     """Rows for the PyTorch student of ``run`` (eager, then ``torch.compile``) on the first bundle's reference images
-    and the same batch sizes; torch and the training stack are imported here only. Failures become error rows."""
-    run = Path(run)
-    variants = ["eager"] + (["compile"] if opts.torch_compile else [])
-    base = BenchRow(bundle=str(run), name=run.name, backend="pytorch", precision="fp32")
-
-    def failed(variant: str, reason: str) -> List[BenchRow]:
-        return [BenchRow(**{**asdict(base), "precision": f"fp32-{variant}", "batch": int(b), "status": "error",
-                            "reason": reason}) for b in opts.batches]
-
+    and the same batch sizes. The timing lives on the torch side of pand (:mod:`export.torch_bench`), imported only
+    here, so the runtime itself never imports torch; without torch every row is an error naming the extra."""
     try:
-        import torch
-
-        from export.source import load_source
+        torch_bench = importlib.import_module("export.torch_bench")
+        return torch_bench.time_pytorch_student(Path(run), bundles, opts)
     except ImportError as e:
-        return [r for v in variants for r in failed(v, f"--pytorch needs torch and pand's training stack ({e}): "
-                                                        f"pip install 'pand[train]'")]
-    from .metrics import compare_logits
-    from .preprocess import normalize_u8
-
-    try:
-        src = load_source(run)
-    except Exception as e:  # noqa: BLE001
-        return [r for v in variants for r in failed(v, f"load: {e}")]
-    if opts.threads:
-        torch.set_num_threads(int(opts.threads))
-    ref, m = _reference_of(bundles)
-    spec = src.preprocess
-    s = spec.image_size
-    if ref is not None and m is not None and m.preprocess != spec:
-        ref = None  # another preprocessing: the stored images are not this model's input
-    pool = normalize_u8(ref["images_u8"], spec) if ref is not None else \
-        np.random.default_rng(0).standard_normal((8, 3, s, s)).astype(np.float32)
-    rows: List[BenchRow] = []
-    eager = src.model.eval()
-    for variant in variants:
-        vbase = BenchRow(**{**asdict(base), "precision": f"fp32-{variant}", "model_sha256": src.checkpoint_sha256})
-        vbase.details = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
-                         "checkpoint": str(src.checkpoint), "arch": src.arch}
-        try:
-            model = eager if variant == "eager" else torch.compile(eager, dynamic=False)
-
-            def forward(x: np.ndarray, model=model) -> np.ndarray:
-                with torch.inference_mode():
-                    return model(torch.from_numpy(x)).numpy()
-
-            if ref is not None:
-                logits = np.concatenate([forward(np.ascontiguousarray(pool[i:i + 32]))
-                                         for i in range(0, len(pool), 32)])
-                res = compare_logits(ref["logits"], logits, ref["labels"] if len(ref.get("labels", [])) else None)
-                vbase.agreement, vbase.max_abs_diff = res.top1_agreement, res.max_abs
-                vbase.top1, vbase.n_eval, vbase.eval_source = res.acc_out, res.n, "bundle parity images (test split)"
-        except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
-            what = "torch.compile failed" if variant == "compile" else "PyTorch failed"
-            rows.extend(failed(variant, f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
-            continue
-        for b in opts.batches:
-            row = BenchRow(**{**asdict(vbase), "batch": int(b), "details": dict(vbase.details)})
-            try:
-                x = np.ascontiguousarray(np.resize(pool, (int(b), 3, s, s)).astype(np.float32))
-                samples = measure(lambda: forward(x), opts.warmup_ms, opts.iterations, opts.min_time)
-                st = latency_stats(samples, int(b))
-                row.p50_ms, row.p90_ms, row.p99_ms = st["p50_ms"], st["p90_ms"], st["p99_ms"]
-                row.mean_ms, row.cv, row.throughput = st["mean_ms"], st["cv"], st["throughput"]
-                row.iterations, row.seconds = len(samples), float(samples.sum() / 1000.0)
-            except Exception as e:  # noqa: BLE001
-                row.status, row.reason = "error", f"{type(e).__name__}: {e}"
-            rows.append(row)
-    return rows
+        return pytorch_error_rows(run, opts, f"--pytorch needs torch and pand's training stack ({e}): "
+                                             f"pip install 'pand[train]'")
 
 
 def add_speedups(rows: Sequence[BenchRow]) -> None:

@@ -1,0 +1,80 @@
+"""``pand-bench --pytorch RUN``: the run's PyTorch student timed like a bundle (the torch side of pand-bench).
+
+The runtime never imports torch; :func:`runtime.bench.bench_pytorch` imports this module only when ``--pytorch`` is
+given. The student runs on the first bundle's reference images (the stored parity images, preprocessed with the
+bundle's own spec) at every batch size of the run, eager and, when it compiles here, through ``torch.compile``;
+agreement is measured against the PyTorch logits stored in the bundle.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+from runtime.bench import BenchOptions, BenchRow, measure, pytorch_error_rows, reference_of
+from runtime.metrics import compare_logits
+from runtime.preprocess import normalize_u8
+
+__all__ = ["time_pytorch_student"]
+
+
+def time_pytorch_student(run: Path, bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
+    """Rows ``backend=pytorch``, ``precision=fp32-eager|fp32-compile``, one per batch size; failures are error rows.
+
+    Raises:
+        ImportError: torch or pand's training stack is not installed (the caller turns it into error rows).
+    """
+    import torch  # imported here: a missing torch must reach the caller as ImportError, even after a first import
+
+    from .source import load_source
+
+    variants = ["eager"] + (["compile"] if opts.torch_compile else [])
+    try:
+        src = load_source(run)
+    except Exception as e:  # noqa: BLE001 - a run that cannot be loaded is a row, not a crash
+        return pytorch_error_rows(run, opts, f"load: {e}", variants)
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    ref, m = reference_of(bundles)
+    spec = src.preprocess
+    s = spec.image_size
+    if ref is not None and m is not None and m.preprocess != spec:
+        ref = None  # another preprocessing: the stored images are not this model's input
+    pool = normalize_u8(ref["images_u8"], spec) if ref is not None else \
+        np.random.default_rng(0).standard_normal((8, 3, s, s)).astype(np.float32)
+    base = BenchRow(bundle=str(run), name=run.name, backend="pytorch", precision="fp32")
+    rows: List[BenchRow] = []
+    eager = src.model.eval()
+    for variant in variants:
+        vbase = BenchRow(**{**asdict(base), "precision": f"fp32-{variant}", "model_sha256": src.checkpoint_sha256})
+        vbase.details = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+                         "checkpoint": str(src.checkpoint), "arch": src.arch}
+        try:
+            model = eager if variant == "eager" else torch.compile(eager, dynamic=False)
+
+            def forward(x: np.ndarray, model=model) -> np.ndarray:
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x)).numpy()
+
+            if ref is not None:
+                logits = np.concatenate([forward(np.ascontiguousarray(pool[i:i + 32]))
+                                         for i in range(0, len(pool), 32)])
+                res = compare_logits(ref["logits"], logits, ref["labels"] if len(ref.get("labels", [])) else None)
+                vbase.agreement, vbase.max_abs_diff = res.top1_agreement, res.max_abs
+                vbase.top1, vbase.n_eval, vbase.eval_source = res.acc_out, res.n, "bundle parity images (test split)"
+        except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
+            what = "torch.compile failed" if variant == "compile" else "PyTorch failed"
+            rows.extend(pytorch_error_rows(run, opts, f"{what}: {type(e).__name__}: "
+                                                      f"{str(e).splitlines()[0] if str(e) else ''}", [variant]))
+            continue
+        for b in opts.batches:
+            row = BenchRow(**{**asdict(vbase), "batch": int(b), "details": dict(vbase.details)})
+            try:
+                x = np.ascontiguousarray(np.resize(pool, (int(b), 3, s, s)).astype(np.float32))
+                row.set_timing(measure(lambda: forward(x), opts.warmup_ms, opts.iterations, opts.min_time))
+            except Exception as e:  # noqa: BLE001
+                row.status, row.reason = "error", f"{type(e).__name__}: {e}"
+            rows.append(row)
+    return rows
