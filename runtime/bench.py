@@ -16,8 +16,8 @@ file's sha256, so a renamed folder still matches and a re-exported model never p
 baseline is read before anything runs and is never overwritten (``--json``/``--markdown`` may not name it).
 
 ``--pytorch RUN`` (where torch is installed) adds rows for the run's PyTorch student on the same images and batch
-sizes, timed by :mod:`export.torch_bench` (imported only then; the runtime itself never imports torch): eager, and ``torch.compile`` when it compiles here (a failure is a row that says why). Those
-rows are ``backend=pytorch``; every row then shows its p50 speedup over the PyTorch eager row of the same batch
+sizes, timed by :mod:`export.torch_bench` (imported only then; the runtime itself never imports torch): eager, and
+``torch.compile`` when it compiles here (a failure is a row that says why). Those rows are ``backend=pytorch``; every row then shows its p50 speedup over the PyTorch eager row of the same batch
 (``vs torch``), and the PyTorch rows' agreement is against the logits stored in the bundle (the same student at
 export time). TensorRT latencies are end-to-end host time per call (H2D copy + compute + D2H copy + sync); the
 ``GPU ms`` column is the median GPU compute time of ``execute_async_v3`` from CUDA events. Rows whose coefficient of
