@@ -43,22 +43,8 @@ def make_splits(tmp_path):
     """``make_splits(num_classes=6)``: DataSplits of 8-px images, 3 train / 1 val / 2 test per class."""
 
     def build(num_classes: int = 6):
-        from PIL import Image
+        from pk_splits import tiny_splits
 
-        from pand.data.base import DataSplits, FGVCDataset
-
-        names = [f"class {c}" for c in range(num_classes)]
-
-        def split(name, per_class):
-            samples = []
-            for c in range(num_classes):
-                for k in range(per_class):
-                    p = tmp_path / name / f"{c}_{k}.png"
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                    Image.new("RGB", (8, 8), (c * 40, k * 60, 0)).save(p)
-                    samples.append((str(p), c))
-            return FGVCDataset(samples, names, name=name)
-
-        return DataSplits(train=split("train", 3), val=split("val", 1), test=split("test", 2), class_names=names)
+        return tiny_splits(tmp_path, num_classes)
 
     return build

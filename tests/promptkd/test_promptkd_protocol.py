@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from pand.data.base import DataSplits, FGVCDataset
 from pand.errors import DataError
 from pand.promptkd.protocol import (
     UnlabeledDataset,
@@ -18,23 +17,11 @@ from pand.promptkd.protocol import (
     subset_accuracy,
 )
 
+from pk_splits import tiny_splits
+
 
 def _splits(tmp_path, num_classes=5, base=None, novel=None, with_test=True):
-    from PIL import Image
-
-    def split(name, per_class):
-        samples = []
-        for c in range(num_classes):
-            for k in range(per_class):
-                p = tmp_path / name / f"{c}_{k}.png"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (8, 8), (c * 40, k * 60, 0)).save(p)
-                samples.append((str(p), c))
-        return FGVCDataset(samples, names, name=name)
-
-    names = [f"class {c}" for c in range(num_classes)]
-    return DataSplits(train=split("train", 3), val=split("val", 1), test=split("test", 2) if with_test else None,
-                      class_names=names, base_classes=base, novel_classes=novel)
+    return tiny_splits(tmp_path, num_classes, base, novel, with_test)
 
 
 def test_base_novel_is_first_ceil_half(tmp_path):
