@@ -11,11 +11,10 @@ from typing import Optional, Sequence
 
 import click
 
-from runtime.console import setup_logging
+from runtime.console import report_parity, setup_logging
 
 from .exporter import FORMAT_CHOICES, PRECISIONS
 
-EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
@@ -133,12 +132,7 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
     if not any(x.format == "tensorrt" for x in m.models):
         click.echo(f"  TensorRT: copy the bundle to the device and run pand-engine {result.bundle.name} there")
     click.echo(f"  Benchmark: pand-bench {result.bundle}")
-    if not result.valid:
-        click.echo("pand-export: the bundle FAILED its parity check and is marked valid: false:", err=True)
-        for f in result.failures:
-            click.echo(f"  - {f}", err=True)
-        sys.exit(EXIT_INVALID)
-    click.echo("  valid: true (parity check passed)")
+    report_parity("pand-export", "the bundle", result.valid, result.failures)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from pand.errors import ArtifactError, PandError
 
-from .console import setup_logging
+from .console import report_parity, setup_logging
 from .manifest import (MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
                        load_bundle, publish_bundle, sha256_file)
 
@@ -42,7 +42,6 @@ __all__ = ["EngineResult", "build_engine_bundle", "engine_parity", "main"]
 log = logging.getLogger("pand.engine")
 
 ENGINE_NAME = "model.engine"
-EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
@@ -251,12 +250,7 @@ def _cli():
                    f"{eng.info.get('gpu_name')} (sm {eng.info.get('compute_capability')}), {res.manifest.precision}"
                    f"{', TF32' if eng.info.get('tf32') else ''}")
         click.echo(f"  Benchmark: pand-bench {res.bundle} --batch 1 --batch {res.manifest.max_batch}")
-        if not res.valid:
-            click.echo("pand-engine: the engine FAILED its parity check; the bundle is marked valid: false:", err=True)
-            for f in res.failures:
-                click.echo(f"  - {f}", err=True)
-            sys.exit(EXIT_INVALID)
-        click.echo("  valid: true (parity check passed)")
+        report_parity("pand-engine", "the engine", res.valid, res.failures)
 
     return cli
 
