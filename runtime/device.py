@@ -21,13 +21,11 @@ import re
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Mapping, Optional
 
-__all__ = ["SPEED_FEATURES", "INT8_DOT_FEATURES", "cpu_info", "cpu_features", "cpu_model", "has_int8_dot_product",
+__all__ = ["SPEED_FEATURES", "cpu_info", "cpu_features", "cpu_model",
            "device_identity", "device_key", "identity_diff", "gpu_power_mode", "clock_info"]
 
 #: x86 / Arm features that select different ONNX Runtime CPU kernels (fp32 GEMM width, int8 dot products).
 SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "asimddp", "i8mm")
-#: Any of these gives the CPU an int8 dot-product instruction, which is what makes u8s8 int8 clearly faster.
-INT8_DOT_FEATURES = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
 
 _CPUINFO = Path("/proc/cpuinfo")
 _NVPMODEL_STATUS = Path("/var/lib/nvpmodel/status")
@@ -77,11 +75,6 @@ def cpu_features(cpuinfo_text: Optional[str] = None) -> FrozenSet[str]:
 def cpu_model() -> str:
     """The CPU model string (``/proc/cpuinfo`` ``model name``, else :func:`platform.processor`)."""
     return str(cpu_info()["model_name"])
-
-
-def has_int8_dot_product(features: FrozenSet[str]) -> bool:
-    """Whether ``features`` include an int8 dot-product instruction (:data:`INT8_DOT_FEATURES`)."""
-    return bool(INT8_DOT_FEATURES & set(features))
 
 
 def _logical_cpus() -> int:

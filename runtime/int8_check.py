@@ -24,10 +24,12 @@ in the bundle (``models[].info.int8.validated_cpu``); :func:`int8_cpu_warning` c
 """
 from __future__ import annotations
 
-from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+from .device import cpu_features, cpu_info
 
 __all__ = ["INT8_PATHS", "EXACT_PATHS", "RECORDED_FEATURES", "Int8CpuWarning", "int8_kernel_path",
-           "int8_kernels_saturate", "validated_cpu", "int8_cpu_warning"]
+           "has_exact_int8_kernels", "int8_kernels_saturate", "validated_cpu", "int8_cpu_warning"]
 
 INT8_PATHS = ("amx", "avx512_vnni", "avx_vnni", "avx512bw", "avx2", "arm_i8mm", "arm_dotprod", "generic")
 EXACT_PATHS = frozenset({"amx", "avx512_vnni", "avx_vnni", "arm_i8mm", "arm_dotprod"})
@@ -39,21 +41,6 @@ RECORDED_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "
 
 class Int8CpuWarning(UserWarning):
     """An int8 bundle runs on a CPU whose int8 kernels differ from the CPU it was validated on."""
-
-
-def _features(cpuinfo_text: Optional[str] = None) -> FrozenSet[str]:
-    try:
-        from .device import cpu_features
-    except ImportError:  # pragma: no cover - device.py is part of the runtime; keep a reader for safety
-        try:
-            text = cpuinfo_text if cpuinfo_text is not None else open("/proc/cpuinfo").read()
-        except OSError:
-            return frozenset()
-        for line in text.splitlines():
-            if line.lower().startswith(("flags", "features")) and ":" in line:
-                return frozenset(line.split(":", 1)[1].split())
-        return frozenset()
-    return cpu_features(cpuinfo_text)
 
 
 def int8_kernel_path(features: Iterable[str]) -> str:
@@ -76,24 +63,23 @@ def int8_kernel_path(features: Iterable[str]) -> str:
     return "generic"
 
 
+def has_exact_int8_kernels(features: Iterable[str]) -> bool:
+    """Whether a CPU with ``features`` has int8 dot-product instructions (VNNI, AMX, Arm dotprod/i8mm): exact int32
+    sums, and the kernels that make u8s8 int8 clearly faster than fp32."""
+    return int8_kernel_path(features) in EXACT_PATHS
+
+
 def int8_kernels_saturate(features: Optional[Iterable[str]] = None) -> bool:
     """Whether ONNX Runtime's int8 kernels on a CPU with ``features`` (default: this CPU) can saturate: x86 without
     VNNI/AMX (``avx2``/``avx512bw``), or an unknown CPU (``generic``, to be safe)."""
-    path = int8_kernel_path(_features() if features is None else features)
+    path = int8_kernel_path(cpu_features() if features is None else features)
     return path in _SATURATING or path == "generic"
 
 
 def validated_cpu(cpuinfo_text: Optional[str] = None) -> Dict[str, Any]:
     """This CPU as a bundle records it: ``{model_name, features (the recorded flags it has), int8_path}``."""
-    try:
-        from .device import cpu_info
-
-        name = str(cpu_info(cpuinfo_text)["model_name"])
-    except ImportError:  # pragma: no cover
-        import platform
-
-        name = platform.processor() or platform.machine() or "unknown-cpu"
-    feats = _features(cpuinfo_text)
+    name = str(cpu_info(cpuinfo_text)["model_name"])
+    feats = cpu_features(cpuinfo_text)
     return {"model_name": name, "features": [f for f in RECORDED_FEATURES if f in feats],
             "int8_path": int8_kernel_path(feats)}
 
@@ -105,7 +91,7 @@ def int8_cpu_warning(int8_info: Mapping[str, Any], features: Optional[Iterable[s
     was = validated.get("int8_path")
     if not was:
         return None
-    here = int8_kernel_path(_features() if features is None else features)
+    here = int8_kernel_path(cpu_features() if features is None else features)
     if here == was:
         return None
     msg = (f"this int8 bundle was validated on {validated.get('model_name', '?')} with ONNX Runtime's '{was}' int8 "

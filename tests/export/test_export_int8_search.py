@@ -176,10 +176,10 @@ def test_reduce_range_is_on_by_default_only_where_int8_kernels_saturate(monkeypa
     import runtime.int8_check as ic
     from export.quantize import int8_recipe
 
-    monkeypatch.setattr(ic, "_features", lambda cpuinfo_text=None: frozenset({"avx2", "fma"}))  # Zen 3
+    monkeypatch.setattr(ic, "cpu_features", lambda cpuinfo_text=None: frozenset({"avx2", "fma"}))  # Zen 3
     assert int8_recipe("cpu").reduce_range and not int8_recipe("tensorrt").reduce_range
     assert not int8_recipe("cpu", reduce_range=False).reduce_range
-    monkeypatch.setattr(ic, "_features", lambda cpuinfo_text=None: frozenset({"avx2", "avx512bw", "avx512_vnni"}))
+    monkeypatch.setattr(ic, "cpu_features", lambda cpuinfo_text=None: frozenset({"avx2", "avx512bw", "avx512_vnni"}))
     assert not int8_recipe("cpu").reduce_range and int8_recipe("cpu", reduce_range=True).reduce_range
     assert not int8_recipe("tensorrt").quantize_bias and int8_recipe("cpu").quantize_bias
 
@@ -251,7 +251,7 @@ def test_export_with_an_outlier_layer_lists_its_float_layers_in_the_manifest_and
     import runtime.int8_check as ic
     from runtime import Predictor
 
-    monkeypatch.setattr(ic, "_features", lambda cpuinfo_text=None: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(ic, "cpu_features", lambda cpuinfo_text=None: frozenset({"avx2", "fma"}))
     expect = "avx2" if info["validated_cpu"]["int8_path"] != "avx2" else None
     if expect:
         with pytest.warns(ic.Int8CpuWarning, match="saturating int16"):

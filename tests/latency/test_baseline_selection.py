@@ -2,7 +2,8 @@
 import json
 
 from latency_support import select_baseline
-from runtime.device import device_identity, device_key, has_int8_dot_product
+from runtime.device import device_identity, device_key
+from runtime.int8_check import has_exact_int8_kernels
 
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -30,7 +31,7 @@ def test_same_marketing_name_different_cpu_generation_gets_different_keys():
     ka, kb = device_key(a), device_key(b)
     assert ka != kb and "f25m1" in ka and "f26m2" in kb and "avx512vnni" in kb and "avx512" not in ka
     assert ka.endswith("-t2-ort1.32.0") and " " not in ka and "/" not in kb
-    assert not has_int8_dot_product(frozenset(ZEN3.split())) and has_int8_dot_product(frozenset(ZEN5.split()))
+    assert not has_exact_int8_kernels(frozenset(ZEN3.split())) and has_exact_int8_kernels(frozenset(ZEN5.split()))
     # the ONNX Runtime version and the thread count are part of the key
     assert device_key({**DESCRIBE, "onnxruntime_version": "1.20.0"}, ZEN3) != ka
     assert device_key({**DESCRIBE, "intra_op_threads": 1}, ZEN3) != ka

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from latency_support import BASELINE_DIR, IMAGE_SIZE, env_float, paired_ratio, select_baseline
-from runtime.device import cpu_features, has_int8_dot_product
+from runtime.device import cpu_features
+from runtime.int8_check import has_exact_int8_kernels
 
 pytestmark = pytest.mark.latency
 
@@ -24,7 +25,7 @@ def _key(name: str) -> str:
 
 
 def test_int8_cpu_bundle_is_faster_than_fp32(latency_medians, latency_mode):
-    if not has_int8_dot_product(cpu_features()):
+    if not has_exact_int8_kernels(cpu_features()):
         pytest.skip("this CPU has no int8 dot-product instructions (avx512_vnni/avx_vnni/amx_int8/asimddp): "
                     "ONNX Runtime's int8 kernels are not guaranteed to beat fp32 here")
     m, r = latency_medians["medians"], latency_medians["per_run"]
