@@ -269,6 +269,7 @@ def pretrain_teacher(
     t0 = time.time()
     curve: List[Dict[str, float]] = []
     best = (-1.0, 0, None)  # (val top-1, step, state)
+    since_best = 0  # evaluations since the best one
     losses: List[float] = []
     bar = tqdm(range(pcfg.max_steps), desc="teacher pre-training (web pool)", disable=not progress,
                dynamic_ncols=True)
@@ -301,10 +302,12 @@ def pretrain_teacher(
             curve.append({"step": step + 1, "val_top1": acc, "loss": float(np.mean(losses[-pcfg.eval_every:]))})
             bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}", val=f"{acc:.3f}", best=f"{max(acc, best[0]):.3f}")
             if acc > best[0]:
-                best = (acc, step + 1, copy.deepcopy(model.state_dict()))
-            elif len(curve) - 1 - [c["step"] for c in curve].index(best[1]) >= pcfg.patience:
-                stopped = "patience"
-                break
+                best, since_best = (acc, step + 1, copy.deepcopy(model.state_dict())), 0
+            else:
+                since_best += 1
+                if since_best >= pcfg.patience:
+                    stopped = "patience"
+                    break
     bar.close()
     model.load_state_dict(best[2])
     model.eval()

@@ -97,7 +97,8 @@ def teacher_zero_shot(world: DemoWorld, teacher) -> Dict[str, Any]:
 
     cfg, splits = world.cfg, world.splits
     anchors = handcrafted_anchors(teacher, splits.prompts())
-    attrs = {a: torch.tensor([hash(str(c["attributes"][a])) for c in world.classes]) for a in ATTRIBUTES}
+    values = {a: [str(c["attributes"][a]) for c in world.classes] for a in ATTRIBUTES}
+    attrs = {a: torch.tensor([v.index(x) for x in v]) for a, v in values.items()}  # class -> its value's id
     out: Dict[str, Any] = {}
     for split in ("val", "test"):
         feats, labels = extract_features(teacher, getattr(splits, split), Path(cfg.cache_dir) / "features",
