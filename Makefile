@@ -19,9 +19,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.cfg pyproject.toml
+# Two distributions: pand-runtime (runtime/, torch-free, what a device installs) and pand (training + export),
+# which depends on it; one pip call installs both from this checkout.
+$(STAMP): $(PY) setup.cfg pyproject.toml runtime/pyproject.toml
 	$(PIP) install --quiet $(TORCH_PIN)
-	$(PIP) install --quiet -e '.[train,export,runtime,dev]'
+	$(PIP) install --quiet -e ./runtime -e '.[train,export,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,8 @@
 # On a GPU machine with torch (CUDA) preinstalled and no package index, the script:
 #   1. creates $PAND_GPU_VENV (default .venv-gpu) with --system-site-packages, so the preinstalled torch is used;
 #   2. installs every wheel in $PAND_WHEELS (default bench/wheels) with --no-index --no-deps, then pand itself
-#      (pip install --no-deps -e .; PYTHONPATH=. when that cannot build offline), and prints `pip check`;
+#      (pip install --no-deps -e ./runtime -e .; when that cannot build offline, PYTHONPATH with the import names
+#      pand_runtime -> runtime/ and pand_export -> export/ linked in $VENV/pand-src), and prints `pip check`;
 #   3. runs bench/gpu_check.py under `timeout` ($PAND_GPU_CHECK_TIMEOUT, default 480 s; the Python side keeps to
 #      its own --budget-s, 420 s by default, and rewrites the report after every stage).
 #
@@ -72,10 +73,13 @@ if (( ${#wheels[@]} )); then
 else
   echo "gpu_check: no wheels in $WHEELS; relying on what $BASE_PY already has"
 fi
-if ! "${PIP[@]}" install --quiet --no-index --no-deps --no-build-isolation -e .; then
-  echo "gpu_check: editable install failed (no setuptools offline?); using PYTHONPATH=$REPO"
+if ! "${PIP[@]}" install --quiet --no-index --no-deps --no-build-isolation -e ./runtime -e .; then
+  # the folders runtime/ and export/ are the import packages pand_runtime and pand_export
+  SRC="$(cd "$VENV" && pwd)/pand-src"; mkdir -p "$SRC"
+  ln -sfn "$REPO/runtime" "$SRC/pand_runtime"; ln -sfn "$REPO/export" "$SRC/pand_export"
+  echo "gpu_check: editable install failed (no setuptools offline?); using PYTHONPATH=$REPO:$SRC"
+  export PYTHONPATH="$REPO:$SRC${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 echo "gpu_check: pip check (what is still missing goes into $WHEELS):"
 "${PIP[@]}" check || true
 

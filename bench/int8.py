@@ -12,7 +12,7 @@ a seeded selection of the TEST split, calibration = a seeded selection of the TR
    study's p50s are timed one model after the other and are only indicative.
 
 The CPU model and its int8-relevant features are printed first: agreement and latency of INT8 depend on the CPU's
-int8 kernels (VNNI/AMX vs AVX2, see :mod:`runtime.int8_check`), so compare numbers from one machine kind only.
+int8 kernels (VNNI/AMX vs AVX2, see :mod:`pand_runtime.int8_check`), so compare numbers from one machine kind only.
 
     python bench/int8.py runs/demo/pand                       # the full study (minutes on 2 cores)
     python bench/int8.py runs/demo/pand --quick               # minmax/percentile, 128 images, no entropy
@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 
 
 def _inputs(images, spec) -> np.ndarray:
-    from export.data import iter_batches, torch_eval_transform
+    from pand_export.data import iter_batches, torch_eval_transform
 
     t = torch_eval_transform(spec)
     return np.concatenate([x.numpy().astype(np.float32) for _, x in iter_batches(images, t, 16)])
@@ -45,7 +45,7 @@ def _inputs(images, spec) -> np.ndarray:
 
 def _row(name: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray, p50: float,
          float_nodes: Optional[List[str]] = None, **extra: Any) -> Dict[str, Any]:
-    from runtime.metrics import compare_logits
+    from pand_runtime.metrics import compare_logits
 
     r = compare_logits(ref, logits, labels)
     return {"model": name, "agreement": r.top1_agreement, "top1": r.acc_out, "top1_torch": r.acc_ref,
@@ -55,7 +55,7 @@ def _row(name: str, logits: np.ndarray, ref: np.ndarray, labels: np.ndarray, p50
 def _interleaved_p50(paths: List[Path], x1: np.ndarray, threads: int, rounds: int = 7, runs: int = 15) -> List[float]:
     """Batch-1 median latency (ms) of each model, timed in interleaved rounds so that a shared machine's load
     drifts over all of them alike."""
-    from export.int8_search import _session
+    from pand_export.int8_search import _session
 
     sessions = [_session(p, threads) for p in paths]
     feeds = [{s.get_inputs()[0].name: x1} for s in sessions]
@@ -108,13 +108,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from export.data import load_split_images
-    from export.int8_search import accuracy_aware_int8, p50_latency_ms, run_onnx
-    from export.onnx_export import torch_to_onnx
-    from export.quantize import Int8Quantizer
-    from export.source import load_source
-    from runtime.int8_check import validated_cpu
-    from runtime.metrics import TOLERANCES
+    from pand_export.data import load_split_images
+    from pand_export.int8_search import accuracy_aware_int8, p50_latency_ms, run_onnx
+    from pand_export.onnx_export import torch_to_onnx
+    from pand_export.quantize import Int8Quantizer
+    from pand_export.source import load_source
+    from pand_runtime.int8_check import validated_cpu
+    from pand_runtime.metrics import TOLERANCES
 
     import dataclasses
 

@@ -1,4 +1,4 @@
-"""``pand-export``: the command line of :mod:`export.exporter` (thin; all work lives there).
+"""``pand-export``: the command line of :mod:`pand_export.exporter` (thin; all work lives there).
 
 Exit status: 0 = a valid bundle was written; 1 = the bundle was written but failed its parity check (``valid:
 false`` in manifest.json); 2 = bad input or environment (nothing written).
@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import click
 
-from runtime.console import report_parity, setup_logging
+from pand_runtime.console import report_parity, setup_logging
 
 from .exporter import FORMAT_CHOICES, PRECISIONS
 

@@ -2,7 +2,7 @@
 
 Both go through the training eval transform (``pand.data.transforms.create_transform(pp, is_train=False)`` when the
 data layer provides it, else the equivalent torchvision ``Resize -> CenterCrop -> ToTensor -> Normalize`` built from
-the bundle's :class:`runtime.manifest.PreprocessSpec`). Calibration never reads the test split; parity never reads
+the bundle's :class:`pand_runtime.manifest.PreprocessSpec`). Calibration never reads the test split; parity never reads
 the training split.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, List, Sequence
 import numpy as np
 
 from pand.errors import DataError, PandError
-from runtime.manifest import PreprocessSpec
+from pand_runtime.manifest import PreprocessSpec
 
 __all__ = ["SplitImages", "load_split_images", "torch_eval_transform", "select_indices", "iter_batches"]
 

@@ -37,9 +37,9 @@ import numpy as np
 
 from pand.errors import PandError
 from pand.utils.io import atomic_path, atomic_write_text, sha256_file
-from runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, check_replaceable
-from runtime.manifest import publish_bundle as _publish
-from runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
+from pand_runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, check_replaceable
+from pand_runtime.manifest import publish_bundle as _publish
+from pand_runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
 
 from .data import SplitImages, iter_batches, load_split_images, torch_eval_transform
 from .source import ExportSource, load_source
@@ -155,7 +155,7 @@ def _model_file(ctx: ExportContext, path: Path, fmt: str, info: Dict[str, Any]) 
 def _parity(ctx: ExportContext, backend_name: str, backend: Any, tolerance: Optional[Tolerance] = None) -> None:
     """Run ``backend`` on the parity inputs, compare with the torch logits, record the result under its name
     (judged by ``tolerance``, default the precision's)."""
-    from runtime.preprocess import iter_chunks
+    from pand_runtime.preprocess import iter_chunks
 
     fixed = getattr(backend, "fixed_batch", None)
     step = fixed or max(1, min(ctx.opts.max_batch, 32))
@@ -182,7 +182,7 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
     """torch -> fp32 ONNX -> checker -> [onnxslim] -> [fp16 | int8 QDQ] -> checker -> metadata -> ORT parity."""
     import json
 
-    from runtime.backends.ort_backend import OrtBackend
+    from pand_runtime.backends.ort_backend import OrtBackend
 
     from .onnx_export import (check_onnx, convert_fp16, onnx_io_specs, onnx_opset, set_onnx_metadata, simplify_onnx,
                               torch_to_onnx)
@@ -201,7 +201,7 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
         convert_fp16(fp32, final)
         info["fp16"] = {"converter": "onnxconverter_common.float16", "keep_io_types": True}
     elif o.precision == "int8":
-        from runtime.int8_check import validated_cpu
+        from pand_runtime.int8_check import validated_cpu
 
         from .int8_search import accuracy_aware_int8
         from .quantize import Int8Quantizer
@@ -239,9 +239,9 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
 @export_step("TensorRT")
 def export_trt(ctx: ExportContext) -> ModelFile:
     """A serialized engine built from the bundle's model.onnx on this GPU, then TensorRT parity."""
-    from runtime.backends.trt_backend import TrtBackend
+    from pand_runtime.backends.trt_backend import TrtBackend
 
-    from runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
+    from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
     if ctx.onnx_path is None:  # the engine is always built from the ONNX of the same bundle
         ctx.models.append(get_format("onnx").fn(ctx))
@@ -339,7 +339,7 @@ def _reference(src: ExportSource, images: SplitImages) -> Tuple[np.ndarray, np.n
     |diff| (the runtime's numpy transform applied to the same crops)."""
     import torch
 
-    from runtime.preprocess import crop_image, normalize_u8
+    from pand_runtime.preprocess import crop_image, normalize_u8
 
     transform = torch_eval_transform(src.preprocess)
     inputs, logits = [], []

@@ -5,7 +5,7 @@ module repairs it (``pand-export --precision int8``, on by default, target ``--m
 
 1. **Plain INT8** (everything but the classifier head quantized) is evaluated on the held-out parity images: top-1
    agreement with the PyTorch logits and the accuracy drop, exactly the export's parity gate
-   (:func:`runtime.metrics.check_parity`). If it passes, that is the model.
+   (:func:`pand_runtime.metrics.check_parity`). If it passes, that is the model.
 2. **Fallback units**: in a QDQ model an activation is quantized when its producer *or any* consumer is quantized,
    so keeping one node in float does not keep its activations in float. A unit is therefore an activation tensor
    together with the tensors it flows into through range-preserving ops (Relu, Clip, MaxPool, Reshape, Flatten...),
@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from runtime.metrics import Tolerance, check_parity, compare_logits
+from pand_runtime.metrics import Tolerance, check_parity, compare_logits
 
 from .quantize import Int8Quantizer, Int8Recipe
 

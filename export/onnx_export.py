@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Union
 
 from pand.errors import PandError
-from runtime.manifest import TensorSpec
+from pand_runtime.manifest import TensorSpec
 
 __all__ = [
     "INPUT_NAME", "OUTPUT_NAME", "EXPORTERS", "torch_to_onnx", "check_onnx", "simplify_onnx", "convert_fp16",

@@ -19,7 +19,7 @@ VNNI EPYC: -0.6 to -2.1 points at every calibration size with minmax, no speed g
 *auto*: on for the CPU flavour when the export machine's int8 kernels saturate (the parity check then measures the
 same kernels a deployment on such a CPU runs), off otherwise and for TensorRT. The bundle records the CPU features
 it was validated on, and the runtime warns when it runs on a CPU whose int8 kernels differ
-(:mod:`runtime.int8_check`).
+(:mod:`pand_runtime.int8_check`).
 
 The final classifier (the Gemm/MatMul that produces the logits) stays in float by default (``quantize_head=False``):
 its input is the pooled feature vector, whose class-relevant differences are small next to its range, and an 8-bit
@@ -27,7 +27,7 @@ grid there costs far more top-1 agreement than the whole rest of the network, fo
 FLOPs (Ultralytics keeps its detection head in higher precision for the same reason).
 
 :class:`Int8Quantizer` pre-processes and calibrates once and then quantizes as often as asked with different sets of
-float nodes: the accuracy-aware search of :mod:`export.int8_search` builds on it.
+float nodes: the accuracy-aware search of :mod:`pand_export.int8_search` builds on it.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def int8_recipe(target: str, reduce_range: Optional[bool] = None) -> Int8Recipe:
         raise PandError(f"unknown INT8 target '{target}'. Valid: {', '.join(INT8_TARGETS)}")
     rr = DEFAULT_REDUCE_RANGE[target] if reduce_range is None else bool(reduce_range)
     if rr is None:
-        from runtime.int8_check import int8_kernels_saturate
+        from pand_runtime.int8_check import int8_kernels_saturate
 
         rr = int8_kernels_saturate()
     if target == "cpu":

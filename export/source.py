@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from pand.errors import ArtifactError, PandError
 from pand.utils.io import load_tensors, sha256_file
-from runtime.manifest import PreprocessSpec
+from pand_runtime.manifest import PreprocessSpec
 
 __all__ = [
     "ExportSource", "load_source", "preprocess_spec_from_student_cfg", "spec_from_preprocess", "STUDENT_FILE",

@@ -1,6 +1,6 @@
 """``pand-bench --pytorch RUN``: the run's PyTorch student timed like a bundle (the torch side of pand-bench).
 
-The runtime never imports torch; :func:`runtime.bench.bench_pytorch` imports this module only when ``--pytorch`` is
+The runtime never imports torch; :func:`pand_runtime.bench.bench_pytorch` imports this module only when ``--pytorch`` is
 given. The student runs on the first bundle's reference images (the stored parity images, preprocessed with the
 bundle's own spec) at every batch size of the run, eager and, when it compiles here, through ``torch.compile``;
 agreement is measured against the PyTorch logits stored in the bundle.
@@ -13,9 +13,9 @@ from typing import List, Sequence
 
 import numpy as np
 
-from runtime.bench import BenchOptions, BenchRow, measure, pytorch_error_rows, reference_of
-from runtime.metrics import compare_logits
-from runtime.preprocess import normalize_u8
+from pand_runtime.bench import BenchOptions, BenchRow, measure, pytorch_error_rows, reference_of
+from pand_runtime.metrics import compare_logits
+from pand_runtime.preprocess import normalize_u8
 
 __all__ = ["time_pytorch_student"]
 

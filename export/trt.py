@@ -1,4 +1,4 @@
-"""``pand-export --format trt``: the engine is built by the runtime's torch-free builder (:mod:`runtime.trt_build`,
+"""``pand-export --format trt``: the engine is built by the runtime's torch-free builder (:mod:`pand_runtime.trt_build`,
 the same code as ``pand-engine``); this module only checks, before anything is written, that an engine can be built
 here.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Dict
 
 from pand.errors import PandError
-from runtime.trt_build import build_engine, default_timing_cache
+from pand_runtime.trt_build import build_engine, default_timing_cache
 
 __all__ = ["require_trt_build", "trt_environment", "build_engine", "default_timing_cache"]
 
@@ -35,7 +35,7 @@ def require_trt_build(device: int = 0) -> Dict[str, str]:
 
 def trt_environment(device: int = 0) -> Dict[str, str]:
     """``{"trt_version", "gpu_name", "compute_capability"[, "power_mode"]}`` of the build machine."""
-    from runtime.backends.trt_backend import device_info
+    from pand_runtime.backends.trt_backend import device_info
 
     try:
         return device_info(device)

@@ -1,13 +1,12 @@
-"""Error types whose messages are meant for the user (the CLIs print them without a traceback)."""
+"""Error types whose messages are meant for the user (the CLIs print them without a traceback).
 
+:class:`PandError` and :class:`ArtifactError` are defined by the runtime (:mod:`pand_runtime.errors`), so an error
+raised on a device and one raised while training are the same type.
+"""
+from pand_runtime.errors import ArtifactError, PandError
 
-class PandError(RuntimeError):
-    """A problem with the user's input or environment, with a message that says what to do."""
+__all__ = ["PandError", "ArtifactError", "DataError"]
 
 
 class DataError(PandError):
     """A dataset on disk is missing, incomplete or inconsistent."""
-
-
-class ArtifactError(PandError):
-    """A stored artifact (anchors, cache, checkpoint) does not fit the run that wants to use it."""

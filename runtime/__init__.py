@@ -1,8 +1,9 @@
 """pand runtime: run an exported classifier bundle with ONNX Runtime or TensorRT. No torch, anywhere.
 
-Install on a device with ``pip install 'pand[runtime]'`` (add ``pand[trt]`` for TensorRT + pycuda)::
+Install on a device with ``pip install ./runtime`` from a pand checkout (distribution ``pand-runtime``; add the
+``[trt]`` extra for TensorRT + pycuda)::
 
-    from runtime import Predictor
+    from pand_runtime import Predictor
     p = Predictor.from_bundle("runs/tiny/export/onnx-fp32", backend="auto")
     print(p.predict(["bird.jpg"], top_k=5)[0].labels)
 

@@ -1,11 +1,11 @@
 """Lazy imports of the optional heavy dependencies (Polygraphy's ``mod.lazy_import``, open_clip's ``require_*``).
 
-Nothing here imports the module it names until an attribute is used, so ``import runtime`` stays cheap and never
+Nothing here imports the module it names until an attribute is used, so ``import pand_runtime`` stays cheap and never
 pulls in TensorRT, pycuda or ONNX Runtime (and never torch: the runtime has no torch dependency at all). A missing
-package fails with a :class:`pand.errors.PandError` that names the pip extra to install; nothing is auto-installed.
+package fails with a :class:`pand_runtime.errors.PandError` that names what to install; nothing is auto-installed.
 
 Example:
-    >>> from runtime._lazy import onnxruntime
+    >>> from pand_runtime._lazy import onnxruntime
     >>> onnxruntime.is_available()
     True
     >>> sess = onnxruntime.InferenceSession("model.onnx")  # imported here, on first use
@@ -17,10 +17,10 @@ import importlib.util
 from types import ModuleType
 from typing import Optional
 
-from pand.errors import PandError
+from .errors import PandError
 
 __all__ = [
-    "LazyModule", "lazy_import", "onnxruntime", "tensorrt", "pycuda_driver", "trt_available", "require_trt",
+    "LazyModule", "lazy_import", "pip_install", "onnxruntime", "tensorrt", "pycuda_driver", "trt_available", "require_trt",
     "require_tensorrt", "TRT_INSTALL_HINT",
 ]
 
@@ -30,7 +30,7 @@ class LazyModule:
 
     Args:
         name: dotted module name, e.g. ``"onnxruntime"`` or ``"pycuda.driver"``.
-        extra: the ``pand`` pip extra that installs it (named in the error message).
+        extra: the ``pand-runtime`` pip extra that installs it (``""``: a base dependency), named in the error.
         purpose: what the module is needed for (named in the error message).
     """
 
@@ -38,7 +38,7 @@ class LazyModule:
         self._name = name
         self._extra = extra
         self._purpose = purpose
-        self._hint = hint  # replaces the generic "pip install 'pand[extra]'" advice
+        self._hint = hint  # replaces the generic "pip install 'pand-runtime[extra]'" advice
         self._module: Optional[ModuleType] = None
 
     def is_available(self) -> bool:
@@ -56,7 +56,7 @@ class LazyModule:
             try:
                 self._module = importlib.import_module(self._name)
             except ImportError as e:
-                advice = self._hint or f"Install it with: pip install 'pand[{self._extra}]'"
+                advice = self._hint or f"Install it with: {pip_install(self._extra)}"
                 raise PandError(
                     f"{self._purpose} needs the Python package '{self._name}', which cannot be imported ({e}). "
                     f"{advice}"
@@ -73,19 +73,26 @@ class LazyModule:
         return f"<LazyModule {self._name!r} ({state})>"
 
 
+def pip_install(extra: str = "") -> str:
+    """The pip command that installs pand-runtime with ``extra`` (``""``: the base install), from PyPI-style name or
+    from a pand checkout."""
+    suffix = f"[{extra}]" if extra else ""
+    return f"pip install 'pand-runtime{suffix}' (from a pand checkout: pip install './runtime{suffix}')"
+
+
 def lazy_import(name: str, extra: str, purpose: Optional[str] = None, hint: Optional[str] = None) -> LazyModule:
-    """A :class:`LazyModule` for ``name``; ``extra`` is the pip extra that provides it."""
+    """A :class:`LazyModule` for ``name``; ``extra`` is the pand-runtime pip extra that provides it."""
     return LazyModule(name, extra, purpose or f"this feature ({name})", hint)
 
 
 #: How to get TensorRT + pycuda, named by every "cannot import" error (README: "Deploying to a device").
 TRT_INSTALL_HINT = (
-    "Install it: x86 with an NVIDIA GPU: pip install 'pand[trt]' (the tensorrt wheel, TensorRT >= 10, and pycuda); "
+    "Install it: x86 with an NVIDIA GPU: " + pip_install("trt") + " (the tensorrt wheel, TensorRT >= 10, and pycuda); "
     "Jetson: TensorRT comes with JetPack as an apt package for the system Python (sudo apt install "
     "python3-libnvinfer), so create the venv with python3 -m venv --system-site-packages and pip install "
     "'pycuda>=2025.1.2' in it (it builds against JetPack's CUDA). See README 'Deploying to a device'")
 
-onnxruntime = lazy_import("onnxruntime", "runtime", "the ONNX Runtime backend")
+onnxruntime = lazy_import("onnxruntime", "", "the ONNX Runtime backend")
 tensorrt = lazy_import("tensorrt", "trt", "TensorRT (engines: pand-engine, the TensorRT backend)", TRT_INSTALL_HINT)
 pycuda_driver = lazy_import("pycuda.driver", "trt", "TensorRT's CUDA buffers (pycuda)", TRT_INSTALL_HINT)
 

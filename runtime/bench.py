@@ -16,13 +16,13 @@ file's sha256, so a renamed folder still matches and a re-exported model never p
 baseline is read before anything runs and is never overwritten (``--json``/``--markdown`` may not name it).
 
 ``--pytorch RUN`` (where torch is installed) adds rows for the run's PyTorch student on the same images and batch
-sizes, timed by :mod:`export.torch_bench` (imported only then; the runtime itself never imports torch): eager, and
+sizes, timed by :mod:`pand_export.torch_bench` (imported only then; the runtime itself never imports torch): eager, and
 ``torch.compile`` when it compiles here (a failure is a row that says why). Those rows are ``backend=pytorch``; every row then shows its p50 speedup over the PyTorch eager row of the same batch
 (``vs torch``), and the PyTorch rows' agreement is against the logits stored in the bundle (the same student at
 export time). TensorRT latencies are end-to-end host time per call (H2D copy + compute + D2H copy + sync); the
 ``GPU ms`` column is the median GPU compute time of ``execute_async_v3`` from CUDA events. Rows whose coefficient of
 variation exceeds ``--cv-warn`` (5%) get a warning (trtexec warns above 2.5%); the header records the clocks and
-power mode where readable (:func:`runtime.device.clock_info`).
+power mode where readable (:func:`pand_runtime.device.clock_info`).
 
 Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments or an unreadable
 ``--compare`` file; 3 = every row failed.
@@ -162,7 +162,7 @@ def load_image_folder(root: Path, class_names: Sequence[str]) -> tuple[List[Path
     Folder names must equal the bundle's class names; if none do and there is one folder per class, the sorted
     folders are taken in label order (torchvision ImageFolder's convention) and ``note`` says so.
     """
-    from pand.errors import PandError
+    from .errors import PandError
 
     exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
     dirs = sorted(d for d in Path(root).iterdir() if d.is_dir()) if Path(root).is_dir() else []
@@ -203,7 +203,7 @@ def _accuracy(predictor: Any, row: BenchRow, opts: BenchOptions) -> None:
     if opts.images is not None:
         paths, labels, note = load_image_folder(opts.images, predictor.class_names)
         if not paths:
-            from pand.errors import PandError
+            from .errors import PandError
 
             raise PandError(f"--images {opts.images}: the class folders hold no images "
                             f"(.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff)")
@@ -322,10 +322,10 @@ def pytorch_error_rows(run: Path, opts: BenchOptions, reason: str,
 
 def bench_pytorch(run: Path, bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
     """Rows for the PyTorch student of ``run`` (eager, then ``torch.compile``) on the first bundle's reference images
-    and the same batch sizes. The timing lives on the torch side of pand (:mod:`export.torch_bench`), imported only
+    and the same batch sizes. The timing lives on the torch side of pand (:mod:`pand_export.torch_bench`), imported only
     here, so the runtime itself never imports torch; without torch every row is an error naming the extra."""
     try:
-        torch_bench = importlib.import_module("export.torch_bench")
+        torch_bench = importlib.import_module("pand_export.torch_bench")
         return torch_bench.time_pytorch_student(Path(run), bundles, opts)
     except ImportError as e:
         return pytorch_error_rows(run, opts, f"--pytorch needs torch and pand's training stack ({e}): "
@@ -495,7 +495,7 @@ def compare_rows(rows: Sequence[BenchRow], baseline: Dict[str, Any], tolerance: 
 
 def read_baseline(path: Path) -> Dict[str, Any]:
     """A previous ``pand-bench`` JSON, checked: an object with a ``rows`` list. Raises :class:`PandError`."""
-    from pand.errors import PandError
+    from .errors import PandError
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -516,7 +516,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _write(path: Path, text: str) -> None:
-    from pand.utils.io import atomic_write_text
+    from .io import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -561,7 +561,7 @@ def _cli():
     def cli(bundles, batches, backend, providers, threads, graph_optimization, warmup_ms, iterations, min_time, images,
             pytorch_run, no_compile, cv_warn, json_path, md_path, compare_path, tolerance, acc_tolerance):
         """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch."""
-        from pand.errors import PandError
+        from .errors import PandError
 
         baseline = None
         if compare_path:  # read (and check) the baseline before anything runs or is written

@@ -5,11 +5,11 @@ bundle) -> copy the bundle directory to the device -> ``pand-engine BUNDLE`` the
 
 1. loads the bundle and checks the ONNX model's sha256; an int8 bundle must be the TensorRT flavour (``--target
    tensorrt``: symmetric Q/DQ without INT32 bias inputs); fp16 / int8 precision comes from the ONNX types;
-2. builds with :func:`runtime.trt_build.build_engine` (the same code as ``pand-export --format trt``): the dynamic
+2. builds with :func:`pand_runtime.trt_build.build_engine` (the same code as ``pand-export --format trt``): the dynamic
    batch profile from the manifest (1 .. ``max_batch``, optimal at ``batch``), TF32 cleared unless ``--tf32``, a timing
    cache read and written back (errors reported);
 3. runs the engine on the bundle's ``reference.npz`` images and compares with the PyTorch logits stored there, with
-   the bundle's own tolerance (:data:`runtime.trt_build.TF32_TOLERANCE` with ``--tf32``) and the runtime's metrics;
+   the bundle's own tolerance (:data:`pand_runtime.trt_build.TF32_TOLERANCE` with ``--tf32``) and the runtime's metrics;
 4. writes a new bundle (default ``<BUNDLE>-trt``): the same manifest (classes, preprocessing, hashes, source,
    reference) plus ``model.engine`` with its sha256, TensorRT version, GPU name, compute capability and profile, the
    TensorRT parity result and ``valid``; staged next to the output and moved into place only when complete.
@@ -31,11 +31,12 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from pand.errors import ArtifactError, PandError
+from .errors import ArtifactError, PandError
+from .io import atomic_write_text, sha256_file
 
 from .console import report_parity, setup_logging
 from .manifest import (MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
-                       load_bundle, publish_bundle, sha256_file)
+                       load_bundle, publish_bundle)
 
 __all__ = ["EngineResult", "build_engine_bundle", "engine_parity", "main"]
 
@@ -190,7 +191,6 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
                          "engine": {"tool": "pand-engine", "source_bundle": str(bundle), "tf32": tf32,
                                     "workspace_gb": workspace_gb, "device": device,
                                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}})
-        from pand.utils.io import atomic_write_text
 
         atomic_write_text(staging / MANIFEST_NAME, new.to_json())
         publish_bundle(staging, out)

@@ -20,7 +20,7 @@ path            instruction                                                     
 On the saturating paths a u8 x s8 product pair can exceed int16 (255 x 127 x 2 > 32767) unless the weights were
 quantized to 7 bits (``reduce_range``, microsoft/onnxruntime#12088). ``pand-export`` records :func:`validated_cpu`
 in the bundle (``models[].info.int8.validated_cpu``); :func:`int8_cpu_warning` compares it with this CPU and
-:class:`runtime.Predictor` emits it as an :class:`Int8CpuWarning` when it loads an int8 bundle on the CPU provider.
+:class:`pand_runtime.Predictor` emits it as an :class:`Int8CpuWarning` when it loads an int8 bundle on the CPU provider.
 """
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ tampered model file (sha256) and, unless asked, a bundle whose parity check fail
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -26,11 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from pand.errors import ArtifactError
+from .errors import ArtifactError
+from .io import sha256_file
 
 __all__ = [
     "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "PreprocessSpec", "TensorSpec", "ModelFile", "Manifest",
-    "load_manifest", "load_bundle", "verify_model_files", "sha256_file", "check_file_name", "bundle_file",
+    "load_manifest", "load_bundle", "verify_model_files", "check_file_name", "bundle_file",
     "check_replaceable", "publish_bundle",
 ]
 
@@ -40,15 +40,6 @@ REFERENCE_NAME = "reference.npz"
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 Dim = Union[int, str]  # a fixed size or a symbolic name ("batch")
-
-
-def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _require(d: Dict[str, Any], keys: Sequence[str], what: str) -> None:
@@ -259,7 +250,7 @@ class Manifest:
         if version > FORMAT_VERSION:
             raise ArtifactError(
                 f"{where} has format_version {version}, newer than this runtime understands ({FORMAT_VERSION}). "
-                f"Upgrade pand on this device (pip install -U 'pand[runtime]') or export with the older pand."
+                f"Upgrade pand-runtime on this device (pip install -U ./runtime from a newer pand checkout) or export with the older pand."
             )
         _require(d, ("arch", "num_classes", "class_names", "preprocess", "inputs", "outputs", "precision", "models",
                      "valid"), where)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from pand.errors import ArtifactError, PandError
+from .errors import ArtifactError, PandError
 
 from ._lazy import trt_available
 from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
@@ -92,7 +92,7 @@ class Predictor:
 
         Warns:
             Int8CpuWarning: an int8 bundle on the ONNX Runtime CPU provider of a CPU whose int8 kernels differ
-                from those of the CPU it was validated on (:mod:`runtime.int8_check`).
+                from those of the CPU it was validated on (:mod:`pand_runtime.int8_check`).
 
         Raises:
             ArtifactError: missing/tampered model file, newer bundle format, invalid bundle, no usable model.
@@ -151,7 +151,7 @@ class Predictor:
         return self.backend.name
 
     def preprocess(self, images: Any) -> np.ndarray:
-        """Images (see :func:`runtime.preprocess.prepare_batch`) -> float32 ``[N, 3, S, S]``."""
+        """Images (see :func:`pand_runtime.preprocess.prepare_batch`) -> float32 ``[N, 3, S, S]``."""
         return prepare_batch(images, self.spec)
 
     def run(self, x: np.ndarray) -> np.ndarray:

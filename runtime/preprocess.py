@@ -23,8 +23,8 @@ from typing import Any, Iterable, List, Sequence, Union
 
 import numpy as np
 
-from pand.errors import PandError
-
+from .errors import PandError
+from .image import to_rgb
 from .manifest import PreprocessSpec
 
 __all__ = [
@@ -110,11 +110,9 @@ def normalize_u8(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def load_image(path: Union[str, Path]):
     """Open an image file as a PIL RGB image; raises :class:`PandError` naming the file if it cannot be read.
 
-    16-bit greyscale (PIL modes ``I;16``/``I``) is scaled to 8 bits (:func:`pand.utils.image.to_rgb`), exactly as
+    16-bit greyscale (PIL modes ``I;16``/``I``) is scaled to 8 bits (:func:`pand_runtime.image.to_rgb`), exactly as
     in training.
     """
-    from pand.utils.image import to_rgb
-
     Image = _pil()
     try:
         with Image.open(path) as im:
@@ -129,9 +127,7 @@ def load_image(path: Union[str, Path]):
 def _as_pil(item: Any):
     Image = _pil()
     if isinstance(item, Image.Image):
-        from pand.utils.image import to_rgb
-
-        return item if item.mode == "RGB" else to_rgb(item)
+            return item if item.mode == "RGB" else to_rgb(item)
     if isinstance(item, (str, Path)):
         return load_image(item)
     if isinstance(item, np.ndarray):

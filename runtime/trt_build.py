@@ -28,8 +28,8 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-from pand.errors import PandError
-from pand.utils.io import atomic_write_bytes
+from .errors import PandError
+from .io import atomic_write_bytes
 
 from .metrics import TOLERANCES, Tolerance
 

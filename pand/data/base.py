@@ -5,7 +5,7 @@ and a list of class names (label ``i`` <-> ``class_names[i]``). :class:`FGVCData
 as a torch ``Dataset`` returning ``(transform(PIL RGB image), label)``. :class:`DataSplits` holds the
 train / val / test datasets of one run (val always held out of train or official, never test).
 
-Images decode to 8-bit RGB with :func:`pand.utils.image.to_rgb` (16-bit greyscale PNGs are scaled, not clipped
+Images decode to 8-bit RGB with :func:`pand_runtime.image.to_rgb` (16-bit greyscale PNGs are scaled, not clipped
 to white). With ``data.skip_corrupt=true`` unreadable images are dropped from the sample lists when the splits
 are built (:func:`unreadable_images`, counted in ``DataSplits.skipped``), never replaced by another image.
 """
@@ -27,7 +27,7 @@ def read_rgb(path: str):
     """Decode image file ``path`` to an 8-bit RGB PIL image (raises whatever PIL raises)."""
     from PIL import Image
 
-    from pand.utils.image import to_rgb
+    from pand_runtime.image import to_rgb
 
     with Image.open(path) as im:
         return to_rgb(im)

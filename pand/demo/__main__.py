@@ -48,7 +48,7 @@ def _tool(name: str) -> List[str]:
     exe = Path(sys.executable).parent / name
     if exe.exists():
         return [str(exe)]
-    module = {"pand-export": "export.cli", "pand-bench": "runtime.bench", "pand-train": "pand.cli"}[name]
+    module = {"pand-export": "pand_export.cli", "pand-bench": "pand_runtime.bench", "pand-train": "pand.cli"}[name]
     return [sys.executable, "-m", module]
 
 

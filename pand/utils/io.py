@@ -1,125 +1,21 @@
-"""Atomic writes, hashing and safe tensor files.
+"""Safe tensor files, plus the atomic writes and hashing of :mod:`pand_runtime.io` (re-exported here).
 
-Every file pand writes goes to a temporary file in the same directory and is then renamed over
-the target (``os.replace``), so a crash, an interrupt or a full disk never leaves a half-written file
-that a later run could read back. Tensors are stored as safetensors; pickles are never loaded.
+Tensors are stored as safetensors; pickles are never loaded. Every file goes through
+:func:`pand_runtime.io.atomic_path`: a temporary file in the same directory renamed over the target.
 """
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
-from pand.errors import PandError
+from pand_runtime.io import (WriteError, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                             is_write_failure, read_json, sha256_bytes, sha256_file)
 
 __all__ = [
     "WriteError", "is_write_failure", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
     "sha256_bytes", "save_tensors", "load_tensors", "read_json",
 ]
-
-
-class WriteError(PandError):
-    """A file could not be written (full disk, read-only or missing directory, no permission)."""
-
-    @classmethod
-    def of(cls, path: str | os.PathLike, err: BaseException) -> "WriteError":
-        code = getattr(err, "errno", None)
-        if code == errno.ENOSPC or "iostream" in str(err) or "No space" in str(err):
-            why = "the disk is full"
-        elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
-            why = "the location is read-only or not writable"
-        else:
-            why = "the write failed"
-        detail = getattr(err, "strerror", None) or str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        return cls(
-            f"could not write {path}: {why} ({type(err).__name__}: {detail}). The partial file was removed and any "
-            f"earlier version is intact. Free disk space or make {Path(path).parent} writable (or choose another "
-            f"--run-dir / cache_dir), then rerun (pand-train ... --resume continues a run)."
-        )
-
-
-def is_write_failure(err: BaseException) -> bool:
-    """Whether ``err`` (raised while writing a file) is an I/O failure rather than a bug in the caller.
-
-    OSError (ENOSPC, EROFS, EACCES, ...), safetensors' ``SafetensorError`` and torch's ``basic_ios::clear:
-    iostream error`` RuntimeError (what ``torch.save`` raises on a full disk).
-    """
-    if isinstance(err, PandError):
-        return False
-    if isinstance(err, OSError):
-        return True
-    if type(err).__name__ == "SafetensorError":
-        return True
-    return isinstance(err, RuntimeError) and any(s in str(err) for s in ("iostream", "No space", "write", "file"))
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
-
-    The parent directory is created. On any exception the temporary file is removed and the
-    target is left untouched; an I/O failure (full disk, read-only directory) becomes a :class:`WriteError`
-    naming ``path``.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as e:
-        raise WriteError.of(path, e) from None
-    tmp_path = Path(tmp)
-    try:
-        try:
-            yield tmp_path
-            os.replace(tmp_path, path)
-        except Exception as e:  # noqa: BLE001 - re-raised as is unless it is an I/O failure
-            if is_write_failure(e):
-                raise WriteError.of(path, e) from None
-            raise
-    finally:
-        try:
-            tmp_path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, Any]] = None) -> None:

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from pand.errors import PandError
+from ..errors import PandError
 
 from .._lazy import onnxruntime as ort
 

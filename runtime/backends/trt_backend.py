@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Union
 
 import numpy as np
 
-from pand.errors import ArtifactError, PandError
+from ..errors import ArtifactError, PandError
 
 from .._lazy import require_trt
 

@@ -30,7 +30,7 @@ def _gradient16(path, seed=0):
 
 
 def test_16bit_png_is_scaled_not_white_in_training_and_runtime(imagefolder_root):
-    from runtime.preprocess import load_image
+    from pand_runtime.preprocess import load_image
 
     root, _ = imagefolder_root
     path = root / "train" / _classes(root)[0] / "img_16bit.png"
@@ -43,7 +43,7 @@ def test_16bit_png_is_scaled_not_white_in_training_and_runtime(imagefolder_root)
     assert got.shape == (5, 6, 3) and (got == want[..., None]).all()  # was solid white (255 everywhere)
     assert np.array_equal(np.asarray(load_image(path)), got)
     # mode I (32-bit) in the 16-bit range, as older Pillows open 16-bit PNGs
-    from pand.utils.image import to_rgb
+    from pand_runtime.image import to_rgb
 
     assert np.array_equal(np.asarray(to_rgb(Image.fromarray(a.astype(np.int32)))), got)
     # an 8-bit image decodes exactly as PIL's own convert
@@ -56,7 +56,7 @@ def test_runtime_decodes_16bit_without_torch(tmp_path):
     a = _gradient16(path)
     code = ("import sys, json\n"
             "for m in ('torch', 'torchvision'): sys.modules[m] = None\n"
-            "import numpy as np\nfrom runtime.preprocess import load_image\n"
+            "import numpy as np\nfrom pand_runtime.preprocess import load_image\n"
             f"x = np.asarray(load_image({str(path)!r}))\n"
             "print(json.dumps({'sum': int(x.sum()), 'torch': any(k.startswith('torch') and sys.modules[k] is not None "
             "for k in sys.modules)}))\n")

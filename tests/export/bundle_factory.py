@@ -43,7 +43,7 @@ def make_run_dir(run_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), 
 
 def export(run_dir: Path, out: Path, **kw):
     """``export_bundle`` with test-sized defaults (all test images, few calibration images)."""
-    from export import ExportOptions, export_bundle
+    from pand_export import ExportOptions, export_bundle
 
     kw.setdefault("parity_images", 0)
     kw.setdefault("calib_images", 32)

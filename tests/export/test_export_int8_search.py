@@ -11,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import bundle_factory as bf
-from runtime import load_manifest
-from runtime.metrics import TOLERANCES, Tolerance
+from pand_runtime import load_manifest
+from pand_runtime.metrics import TOLERANCES, Tolerance
 
 OUTLIER = 1e4
 
@@ -63,8 +63,8 @@ def _dq_input_types(model):
 
 @pytest.mark.parametrize("target", ["cpu", "tensorrt"])
 def test_search_keeps_the_outlier_layers_in_float_and_meets_the_target(tmp_path, target):
-    from export.int8_search import accuracy_aware_int8, fallback_units, run_onnx
-    from export.quantize import Int8Quantizer
+    from pand_export.int8_search import accuracy_aware_int8, fallback_units, run_onnx
+    from pand_export.quantize import Int8Quantizer
 
     src = _outlier_model(tmp_path / "fp32.onnx")
     rng = np.random.default_rng(1)
@@ -94,8 +94,8 @@ def test_search_keeps_the_outlier_layers_in_float_and_meets_the_target(tmp_path,
 
 
 def test_search_runs_a_static_batch_model(tmp_path):
-    from export.int8_search import accuracy_aware_int8, run_onnx
-    from export.quantize import Int8Quantizer
+    from pand_export.int8_search import accuracy_aware_int8, run_onnx
+    from pand_export.quantize import Int8Quantizer
 
     src = _outlier_model(tmp_path / "fp32.onnx", batch=4)
     rng = np.random.default_rng(3)
@@ -108,8 +108,8 @@ def test_search_runs_a_static_batch_model(tmp_path):
 
 
 def test_tensorrt_flavour_keeps_biases_float_and_ort_runs_it(tmp_path):
-    from export.int8_search import run_onnx
-    from export.quantize import Int8Quantizer
+    from pand_export.int8_search import run_onnx
+    from pand_export.quantize import Int8Quantizer
 
     src = _outlier_model(tmp_path / "fp32.onnx")
     calib = [np.random.default_rng(2).normal(0, 1, (8, 3, 8, 8)).astype(np.float32)]
@@ -127,7 +127,7 @@ def test_tensorrt_flavour_keeps_biases_float_and_ort_runs_it(tmp_path):
 def test_quantizer_calibrates_once_and_still_works_without_a_cache(tmp_path):
     """onnxruntime >= 1.23: the ranges are computed once and reused (same model twice); older ones have no
     calibration cache and recalibrate on every call, with the same result."""
-    from export.quantize import Int8Quantizer
+    from pand_export.quantize import Int8Quantizer
 
     src = _outlier_model(tmp_path / "fp32.onnx")
     calib = [_images(np.random.default_rng(4), 8)]
@@ -150,7 +150,7 @@ def test_quantizer_calibrates_once_and_still_works_without_a_cache(tmp_path):
 
 def test_entropy_calibration_differs_from_minmax(tmp_path):
     """quantize_static's own entropy settings (128 bins over 128 quantized bins) reduce to minmax; ours do not."""
-    from export.quantize import Int8Quantizer
+    from pand_export.quantize import Int8Quantizer
 
     src = _outlier_model(tmp_path / "fp32.onnx")
     rng = np.random.default_rng(5)
@@ -166,15 +166,15 @@ def test_entropy_calibration_differs_from_minmax(tmp_path):
 
 
 def test_fallback_schedule_is_fewest_first():
-    from export.int8_search import fallback_schedule
+    from pand_export.int8_search import fallback_schedule
 
     assert fallback_schedule(3) == [1, 2, 3]
     assert fallback_schedule(30) == [1, 2, 3, 4, 5, 6, 8, 12, 18, 27, 30]
 
 
 def test_reduce_range_is_on_by_default_only_where_int8_kernels_saturate(monkeypatch):
-    import runtime.int8_check as ic
-    from export.quantize import int8_recipe
+    import pand_runtime.int8_check as ic
+    from pand_export.quantize import int8_recipe
 
     monkeypatch.setattr(ic, "cpu_features", lambda cpuinfo_text=None: frozenset({"avx2", "fma"}))  # Zen 3
     assert int8_recipe("cpu").reduce_range and not int8_recipe("tensorrt").reduce_range
@@ -189,7 +189,7 @@ def test_int8_target_defaults_to_99_percent():
 
 
 def test_int8_cpu_warning_names_the_kernel_paths():
-    from runtime.int8_check import INT8_PATHS, RECORDED_FEATURES, int8_cpu_warning, int8_kernel_path, validated_cpu
+    from pand_runtime.int8_check import INT8_PATHS, RECORDED_FEATURES, int8_cpu_warning, int8_kernel_path, validated_cpu
 
     zen3 = {"avx2", "fma", "sse4_2"}
     zen4 = zen3 | {"avx512f", "avx512bw", "avx512_vnni"}
@@ -233,12 +233,12 @@ def test_export_with_an_outlier_layer_lists_its_float_layers_in_the_manifest_and
     fl = info["float_nodes"]
     assert fl[0] == "/linear_cls/Gemm" and fl == search["float_nodes"]
     assert {"/backbone/layer3/layer3.0/conv1/Conv", "/backbone/layer3/layer3.0/conv2/Conv"} <= set(fl)
-    from runtime.int8_check import int8_kernels_saturate
+    from pand_runtime.int8_check import int8_kernels_saturate
 
     assert info["validated_cpu"]["int8_path"] and info["reduce_range"] is int8_kernels_saturate()  # auto default
     assert search["fp32_p50_ms"] > 0
     # pand-bench shows the float layers and the agreement
-    from runtime.bench import BenchOptions, bench_bundle, render_markdown, render_text
+    from pand_runtime.bench import BenchOptions, bench_bundle, render_markdown, render_text
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same CPU as the export: no Int8CpuWarning
@@ -248,8 +248,8 @@ def test_export_with_an_outlier_layer_lists_its_float_layers_in_the_manifest_and
     assert "float layers" in text and f"{len(fl)} layer(s) kept in float" in text and fl[1] in text
     assert fl[1] in render_markdown(rows)
     # on a CPU with other int8 kernels (here: a Zen 3 without VNNI) the runtime warns
-    import runtime.int8_check as ic
-    from runtime import Predictor
+    import pand_runtime.int8_check as ic
+    from pand_runtime import Predictor
 
     monkeypatch.setattr(ic, "cpu_features", lambda cpuinfo_text=None: frozenset({"avx2", "fma"}))
     expect = "avx2" if info["validated_cpu"]["int8_path"] != "avx2" else None
@@ -263,7 +263,7 @@ def test_export_with_an_outlier_layer_lists_its_float_layers_in_the_manifest_and
 def test_cli_int8_flags_reach_the_manifest(run_dir, tmp_path):
     from click.testing import CliRunner
 
-    from export.cli import cli
+    from pand_export.cli import cli
 
     out = tmp_path / "plain"
     r = CliRunner().invoke(cli, [str(run_dir), "--precision", "int8", "--plain-int8", "--reduce-range",

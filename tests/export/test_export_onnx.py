@@ -8,18 +8,18 @@ import pytest
 import torch
 
 import bundle_factory as bf
-from export import ExportOptions, export_bundle
-from export.exporter import default_output_dir
-from export.onnx_export import onnx_io_specs, torch_to_onnx
+from pand_export import ExportOptions, export_bundle
+from pand_export.exporter import default_output_dir
+from pand_export.onnx_export import onnx_io_specs, torch_to_onnx
 from pand.data import preprocess_cfg_from_student
 from pand.errors import ArtifactError
 from pand.utils.io import load_tensors, sha256_file
-from runtime import Predictor, load_manifest
-from runtime.manifest import FORMAT_VERSION
+from pand_runtime import Predictor, load_manifest
+from pand_runtime.manifest import FORMAT_VERSION
 
 
 def _student(run_dir):
-    from export.source import load_source
+    from pand_export.source import load_source
 
     return load_source(run_dir)
 
@@ -113,17 +113,17 @@ def test_static_batch_bundle_and_predictor_padding(run_dir, tmp_path):
     assert m.input.shape == [2, 3, 64, 64] and m.dynamic_batch is False and m.max_batch == 2
     p = Predictor.from_bundle(res.bundle)
     ref = p.reference()
-    from runtime.preprocess import normalize_u8
+    from pand_runtime.preprocess import normalize_u8
 
     out = p.run(normalize_u8(ref["images_u8"][:3], p.spec))
     np.testing.assert_allclose(out, ref["logits"][:3], atol=1e-3)
 
 
 def test_parity_failure_writes_an_invalid_bundle_and_exits_1(run_dir, tmp_path, monkeypatch):
-    import export.onnx_export as oe
+    import pand_export.onnx_export as oe
     from click.testing import CliRunner
 
-    from export.cli import cli
+    from pand_export.cli import cli
 
     real = oe.torch_to_onnx
 
@@ -150,7 +150,7 @@ def test_parity_failure_writes_an_invalid_bundle_and_exits_1(run_dir, tmp_path, 
 def test_trt_without_tensorrt_fails_cleanly_and_writes_nothing(run_dir, tmp_path):
     from click.testing import CliRunner
 
-    from export.cli import cli
+    from pand_export.cli import cli
 
     try:
         import tensorrt  # noqa: F401
@@ -184,7 +184,7 @@ def test_output_that_is_not_a_bundle_is_never_replaced(run_dir, tmp_path):
 def test_bad_option_combinations_are_refused(run_dir, tmp_path, args, msg):
     from click.testing import CliRunner
 
-    from export.cli import cli
+    from pand_export.cli import cli
 
     r = CliRunner().invoke(cli, [str(run_dir), "--output", str(tmp_path / "x"), *args])
     assert r.exit_code == 2 and msg in r.output, r.output
@@ -205,7 +205,7 @@ def test_checkpoint_source_default_output_and_atomic_replacement(run_dir, tmp_pa
     assert res.valid and res.bundle == ck_dir / "export" / "onnx-fp32"
     before = (res.bundle / "manifest.json").read_text()
 
-    import export.exporter as ex
+    import pand_export.exporter as ex
 
     def boom(ctx):
         (ctx.staging / "model.onnx").write_bytes(b"partial")

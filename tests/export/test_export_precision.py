@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 
 import bundle_factory as bf
-from runtime import load_manifest
+from pand_runtime import load_manifest
 
 
 def test_fp16_keeps_fp32_io_and_passes_its_parity(run_dir, tmp_path):
@@ -45,8 +45,8 @@ def test_int8_cpu_is_qdq_with_asymmetric_uint8_activations(int8_cpu_bundle):
 
 
 def _mean_logit_cosine(bundle):
-    from runtime import Predictor
-    from runtime.preprocess import normalize_u8
+    from pand_runtime import Predictor
+    from pand_runtime.preprocess import normalize_u8
 
     p = Predictor.from_bundle(bundle, allow_invalid=True)
     ref = p.reference()
@@ -55,7 +55,7 @@ def _mean_logit_cosine(bundle):
 
 
 def test_int8_tensorrt_flavour_is_symmetric_and_calibrates_on_train(run_dir, tmp_path, monkeypatch):
-    import export.exporter as ex
+    import pand_export.exporter as ex
 
     calls = []
     real = ex.load_split_images
@@ -87,7 +87,7 @@ def test_int8_tensorrt_flavour_is_symmetric_and_calibrates_on_train(run_dir, tmp
 def test_classifier_head_nodes_follow_the_logits_back():
     from onnx import TensorProto, helper
 
-    from export.quantize import classifier_head_nodes
+    from pand_export.quantize import classifier_head_nodes
 
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("Flatten", ["c"], ["f"], name="flat"),

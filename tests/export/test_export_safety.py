@@ -7,11 +7,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from export import ExportOptions, export_bundle
-from export.cli import cli
+from pand_export import ExportOptions, export_bundle
+from pand_export.cli import cli
 from pand.errors import PandError
 from pand.utils.io import load_tensors, save_tensors
-from runtime import load_manifest
+from pand_runtime import load_manifest
 
 
 def _tree(root):
@@ -47,7 +47,7 @@ def test_bundle_holding_files_its_manifest_does_not_list_is_not_replaced(fp32_bu
 
 
 def test_files_added_to_the_old_bundle_during_an_export_are_kept(fp32_bundle, run_dir, tmp_path, monkeypatch):
-    import export.exporter as ex
+    import pand_export.exporter as ex
 
     out = tmp_path / "bundle"
     shutil.copytree(fp32_bundle.bundle, out)
@@ -83,7 +83,7 @@ def test_nan_checkpoint_is_refused_before_anything_is_written(run_dir, tmp_path)
 
 
 def test_non_finite_torch_logits_are_refused(run_dir, tmp_path, monkeypatch):
-    import export.exporter as ex
+    import pand_export.exporter as ex
 
     real = ex._reference
 
@@ -99,7 +99,7 @@ def test_non_finite_torch_logits_are_refused(run_dir, tmp_path, monkeypatch):
 
 
 def test_full_disk_while_writing_is_a_clear_error_and_leaves_nothing(fp32_bundle, run_dir, tmp_path, monkeypatch):
-    import export.exporter as ex
+    import pand_export.exporter as ex
 
     out = tmp_path / "bundle"
     shutil.copytree(fp32_bundle.bundle, out)
@@ -119,7 +119,7 @@ def test_full_disk_while_writing_is_a_clear_error_and_leaves_nothing(fp32_bundle
 
 
 def test_failed_final_rename_puts_the_old_bundle_back(fp32_bundle, tmp_path):
-    import export.exporter as ex
+    import pand_export.exporter as ex
 
     out = tmp_path / "bundle"
     shutil.copytree(fp32_bundle.bundle, out)
@@ -129,7 +129,7 @@ def test_failed_final_rename_puts_the_old_bundle_back(fp32_bundle, tmp_path):
 
 
 def test_check_replaceable_rules(fp32_bundle, tmp_path):
-    from export.exporter import check_replaceable
+    from pand_export.exporter import check_replaceable
 
     check_replaceable(tmp_path / "absent")
     (tmp_path / "empty").mkdir()

@@ -31,7 +31,7 @@ requires_trt = pytest.mark.skipif(bool(REASON), reason=f"needs TensorRT + pycuda
 @requires_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_bundle_builds_passes_parity_and_runs(run_dir, tmp_path, precision):
-    from runtime import Predictor, load_manifest
+    from pand_runtime import Predictor, load_manifest
 
     res = bf.export(run_dir, tmp_path / precision, format="trt", precision=precision, parity_images=32,
                     max_batch=8, batch=4, timing_cache=tmp_path / "timing.cache")
@@ -48,7 +48,7 @@ def test_engine_bundle_builds_passes_parity_and_runs(run_dir, tmp_path, precisio
     p = Predictor.from_bundle(res.bundle, backend="auto")
     assert p.backend_name == "tensorrt"
     ref = p.reference()
-    from runtime.preprocess import normalize_u8
+    from pand_runtime.preprocess import normalize_u8
 
     for n in (1, 3, 8, 11):  # within the profile, and beyond it (chunked by the predictor)
         out = p.run(normalize_u8(ref["images_u8"][:n], p.spec))
@@ -59,7 +59,7 @@ def test_engine_bundle_builds_passes_parity_and_runs(run_dir, tmp_path, precisio
 @requires_trt
 def test_engine_from_another_trt_version_is_refused(run_dir, tmp_path):
     from pand.errors import ArtifactError
-    from runtime import Predictor
+    from pand_runtime import Predictor
 
     res = bf.export(run_dir, tmp_path / "b", format="trt", precision="fp32", parity_images=8)
     bundle = tmp_path / "copy"
@@ -78,9 +78,9 @@ def test_engine_from_another_trt_version_is_refused(run_dir, tmp_path):
 def test_pand_engine_builds_on_this_device_from_an_onnx_bundle(run_dir, tmp_path, precision, tf32):
     """The device workflow: an ONNX bundle (int8: the TensorRT flavour) -> pand-engine -> an engine bundle that passes
     its parity gate and runs with backend='auto'."""
-    from runtime import Predictor, load_bundle
-    from runtime.engine import build_engine_bundle
-    from runtime.trt_build import TF32_TOLERANCE
+    from pand_runtime import Predictor, load_bundle
+    from pand_runtime.engine import build_engine_bundle
+    from pand_runtime.trt_build import TF32_TOLERANCE
 
     kw = {"target": "tensorrt"} if precision == "int8" else {}
     src = bf.export(run_dir, tmp_path / "onnx", format="onnx", precision=precision, parity_images=32, max_batch=8,
@@ -105,7 +105,7 @@ def test_pand_engine_builds_on_this_device_from_an_onnx_bundle(run_dir, tmp_path
 def test_trt_backend_concurrent_runs_equal_serial_and_close_frees(run_dir, tmp_path):
     import threading
 
-    from runtime import Predictor
+    from pand_runtime import Predictor
 
     res = bf.export(run_dir, tmp_path / "b", format="trt", precision="fp32", parity_images=16, max_batch=8)
     p = Predictor.from_bundle(res.bundle, backend="tensorrt")

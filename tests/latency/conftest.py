@@ -14,7 +14,7 @@ Three modes, chosen from the command line and the environment:
 * **record** (``make latency-baseline``, i.e. ``PAND_LATENCY_RECORD=1 pytest -m latency tests/latency``): measure and
   write ``tests/latency/baselines/<device key>.json`` with the full identity; commit it.
 
-The device key (``runtime.device.device_key``) names what decides the speed: CPU vendor, family/model, model
+The device key (``pand_runtime.device.device_key``) names what decides the speed: CPU vendor, family/model, model
 string, the kernel-changing ISA features (avx2, avx512f, avx512_vnni, avx_vnni, amx), logical CPUs, ONNX Runtime
 threads and version. Threads: ``PAND_LATENCY_THREADS`` (default ``min(4, cpu_count)``). Each number is the median over
 ``PAND_LATENCY_RUNS`` (default 5 in relative mode, 15 in strict and record mode) runs of the per-run p50 latency, the
@@ -68,9 +68,9 @@ def latency_bundles(tmp_path_factory):
 def latency_medians(latency_bundles, latency_threads, latency_mode):
     """Batch-1 medians (ms): ``fp32``, ``int8-cpu`` (default sessions) and ``fp32-noopt`` (optimisations off), plus
     the device key they belong to."""
-    from runtime import Predictor
-    from runtime.device import device_identity, device_key
-    from runtime.preprocess import normalize_u8
+    from pand_runtime import Predictor
+    from pand_runtime.device import device_identity, device_key
+    from pand_runtime.preprocess import normalize_u8
 
     fp32 = Predictor.from_bundle(latency_bundles["fp32"], threads=latency_threads)
     int8 = Predictor.from_bundle(latency_bundles["int8-cpu"], threads=latency_threads)

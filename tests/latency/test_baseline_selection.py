@@ -2,8 +2,8 @@
 import json
 
 from latency_support import select_baseline
-from runtime.device import device_identity, device_key
-from runtime.int8_check import has_exact_int8_kernels
+from pand_runtime.device import device_identity, device_key
+from pand_runtime.int8_check import has_exact_int8_kernels
 
 ZEN3 = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pytest
 
 from latency_support import BASELINE_DIR, IMAGE_SIZE, env_float, paired_ratio, select_baseline
-from runtime.device import cpu_features
-from runtime.int8_check import has_exact_int8_kernels
+from pand_runtime.device import cpu_features
+from pand_runtime.int8_check import has_exact_int8_kernels
 
 pytestmark = pytest.mark.latency
 

@@ -166,7 +166,7 @@ def test_empty_and_malicious_weight_files_are_pand_errors_without_unsafe_hints(t
 
 
 def test_skip_corrupt_drops_the_same_images_in_training_evaluation_and_export(small, tmp_path):
-    from export.data import load_split_images
+    from pand_export.data import load_split_images
     from pand.data import build_splits
 
     cfg = load_config(TINY, ["recipe=ce", *small, f"cache_dir={tmp_path / 'cache'}", "data.skip_corrupt=true"])

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from runtime.bench import BenchOptions, bench_bundle, main
+from pand_runtime.bench import BenchOptions, bench_bundle, main
 
 FAST = ["--iterations", "3", "--min-time", "0", "--warmup-ms", "1", "--threads", "1"]
 

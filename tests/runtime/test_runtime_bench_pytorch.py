@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from runtime.bench import BenchOptions, BenchRow, add_speedups, bench_pytorch, cv_warnings, run_bench
+from pand_runtime.bench import BenchOptions, BenchRow, add_speedups, bench_pytorch, cv_warnings, run_bench
 
 FAST = dict(warmup_ms=0, iterations=2, min_time=0, threads=1)
 

@@ -1,15 +1,12 @@
 """The runtime package runs with torch made unimportable (a fresh interpreter with ``sys.modules['torch'] = None``)."""
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from runtime import Predictor
+from pand_runtime import Predictor
 
-ROOT = Path(__file__).resolve().parents[2]
 
 SHIM = """
 import sys
@@ -19,22 +16,22 @@ for name in ("torch", "torchvision", "open_clip", "tensorrt"):
 
 PROGRAM = SHIM + """
 import json
-import runtime, runtime.bench, runtime.metrics, runtime.preprocess
-import runtime.backends.ort_backend, runtime.backends.trt_backend
-from runtime import Predictor
+import pand_runtime, pand_runtime.bench, pand_runtime.metrics, pand_runtime.preprocess
+import pand_runtime.backends.ort_backend, pand_runtime.backends.trt_backend
+from pand_runtime import Predictor
 bundle, image, out = sys.argv[1], sys.argv[2], sys.argv[3]
 p = Predictor.from_bundle(bundle, backend="auto", threads=1)
 preds = p.predict([image], top_k=3)
 try:
-    runtime.bench.main([bundle, "--iterations", "3", "--min-time", "0", "--warmup-ms", "1",
+    pand_runtime.bench.main([bundle, "--iterations", "3", "--min-time", "0", "--warmup-ms", "1",
                         "--json", out + "/b.json", "--markdown", out + "/b.md"])
 except SystemExit as e:
     assert e.code in (None, 0), e.code
-import contextlib, io, runtime.engine, runtime.trt_build
+import contextlib, io, pand_runtime.engine, pand_runtime.trt_build
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     try:
-        runtime.engine.main([bundle, "-o", out + "/engine"])
+        pand_runtime.engine.main([bundle, "-o", out + "/engine"])
     except SystemExit as e:
         engine_exit = e.code
 try:
@@ -53,16 +50,15 @@ print(json.dumps({"labels": preds[0].labels, "probs": preds[0].probs, "backend":
 def test_predictor_and_bench_run_without_torch(rt_bundle, tmp_path):
     ref = Predictor.from_bundle(rt_bundle).reference()
     image = ref["paths"][0]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", PROGRAM, str(rt_bundle), str(image), str(tmp_path)],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["torch_importable"] is False and got["heavy"] == []
     assert got["backend"] == "onnxruntime" and len(got["labels"]) == 3
     # pand-engine without TensorRT: exit 2, what to install (x86 wheel, Jetson apt + venv), no traceback, no output
     assert got["engine_exit"] == 2 and "Traceback" not in got["engine_err"]
-    assert "pip install 'pand[trt]'" in got["engine_err"] and "python3-libnvinfer" in got["engine_err"]
+    assert "pip install 'pand-runtime[trt]'" in got["engine_err"] and "python3-libnvinfer" in got["engine_err"]
     assert not (tmp_path / "engine").exists()
     # same answer as in this (torch-enabled) process
     p = Predictor.from_bundle(rt_bundle)
@@ -73,10 +69,9 @@ def test_predictor_and_bench_run_without_torch(rt_bundle, tmp_path):
     assert rows[0]["status"] == "ok" and rows[0]["agreement"] == 1.0
 
 
-def test_importing_runtime_does_not_import_engines():
-    code = SHIM + "import runtime, runtime.bench\nprint(sorted(m for m in ('onnxruntime', 'tensorrt', 'pycuda', "\
+def test_importing_runtime_does_not_import_engines(tmp_path):
+    code = SHIM + "import pand_runtime, pand_runtime.bench\nprint(sorted(m for m in ('onnxruntime', 'tensorrt', 'pycuda', "\
                   "'PIL') if sys.modules.get(m) is not None))"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

@@ -7,17 +7,17 @@ import torch
 from PIL import Image
 
 from pand.errors import ArtifactError, PandError
-from runtime import Predictor, load_bundle
-from runtime.backends.ort_backend import OrtBackend, resolve_providers
-from runtime.backends.trt_backend import TrtBackend, check_engine_compat
-from runtime.metrics import softmax
-from runtime.preprocess import normalize_u8
+from pand_runtime import Predictor, load_bundle
+from pand_runtime.backends.ort_backend import OrtBackend, resolve_providers
+from pand_runtime.backends.trt_backend import TrtBackend, check_engine_compat
+from pand_runtime.metrics import softmax
+from pand_runtime.preprocess import normalize_u8
 
 
 def test_predict_matches_the_torch_student_on_raw_image_files(rt_bundle, rt_run_dir):
     """End to end: file -> runtime preprocessing -> ORT vs file -> training eval transform -> PyTorch."""
-    from export.data import torch_eval_transform
-    from export.source import load_source
+    from pand_export.data import torch_eval_transform
+    from pand_export.source import load_source
 
     p = Predictor.from_bundle(rt_bundle)
     paths = [str(x) for x in p.reference()["paths"][:12]]
@@ -128,7 +128,7 @@ def test_trt_backend_without_tensorrt_names_the_extra(rt_bundle):
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
-    with pytest.raises(PandError, match=r"pip install 'pand\[trt\]'"):
+    with pytest.raises(PandError, match=r"pip install 'pand-runtime\[trt\]'"):
         TrtBackend(rt_bundle / "model.engine")
 
 

@@ -7,8 +7,8 @@ from torchvision.transforms.functional import _compute_resized_output_size
 
 from pand.data import PreprocessCfg, create_transform
 from pand.errors import PandError
-from runtime.manifest import PreprocessSpec
-from runtime.preprocess import center_crop, crop_image, prepare_batch, preprocess_image, resized_size
+from pand_runtime.manifest import PreprocessSpec
+from pand_runtime.preprocess import center_crop, crop_image, prepare_batch, preprocess_image, resized_size
 
 MODES = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
          "nearest": T.InterpolationMode.NEAREST}
@@ -55,7 +55,7 @@ def test_matches_torchvision_and_pand_eval_transform_exactly(spec):
 
 
 def test_real_dataset_images_match(rt_bundle):
-    from runtime import Predictor
+    from pand_runtime import Predictor
 
     p = Predictor.from_bundle(rt_bundle)
     tv = _torchvision(p.spec)

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from pand.errors import ArtifactError, PandError
-from runtime import Predictor, load_bundle
-from runtime.manifest import load_manifest
-from runtime.preprocess import normalize_u8, prepare_batch
+from pand_runtime import Predictor, load_bundle
+from pand_runtime.manifest import load_manifest
+from pand_runtime.preprocess import normalize_u8, prepare_batch
 
 
 def _edit(bundle, fn):

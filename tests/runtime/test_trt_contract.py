@@ -24,7 +24,7 @@ ENV = {"trt_version": "x", "gpu_name": "Orin", "compute_capability": "8.7"}
 def install(monkeypatch):
     """``install(trt=..., cuda=...)`` puts the fakes into sys.modules and resets the runtime's lazy-import cache
     (both undone after the test)."""
-    from runtime import _lazy
+    from pand_runtime import _lazy
 
     def _install(trt=None, cuda=None):
         monkeypatch.setattr(_lazy.tensorrt, "_module", None)
@@ -44,7 +44,7 @@ def install(monkeypatch):
 
 
 def _build(tmp_path, trt, precision="fp32", tf32=False, cache=None):
-    from runtime.trt_build import build_engine
+    from pand_runtime.trt_build import build_engine
 
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"onnx")
@@ -109,8 +109,8 @@ def test_tf32_is_kept_only_when_asked(tmp_path):
 
 
 def test_tf32_has_its_own_looser_tolerance():
-    from runtime.metrics import TOLERANCES
-    from runtime.trt_build import TF32_TOLERANCE, engine_tolerance
+    from pand_runtime.metrics import TOLERANCES
+    from pand_runtime.trt_build import TF32_TOLERANCE, engine_tolerance
 
     assert engine_tolerance("fp32", True) == TF32_TOLERANCE
     assert TF32_TOLERANCE.max_abs > TOLERANCES["fp32"].max_abs
@@ -129,7 +129,7 @@ def test_parse_errors_are_reported_with_the_parser_messages(tmp_path):
 
 @pytest.mark.parametrize("version", ["8.6.1", "9.3.0"])
 def test_tensorrt_older_than_10_is_refused_with_a_clear_message(tmp_path, install, version):
-    from runtime._lazy import require_tensorrt
+    from pand_runtime._lazy import require_tensorrt
 
     trt, _ = install(trt=fake_trt.make_trt("10.0.0"))
     trt.__version__ = version
@@ -165,14 +165,14 @@ def test_a_timing_cache_that_cannot_be_written_is_reported_not_ignored(tmp_path,
 
 
 def test_batch_profile_from_manifest_values():
-    from runtime.trt_build import batch_profile
+    from pand_runtime.trt_build import batch_profile
 
     assert batch_profile("input", (3, 64, 64), 4, 8) == PROFILE
     assert batch_profile("x", (3, 8, 8), 64, 8)["x"][1] == (8, 3, 8, 8)  # opt clamped into 1..max
 
 
 def _backend(install, tmp_path, delay=0.0):
-    from runtime.backends.trt_backend import TrtBackend
+    from pand_runtime.backends.trt_backend import TrtBackend
 
     trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda())
     fake_trt.add_runtime(trt, cuda, delay=delay)
@@ -226,7 +226,7 @@ def test_backend_concurrent_runs_are_serialised(install, tmp_path):
 
 def _with_engine(bundle, info):
     """Add a model.engine entry (with a real sha256) to a bundle's manifest."""
-    from runtime.manifest import sha256_file
+    from pand_runtime.io import sha256_file
 
     (bundle / "model.engine").write_bytes(b"PLAN")
     d = json.loads((bundle / "manifest.json").read_text())
@@ -241,7 +241,7 @@ def _with_engine(bundle, info):
     ({"trt_version": "10.3.0", "compute_capability": "9.0", "gpu_name": "H100"}, "compute capability 9.0"),
 ])
 def test_auto_falls_back_to_onnxruntime_with_a_warning_naming_why(install, bundle_copy, info, why):
-    from runtime import EngineFallbackWarning, Predictor
+    from pand_runtime import EngineFallbackWarning, Predictor
 
     trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda(cc=(8, 7)))
     fake_trt.add_runtime(trt, cuda)
@@ -255,7 +255,7 @@ def test_auto_falls_back_to_onnxruntime_with_a_warning_naming_why(install, bundl
 
 
 def test_auto_uses_a_matching_engine_without_warning(install, bundle_copy):
-    from runtime import Predictor
+    from pand_runtime import Predictor
 
     trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda(cc=(8, 7)))
     fake_trt.add_runtime(trt, cuda, classes=24, sample=(3, 64, 64), max_batch=8)
@@ -270,21 +270,21 @@ def test_auto_uses_a_matching_engine_without_warning(install, bundle_copy):
 def test_pand_engine_without_tensorrt_names_what_to_install(install, bundle_copy, monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from runtime.engine import _cli
+    from pand_runtime.engine import _cli
 
     install()
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     r = CliRunner().invoke(_cli(), [str(bundle_copy), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output
-    for needle in ("pip install 'pand[trt]'", "python3-libnvinfer", "--system-site-packages", "pycuda>=2025.1.2",
+    for needle in ("pip install 'pand-runtime[trt]'", "python3-libnvinfer", "--system-site-packages", "pycuda>=2025.1.2",
                    "README"):
         assert needle in r.output
     assert not (tmp_path / "out").exists()
 
 
 def test_pand_engine_refuses_a_cpu_int8_bundle(install, bundle_copy, tmp_path):
-    from runtime.engine import build_engine_bundle
+    from pand_runtime.engine import build_engine_bundle
 
     d = json.loads((bundle_copy / "manifest.json").read_text())
     d["precision"], d["int8_target"] = "int8", "cpu"
@@ -297,11 +297,11 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
                                                                          monkeypatch):
     """Builder + parity + manifest with fake TensorRT/pycuda; the 'engine' is run by ONNX Runtime on the staged ONNX
     (so parity is real), standing in for TrtBackend."""
-    import runtime.backends.trt_backend as tb
-    from runtime import Predictor, load_bundle
-    from runtime.backends.ort_backend import OrtBackend
-    from runtime.engine import build_engine_bundle
-    from runtime.manifest import sha256_file
+    import pand_runtime.backends.trt_backend as tb
+    from pand_runtime import Predictor, load_bundle
+    from pand_runtime.backends.ort_backend import OrtBackend
+    from pand_runtime.engine import build_engine_bundle
+    from pand_runtime.io import sha256_file
 
     trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda(gpu_name="Orin", cc=(8, 7)))
     seen = {}
@@ -334,7 +334,7 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
 
 
 def test_bench_labels_tensorrt_rows_end_to_end_with_gpu_compute_time(install, bundle_copy):
-    from runtime.bench import BenchOptions, bench_bundle, render_text
+    from pand_runtime.bench import BenchOptions, bench_bundle, render_text
 
     trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda(cc=(8, 7)))
     fake_trt.add_runtime(trt, cuda, classes=24, sample=(3, 64, 64), max_batch=8)
@@ -348,7 +348,7 @@ def test_bench_labels_tensorrt_rows_end_to_end_with_gpu_compute_time(install, bu
 
 
 def test_auto_falls_back_when_tensorrt_is_older_than_10(install, bundle_copy):
-    from runtime import EngineFallbackWarning, Predictor
+    from pand_runtime import EngineFallbackWarning, Predictor
 
     install(fake_trt.make_trt("8.6.1"), fake_trt.make_cuda())
     bundle = _with_engine(bundle_copy, {"trt_version": "8.6.1", "compute_capability": "8.7"})
@@ -357,11 +357,11 @@ def test_auto_falls_back_when_tensorrt_is_older_than_10(install, bundle_copy):
 
 
 def test_pand_export_format_trt_without_tensorrt_points_to_pand_engine(install, rt_run_dir, monkeypatch, tmp_path):
-    from export import ExportOptions, export_bundle
+    from pand_export import ExportOptions, export_bundle
 
     install()
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(PandError) as e:
         export_bundle(rt_run_dir, ExportOptions(format="trt", output=tmp_path / "out"))
-    assert "pand-engine" in str(e.value) and "pip install 'pand[trt]'" in str(e.value)
+    assert "pand-engine" in str(e.value) and "pip install 'pand-runtime[trt]'" in str(e.value)
     assert not (tmp_path / "out").exists()

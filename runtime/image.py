@@ -1,4 +1,4 @@
-"""Decode any PIL image to 8-bit RGB with the right scaling (numpy + PIL only: the runtime imports this, never torch).
+"""Decode any PIL image to 8-bit RGB with the right scaling (numpy + PIL only; training decodes with it too).
 
 PIL's own ``convert("RGB")`` clips 16-bit and 32-bit integer greyscale (modes ``I;16``, ``I;16B``, ``I;16L``,
 ``I;16N`` and ``I``, e.g. 16-bit PNGs) at 255, so such an image becomes solid white. :func:`to_rgb` scales

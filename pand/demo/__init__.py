@@ -1,0 +1,1 @@
+"""The built-in synthetic demo: ``python -m pand.demo`` (``make demo``) runs every stage end to end (see README)."""
