@@ -8,7 +8,9 @@ from typing import Sequence
 
 import click
 
-STAGES = ("all", "psc", "nsd")
+from pand.config import STAGES, load_config, to_yaml
+from pand.data import build_splits
+from pand.errors import PandError
 
 
 def _fail(msg: str) -> None:
@@ -20,14 +22,12 @@ def resolve_run_dir(cfg, run_dir: str | None) -> Path:
     """``--run-dir`` > ``run_dir`` in the config > ``runs/<name>``."""
     if run_dir:
         return Path(run_dir)
-    if cfg.get("run_dir"):
+    if cfg.run_dir:
         return Path(cfg.run_dir)
     return Path("runs") / str(cfg.name)
 
 
 def _dry_run(cfg) -> None:
-    from pand.data import build_splits
-
     splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
     click.echo(f"dataset: {cfg.data.name}  root: {splits.root}")
     click.echo(f"classes: {len(splits.class_names)}")
@@ -74,12 +74,9 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
       pand-train configs/tiny.yaml recipe=pand --run-dir runs/tiny
       pand-train configs/cub_resnet18.yaml data.root=/data/CUB_200_2011 trainer.devices=4
     """
-    from pand.config import ConfigError, load_config, to_yaml
-    from pand.errors import PandError
-
     try:
         cfg = load_config(config, overrides)
-    except ConfigError as e:
+    except PandError as e:
         _fail(str(e))
     if print_config:
         click.echo(to_yaml(cfg), nl=False)
@@ -97,7 +94,7 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
         from pand.train import run
 
         run(cfg, resolve_run_dir(cfg, run_dir), stage=stage, resume=resume)
-    except (ConfigError, PandError, FileNotFoundError) as e:
+    except (PandError, FileNotFoundError) as e:
         _fail(str(e))
 
 

@@ -16,23 +16,34 @@ here, Stage PSC runs on rank 0 only, NSD runs data-parallel, and only rank 0 wri
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from pand.config import ConfigError
-from pand.errors import ArtifactError
+from omegaconf import OmegaConf
 
-__all__ = ["STAGES", "run", "build_run_splits", "resolve_anchors", "student_metadata", "write_student"]
+from pand.config import STAGES, save_config
+from pand.data import build_splits, create_transform, preprocess_cfg_from_student
+from pand.errors import ArtifactError, ConfigError
+from pand.models.teacher import create_teacher, teacher_summary
+from pand.nsd import LiveTeacher, fit
+from pand.nsd.checkpoint import check_resume_config, checkpoint_config, has_checkpoint, refuse_overwrite
+from pand.promptkd import run as promptkd_run
+from pand.psc import ARTIFACT_NAME, handcrafted_anchors, load_anchors, run_psc
+from pand.utils.distributed import (
+    barrier, check_ranks_agree, check_shared_dir, cleanup_distributed, dist_env, init_distributed, run_fingerprint,
+    select_device,
+)
+from pand.utils.io import atomic_write_json, save_tensors
+from pand.utils.lock import LOCK_NAME, exclusive_lock
 
-STAGES = ("all", "psc", "nsd")
+__all__ = ["run", "build_run_splits", "resolve_anchors", "student_metadata", "write_student"]
 
 
 def build_run_splits(cfg) -> Any:
     """``pand.data.build_splits`` with the student's train (augmenting) and eval transforms attached."""
-    from pand.data import build_splits, create_transform, preprocess_cfg_from_student
-
     pp = preprocess_cfg_from_student(cfg.student)
     train_tf = create_transform(pp, True, str(cfg.student.augment), tuple(cfg.student.train_crop_scale))
     return build_splits(cfg.data, cache_dir=cfg.cache_dir, train_transform=train_tf,
@@ -40,9 +51,7 @@ def build_run_splits(cfg) -> Any:
 
 
 def _psc_artifact_path(cfg, run_dir: Path) -> Path:
-    from pand.psc import ARTIFACT_NAME
-
-    return Path(str(cfg.psc.artifact)).expanduser() if cfg.psc.get("artifact") else run_dir / "psc" / ARTIFACT_NAME
+    return Path(str(cfg.psc.artifact)).expanduser() if cfg.psc.artifact else run_dir / "psc" / ARTIFACT_NAME
 
 
 def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resume: bool = False) -> Optional[Any]:
@@ -57,9 +66,6 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resum
     Returns:
         The anchors, or None when the recipe uses no teacher or only Stage PSC was asked for.
     """
-    from pand.psc import handcrafted_anchors, load_anchors, run_psc
-    from pand.utils.distributed import barrier
-
     if not cfg.recipe.use_teacher:
         return None
     if cfg.recipe.anchors == "handcrafted":
@@ -69,8 +75,6 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resum
         return handcrafted_anchors(teacher, splits.prompts())
     if stage in ("all", "psc") and cfg.psc.enabled:
         if dist.is_main:
-            from pand.nsd.checkpoint import has_checkpoint
-
             run_psc(cfg, run_dir, splits=splits, teacher=teacher,
                     reuse_only=resume and has_checkpoint(run_dir / "nsd" / "checkpoints"))
         barrier(dist)
@@ -87,8 +91,6 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resum
 
 def student_metadata(cfg, class_names, val_top1: Optional[float], epoch: int, teacher=None) -> Dict[str, Any]:
     """Metadata of ``student.safetensors`` (everything needed to rebuild and feed the student)."""
-    from pand.data import preprocess_cfg_from_student
-
     pp = preprocess_cfg_from_student(cfg.student)
     return {
         "format": "pand-student-v1", "arch": str(cfg.student.arch), "num_classes": len(class_names),
@@ -100,8 +102,6 @@ def student_metadata(cfg, class_names, val_top1: Optional[float], epoch: int, te
 
 def write_student(path: Path, state: Dict[str, Any], meta: Dict[str, Any]) -> Path:
     """Write the student's ``state_dict()`` as safetensors with JSON metadata (atomic)."""
-    from pand.utils.io import save_tensors
-
     save_tensors(path, state, meta)
     return Path(path)
 
@@ -113,10 +113,6 @@ def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
     The resume check compares with the configuration stored in the last NSD checkpoint (what the weights were
     trained with), else with the run's ``config.yaml``; the message names which one it read.
     """
-    from omegaconf import OmegaConf
-
-    from pand.nsd.checkpoint import check_resume_config, checkpoint_config, refuse_overwrite
-
     ckpts = run_dir / "nsd" / "checkpoints"
     refuse_overwrite(ckpts, resume, run_dir)
     if not resume:
@@ -132,8 +128,6 @@ def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
 
 
 def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> Dict[str, Any]:
-    from pand.models.teacher import teacher_summary
-
     return {
         "recipe": str(cfg.recipe.name), "student": str(cfg.student.arch), "data": str(cfg.data.name),
         "teacher": teacher_summary(teacher) if teacher is not None else None,
@@ -149,11 +143,6 @@ def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> D
 
 
 def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_hook, t0: float) -> Optional[dict]:
-    from pand.models.teacher import create_teacher
-    from pand.nsd import LiveTeacher, fit
-    from pand.utils.distributed import barrier
-    from pand.utils.io import atomic_write_json
-
     if dist.distributed and not dist.is_main:
         barrier(dist)  # rank 0 builds first: it may generate/cache data that the others then read
     splits = build_run_splits(cfg)
@@ -190,10 +179,6 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
     naming the holder's pid; a read-only ``run_dir`` is a :class:`PandError` before anything is written. Under
     torchrun only global rank 0 takes the lock. The arguments, return value and errors are :func:`_run`'s.
     """
-    import os
-
-    from pand.utils.lock import LOCK_NAME, exclusive_lock
-
     run_dir = Path(run_dir)
     if os.environ.get("RANK", "0") != "0":
         return _run(cfg, run_dir, stage, resume, step_hook)
@@ -218,19 +203,11 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
     Raises:
         ConfigError, DataError, ArtifactError, PandError: with a message naming the bad input and the fix.
     """
-    from pand.config import save_config
-    from pand.utils.distributed import (
-        check_ranks_agree, check_shared_dir, cleanup_distributed, dist_env, init_distributed, run_fingerprint,
-        select_device,
-    )
-
     if stage not in STAGES:
         raise ConfigError(f"unknown stage '{stage}'. Valid stages: {', '.join(STAGES)}")
     run_dir = Path(run_dir)
     t0 = time.time()
     if cfg.recipe.name == "promptkd":
-        from pand.promptkd import run as promptkd_run
-
         # config.yaml is written by the recipe once every refusal check has passed (a refused rerun writes nothing)
         return promptkd_run(cfg, run_dir, resume=resume, write_config=True)
     env = dist_env()

@@ -1,8 +1,10 @@
 """Run configuration: structured schema + YAML group composition + dotted overrides."""
-from .loader import GROUPS, ConfigError, config_dir, list_group, load_config, save_config, to_yaml
-from .schema import DATASETS, RECIPES, RunCfg
+from pand.errors import ConfigError
+
+from .loader import GROUPS, config_dir, list_group, load_config, save_config, to_yaml
+from .schema import DATASETS, RECIPES, STAGES, RunCfg
 
 __all__ = [
-    "ConfigError", "DATASETS", "GROUPS", "RECIPES", "RunCfg", "config_dir", "list_group", "load_config",
+    "ConfigError", "DATASETS", "GROUPS", "RECIPES", "STAGES", "RunCfg", "config_dir", "list_group", "load_config",
     "save_config", "to_yaml",
 ]

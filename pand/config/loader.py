@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
@@ -35,15 +35,14 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from pand.errors import ConfigError
+from pand.utils.io import atomic_write_text
+
 from .schema import CHOICES, MINIMUMS, RunCfg
 
 GROUPS = ("data", "teacher", "student", "recipe", "trainer")
 
 __all__ = ["ConfigError", "GROUPS", "config_dir", "list_group", "load_config", "save_config", "to_yaml"]
-
-
-class ConfigError(ValueError):
-    """A configuration problem found before any work starts."""
 
 
 def config_dir() -> Path:
@@ -128,48 +127,46 @@ def _merge(base: DictConfig, other, what: str) -> DictConfig:
         raise ConfigError(f"{what}: {e}") from None
 
 
-def _check_choices(cfg: DictConfig) -> None:
-    for key, choices in CHOICES.items():
+def _set_values(cfg: DictConfig, keys: Iterable[str]) -> Iterator[Tuple[str, Any]]:
+    """``(key, value)`` of every dotted key of ``keys`` that has a value (a missing one is :func:`_check_missing`'s)."""
+    for key in keys:
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
         except MissingMandatoryValue:
             continue
+        yield key, value
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, value in _set_values(cfg, CHOICES):
+        choices = CHOICES[key]
         if value is not None and value not in choices:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(map(str, choices))}")
 
 
 # Keys typed ``Any`` in the schema (OmegaConf has no int | str union): an int (>= its MINIMUMS bound) or one of
 # these words; anything else (a float, a bool, null, another string) fails at load naming the key.
-INT_OR_WORD = {"nsd.teacher_cache.views": ("auto",)}
+INT_OR_WORD: Mapping[str, Tuple[str, ...]] = {"nsd.teacher_cache.views": ("auto",)}
 
 
 def _check_minimums(cfg: DictConfig) -> None:
-    for key, low in MINIMUMS.items():
-        try:
-            value = OmegaConf.select(cfg, key, throw_on_missing=True)
-        except MissingMandatoryValue:
+    for key, value in _set_values(cfg, MINIMUMS):
+        low, words = MINIMUMS[key], INT_OR_WORD.get(key, ())
+        alternatives = " or " + " / ".join(map(repr, words)) if words else f"; set it to a value >= {low}"
+        if words and isinstance(value, str) and value in words:
             continue
-        if key in INT_OR_WORD:
-            words = INT_OR_WORD[key]
-            if isinstance(value, str) and value in words:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"bad value for '{key}': {key}={value!r}; expected an integer >= {low} or "
-                                  f"{' / '.join(map(repr, words))}")
-            if value < low:
-                raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low} or "
-                                  f"{' / '.join(map(repr, words))}")
-            continue
+        if words and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"bad value for '{key}': {key}={value!r}; expected an integer >= {low}{alternatives}")
         if value is not None and value < low:
-            raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low}; set it to a value >= {low}")
+            raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low}{alternatives}")
 
 
 def _check_missing(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
-    # promptkd.student_arch is only required by the promptkd recipe
+    # promptkd.student_arch is only required by the promptkd recipe (recipe.name is None while it is unset)
     if cfg.recipe.get("name") != "promptkd":
         missing = [k for k in missing if not k.startswith("promptkd.")]
-    if not cfg.recipe.get("use_teacher", True):
+    if not cfg.recipe.use_teacher:
         missing = [k for k in missing if not k.startswith("teacher.")]
     if missing:
         raise ConfigError(
@@ -236,6 +233,4 @@ def to_yaml(cfg: DictConfig) -> str:
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
     """Write the resolved configuration atomically."""
-    from pand.utils.io import atomic_write_text
-
     atomic_write_text(path, to_yaml(cfg))

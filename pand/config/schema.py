@@ -33,6 +33,7 @@ DATASETS = (
     "synthetic",
 )
 RECIPES = ("ce", "vl2lite", "pand", "promptkd")
+STAGES = ("all", "psc", "nsd")  # pand-train --stage: the whole recipe, only Stage PSC, only Stage NSD
 
 
 @dataclass
