@@ -4,7 +4,9 @@ The YAML files under ``configs/`` are merged onto these dataclasses with OmegaCo
 key, a wrong type or a missing required value fails before any work starts (see
 :mod:`pand.config.loader`). Each section belongs to one part of the toolchain:
 
-* ``data``     -> :mod:`pand.data` (one YAML per dataset in ``configs/data/``)
+* ``data``     -> :mod:`pand.data` (one YAML per dataset in ``configs/data/``; the valid ``data.name`` values are
+  the dataset registry's, :data:`pand.data.registry.DATASETS`, and ``data.synthetic`` is the generator's
+  :class:`pand.data.synthetic.settings.SyntheticCfg`)
 * ``teacher``  -> :mod:`pand.models.teacher` (``configs/teacher/``)
 * ``student``  -> :mod:`pand.models.students` (``configs/student/``)
 * ``recipe``   -> which stages run and which loss terms are on (``configs/recipe/``)
@@ -20,40 +22,16 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-DATASETS = (
-    "cub_200_2011",
-    "fgvc_aircraft",
-    "oxford_pets",
-    "stanford_dogs",
-    "stanford_cars",
-    "flowers102",
-    "dtd",
-    "nabirds",
-    "imagefolder",
-    "synthetic",
-)
+from pand.data.registry import DATASETS
+from pand.data.synthetic.settings import SyntheticCfg
+
+__all__ = [
+    "DATASETS", "RECIPES", "STAGES", "SyntheticCfg", "DataCfg", "TeacherCfg", "StudentCfg", "RecipeCfg", "TrainerCfg",
+    "PSCCfg", "NLRDCfg", "TeacherCacheCfg", "NSDCfg", "PromptSRCCfg", "PromptKDCfg", "RunCfg", "MINIMUMS", "CHOICES",
+]
+
 RECIPES = ("ce", "vl2lite", "pand", "promptkd")
 STAGES = ("all", "psc", "nsd")  # pand-train --stage: the whole recipe, only Stage PSC, only Stage NSD
-
-
-@dataclass
-class SyntheticCfg:
-    """Generator settings of the procedural FGVC benchmark (``data.name=synthetic``)."""
-
-    seed: int = 0
-    image_size: int = 64
-    train_per_class: int = 40
-    test_per_class: int = 20
-    val_per_class: int = 0  # 0: validation is carved out of train like every other dataset
-    web_per_class: int = 0  # captioned web-pool images per class (teacher pre-training), disjoint from the splits
-    # attribute axes used; the class set is their cartesian product (>= 24 classes)
-    num_body_colors: int = 4
-    num_wing_patterns: int = 3
-    num_beak_shapes: int = 2
-    num_crests: int = 1
-    base_fraction: float = 0.5
-    clutter: int = 8  # at most this many low-saturation background shapes per image
-    noise_std: float = 6.0  # additive Gaussian pixel noise (0-255 scale)
 
 
 @dataclass

@@ -16,20 +16,17 @@ from typing import Any
 
 from pand.errors import DataError
 
-from .registry import (
-    RawSplits, clean_class_name, descend, register_dataset, require_files, torchvision_root, tv_attr,
-)
+from .layout import RawSplits, clean_class_name, descend, require_files, torchvision_root, tv_attr
 
 LAYOUT = ("fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
           "images_<level>_{train,val,test}.txt}")
 CLASS_FILES = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 
 
-@register_dataset("fgvc_aircraft", LAYOUT)
 def load_aircraft(root: Path, cfg: Any) -> RawSplits:
     """Read FGVC-Aircraft at ``data.aircraft_level`` with its official train / val / test splits."""
     root = descend(root, ["fgvc-aircraft-2013b"], "data")
-    level = str(getattr(cfg, "aircraft_level", "variant"))
+    level = str(cfg.aircraft_level)
     if level not in CLASS_FILES:
         raise DataError(f"fgvc_aircraft: data.aircraft_level={level!r}. Valid choices: {', '.join(CLASS_FILES)}")
     files = ["data/images", f"data/{CLASS_FILES[level]}"]

@@ -17,9 +17,7 @@ from typing import Any
 
 from pand.errors import DataError
 
-from .registry import (
-    RawSplits, clean_class_name, descend, register_dataset, require_files, torchvision_root, tv_attr,
-)
+from .layout import RawSplits, clean_class_name, descend, require_files, torchvision_root, tv_attr
 
 LAYOUT = ("stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, "
           "cars_train/, cars_test/}")
@@ -27,7 +25,6 @@ FILES = ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_test_annos
          "cars_test")
 
 
-@register_dataset("stanford_cars", LAYOUT)
 def load_cars(root: Path, cfg: Any) -> RawSplits:
     """Read Stanford Cars: official train / test, 196 classes named from ``devkit/cars_meta.mat``."""
     root = descend(root, ["stanford_cars"], "devkit")

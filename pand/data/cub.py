@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 
 from pand.errors import DataError
 
-from .registry import RawSplits, clean_class_name, read_table, register_dataset, require_files
+from .layout import RawSplits, clean_class_name, read_table, require_files
 
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images")
 LAYOUT = "CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/}"
@@ -70,7 +70,6 @@ def join_by_id(root: Path, dataset: str, files: Dict[str, str]) -> Dict[str, Dic
     return table
 
 
-@register_dataset("cub_200_2011", LAYOUT)
 def load_cub(root: Path, cfg: Any) -> RawSplits:
     """Read CUB-200-2011: official train/test split, 200 classes named from ``classes.txt``."""
     require_files(root, "cub_200_2011", FILES, LAYOUT)

@@ -18,7 +18,7 @@ import numpy as np
 
 from pand.errors import DataError
 
-from .registry import RawSplits, clean_class_name, register_dataset, require_files
+from .layout import RawSplits, clean_class_name, require_files
 
 LAYOUT = "StanfordDogs/{Images/<wnid>-<breed>/*.jpg, train_list.mat, test_list.mat}"
 
@@ -40,7 +40,6 @@ def _read_list(path: Path) -> List[Tuple[str, int]]:
     return [(str(f), int(y)) for f, y in zip(files, labels)]
 
 
-@register_dataset("stanford_dogs", LAYOUT)
 def load_dogs(root: Path, cfg: Any) -> RawSplits:
     """Read Stanford Dogs: official train / test lists, 120 breeds."""
     require_files(root, "stanford_dogs", ["Images", "train_list.mat", "test_list.mat"], LAYOUT)

@@ -16,18 +16,15 @@ from typing import Any
 
 from pand.errors import DataError
 
-from .registry import (
-    RawSplits, clean_class_name, descend, register_dataset, require_files, torchvision_root, tv_attr,
-)
+from .layout import RawSplits, clean_class_name, descend, require_files, torchvision_root, tv_attr
 
 LAYOUT = "dtd/{images/<class>/*.jpg, labels/train<k>.txt, labels/val<k>.txt, labels/test<k>.txt}"
 
 
-@register_dataset("dtd", LAYOUT)
 def load_dtd(root: Path, cfg: Any) -> RawSplits:
     """Read DTD partition ``data.dtd_partition``: official train / val / test."""
     root = descend(root, ["dtd/dtd", "dtd"], "labels")
-    k = getattr(cfg, "dtd_partition", 1)
+    k = cfg.dtd_partition
     if not isinstance(k, int) or not 1 <= k <= 10:
         raise DataError(f"dtd: data.dtd_partition={k!r}; the official partitions are 1..10")
     splits = ("train", "val", "test")

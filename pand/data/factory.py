@@ -1,4 +1,8 @@
-"""``build_splits``: the one entry point from a ``data`` config section to train / val / test datasets."""
+"""``build_splits``: the one entry point from a ``data`` config section to train / val / test datasets.
+
+The section is a :class:`pand.config.schema.DataCfg` (or the OmegaConf node of one, as :func:`pand.config.load_config`
+returns it); its fields are read as attributes, so every default is the schema's.
+"""
 from __future__ import annotations
 
 import os
@@ -9,18 +13,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from pand.errors import DataError
 
 from .base import DataSplits, FGVCDataset, Sample, unreadable_images
-from .registry import RawSplits, get_dataset
+from .layout import RawSplits
+from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
+from .synthetic import ensure_synthetic
 
 __all__ = ["build_splits", "load_raw"]
 
 _MAX_LISTED = 5
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
 
 
 def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
@@ -29,18 +29,16 @@ def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> Raw
     Raises:
         DataError: unknown dataset (lists the choices), ``root`` not set, or the loader's own errors.
     """
-    name = str(_get(data_cfg, "name"))
+    name = str(data_cfg.name)
     info = get_dataset(name)
-    root = _get(data_cfg, "root")
+    root = data_cfg.root
     if root in (None, ""):
         if name != "synthetic":
             raise DataError(
                 f"{name}: data.root is not set. Point it at the dataset folder, e.g. data.root=/data/{name}. "
                 f"Expected layout: {info.layout}"
             )
-        from .synthetic import ensure_synthetic
-
-        root_path = ensure_synthetic(cache_dir, _get(data_cfg, "synthetic"))
+        root_path = ensure_synthetic(cache_dir, data_cfg.synthetic)
     else:
         root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
         if not root_path.is_dir():
@@ -119,7 +117,7 @@ def build_splits(
     see the same readable images and no image stands in for another.
 
     Args:
-        data_cfg: the ``data`` config section (:class:`pand.config.schema.DataCfg`, DictConfig or dict).
+        data_cfg: the ``data`` config section (:class:`pand.config.schema.DataCfg` or its OmegaConf node).
         cache_dir: where the synthetic benchmark is generated when ``data.root`` is null.
         train_transform: applied to train images (PIL RGB -> whatever the model wants).
         eval_transform: applied to val and test images.
@@ -131,11 +129,11 @@ def build_splits(
     Raises:
         DataError: with the bad input and the fix (missing root or files, unknown dataset, empty classes, ...).
     """
-    name = str(_get(data_cfg, "name"))
+    name = str(data_cfg.name)
     raw = load_raw(data_cfg, cache_dir)
     names = list(raw.class_names)
     _check_names(names, name, "the dataset files")
-    override = _get(data_cfg, "class_names")
+    override = data_cfg.class_names
     if override is not None:
         override = [str(n) for n in override]
         if len(override) != len(names):
@@ -147,7 +145,7 @@ def build_splits(
     for split, samples in (("train", raw.train), ("val", raw.val), ("test", raw.test)):
         if samples is not None:
             _check_samples(samples, c, name, split, raw.sources.get(split, ""))
-    skip = bool(_get(data_cfg, "skip_corrupt", False))
+    skip = bool(data_cfg.skip_corrupt)
     skipped: Dict[str, List[str]] = {}
     raw_train, raw_val, raw_test = raw.train, raw.val, raw.test
     if skip:
@@ -163,17 +161,17 @@ def build_splits(
     if raw_val is not None:
         val: Optional[List[Sample]] = list(raw_val)
     else:
-        fraction = float(_get(data_cfg, "val_fraction", 0.1))
+        fraction = float(data_cfg.val_fraction)
         if not 0 <= fraction < 1:
             raise DataError(f"{name}: data.val_fraction={fraction} must be in [0, 1)")
-        tr_idx, va_idx = stratified_holdout([y for _, y in train], fraction, int(_get(data_cfg, "val_seed", 0)))
+        tr_idx, va_idx = stratified_holdout([y for _, y in train], fraction, int(data_cfg.val_seed))
         val = [train[i] for i in va_idx] if va_idx else None
         train = [train[i] for i in tr_idx]
-    budget = _get(data_cfg, "labels_per_class")
+    budget = data_cfg.labels_per_class
     if budget is not None:
         if int(budget) < 1:
             raise DataError(f"{name}: data.labels_per_class={budget} must be >= 1 (or null for all)")
-        keep = label_budget([y for _, y in train], int(budget), int(_get(data_cfg, "val_seed", 0)))
+        keep = label_budget([y for _, y in train], int(budget), int(data_cfg.val_seed))
         train = [train[i] for i in keep]
 
     def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
@@ -184,7 +182,7 @@ def build_splits(
         out.skipped = len(skipped.get(split, []))
         return out
 
-    template = str(_get(data_cfg, "template", "a photo of a {}."))
+    template = str(data_cfg.template)
     if "{}" not in template:
         raise DataError(f"{name}: data.template={template!r} has no '{{}}' where the class name goes")
     base, novel = base_novel_split(range(c))

@@ -21,7 +21,7 @@ import numpy as np
 
 from pand.errors import DataError
 
-from .registry import RawSplits, descend, register_dataset, require_files
+from .layout import RawSplits, descend, require_files
 
 LAYOUT = "flowers-102/{jpg/image_NNNNN.jpg, imagelabels.mat, setid.mat}"
 SPLIT_KEYS = {"train": "trnid", "val": "valid", "test": "tstid"}
@@ -45,7 +45,6 @@ def _loadmat(path: Path, key: str) -> np.ndarray:
         raise DataError(f"flowers102: cannot read {path} ({type(e).__name__}: {e})") from None
 
 
-@register_dataset("flowers102", LAYOUT)
 def load_flowers(root: Path, cfg: Any) -> RawSplits:
     """Read Flowers-102: official train / (val) / test splits from ``setid.mat``."""
     root = descend(root, ["flowers-102"], "setid.mat")
@@ -62,7 +61,7 @@ def load_flowers(root: Path, cfg: Any) -> RawSplits:
             raise DataError(f"flowers102: setid.mat '{key}' has image id {int(bad[0])}, but imagelabels.mat "
                             f"has {labels.size} labels")
         out[split] = [(str(root / "jpg" / f"image_{int(i):05d}.jpg"), int(labels[i - 1]) - 1) for i in ids]
-    use_val = bool(getattr(cfg, "flowers_use_val", False))
+    use_val = bool(cfg.flowers_use_val)
     return RawSplits(
         train=out["train"], val=out["val"] if use_val else None, test=out["test"], class_names=names, root=root,
         sources={"train": "setid.mat trnid", "val": "setid.mat valid", "test": "setid.mat tstid"},

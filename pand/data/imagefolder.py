@@ -26,7 +26,7 @@ from pand.errors import DataError
 from pand.utils.io import read_json
 
 from .base import Sample
-from .registry import RawSplits, clean_class_name, register_dataset, require_files
+from .layout import RawSplits, clean_class_name, require_files
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -95,7 +95,6 @@ def read_classes_json(root: Path, n_classes: int, dataset: str) -> Optional[dict
     return meta
 
 
-@register_dataset("imagefolder", LAYOUT)
 def load_imagefolder(root: Path, cfg: Any, dataset: str = "imagefolder") -> RawSplits:
     """Read an ImageFolder tree with ``train/``, ``test/`` and optional ``val/``."""
     require_files(root, dataset, ["train", "test"], LAYOUT)

@@ -22,13 +22,12 @@ from typing import Any, List
 from pand.errors import DataError
 
 from .cub import join_by_id, read_class_table
-from .registry import RawSplits, clean_class_name, read_table, register_dataset, require_files
+from .layout import RawSplits, clean_class_name, read_table, require_files
 
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images")
 LAYOUT = "nabirds/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, hierarchy.txt, images/}"
 
 
-@register_dataset("nabirds", LAYOUT)
 def load_nabirds(root: Path, cfg: Any) -> RawSplits:
     """Read NABirds: official train/test split over the leaf classes that have images."""
     require_files(root, "nabirds", FILES, LAYOUT)

@@ -16,12 +16,11 @@ from typing import Any
 
 from pand.errors import DataError
 
-from .registry import RawSplits, descend, register_dataset, require_files, torchvision_root, tv_attr
+from .layout import RawSplits, descend, require_files, torchvision_root, tv_attr
 
 LAYOUT = "oxford-iiit-pet/{images/, annotations/trainval.txt, annotations/test.txt}"
 
 
-@register_dataset("oxford_pets", LAYOUT)
 def load_pets(root: Path, cfg: Any) -> RawSplits:
     """Read Oxford-IIIT Pet: official trainval / test, 37 breeds."""
     root = descend(root, ["oxford-iiit-pet"], "annotations")

@@ -19,7 +19,7 @@ def cfg(name, root, **kw):
 
 def test_unknown_dataset_lists_choices():
     with pytest.raises(DataError, match="unknown dataset 'cub'.*cub_200_2011.*stanford_dogs"):
-        build_splits({"name": "cub", "root": "/nowhere"})
+        build_splits(cfg("cub", "/nowhere"))
     with pytest.raises(DataError, match="Valid choices"):
         get_dataset("imagenet")
 

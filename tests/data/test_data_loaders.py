@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from pand.config.schema import DataCfg
 from pand.data import build_splits, list_datasets, load_raw
-from pand.data.registry import clean_class_name
+from pand.data.layout import clean_class_name
 
 
 def data_cfg(name, root, **kw):

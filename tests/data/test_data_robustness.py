@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pand.config.schema import DataCfg
 from pand.data import build_splits
 
 
@@ -19,7 +20,7 @@ def _classes(root):
 
 
 def _cfg(root, **kw):
-    return {"name": "imagefolder", "root": str(root), "val_fraction": 0.2, **kw}
+    return DataCfg(name="imagefolder", root=str(root), **{"val_fraction": 0.2, **kw})
 
 
 def _gradient16(path, seed=0):
