@@ -15,22 +15,26 @@ is a no-op for the wrapped model, as in open_clip's ``DistillCLIPTask``.
 ``Teacher.identity`` is ``"arch|pretrained|<sha256[:16]>"``, the hash being that of the weights file or, for
 random init, of the state dict. Caches and artifacts are keyed on it, so another teacher never reuses them.
 
-Not yet run (no network, no GPU in development): downloading a real tag, and the AMP path
-(``teacher.precision=amp``), which is only taken on CUDA (tests/nsd/test_nsd_cuda.py covers it; skipped without a
-CUDA GPU).
+The AMP path (``teacher.precision=amp``) is only taken on CUDA; tests/nsd/test_nsd_cuda.py covers it (skipped
+without a CUDA GPU). Downloading a real tag needs the network; the tests use random and local-file teachers.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import open_clip
 import torch
+from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
 from torch import nn
 
-from pand.errors import PandError
+from pand.config.schema import TeacherCfg
+from pand.errors import ConfigError, PandError
+from pand.utils.io import sha256_file
 
 __all__ = [
     "MODEL_CONFIG_DIR", "TINY_TEACHERS", "Teacher", "create_teacher", "register_model_configs", "state_dict_sha256",
@@ -48,8 +52,6 @@ def register_model_configs() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    import open_clip
-
     if MODEL_CONFIG_DIR.is_dir():
         open_clip.add_model_config(MODEL_CONFIG_DIR)
     _REGISTERED = True
@@ -60,8 +62,6 @@ register_model_configs()
 
 def _file_sha256(path: str) -> str:
     """sha256 of a file, memoised per process on (path, size, mtime) - teacher checkpoints can be GBs."""
-    from pand.utils.io import sha256_file
-
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _FILE_HASHES:
@@ -237,32 +237,42 @@ def _tag_failure(arch: str, tag: str, err: Exception) -> PandError:
     )
 
 
+def _as_teacher_cfg(teacher_cfg: Any) -> Any:
+    """``teacher_cfg`` itself (a :class:`TeacherCfg` or its OmegaConf node), or a plain dict as a :class:`TeacherCfg`
+    (the keys it leaves out take the schema's defaults)."""
+    if not isinstance(teacher_cfg, dict):
+        return teacher_cfg
+    unknown = sorted(set(teacher_cfg) - {f.name for f in dataclasses.fields(TeacherCfg)})
+    if unknown:
+        raise ConfigError(f"unknown teacher key(s) {unknown}; valid keys: "
+                          f"{', '.join(f.name for f in dataclasses.fields(TeacherCfg))}")
+    return TeacherCfg(**teacher_cfg)
+
+
 def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teacher:
     """Build the frozen teacher of ``teacher_cfg`` (:class:`pand.config.schema.TeacherCfg`).
 
     Args:
-        teacher_cfg: ``arch``, ``pretrained`` (tag | local file | None), ``image_size`` (force another input size),
-            ``precision`` (fp32 | amp) and ``seed`` (random-init seed). A mapping or an OmegaConf node.
+        teacher_cfg: the ``teacher`` section: ``arch``, ``pretrained`` (tag | local file | None), ``image_size``
+            (force another input size), ``precision`` (fp32 | amp) and ``seed`` (random-init seed). A
+            :class:`TeacherCfg`, its OmegaConf node, or a dict of some of its fields.
         device: where the model lives.
 
     Returns:
         A :class:`Teacher` in eval mode with every parameter frozen.
 
     Raises:
+        ConfigError: a dict with a key that is not a ``teacher`` field.
         PandError: unknown architecture (lists pand's tiny ones), unknown tag/missing file, or a tag whose download
             failed (says how to point ``teacher.pretrained`` at a local file).
     """
-    import open_clip
-    from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_pretrained_tags_by_model
-
     register_model_configs()
-    get = teacher_cfg.get if hasattr(teacher_cfg, "get") else (lambda k, d=None: getattr(teacher_cfg, k, d))
-    arch = str(get("arch"))
-    pretrained = get("pretrained", None)
-    pretrained = str(pretrained) if pretrained not in (None, "", "null") else None
-    image_size = get("image_size", None)
-    precision = str(get("precision", "fp32") or "fp32")
-    seed = int(get("seed", 0) or 0)
+    cfg = _as_teacher_cfg(teacher_cfg)
+    arch = str(cfg.arch)
+    pretrained = str(cfg.pretrained) if cfg.pretrained not in (None, "", "null") else None
+    image_size = cfg.image_size
+    precision = str(cfg.precision)
+    seed = int(cfg.seed)
     if precision not in ("fp32", "amp"):
         raise PandError(f"teacher.precision must be fp32 or amp, got {precision!r}")
 
