@@ -1,9 +1,8 @@
 """Images for the parity check (the run's TEST split) and for INT8 calibration (the run's TRAINING split).
 
-Both go through the training eval transform (``pand.data.transforms.create_transform(pp, is_train=False)`` when the
-data layer provides it, else the equivalent torchvision ``Resize -> CenterCrop -> ToTensor -> Normalize`` built from
-the bundle's :class:`pand_runtime.manifest.PreprocessSpec`). Calibration never reads the test split; parity never reads
-the training split.
+Both go through the training eval transform built from the student's spec
+(``pand.data.transforms.create_transform(spec, is_train=False)``). Calibration never reads the test split; parity
+never reads the training split.
 """
 from __future__ import annotations
 
@@ -12,10 +11,10 @@ from typing import Any, Callable, Iterator, List, Sequence
 
 import numpy as np
 
+from pand.data import build_splits
 from pand.errors import DataError, PandError
-from pand_runtime.manifest import PreprocessSpec
 
-__all__ = ["SplitImages", "load_split_images", "torch_eval_transform", "select_indices", "iter_batches"]
+__all__ = ["SplitImages", "load_split_images", "select_indices", "iter_batches"]
 
 
 def select_indices(n_total: int, n: int, seed: int) -> List[int]:
@@ -49,12 +48,6 @@ class SplitImages:
         return self.dataset.load_image(self.indices[k])
 
 
-def _build_splits(cfg: Any):
-    from pand.data import build_splits
-
-    return build_splits(cfg.data, cache_dir=cfg.cache_dir, train_transform=None, eval_transform=None)
-
-
 def load_split_images(cfg: Any, split: str, n: int, seed: int, class_names: Sequence[str]) -> SplitImages:
     """A seeded selection of ``n`` images of the run's ``split`` (``train`` or ``test``; ``n <= 0``: all).
 
@@ -66,7 +59,7 @@ def load_split_images(cfg: Any, split: str, n: int, seed: int, class_names: Sequ
     if cfg is None:
         raise PandError("the parity check and INT8 calibration need the run's dataset: export a run directory (or a "
                         "checkpoint with config.yaml next to it)")
-    splits = _build_splits(cfg)
+    splits = build_splits(cfg.data, cache_dir=cfg.cache_dir, train_transform=None, eval_transform=None)
     ds = getattr(splits, split)
     if ds is None or len(ds) == 0:
         raise DataError(f"the run's {split} split is empty ({cfg.data.name}, root={cfg.data.root})")
@@ -75,29 +68,6 @@ def load_split_images(cfg: Any, split: str, n: int, seed: int, class_names: Sequ
                         f"from the checkpoint's ({len(class_names)}: {list(class_names)[:3]}...); labels would not "
                         f"match. Export with the run's own config.yaml")
     return SplitImages(dataset=ds, indices=select_indices(len(ds), n, seed), split=split)
-
-
-def torch_eval_transform(spec: PreprocessSpec) -> Callable:
-    """THE training eval transform (PIL RGB image -> float tensor ``[3, S, S]``) for the preprocessing ``spec``.
-
-    ``pand.data.transforms.create_transform(PreprocessCfg(...spec...), is_train=False)`` (what training and
-    evaluation use); the torchvision ``Resize(resize_size, interpolation) -> CenterCrop(image_size) -> ToTensor() ->
-    Normalize(mean, std)`` it is made of when the data layer is not installed.
-    """
-    try:
-        from pand.data.transforms import PreprocessCfg, create_transform
-    except ImportError:
-        pass
-    else:
-        pp = PreprocessCfg(image_size=spec.image_size, resize_size=spec.resize_size, interpolation=spec.interpolation,
-                           mean=tuple(spec.mean), std=tuple(spec.std))
-        return create_transform(pp, is_train=False)
-    from torchvision import transforms as T
-
-    interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-              "nearest": T.InterpolationMode.NEAREST}[spec.interpolation]
-    return T.Compose([T.Resize(spec.resize_size, interpolation=interp), T.CenterCrop(spec.image_size), T.ToTensor(),
-                      T.Normalize(spec.mean, spec.std)])
 
 
 def iter_batches(images: SplitImages, transform: Callable, batch_size: int, desc: str = "") -> Iterator[Any]:

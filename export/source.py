@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from pand.data.transforms import preprocess_cfg_from_student
 from pand.errors import ArtifactError, PandError
 from pand.utils.io import load_tensors, sha256_file
-from pand_runtime.manifest import PreprocessSpec
+from pand_runtime.preprocess_spec import PreprocessSpec
 
-__all__ = [
-    "ExportSource", "load_source", "preprocess_spec_from_student_cfg", "spec_from_preprocess", "STUDENT_FILE",
-    "CONFIG_FILE", "check_finite_weights",
-]
+__all__ = ["ExportSource", "load_source", "STUDENT_FILE", "CONFIG_FILE", "check_finite_weights"]
 
 STUDENT_FILE = "student.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -39,39 +37,6 @@ class ExportSource:
     checkpoint_sha256: str
     run_dir: Optional[Path]
     metadata: Dict[str, Any]
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
-def preprocess_spec_from_student_cfg(student_cfg: Any) -> PreprocessSpec:
-    """The eval transform of a ``student`` config section (or of pand's own preprocess config object).
-
-    Uses ``pand.data.transforms.preprocess_cfg_from_student`` when the data layer provides it (so the resolved
-    ``resize_size`` default is the one training used); otherwise ``resize_size`` defaults to
-    ``round(image_size / 0.875)`` (224 -> 256, 64 -> 73), as pand.data does.
-    """
-    pp = student_cfg
-    try:
-        from pand.data.transforms import preprocess_cfg_from_student
-
-        pp = preprocess_cfg_from_student(student_cfg)
-    except ImportError:
-        pass
-    return spec_from_preprocess(pp)
-
-
-def spec_from_preprocess(pp: Any) -> PreprocessSpec:
-    """A :class:`PreprocessSpec` from a mapping or object with image_size, resize_size, interpolation, mean, std."""
-    image_size = int(_get(pp, "image_size"))
-    resize = _get(pp, "resize_size")
-    resize = int(resize) if resize else int(round(image_size / 0.875))
-    return PreprocessSpec(image_size=image_size, resize_size=resize,
-                          interpolation=str(_get(pp, "interpolation", "bilinear")),
-                          mean=[float(v) for v in _get(pp, "mean")], std=[float(v) for v in _get(pp, "std")])
 
 
 def _find_config(checkpoint: Path) -> Optional[Path]:
@@ -145,9 +110,9 @@ def load_source(path: str | Path) -> ExportSource:
     if len(class_names) != num_classes:
         raise ArtifactError(f"{checkpoint}: {len(class_names)} class names but num_classes={num_classes}")
     if meta.get("preprocess"):
-        preprocess = spec_from_preprocess(meta["preprocess"])
+        preprocess = PreprocessSpec.from_dict(meta["preprocess"], f"{checkpoint} metadata 'preprocess'")
     elif cfg is not None:
-        preprocess = preprocess_spec_from_student_cfg(cfg.student)
+        preprocess = preprocess_cfg_from_student(cfg.student)
     else:
         raise ArtifactError(f"{checkpoint} metadata has no 'preprocess' and no config.yaml was found next to it")
     if meta.get("kind") == "promptkd":

@@ -29,20 +29,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+import click
 import numpy as np
 
+from ._lazy import pycuda_driver as cuda
+from ._lazy import require_trt
+from .backends.base import Backend, run_batched
+from .backends.trt_backend import TrtBackend, device_info
+from .cli_options import tf32_option, timing_cache_option, workspace_option
+from .console import report_parity, setup_logging
 from .errors import ArtifactError, PandError
 from .io import atomic_write_text, sha256_file
-
-from .console import report_parity, setup_logging
-from .manifest import (MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
+from .manifest import (ENGINE_NAME, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
                        load_bundle, publish_bundle)
+from .metrics import check_parity, compare_logits
+from .preprocess import normalize_u8
+from .trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
 __all__ = ["EngineResult", "build_engine_bundle", "engine_parity", "main"]
 
 log = logging.getLogger("pand.engine")
 
-ENGINE_NAME = "model.engine"
 EXIT_USAGE = 2
 
 
@@ -56,21 +63,11 @@ class EngineResult:
     failures: List[str]
 
 
-def engine_parity(backend: Any, manifest: Manifest, reference: Dict[str, np.ndarray], tolerance: Any,
+def engine_parity(backend: Backend, manifest: Manifest, reference: Dict[str, np.ndarray], tolerance: Any,
                   max_batch: int) -> Dict[str, Any]:
     """Run ``backend`` on the reference images and judge its logits against the stored PyTorch logits."""
-    from .metrics import check_parity, compare_logits
-    from .preprocess import iter_chunks, normalize_u8
-
     x = normalize_u8(reference["images_u8"], manifest.preprocess)
-    fixed = backend.fixed_batch
-    outs = []
-    for chunk in iter_chunks(x, fixed or max(1, max_batch)):
-        n = len(chunk)
-        if fixed is not None and n < fixed:
-            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
-        outs.append(np.asarray(backend.run(np.ascontiguousarray(chunk)))[:n])
-    out = np.concatenate(outs) if outs else np.zeros((0, manifest.num_classes), np.float32)
+    out = run_batched(backend, x, max_batch) if len(x) else np.zeros((0, manifest.num_classes), np.float32)
     labels = reference.get("labels")
     res = compare_logits(reference["logits"], out, labels if labels is not None and len(labels) else None,
                          tie_margin=tolerance.tie_margin)
@@ -80,8 +77,6 @@ def engine_parity(backend: Any, manifest: Manifest, reference: Dict[str, np.ndar
 
 def _on_device(device: int, fn: Any) -> Any:
     """``fn()`` with CUDA device ``device``'s primary context current (TensorRT builds on the current context)."""
-    from ._lazy import pycuda_driver as cuda
-
     ctx = cuda.Device(device).retain_primary_context()
     ctx.push()
     try:
@@ -122,10 +117,6 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
         PandError: TensorRT/pycuda/GPU missing (naming what to install), TensorRT < 10, unusable bundle, parse or
             build failure. Nothing is written then.
     """
-    from ._lazy import require_trt
-    from .backends.trt_backend import TrtBackend, device_info
-    from .trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
-
     bundle = Path(bundle)
     manifest = load_bundle(bundle, allow_invalid=allow_invalid, verify=True, formats=["onnx"])
     _check_buildable(manifest, bundle)
@@ -208,19 +199,14 @@ def _setup_logging() -> None:
 
 
 def _cli():
-    import click
-
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
     @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
     @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
                   help="Engine bundle directory (default <BUNDLE>-trt).")
-    @click.option("--tf32/--no-tf32", default=False, show_default=True,
-                  help="fp32: keep TensorRT's TF32 convolutions (faster on Ampere+/Orin; parity gate max |diff| 1e-2 "
-                       "instead of 1e-3, recorded in the manifest).")
-    @click.option("--workspace", "workspace_gb", type=click.FloatRange(min=0), default=1.0, show_default=True,
-                  help="TensorRT workspace pool limit in GiB (0 = TensorRT's default).")
-    @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
-                  help="Timing cache file, reused across builds (default next to the output, per GPU and version).")
+    @tf32_option("fp32: keep TensorRT's TF32 convolutions (faster on Ampere+/Orin; parity gate max |diff| 1e-2 "
+                 "instead of 1e-3, recorded in the manifest).")
+    @workspace_option()
+    @timing_cache_option("next to the output, per GPU and version")
     @click.option("--batch", type=click.IntRange(min=1), default=None,
                   help="Optimal batch of the profile (default: the manifest's batch).")
     @click.option("--max-batch", type=click.IntRange(min=1), default=None,

@@ -18,7 +18,6 @@ tampered model file (sha256) and, unless asked, a bundle whose parity check fail
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,9 +26,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .errors import ArtifactError
 from .io import sha256_file
+from .json_fields import as_dict, bad_type, get_int, get_list, get_str, require
+from .preprocess_spec import PreprocessSpec
 
 __all__ = [
-    "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "PreprocessSpec", "TensorSpec", "ModelFile", "Manifest",
+    "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "ONNX_NAME", "ENGINE_NAME", "TensorSpec", "ModelFile", "Manifest",
     "load_manifest", "load_bundle", "verify_model_files", "check_file_name", "bundle_file",
     "check_replaceable", "publish_bundle",
 ]
@@ -37,48 +38,10 @@ __all__ = [
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference.npz"
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+ONNX_NAME = "model.onnx"  # the ONNX model of every bundle
+ENGINE_NAME = "model.engine"  # a TensorRT plan built from ONNX_NAME (pand-export --format trt, or pand-engine)
 
 Dim = Union[int, str]  # a fixed size or a symbolic name ("batch")
-
-
-def _require(d: Dict[str, Any], keys: Sequence[str], what: str) -> None:
-    missing = [k for k in keys if k not in d]
-    if missing:
-        raise ArtifactError(f"{what} lacks the field(s) {', '.join(missing)}; re-export the bundle with pand-export")
-
-
-def _bad_type(what: str, key: str, want: str, value: Any) -> ArtifactError:
-    return ArtifactError(f"{what}: field '{key}' must be {want}, got {type(value).__name__} {value!r:.60}; the "
-                         f"manifest was edited by hand or is damaged: re-export the bundle with pand-export")
-
-
-def _int(d: Dict[str, Any], key: str, what: str) -> int:
-    v = d[key]
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad_type(what, key, "an integer", v)
-    return v
-
-
-def _str(d: Dict[str, Any], key: str, what: str) -> str:
-    v = d[key]
-    if not isinstance(v, str):
-        raise _bad_type(what, key, "a string", v)
-    return v
-
-
-def _list(d: Dict[str, Any], key: str, what: str, item: type, want: str) -> List[Any]:
-    v = d[key]
-    if not isinstance(v, list) or not all(isinstance(x, item) and not isinstance(x, bool) for x in v):
-        raise _bad_type(what, key, want, v)
-    return v
-
-
-def _dict(value: Any, what: str) -> Dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ArtifactError(f"{what} must be a JSON object, got {type(value).__name__} {value!r:.60}; re-export the "
-                            f"bundle with pand-export")
-    return value
 
 
 def check_file_name(name: Any, what: str) -> str:
@@ -109,56 +72,6 @@ def bundle_file(bundle: Union[str, Path], name: Any, what: str = "bundle file") 
 
 
 @dataclass
-class PreprocessSpec:
-    """The eval transform, exactly: resize the shorter side, center crop, RGB, scale, normalise, NCHW float32.
-
-    ``out = (crop(resize(img)) / 255 - mean) / std`` channel-wise, where resize maps the shorter side to
-    ``resize_size`` (the longer side to ``int(resize_size * long / short)``, as torchvision does) with PIL's
-    ``interpolation`` filter, and crop takes the centred ``image_size`` square (top/left offsets
-    ``int(round((H - image_size) / 2))``).
-    """
-
-    image_size: int
-    resize_size: int
-    interpolation: str = "bilinear"
-    mean: List[float] = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
-    std: List[float] = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
-    color_order: str = "RGB"
-    layout: str = "NCHW"
-    dtype: str = "float32"
-    scale: float = 1.0 / 255.0
-    resize_mode: str = "shorter_side"
-    crop_mode: str = "center"
-
-    def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ArtifactError(f"preprocess.interpolation {self.interpolation!r} is not one of {INTERPOLATIONS}")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ArtifactError(f"preprocess mean/std need 3 values (RGB); got mean={self.mean}, std={self.std}")
-        if self.resize_size < self.image_size:
-            raise ArtifactError(f"preprocess.resize_size {self.resize_size} < image_size {self.image_size}")
-        if not all(math.isfinite(v) for v in self.mean):
-            raise ArtifactError(f"preprocess.mean {self.mean} has a non-finite value; re-export the bundle")
-        if not all(math.isfinite(v) and v > 0 for v in self.std):
-            raise ArtifactError(f"preprocess.std {self.std} must be finite and > 0 (a zero std divides by zero and "
-                                f"turns every prediction into NaN); re-export the bundle with pand-export")
-        if self.image_size < 1:
-            raise ArtifactError(f"preprocess.image_size must be >= 1, got {self.image_size}")
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "PreprocessSpec":
-        what = "manifest 'preprocess'"
-        _require(_dict(d, what), ("image_size", "resize_size", "interpolation", "mean", "std"), what)
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        known["mean"] = [float(v) for v in _list(d, "mean", what, (int, float), "a list of 3 numbers")]
-        known["std"] = [float(v) for v in _list(d, "std", what, (int, float), "a list of 3 numbers")]
-        known["image_size"] = _int(d, "image_size", what)
-        known["resize_size"] = _int(d, "resize_size", what)
-        known["interpolation"] = _str(d, "interpolation", what)
-        return cls(**known)
-
-
-@dataclass
 class TensorSpec:
     """Name, shape (ints or a symbolic name such as ``"batch"``) and numpy dtype name of a model input/output."""
 
@@ -169,8 +82,8 @@ class TensorSpec:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TensorSpec":
         what = "manifest tensor spec"
-        _require(_dict(d, what), ("name", "shape"), what)
-        return cls(name=_str(d, "name", what), shape=list(_list(d, "shape", what, (int, str), "a list of sizes")),
+        require(as_dict(d, what), ("name", "shape"), what)
+        return cls(name=get_str(d, "name", what), shape=list(get_list(d, "shape", what, (int, str), "a list of sizes")),
                    dtype=str(d.get("dtype", "float32")))
 
 
@@ -188,11 +101,11 @@ class ModelFile:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelFile":
         what = "manifest 'models' entry"
-        _require(_dict(d, what), ("file", "format", "sha256"), what)
-        return cls(file=check_file_name(_str(d, "file", what), f"{what}: file"), format=_str(d, "format", what),
-                   sha256=_str(d, "sha256", what),
-                   size_bytes=_int(d, "size_bytes", what) if "size_bytes" in d else 0,
-                   info=dict(_dict(d.get("info") or {}, f"{what}: info")))
+        require(as_dict(d, what), ("file", "format", "sha256"), what)
+        return cls(file=check_file_name(get_str(d, "file", what), f"{what}: file"), format=get_str(d, "format", what),
+                   sha256=get_str(d, "sha256", what),
+                   size_bytes=get_int(d, "size_bytes", what) if "size_bytes" in d else 0,
+                   info=dict(as_dict(d.get("info") or {}, f"{what}: info")))
 
 
 @dataclass
@@ -243,7 +156,7 @@ class Manifest:
     def from_dict(cls, d: Dict[str, Any], where: str = "manifest") -> "Manifest":
         if not isinstance(d, dict):
             raise ArtifactError(f"{where} is not a JSON object; re-export the bundle with pand-export")
-        _require(d, ("format_version",), where)
+        require(d, ("format_version",), where)
         version = d["format_version"]
         if not isinstance(version, int) or version < 1:
             raise ArtifactError(f"{where}: bad format_version {version!r}")
@@ -252,33 +165,33 @@ class Manifest:
                 f"{where} has format_version {version}, newer than this runtime understands ({FORMAT_VERSION}). "
                 f"Upgrade pand-runtime on this device (pip install -U ./runtime from a newer pand checkout) or export with the older pand."
             )
-        _require(d, ("arch", "num_classes", "class_names", "preprocess", "inputs", "outputs", "precision", "models",
+        require(d, ("arch", "num_classes", "class_names", "preprocess", "inputs", "outputs", "precision", "models",
                      "valid"), where)
         if not isinstance(d["valid"], bool):
-            raise _bad_type(where, "valid", "true or false", d["valid"])
+            raise bad_type(where, "valid", "true or false", d["valid"])
         for key in ("inputs", "outputs", "models"):
-            _list(d, key, where, dict, "a list of objects")
+            get_list(d, key, where, dict, "a list of objects")
         if d.get("reference") is not None:
             check_file_name(d["reference"], f"{where}: reference")
         for key in ("batch", "max_batch"):
-            if key in d and (_int(d, key, where) < 1):
-                raise _bad_type(where, key, "an integer >= 1", d[key])
+            if key in d and (get_int(d, key, where) < 1):
+                raise bad_type(where, key, "an integer >= 1", d[key])
         if d.get("opset") is not None:
-            _int(d, "opset", where)
+            get_int(d, "opset", where)
         if "dynamic_batch" in d and not isinstance(d["dynamic_batch"], bool):
-            raise _bad_type(where, "dynamic_batch", "true or false", d["dynamic_batch"])
+            raise bad_type(where, "dynamic_batch", "true or false", d["dynamic_batch"])
         for key in ("source", "versions", "parity", "export_args"):
             if key in d:
-                _dict(d[key], f"{where}: field '{key}'")
+                as_dict(d[key], f"{where}: field '{key}'")
         m = cls(
             format_version=version,
-            arch=_str(d, "arch", where),
-            num_classes=_int(d, "num_classes", where),
-            class_names=list(_list(d, "class_names", where, str, "a list of strings (one per class)")),
+            arch=get_str(d, "arch", where),
+            num_classes=get_int(d, "num_classes", where),
+            class_names=list(get_list(d, "class_names", where, str, "a list of strings (one per class)")),
             preprocess=PreprocessSpec.from_dict(d["preprocess"]),
             inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
             outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
-            precision=_str(d, "precision", where),
+            precision=get_str(d, "precision", where),
             models=[ModelFile.from_dict(x) for x in d["models"]],
             valid=d["valid"],
             **{k: d[k] for k in ("int8_target", "opset", "dynamic_batch", "batch", "max_batch", "source", "versions",

@@ -1,7 +1,7 @@
 """``Predictor``: load a bundle, preprocess images exactly like the training eval transform, return top-k classes.
 
 Example:
-    >>> from runtime import Predictor
+    >>> from pand_runtime import Predictor
     >>> p = Predictor.from_bundle("runs/tiny/export/onnx-fp32")
     >>> p.predict(["bird.jpg"], top_k=3)[0].labels
     ['red_crested_spotted', 'red_crested_plain', 'blue_crested_spotted']
@@ -15,12 +15,15 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import ArtifactError, PandError
-
 from ._lazy import trt_available
+from .backends.base import Backend, run_batched
+from .backends.ort_backend import OrtBackend
+from .backends.trt_backend import TrtBackend
+from .errors import ArtifactError, PandError
+from .int8_check import Int8CpuWarning, int8_cpu_warning
 from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
-from .preprocess import iter_chunks, prepare_batch
+from .preprocess import prepare_batch
 
 __all__ = ["Prediction", "Predictor", "BACKENDS", "EngineFallbackWarning"]
 
@@ -62,7 +65,7 @@ def _cuda_device_present() -> bool:
 class Predictor:
     """A classifier bundle ready to run. Build with :meth:`from_bundle`."""
 
-    def __init__(self, bundle: Path, manifest: Manifest, backend: Any):
+    def __init__(self, bundle: Path, manifest: Manifest, backend: Backend):
         self.bundle = bundle
         self.manifest = manifest
         self.backend = backend
@@ -116,20 +119,14 @@ class Predictor:
         if verify:
             load_bundle(path, allow_invalid=True, verify=True, formats=[fmt])
         if backend == "onnxruntime":
-            from .backends.ort_backend import OrtBackend
-
             impl = OrtBackend(bundle_file(path, mf.file, "model file"), providers=providers,
                               intra_op_threads=threads, graph_optimization=graph_optimization)
             int8 = mf.info.get("int8")
             if int8 and impl.providers and impl.providers[0] == "CPUExecutionProvider":
-                from .int8_check import Int8CpuWarning, int8_cpu_warning
-
                 msg = int8_cpu_warning(int8)
                 if msg:
                     warnings.warn(f"bundle {path}: {msg}", Int8CpuWarning, stacklevel=2)
             return cls(path, manifest, impl)
-        from .backends.trt_backend import TrtBackend
-
         try:
             impl = TrtBackend(bundle_file(path, mf.file, "model file"), expected=mf.info, device=device)
         except PandError as e:  # another TensorRT version / GPU, an undeserialisable plan, TensorRT < 10
@@ -158,14 +155,7 @@ class Predictor:
         """Logits ``[N, C]`` for a preprocessed float32 batch of any size (split into chunks of at most
         :attr:`max_batch`; a fixed-batch model gets its last chunk zero-padded and the padding dropped)."""
         x = prepare_batch(x, self.spec)
-        fixed = self.backend.fixed_batch
-        outs = []
-        for chunk in iter_chunks(x, self.max_batch):
-            n = len(chunk)
-            if fixed is not None and n < fixed:
-                chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
-            outs.append(np.asarray(self.backend.run(np.ascontiguousarray(chunk)))[:n])
-        logits = np.concatenate(outs).astype(np.float32, copy=False)
+        logits = run_batched(self.backend, x, self.max_batch).astype(np.float32, copy=False)
         if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
             raise ArtifactError(f"model output has shape {logits.shape}, the manifest lists {len(self.class_names)} "
                                 f"classes; the bundle is inconsistent, re-export it")

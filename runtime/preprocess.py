@@ -19,32 +19,32 @@ float32 IEEE operations (a division by 255, a subtraction and a division), so th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, List, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 import numpy as np
 
 from .errors import PandError
 from .image import to_rgb
-from .manifest import PreprocessSpec
+from .preprocess_spec import PreprocessSpec
 
 __all__ = [
     "ImageLike", "resized_size", "resize_shorter", "center_crop", "crop_image", "to_float", "normalize",
     "normalize_u8", "preprocess_image", "prepare_batch", "load_image",
 ]
 
-ImageLike = Union["Image.Image", str, Path, np.ndarray]  # noqa: F821 - PIL is imported lazily
+ImageLike = Union["Image.Image", str, Path, np.ndarray]  # noqa: F821 - PIL is imported on first use
 
 
 def _pil():
+    """PIL's ``Image`` module, imported on first use so that importing the runtime stays light."""
     from PIL import Image
 
     return Image
 
 
-def _resample(interpolation: str) -> int:
-    Image = _pil()
-    return {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-            "nearest": Image.Resampling.NEAREST}[interpolation]
+def _resample(interpolation: str):
+    """The PIL filter of an interpolation name of :data:`pand_runtime.preprocess_spec.INTERPOLATIONS`."""
+    return _pil().Resampling[interpolation.upper()]
 
 
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -127,7 +127,7 @@ def load_image(path: Union[str, Path]):
 def _as_pil(item: Any):
     Image = _pil()
     if isinstance(item, Image.Image):
-            return item if item.mode == "RGB" else to_rgb(item)
+        return item if item.mode == "RGB" else to_rgb(item)
     if isinstance(item, (str, Path)):
         return load_image(item)
     if isinstance(item, np.ndarray):
@@ -188,9 +188,3 @@ def prepare_batch(images: Any, spec: PreprocessSpec) -> np.ndarray:
     if not items:
         raise PandError("predict got no images")
     return np.stack([preprocess_image(it, spec) for it in items])
-
-
-def iter_chunks(x: np.ndarray, size: int) -> Iterable[np.ndarray]:
-    """Consecutive slices of at most ``size`` rows."""
-    for i in range(0, len(x), size):
-        yield x[i:i + size]

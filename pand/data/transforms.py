@@ -1,15 +1,9 @@
-"""Image transforms of the student (and of everything that must see the same pixels).
+"""Image transforms of the student (and of everything that must see the same pixels), built from its
+:class:`~pand_runtime.preprocess_spec.PreprocessSpec`.
 
-* :class:`PreprocessCfg` is the whole eval preprocessing as data. It goes into every exported artifact
-  and the deployment runtime reproduces the eval transform from it, so that transform is exactly:
-
-  1. ``Resize(resize_size)``: the shorter side becomes ``resize_size``, the longer side
-     ``int(resize_size * long / short)`` (truncated), PIL resampling with ``interpolation`` (antialiased);
-  2. ``CenterCrop(image_size)``: top = ``int(round((H - image_size) / 2))``, left likewise (zero padding if the
-     resized image were smaller than the crop, which cannot happen when ``resize_size >= image_size``);
-  3. ``ToTensor``: RGB, HWC uint8 -> CHW float in ``[0, 1]``;
-  4. ``Normalize(mean, std)``: ``(x - mean[c]) / std[c]`` per channel.
-
+* Eval: the transform the spec describes (defined in :mod:`pand_runtime.preprocess_spec`, reproduced without torch by
+  :mod:`pand_runtime.preprocess`): ``Resize(resize_size, interpolation)`` (shorter side, antialiased PIL resampling)
+  -> ``CenterCrop(image_size)`` -> ``ToTensor`` -> ``Normalize(mean, std)``.
 * Train "standard" (:class:`RandomResizedCropFlip`): RandomResizedCrop(image_size, scale, ratio 3/4..4/3) +
   horizontal flip (p = 0.5) + ToTensor + Normalize. Its random parameters can be drawn from an explicit
   ``torch.Generator`` (``sample_params``) and replayed (``apply``), for augmentation replay of cached teacher
@@ -18,88 +12,53 @@
 * Train "pand_reference": the reference's heavy augmentation (docs/method.md, "Image transforms"), scaled to
   ``image_size``.
 * "none": the eval transform.
+
+torch and torchvision are imported when a transform is built or run, so that importing :mod:`pand.data` stays light.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+from pand_runtime.preprocess_spec import PreprocessSpec, default_resize_size
 
 __all__ = [
     "PreprocessCfg", "preprocess_cfg_from_student", "create_transform", "CropFlipParams", "RandomResizedCropFlip",
-    "RandomCropAndResize", "AUGMENTS", "CLIP_MEAN", "CLIP_STD",
+    "RandomCropAndResize", "AUGMENTS",
 ]
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 AUGMENTS = ("standard", "pand_reference", "none")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+#: the training side's name for :class:`~pand_runtime.preprocess_spec.PreprocessSpec` (the same type)
+PreprocessCfg = PreprocessSpec
 
 
-@dataclass(frozen=True)
-class PreprocessCfg:
-    """Eval preprocessing of a student, as plain data (JSON-serialisable through :meth:`to_dict`).
+def preprocess_cfg_from_student(student_cfg: Any) -> PreprocessSpec:
+    """The :class:`PreprocessSpec` of a ``student`` config section (:class:`pand.config.schema.StudentCfg`).
 
-    Attributes:
-        image_size: side of the square network input.
-        resize_size: the shorter side is resized to this before the center crop.
-        interpolation: ``bilinear`` | ``bicubic`` | ``nearest`` (PIL resampling).
-        mean: per-channel RGB mean subtracted after scaling to ``[0, 1]``.
-        std: per-channel RGB std divided by.
-    """
-
-    image_size: int = 224
-    resize_size: int = 256
-    interpolation: str = "bilinear"
-    mean: Tuple[float, float, float] = CLIP_MEAN
-    std: Tuple[float, float, float] = CLIP_STD
-
-    def __post_init__(self):
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation {self.interpolation!r}; valid: {', '.join(INTERPOLATIONS)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean/std must have 3 entries and std > 0, got mean={self.mean} std={self.std}")
-        if self.image_size < 1 or self.resize_size < self.image_size:
-            raise ValueError(f"need 1 <= image_size <= resize_size, got {self.image_size}, {self.resize_size}")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict (lists for mean/std)."""
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PreprocessCfg":
-        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
-        return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in dict(d).items()})
-
-
-def preprocess_cfg_from_student(student_cfg: Any) -> PreprocessCfg:
-    """The :class:`PreprocessCfg` of a ``student`` config section.
-
-    ``resize_size`` defaults to ``round(image_size / 0.875)`` (224 -> 256, 64 -> 73).
+    ``resize_size`` null means :func:`~pand_runtime.preprocess_spec.default_resize_size` (``round(image_size /
+    0.875)``: 224 -> 256, 64 -> 73).
     """
     size = int(student_cfg.image_size)
-    resize = getattr(student_cfg, "resize_size", None)
-    return PreprocessCfg(
+    resize = student_cfg.resize_size
+    return PreprocessSpec(
         image_size=size,
-        resize_size=int(resize) if resize else int(round(size / 0.875)),
-        interpolation=str(getattr(student_cfg, "interpolation", "bilinear")),
-        mean=tuple(getattr(student_cfg, "mean", CLIP_MEAN)),
-        std=tuple(getattr(student_cfg, "std", CLIP_STD)),
+        resize_size=int(resize) if resize else default_resize_size(size),
+        interpolation=str(student_cfg.interpolation),
+        mean=tuple(student_cfg.mean),
+        std=tuple(student_cfg.std),
     )
 
 
 def _mode(name: str):
+    """The torchvision ``InterpolationMode`` of an interpolation name (its values are the names)."""
     from torchvision.transforms import InterpolationMode
 
-    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
-            "nearest": InterpolationMode.NEAREST}[name]
+    return InterpolationMode(name)
 
 
-def _to_tensor_normalize(pp: PreprocessCfg) -> list:
+def _to_tensor_normalize(pp: PreprocessSpec) -> list:
     from torchvision import transforms as T
 
     return [T.ToTensor(), T.Normalize(pp.mean, pp.std)]
@@ -131,7 +90,7 @@ class RandomResizedCropFlip:
         flip_p: probability of a horizontal flip.
     """
 
-    def __init__(self, pp: PreprocessCfg, scale: Sequence[float] = (0.08, 1.0),
+    def __init__(self, pp: PreprocessSpec, scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), flip_p: float = 0.5):
         if not (0 < scale[0] <= scale[1] <= 1):
             raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {tuple(scale)}")
@@ -226,7 +185,7 @@ class RandomCropAndResize:
         return F.resize(img, [self.out_size, self.out_size], _mode(self.interpolation), antialias=True)
 
 
-def _pand_reference(pp: PreprocessCfg) -> Callable:
+def _pand_reference(pp: PreprocessSpec) -> Callable:
     """The reference's heavy train augmentation (docs/method.md), 256/224/192 scaled by ``image_size / 224``."""
     from torchvision import transforms as T
 
@@ -245,7 +204,7 @@ def _pand_reference(pp: PreprocessCfg) -> Callable:
     ])
 
 
-def _eval(pp: PreprocessCfg) -> Callable:
+def _eval(pp: PreprocessSpec) -> Callable:
     from torchvision import transforms as T
 
     return T.Compose([
@@ -255,7 +214,7 @@ def _eval(pp: PreprocessCfg) -> Callable:
     ])
 
 
-def create_transform(pp: PreprocessCfg, is_train: bool, augment: str = "standard",
+def create_transform(pp: PreprocessSpec, is_train: bool, augment: str = "standard",
                      crop_scale: Sequence[float] = (0.08, 1.0)) -> Callable:
     """The train or eval transform (PIL RGB image -> normalised ``[3, image_size, image_size]`` float tensor).
 

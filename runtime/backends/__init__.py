@@ -1,9 +1,10 @@
-"""Inference backends: :mod:`.ort_backend` (ONNX Runtime) and :mod:`.trt_backend` (TensorRT + pycuda).
+"""Inference backends: :mod:`.base` (the :class:`Backend` protocol and :func:`run_batched`), :mod:`.ort_backend`
+(ONNX Runtime) and :mod:`.trt_backend` (TensorRT + pycuda).
 
-Both expose ``run(x: float32 NCHW) -> logits [N, C]``, ``fixed_batch`` (None for a dynamic batch axis),
-``describe()`` and ``close()``. Neither module imports its engine library until a backend is constructed.
+Neither implementation imports its engine library until a backend is constructed.
 """
+from .base import Backend, run_batched
 from .ort_backend import OrtBackend
 from .trt_backend import TrtBackend
 
-__all__ = ["OrtBackend", "TrtBackend"]
+__all__ = ["Backend", "OrtBackend", "TrtBackend", "run_batched"]

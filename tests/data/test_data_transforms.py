@@ -1,13 +1,12 @@
 """Eval transform (exact geometry and normalisation), replayable train transform, reference augmentation."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from pand.config.schema import StudentCfg
 from pand.data.transforms import (
     CropFlipParams,
     PreprocessCfg,
@@ -15,6 +14,7 @@ from pand.data.transforms import (
     create_transform,
     preprocess_cfg_from_student,
 )
+from pand_runtime.preprocess_spec import CLIP_MEAN, PreprocessSpec
 
 PP = PreprocessCfg(image_size=16, resize_size=20, interpolation="bilinear")
 
@@ -24,12 +24,14 @@ def _img(w=50, h=30, seed=0):
 
 
 def test_preprocess_cfg_from_student():
-    pp = preprocess_cfg_from_student(SimpleNamespace(image_size=224, resize_size=None, interpolation="bicubic",
-                                                     mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
+    pp = preprocess_cfg_from_student(StudentCfg(image_size=224, resize_size=None, interpolation="bicubic",
+                                                mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
     assert (pp.image_size, pp.resize_size, pp.interpolation) == (224, 256, "bicubic")
-    assert preprocess_cfg_from_student(SimpleNamespace(image_size=64)).resize_size == 73  # round(64 / 0.875)
-    assert preprocess_cfg_from_student(SimpleNamespace(image_size=64, resize_size=72)).resize_size == 72
+    assert preprocess_cfg_from_student(StudentCfg(image_size=64)).resize_size == 73  # round(64 / 0.875)
+    assert preprocess_cfg_from_student(StudentCfg(image_size=64, resize_size=72)).resize_size == 72
+    assert preprocess_cfg_from_student(StudentCfg(image_size=64)).mean == CLIP_MEAN  # the schema's default
     assert PreprocessCfg.from_dict(pp.to_dict()) == pp
+    assert PreprocessCfg is PreprocessSpec  # one type from training to the runtime
     with pytest.raises(ValueError):
         PreprocessCfg(image_size=32, resize_size=16)
 

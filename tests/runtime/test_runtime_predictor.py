@@ -16,13 +16,13 @@ from pand_runtime.preprocess import normalize_u8
 
 def test_predict_matches_the_torch_student_on_raw_image_files(rt_bundle, rt_run_dir):
     """End to end: file -> runtime preprocessing -> ORT vs file -> training eval transform -> PyTorch."""
-    from pand_export.data import torch_eval_transform
+    from pand.data.transforms import create_transform
     from pand_export.source import load_source
 
     p = Predictor.from_bundle(rt_bundle)
     paths = [str(x) for x in p.reference()["paths"][:12]]
     src = load_source(rt_run_dir)
-    tf = torch_eval_transform(src.preprocess)
+    tf = create_transform(src.preprocess, is_train=False)
     with torch.no_grad():
         want = src.model(torch.stack([tf(Image.open(x).convert("RGB")) for x in paths])).numpy()
     np.testing.assert_allclose(p.predict_logits(paths), want, atol=1e-4)

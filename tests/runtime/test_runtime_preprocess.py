@@ -5,9 +5,9 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms.functional import _compute_resized_output_size
 
-from pand.data import PreprocessCfg, create_transform
+from pand.data.transforms import create_transform
 from pand.errors import PandError
-from pand_runtime.manifest import PreprocessSpec
+from pand_runtime.preprocess_spec import PreprocessSpec
 from pand_runtime.preprocess import center_crop, crop_image, prepare_batch, preprocess_image, resized_size
 
 MODES = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
@@ -43,9 +43,7 @@ SPECS = [
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.image_size}-{s.resize_size}-{s.interpolation}")
 def test_matches_torchvision_and_pand_eval_transform_exactly(spec):
     tv = _torchvision(spec)
-    pand_tf = create_transform(PreprocessCfg(image_size=spec.image_size, resize_size=spec.resize_size,
-                                             interpolation=spec.interpolation, mean=tuple(spec.mean),
-                                             std=tuple(spec.std)), is_train=False)
+    pand_tf = create_transform(spec, is_train=False)  # the training eval transform, built from the same spec
     for img in _images():
         ours = preprocess_image(img, spec)
         assert ours.shape == (3, spec.image_size, spec.image_size) and ours.dtype == np.float32

@@ -297,7 +297,7 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
                                                                          monkeypatch):
     """Builder + parity + manifest with fake TensorRT/pycuda; the 'engine' is run by ONNX Runtime on the staged ONNX
     (so parity is real), standing in for TrtBackend."""
-    import pand_runtime.backends.trt_backend as tb
+    import pand_runtime.engine as engine_module
     from pand_runtime import Predictor, load_bundle
     from pand_runtime.backends.ort_backend import OrtBackend
     from pand_runtime.engine import build_engine_bundle
@@ -311,7 +311,7 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
             seen["expected"] = expected
             super().__init__(engine_path.with_name("model.onnx"))
 
-    monkeypatch.setattr(tb, "TrtBackend", EngineViaOrt)
+    monkeypatch.setattr(engine_module, "TrtBackend", EngineViaOrt)
     out = tmp_path / "engine-bundle"
     res = build_engine_bundle(bundle_copy, out, timing_cache=tmp_path / "cache" / "t.cache")
     assert res.valid, res.failures
@@ -334,7 +334,9 @@ def test_pand_engine_writes_an_engine_bundle_with_the_manifest_guarantees(instal
 
 
 def test_bench_labels_tensorrt_rows_end_to_end_with_gpu_compute_time(install, bundle_copy):
-    from pand_runtime.bench import BenchOptions, bench_bundle, render_text
+    from pand_runtime.bench import bench_bundle
+    from pand_runtime.bench_report import render_text
+    from pand_runtime.bench_rows import BenchOptions
 
     trt, cuda = install(fake_trt.make_trt("10.3.0"), fake_trt.make_cuda(cc=(8, 7)))
     fake_trt.add_runtime(trt, cuda, classes=24, sample=(3, 64, 64), max_batch=8)
