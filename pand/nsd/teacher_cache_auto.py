@@ -33,12 +33,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+
+from pand.errors import ConfigError
+from pand.utils.distributed import DistInfo, all_gather_object
+from pand.utils.io import atomic_write_json, read_json
+
+from .criterion import NSDCriterion
+from .data import IndexedDataset
+from .teacher_cache.format import AUTO, _manifest_ok, teacher_cache_dir, teacher_cache_key, teacher_cache_meta
+from .teacher_cache.lookup import TeacherFeatureCache
+from .teacher_source import LiveTeacher
 
 __all__ = ["AUTO", "AUTO_MAX_VIEWS", "MIN_GAIN", "CHOICE_FILE", "project_teacher_cache", "measure_step_costs",
            "auto_views", "resolve_views", "record_choice"]
 
-AUTO = "auto"
 AUTO_MAX_VIEWS = 8  # V = min(8, epochs) views when auto picks the cache
 MIN_GAIN = 0.10  # the cache must be projected to save at least this fraction of the live end-to-end time
 CHOICE_FILE = "teacher_cache_choice.json"
@@ -108,8 +119,6 @@ def project_teacher_cache(teacher_s: float, student_s: float, data_s: float, loo
 @contextmanager
 def _rng_preserved(device: torch.device):
     """Restore torch (CPU and ``device``), python and numpy RNG states after the block."""
-    import numpy as np
-
     py, nps = random.getstate(), np.random.get_state()
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -149,13 +158,7 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
     Returns:
         ``{"data_s", "teacher_s", "student_s", "lookup_s", "batch"}``.
     """
-    import numpy as np
-    import torch.nn.functional as F
-
-    from .criterion import NSDCriterion
-    from .data import IndexedDataset
-    from .engine import autocast, build_models, build_optim
-    from .teacher_cache import TeacherFeatureCache
+    from .engine import autocast, build_models, build_optim  # here: the engine imports this module
 
     n = len(dataset)
     batch = max(1, min(int(batch), n))
@@ -216,11 +219,9 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
 
 def _cache_built(cfg: Any, source: Any, dataset: Any, views: int) -> bool:
     """Whether a complete cache with the key an ``auto`` cache of ``views`` views would use exists already."""
-    from .teacher_cache import _manifest_ok, teacher_cache_dir, teacher_cache_key, teacher_cache_meta
-
     try:
         tc = cfg.nsd.teacher_cache
-        meta = teacher_cache_meta(source, dataset, int(cfg.trainer.seed), views, str(tc.get("dtype", "fp16")),
+        meta = teacher_cache_meta(source, dataset, int(cfg.trainer.seed), views, str(tc.dtype),
                                   int(tc.shard_size))
         return _manifest_ok(teacher_cache_dir(cfg.cache_dir, meta), teacher_cache_key(meta))
     except Exception:  # noqa: BLE001 - anything unusual: assume it has to be built
@@ -230,8 +231,6 @@ def _cache_built(cfg: Any, source: Any, dataset: Any, views: int) -> bool:
 def _decide(cfg: Any, source: Any, dataset: Any, dist: Any, device: torch.device,
             anchors: Optional[torch.Tensor], num_classes: Optional[int]) -> Dict[str, Any]:
     """Measure, project and choose (rank 0)."""
-    from .teacher_source import LiveTeacher
-
     epochs, views = int(cfg.nsd.epochs), auto_views(int(cfg.nsd.epochs))
     if not isinstance(source, LiveTeacher):
         return {"requested": AUTO, "mode": "as given", "views": 0,
@@ -271,10 +270,6 @@ def resolve_views(cfg: Any, source: Any, dataset: Any, dist: Any = None, device:
     Raises:
         ConfigError: a value that is neither an int >= 0 nor ``auto``.
     """
-    from pand.config import ConfigError
-    from pand.utils.distributed import DistInfo, all_gather_object
-    from pand.utils.io import read_json
-
     value = cfg.nsd.teacher_cache.views
     if value != AUTO:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -306,8 +301,6 @@ def resolve_views(cfg: Any, source: Any, dataset: Any, dist: Any = None, device:
 def record_choice(choice: Optional[Dict[str, Any]], out_dir: Path, logger: Any, start_epoch: int) -> None:
     """Write an ``auto`` choice to ``<out_dir>/teacher_cache_choice.json`` and, at the start of a run, to
     ``metrics.jsonl`` (``kind: teacher_cache``). Call on rank 0 after the run directory was accepted."""
-    from pand.utils.io import atomic_write_json
-
     if not choice or choice.get("requested") != AUTO:
         return
     atomic_write_json(Path(out_dir) / CHOICE_FILE, {k: v for k, v in choice.items() if k != "reused"})

@@ -315,6 +315,8 @@ def test_maybe_cache_teacher_wiring_and_errors(toy, data):
     assert maybe_cache_teacher(cfg, None, ds) is None
     with pytest.raises(ConfigError, match="views=-1"):
         maybe_cache_teacher(toy.make_cfg("nsd.teacher_cache.views=-1"), live, ds)
+    with pytest.raises(ConfigError, match="resolve_views"):  # auto is decided (and recorded) before the hook
+        maybe_cache_teacher(toy.make_cfg("nsd.teacher_cache.views=auto"), live, ds)
     with pytest.raises(ConfigError, match="nsd.teacher_cache.dtype"):
         toy.make_cfg("nsd.teacher_cache.dtype=bf16")
 

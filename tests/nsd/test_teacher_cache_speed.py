@@ -13,6 +13,7 @@ from pand.data import FGVCDataset
 from pand.data.transforms import PreprocessCfg, create_transform
 from pand.nsd import LiveTeacher
 from pand.nsd import teacher_cache as tc
+from pand.nsd.teacher_cache import build as cache_build
 from pand.nsd.data import IndexedDataset
 
 NUM_CLASSES = 4
@@ -50,7 +51,7 @@ def test_build_decodes_each_image_once_and_stores_the_same_features(toy, train, 
     new = tc.TeacherFeatureCache(root)
 
     decoded.clear()
-    monkeypatch.setattr(tc, "_decode_once", lambda d: d)  # the former path: every view decodes its image again
+    monkeypatch.setattr(cache_build, "_decode_once", lambda d: d)  # the former path: every view decodes its image again
     old = tc.TeacherFeatureCache(tc.build_teacher_cache(live, train, tmp_path / "old", seed=0, views=views,
                                                         dtype="fp32", batch_size=5, progress=False))
     assert len(decoded) == views * len(train)
@@ -69,10 +70,10 @@ def test_datasets_with_their_own_getitem_are_not_wrapped(toy, train):
             return super().__getitem__(index)
 
     custom = Custom(train.samples, train.class_names, transform=train.transform)
-    assert tc._decode_once(custom) is custom
+    assert cache_build._decode_once(custom) is custom
     plain = toy.make_splits().train  # a torch Dataset without load_image: returned as is
-    assert tc._decode_once(plain) is plain
-    assert isinstance(tc._decode_once(train), tc._DecodeOnce)
+    assert cache_build._decode_once(plain) is plain
+    assert isinstance(cache_build._decode_once(train), cache_build._DecodeOnce)
 
 
 # -- views=auto: the projection (pure) -------------------------------------------------------------------------
