@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 
 from pand.errors import ArtifactError
@@ -54,7 +55,7 @@ def safe_torch_load(path: str | Path, what: str, fix: str, map_location: str | t
     except Exception as e:  # noqa: BLE001 - never echo torch's text: it suggests an unsafe load
         raise ArtifactError(
             f"{what} {path} cannot be read safely ({type(e).__name__}): it is empty, truncated, not a torch file, or "
-            f"a pickle holding objects other than tensors and plain values, which pand never loads. {fix}"
+            f"a pickle-based file holding objects other than tensors and plain values, which pand never loads. {fix}"
         ) from None
 
 
@@ -67,8 +68,6 @@ RESUME_IGNORED_KEYS = (
 
 def capture_rng() -> Dict[str, Any]:
     """RNG states of torch (CPU and every CUDA device), python ``random`` and numpy, in weights_only-safe types."""
-    import numpy as np
-
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
     state = {
@@ -83,37 +82,6 @@ def capture_rng() -> Dict[str, Any]:
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`capture_rng`."""
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    version, py_state, py_gauss = state["python"]
-    random.setstate((version, tuple(py_state), py_gauss))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def capture_rng() -> Dict[str, Any]:
-    """RNG states of torch (CPU and every CUDA device), python ``random`` and numpy, in weights_only-safe types."""
-    import numpy as np
-
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(py_state), py_gauss],
-        "numpy": [name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng`."""
-    import numpy as np
-
     torch.set_rng_state(state["torch"])
     version, py_state, py_gauss = state["python"]
     random.setstate((version, tuple(py_state), py_gauss))

@@ -12,12 +12,15 @@ weights API (downloads when online) or from a local file (``weights=``).
 from __future__ import annotations
 
 import os
-
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
+
+from pand.engine.checkpoint import safe_torch_load
+from pand.errors import ArtifactError
 
 __all__ = ["Student", "register_student", "create_student", "list_students", "is_student"]
 
@@ -153,25 +156,20 @@ def _timm_backbone(name: str, pretrained: bool):
 
 
 def _load_local_weights(backbone: nn.Module, path: str) -> None:
-    from pand.errors import ArtifactError
-
     if not os.path.isfile(path):
         raise ArtifactError(f"student.weights file not found: {path}. Fix the path or set student.weights=null")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
+    fix = ("Pass a safetensors file or a plain torch state_dict of tensors "
+           "(student.weights=/path/to/weights.safetensors).")
+    if path.endswith(".safetensors"):
+        try:
             sd = load_file(path)
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(sd, dict) and "state_dict" in sd:
-                sd = sd["state_dict"]
-    except Exception as e:  # noqa: BLE001 - never echo torch's text: it suggests an unsafe load
-        raise ArtifactError(
-            f"student.weights file {path} cannot be read safely ({type(e).__name__}): it is empty, truncated, not a "
-            f"weights file, or a pickle holding objects other than tensors, which pand never loads. Pass a "
-            f"safetensors file or a plain torch state_dict of tensors (student.weights=/path/to/weights.safetensors)."
-        ) from None
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise ArtifactError(f"student.weights file {path} cannot be read ({type(e).__name__}): it is empty, "
+                                f"truncated or not a safetensors file. {fix}") from None
+    else:
+        sd = safe_torch_load(path, "student.weights file", fix)
+        if isinstance(sd, dict) and "state_dict" in sd:
+            sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ArtifactError(f"student.weights file {path} holds no state_dict of tensors; pass the backbone's "
                             f"state_dict (safetensors or torch.save of a dict of tensors)")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from pand.engine.loaders import loader_kwargs
 from pand.errors import DataError
 from pand.utils.distributed import DistInfo
 
@@ -76,8 +77,6 @@ def replay_views(seed: int, epoch: int, count: int, views: int) -> np.ndarray:
 @contextmanager
 def _seeded(seed: int):
     """Seed torch (CPU), python ``random`` and numpy for the block; restore their previous states after."""
-    import numpy as np
-
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -153,15 +152,6 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def _loader_kwargs(trainer_cfg, device_type: str) -> dict:
-    workers = int(trainer_cfg.num_workers)
-    return dict(
-        num_workers=workers,
-        pin_memory=bool(trainer_cfg.pin_memory) and device_type == "cuda",
-        persistent_workers=bool(trainer_cfg.persistent_workers) and workers > 0,
-    )
-
-
 def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, trainer_cfg, device_type: str
                       ) -> DataLoader:
     """Shuffled, per-epoch re-seeded training loader over ``IndexedDataset(dataset)``.
@@ -188,7 +178,7 @@ def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, train
                         f"training needs at least 2 per device")
     return DataLoader(
         IndexedDataset(dataset, seed), batch_size=min(batch_size, n), sampler=ViewSampler(sampler),
-        drop_last=n >= batch_size, **_loader_kwargs(trainer_cfg, device_type),
+        drop_last=n >= batch_size, **loader_kwargs(trainer_cfg, device_type),
     )
 
 
@@ -197,7 +187,7 @@ def make_eval_loader(dataset, batch_size: int, dist: DistInfo, trainer_cfg, devi
     """Exact, unpadded, rank-sharded evaluation loader (None when ``dataset`` is None)."""
     if dataset is None:
         return None
-    kw = _loader_kwargs(trainer_cfg, device_type)
+    kw = loader_kwargs(trainer_cfg, device_type)
     kw["persistent_workers"] = False  # evaluated rarely; do not keep workers around
     return DataLoader(IndexedDataset(dataset), batch_size=batch_size,
                       sampler=ShardSampler(len(dataset), dist.rank, dist.world_size), **kw)

@@ -1,9 +1,11 @@
-"""Stage NSD training engine (plain PyTorch, in named steps like torchvision's classification reference).
+"""Stage NSD training engine: the student, its loss and its data on the shared scaffold (:mod:`pand.engine`).
 
 ``fit`` = :func:`build_models` -> :func:`build_data` -> :func:`build_optim` -> resume -> per epoch
 (:func:`train_one_epoch`, :func:`evaluate` on val, checkpoint) -> one :func:`evaluate` of the best checkpoint
 on test. Teacher features come from a :class:`~pand.nsd.teacher_source.TeacherSource`; the loss code never
-knows whether they are live or cached.
+knows whether they are live or cached. The epoch loop, the optimisation step, the optimiser/scheduler factory,
+evaluation and checkpointing are the scaffold's; what is Stage NSD's own is here: the model (student + alignment
+heads), the criterion and its terms, the all-reduced finiteness check, the metrics records and the run bookkeeping.
 
 CUDA is used when available (``trainer.accelerator``), with bf16/fp16 autocast (``trainer.precision``) and
 channels-last memory. On CPU everything runs in fp32 and a resumed run continues bit-for-bit.
@@ -14,33 +16,42 @@ the GradScaler and channels-last and skips without a CUDA GPU.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
+from tqdm.auto import tqdm
 
 from pand.config import ConfigError
+from pand.engine import loop
+from pand.engine.checkpoint import (
+    best_weights_path, capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, refuse_overwrite,
+    restore_rng, save_checkpoint, split_prefixed,
+)
+from pand.engine.device import autocast, grad_scaler, memory_format
+from pand.engine.loop import EpochTotals, evaluate
+from pand.engine.optim import build_optimizer, build_scheduler
+from pand.engine.step import nonfinite_step, optimizer_step
 from pand.errors import ArtifactError, PandError
 from pand.models.align import AlignHeads
 from pand.models.students import create_student
-from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers
-from pand.utils.io import load_tensors
+from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, select_device
+from pand.utils.io import load_tensors, read_json
+from pand.utils.seed import seed_everything
 
-from .checkpoint import (
-    capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, refuse_overwrite, restore_rng,
-    save_checkpoint, split_prefixed,
-)
+from .checkpoint import load_model_tensors, model_tensors
 from .criterion import NSDCriterion
 from .data import make_eval_loader, make_train_loader
 from .metrics import MetricsLogger
 from .model import NSDModel
+from .teacher_cache import maybe_cache_teacher
+from .teacher_cache_auto import record_choice, resolve_views
 from .teacher_source import TeacherSource
 
 __all__ = [
@@ -109,13 +120,6 @@ class NSDResult:
 # --------------------------------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------------------------------
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; a no-op on CPU or for fp32."""
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    return contextlib.nullcontext()
-
-
 def build_models(cfg, num_classes: int, teacher_dim: Optional[int], device: torch.device) -> NSDModel:
     """The student (``student.*``) plus alignment heads ``D_t -> D_s`` when the recipe uses a teacher.
 
@@ -170,24 +174,13 @@ def build_data(cfg, splits, dist: DistInfo, device: torch.device) -> Loaders:
 
 
 def build_optim(cfg, params) -> Tuple[torch.optim.Optimizer, Any]:
-    """Optimiser (``nsd.optimizer``) and per-epoch LR scheduler (``nsd.scheduler``, optional linear warm-up)."""
+    """Optimiser (``nsd.optimizer``) and per-epoch LR scheduler (``nsd.scheduler``, optional linear warm-up), from
+    the scaffold's factory (:func:`pand.engine.optim.build_optimizer`, :func:`pand.engine.optim.build_scheduler`)."""
     n = cfg.nsd
-    params = [p for p in params if p.requires_grad]
-    if n.optimizer == "adamw":
-        opt = torch.optim.AdamW(params, lr=n.lr, weight_decay=n.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=n.lr, momentum=n.momentum, weight_decay=n.weight_decay)
-    warm = int(n.warmup_epochs)
-    main_epochs = max(1, int(n.epochs) - warm)
-    if n.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=main_epochs, eta_min=n.eta_min)
-    elif n.scheduler == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=n.step_size, gamma=n.gamma)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    if warm > 0:
-        ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (warm + 1), total_iters=warm)
-        sched = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, sched], milestones=[warm])
+    opt = build_optimizer(params, n.optimizer, n.lr, weight_decay=n.weight_decay, momentum=n.momentum,
+                          setting="nsd.optimizer")
+    sched = build_scheduler(opt, n.scheduler, int(n.epochs), warmup_epochs=int(n.warmup_epochs), eta_min=n.eta_min,
+                            step_size=n.step_size, gamma=n.gamma, setting="nsd.scheduler")
     return opt, sched
 
 
@@ -211,8 +204,6 @@ def _bad_term(ctx: NSDContext, names: List[str], values: torch.Tensor, f_t, epoc
 
 
 def _last_epoch(root: Path) -> int:
-    from pand.utils.io import read_json
-
     return int(read_json(root / "last.json")["epoch"])
 
 
@@ -224,8 +215,8 @@ def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int)
     (nothing applied, a warning) and returns None.
     """
     device, cfg = ctx.device, ctx.cfg
-    fmt = torch.channels_last if device.type == "cuda" and cfg.trainer.channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(device,
+                                                                                        cfg.trainer.channels_last))
     labels = labels.to(device, non_blocking=True)
     f_t = ctx.source.features(images, indices) if ctx.source is not None else None
     with autocast(device, cfg.trainer.precision):
@@ -235,20 +226,10 @@ def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int)
     values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())])
     values = all_reduce_sum(values, ctx.dist) / ctx.dist.world_size
     if not torch.isfinite(values).all():
-        err = _bad_term(ctx, names, values.cpu(), f_t, epoch, step)
-        if not cfg.trainer.get("skip_nonfinite_steps", False):
-            raise err
-        if ctx.dist.is_main:
-            warnings.warn(f"skipped (trainer.skip_nonfinite_steps=true): {str(err).split('. The step')[0]}")
-        ctx.optimizer.zero_grad(set_to_none=True)
+        nonfinite_step(_bad_term(ctx, names, values.cpu(), f_t, epoch, step), cfg.trainer.skip_nonfinite_steps,
+                       ctx.optimizer, warn=ctx.dist.is_main)
         return None
-    ctx.optimizer.zero_grad(set_to_none=True)
-    ctx.scaler.scale(total).backward()
-    if cfg.nsd.grad_clip > 0:
-        ctx.scaler.unscale_(ctx.optimizer)
-        nn.utils.clip_grad_norm_(ctx.model.parameters(), cfg.nsd.grad_clip)
-    ctx.scaler.step(ctx.optimizer)
-    ctx.scaler.update()
+    optimizer_step(total, ctx.optimizer, ctx.scaler, clip=cfg.nsd.grad_clip, params=ctx.model.parameters())
     return values
 
 
@@ -258,8 +239,6 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     Also returns ``w_ce``/``w_kd``/``coef_<term>``, ``lr``, ``images_per_s``, ``steps`` (applied) and
     ``skipped_steps`` (non-finite steps skipped with ``trainer.skip_nonfinite_steps=true``).
     """
-    from tqdm.auto import tqdm
-
     cfg, loader = ctx.cfg, ctx.loaders.train
     views = ctx.source.views(epoch, len(loader.dataset)) if ctx.source is not None else epoch
     if ctx.source is not None:
@@ -267,80 +246,43 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     loader.sampler.set_epoch(epoch, views)
     ctx.train_model.train()
     names = ["loss", *ctx.criterion.term_names()]
-    sums = torch.zeros(len(names), dtype=torch.float64)
-    n_steps, n_images, t0 = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"nsd {epoch + 1}/{cfg.nsd.epochs}", disable=not ctx.dist.is_main, leave=False,
                dynamic_ncols=True)
     lr = ctx.optimizer.param_groups[0]["lr"]
-    skipped = 0
-    for step, (images, labels, indices) in enumerate(bar):
-        values = _train_step(ctx, images, labels, indices, epoch, step)
+
+    def step(i: int, batch) -> Optional[Tuple[Dict[str, float], int]]:
+        images, labels, indices = batch
+        values = _train_step(ctx, images, labels, indices, epoch, i)
         if values is None:  # a non-finite step skipped (trainer.skip_nonfinite_steps)
-            skipped += 1
-            ctx.global_step += 1
-            if step_hook is not None:
-                step_hook(epoch, step)
-            continue
-        values = values.cpu().double()
-        sums += values
-        n_steps += 1
-        n_images += images.shape[0] * ctx.dist.world_size
+            return None
+        return dict(zip(names, values.cpu().double().tolist())), images.shape[0] * ctx.dist.world_size
+
+    def on_step(i: int, rec: Optional[Mapping[str, float]], totals: EpochTotals) -> None:
         ctx.global_step += 1
-        if step % max(1, cfg.trainer.log_every) == 0 or step == len(loader) - 1:
-            rate = n_images / max(time.perf_counter() - t0, 1e-9)
-            rec = dict(zip(names, values.tolist()))
+        if rec is not None and (i % max(1, cfg.trainer.log_every) == 0 or i == len(loader) - 1):
+            rate = totals.images / max(time.perf_counter() - totals.start, 1e-9)
             bar.set_postfix({k: f"{v:.4f}" for k, v in rec.items()} | {"img/s": f"{rate:.0f}"}, refresh=False)
             if ctx.logger is not None:
                 ctx.logger.log({"kind": "step", "epoch": epoch, "step": ctx.global_step, "lr": lr, **rec,
                                 "images_per_s": rate}, step=ctx.global_step)
         if step_hook is not None:
-            step_hook(epoch, step)
+            step_hook(epoch, i)
+
+    totals = loop.train_one_epoch(bar, step, on_step)
     bar.close()
-    elapsed = time.perf_counter() - t0
-    ctx.train_time += elapsed
-    ctx.images_seen += n_images
+    ctx.train_time += totals.seconds
+    ctx.images_seen += totals.images
     w_ce, w_kd = ctx.criterion.weights(epoch)
     coef = ctx.criterion.coefficients(epoch)
-    stats = {k: v / max(n_steps, 1) for k, v in zip(names, sums.tolist())}
-    if n_steps == 0:
-        raise NonFiniteLossError(f"every step of NSD epoch {epoch} had a non-finite loss ({skipped} skipped with "
-                                 f"trainer.skip_nonfinite_steps=true); nothing can be learned. Lower nsd.lr, set "
-                                 f"nsd.grad_clip, or check the teacher features.")
+    if totals.steps == 0:
+        raise NonFiniteLossError(f"every step of NSD epoch {epoch} had a non-finite loss ({totals.skipped} skipped "
+                                 f"with trainer.skip_nonfinite_steps=true); nothing can be learned. Lower nsd.lr, "
+                                 f"set nsd.grad_clip, or check the teacher features.")
+    stats = totals.means()
     stats.update({"w_ce": w_ce, "w_kd": w_kd, **{f"coef_{k}": v for k, v in coef.items()}, "lr": lr,
-                  "images_per_s": n_images / max(elapsed, 1e-9), "steps": n_steps, "skipped_steps": skipped})
+                  "images_per_s": totals.images / max(totals.seconds, 1e-9), "steps": totals.steps,
+                  "skipped_steps": totals.skipped})
     return stats
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, dist: DistInfo, precision: str = "fp32",
-             channels_last: bool = False) -> Optional[Dict[str, float]]:
-    """Top-1/top-5 accuracy and mean CE of ``model`` (a student) over the exact split, summed across ranks.
-
-    Returns:
-        ``{"top1", "top5", "loss", "n"}`` (accuracies as fractions) or None when ``loader`` is None.
-    """
-    if loader is None:
-        return None
-    was_training = model.training
-    model.eval()
-    stats = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
-    fmt = torch.channels_last if device.type == "cuda" and channels_last else torch.contiguous_format
-    for images, labels, _ in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, precision):
-            z = model(images)
-        z = z.float()
-        top = z.topk(min(5, z.shape[1]), dim=1).indices
-        stats[0] += (top[:, 0] == labels).sum()
-        stats[1] += (top == labels[:, None]).any(dim=1).sum()
-        stats[2] += F.cross_entropy(z, labels, reduction="sum").double()
-        stats[3] += labels.numel()
-    all_reduce_sum(stats, dist)
-    model.train(was_training)
-    n = max(stats[3].item(), 1.0)
-    return {"top1": stats[0].item() / n, "top5": stats[1].item() / n, "loss": stats[2].item() / n,
-            "n": int(stats[3].item())}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -364,19 +306,6 @@ def _check_inputs(cfg, splits, source: Optional[TeacherSource], anchors: Optiona
         )
 
 
-def _model_tensors(model: NSDModel) -> Dict[str, torch.Tensor]:
-    out = {f"student.{k}": v for k, v in model.student.state_dict().items()}
-    if model.heads is not None:
-        out.update({f"heads.{k}": v for k, v in model.heads.state_dict().items()})
-    return out
-
-
-def _load_model_tensors(model: NSDModel, tensors: Dict[str, torch.Tensor]) -> None:
-    model.student.load_state_dict(split_prefixed(tensors, "student"))
-    if model.heads is not None:
-        model.heads.load_state_dict(split_prefixed(tensors, "heads"))
-
-
 def _restore(ctx: NSDContext, config: Dict[str, Any], resume: bool) -> int:
     """Load the last checkpoint when resuming; returns the first epoch to run."""
     root = ctx.out_dir / "checkpoints"
@@ -389,7 +318,7 @@ def _restore(ctx: NSDContext, config: Dict[str, Any], resume: bool) -> int:
         return 0
     tensors, meta, state, where = ck
     check_resume_config(meta.get("config", {}), config, where)
-    _load_model_tensors(ctx.model, tensors)
+    load_model_tensors(ctx.model, tensors)
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.scheduler.load_state_dict(state["scheduler"])
     ctx.scaler.load_state_dict(state["scaler"])
@@ -422,16 +351,14 @@ def _end_of_epoch(ctx: NSDContext, epoch: int, stats: Dict[str, float], config: 
             "train_time": ctx.train_time, "images_seen": ctx.images_seen, "best_top1": ctx.best_top1,
             "best_epoch": ctx.best_epoch, "last_terms": ctx.last_terms,
         }
-        save_checkpoint(ctx.out_dir / "checkpoints", epoch, _model_tensors(ctx.model), state, config, ctx.best_epoch)
+        save_checkpoint(ctx.out_dir / "checkpoints", epoch, model_tensors(ctx.model), state, config, ctx.best_epoch)
     barrier(dist)
 
 
 def _final_test(ctx: NSDContext) -> NSDResult:
     """Load the best epoch's weights and evaluate them once on the test split."""
-    from .checkpoint import best_weights_path
-
     tensors, meta = load_tensors(best_weights_path(ctx.out_dir / "checkpoints"))
-    _load_model_tensors(ctx.model, tensors)
+    load_model_tensors(ctx.model, tensors)
     cfg = ctx.cfg
     test = evaluate(ctx.model.student, ctx.loaders.test, ctx.device, ctx.dist, cfg.trainer.precision,
                     cfg.trainer.channels_last)
@@ -479,20 +406,12 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
         ConfigError, ArtifactError, NonFiniteLossError, PandError: bad settings, mismatched teacher/anchors,
             a resume under another configuration, a NaN/inf loss, CUDA out of memory.
     """
-    from omegaconf import OmegaConf
-
-    from pand.utils.distributed import select_device
-    from pand.utils.seed import seed_everything
-
     dist = dist or DistInfo()
     device = device or select_device(cfg.trainer.accelerator, dist.local_rank)
     out_dir = Path(out_dir)
     _check_inputs(cfg, splits, source, anchors)
     cache_choice = None
     if cfg.recipe.use_teacher:  # nsd.teacher_cache.views > 0: a LiveTeacher becomes cached replayed views
-        from .teacher_cache import maybe_cache_teacher
-        from .teacher_cache_auto import resolve_views
-
         # views=auto measures the teacher and a throw-away student here, before seeding (RNG states restored)
         views, cache_choice = resolve_views(cfg, source, splits.train, dist, device, anchors, out_dir, resume,
                                             num_classes=len(splits.class_names))
@@ -504,7 +423,7 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     train_model = _wrap_for_training(model, cfg, dist, device)
     loaders = build_data(cfg, splits, dist, device)
     optimizer, scheduler = build_optim(cfg, model.parameters())
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.trainer.precision == "fp16")
+    scaler = grad_scaler(device, cfg.trainer.precision)
     ctx = NSDContext(cfg, out_dir, device, dist, model, train_model, NSDCriterion.from_config(cfg), loaders,
                      optimizer, scheduler, scaler, source if cfg.recipe.use_teacher else None,
                      anchors.to(device).float() if (anchors is not None and cfg.recipe.use_teacher) else None)
@@ -514,8 +433,6 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     ctx.logger = MetricsLogger(out_dir, dist.is_main, bool(cfg.trainer.tensorboard), start, ctx.global_step)
     ctx.teacher_cache = cache_choice
     if dist.is_main:
-        from .teacher_cache_auto import record_choice
-
         record_choice(cache_choice, out_dir, ctx.logger, start)
     try:
         for epoch in range(start, int(cfg.nsd.epochs)):

@@ -10,12 +10,12 @@ val/test accuracy (CoOp and zero-shot) and a config hash.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from pand.engine.checkpoint import safe_torch_load
 from pand.errors import ArtifactError, PandError
 
 __all__ = ["ARTIFACT_NAME", "save_anchors", "load_anchors", "handcrafted_anchors", "restore_coop_text_model"]
@@ -54,20 +54,9 @@ def save_anchors(
 
 
 def _load_torch_file(path: Path) -> Dict[str, Any]:
-    if path.stat().st_size == 0:
-        raise ArtifactError(f"{path} is empty (0 bytes); it is not an anchor file. Rerun Stage PSC or point "
-                            f"psc.artifact at a learned_text_features file")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, ModuleNotFoundError, TypeError) as e:
-        raise ArtifactError(
-            f"{path} cannot be read with torch.load(weights_only=True): it is a pickle-based file that would need "
-            f"arbitrary code to load ({type(e).__name__}). pand never unpickles; re-export it as a plain dict of "
-            f"tensors/str/int (or as safetensors with pand.psc.save_anchors)."
-        ) from None
-    except Exception as e:  # noqa: BLE001 - EOFError (truncated), zip errors, ...: never echo torch's text
-        raise ArtifactError(f"{path} is truncated or not a torch file ({type(e).__name__}). Rerun Stage PSC or point "
-                            f"psc.artifact at a learned_text_features file") from None
+    obj = safe_torch_load(path, "anchor file", "Rerun Stage PSC or point psc.artifact at a learned_text_features "
+                          "file; re-export an old file as a plain dict of tensors/str/int (or as safetensors with "
+                          "pand.psc.save_anchors).")
     if not isinstance(obj, dict) or "text_features" not in obj:
         raise ArtifactError(f"{path} holds no 'text_features' tensor; it is not a learned_text_features file")
     return obj

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
-from pand.nsd.checkpoint import load_last_checkpoint
+from pand.engine.checkpoint import load_last_checkpoint
 from pand.nsd.data import IndexedDataset
 from pand.nsd.teacher_cache import CachedTeacher, build_teacher_cache
 

@@ -7,7 +7,7 @@ import torch
 from pand.config import ConfigError
 from pand.errors import ArtifactError
 from pand.nsd import LiveTeacher, NonFiniteLossError, fit
-from pand.nsd.checkpoint import best_weights_path
+from pand.engine.checkpoint import best_weights_path
 from pand.nsd.metrics import read_metrics
 from pand.utils.io import load_tensors
 

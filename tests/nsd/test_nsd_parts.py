@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pand.models.align import AlignHeads, l2_normalize
-from pand.nsd.checkpoint import capture_rng, check_resume_config, config_diff, restore_rng
+from pand.engine.checkpoint import capture_rng, check_resume_config, config_diff, restore_rng
 from pand.nsd.data import IndexedDataset, ShardSampler, ViewSampler, mix_seed, replay_views
 from pand.nsd.teacher_source import LiveTeacher, TeacherSource, renormalize
 from pand.errors import ArtifactError

@@ -13,7 +13,7 @@ import torch
 
 from pand.config import config_dir, load_config
 from pand.errors import ArtifactError, PandError
-from pand.nsd.checkpoint import load_last_checkpoint, save_checkpoint
+from pand.engine.checkpoint import load_last_checkpoint, save_checkpoint
 from pand.psc.anchors import load_anchors, save_anchors
 from pand.train import run
 from pand.utils.io import WriteError, atomic_path, atomic_write_text
@@ -216,14 +216,14 @@ def test_resume_never_retrains_psc_under_a_trained_student(small, tmp_path):
 
 def test_resume_keeps_an_artifact_written_before_fingerprints(small, tmp_path, monkeypatch):
     """A run started before file fingerprints entered the PSC hash still resumes (its artifact is not retrained)."""
-    import pand.psc.train as psc_train
+    import pand.psc.stage as psc_stage
     from pand.utils.io import load_tensors
 
     cfg = load_config(TINY, ["recipe=pand", *small, f"cache_dir={tmp_path / 'cache'}"])
-    real, seen = psc_train.psc_config_hash, []
-    monkeypatch.setattr(psc_train, "psc_config_hash", lambda c, parts: seen.append(dict(parts)) or real(c, parts))
+    real, seen = psc_stage.psc_config_hash, []
+    monkeypatch.setattr(psc_stage, "psc_config_hash", lambda c, parts: seen.append(dict(parts)) or real(c, parts))
     run(cfg, tmp_path / "run")
-    monkeypatch.setattr(psc_train, "psc_config_hash", real)
+    monkeypatch.setattr(psc_stage, "psc_config_hash", real)
     artifact = tmp_path / "run" / "psc" / "learned_text_features.safetensors"
     t, meta = load_tensors(artifact)
     meta["config_hash"] = real(cfg.psc, {k: v for k, v in seen[0].items() if k != "content"})  # the old hash

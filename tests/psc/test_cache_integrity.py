@@ -91,10 +91,11 @@ def test_psc_cache_entry_is_locked_while_built(tmp_path, tiny_teacher, toy_split
 
 def test_psc_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path, tiny_teacher, toy_splits):
     from pand.psc.prompt_learner import build_coop_text_model
-    from pand.psc.train import train_coop
+    from pand.config.schema import PSCCfg
+    from pand.psc.loop import train_coop
 
-    cfg = dict(optimizer="sgd", lr=0.002, momentum=0.9, weight_decay=0.0, epochs=2, batch_size=4, warmup_epochs=0,
-               patience=0, grad_clip=1.0)
+    cfg = PSCCfg(optimizer="sgd", lr=0.002, momentum=0.9, weight_decay=0.0, epochs=2, batch_size=4, warmup_epochs=0,
+                 patience=0, grad_clip=1.0)
     d = tiny_teacher.embed_dim
     x = torch.nn.functional.normalize(torch.randn(8, d, generator=torch.Generator().manual_seed(0)), dim=1)
     x[5] = float("nan")

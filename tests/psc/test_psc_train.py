@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
-import pand.psc.train as psc_train
+import pand.psc.loop as psc_loop
+import pand.psc.stage as psc_stage
+from pand.config.schema import PSCCfg
+from pand.engine.optim import cosine_lr
 from pand.errors import ArtifactError
-from pand.psc import accuracy, coop_logits, cosine_lr, load_anchors, run_psc, train_coop
+from pand.psc import accuracy, coop_logits, load_anchors, run_psc, train_coop
 from pand.psc.prompt_learner import build_coop_text_model
 from pand.utils.io import read_json
 
@@ -47,7 +50,7 @@ def _cfg(**kw):
     base = dict(optimizer="adamw", lr=0.05, momentum=0.9, weight_decay=0.0, epochs=8, batch_size=8,
                 warmup_epochs=0, patience=0, grad_clip=1.0)
     base.update(kw)
-    return base
+    return PSCCfg(**base)
 
 
 def _model(teacher, seed=0):
@@ -93,7 +96,7 @@ def test_resume_gives_the_same_result(tmp_path, tiny_teacher, monkeypatch):
     full = train_coop(_model(tiny_teacher), train, val, cfg, tiny_teacher.logit_scale, tmp_path / "a", seed=3,
                       config_hash="h", progress=False)
     calls = {"n": 0}
-    real = psc_train._write_metrics
+    real = psc_loop._write_metrics
 
     def crash_after_three(path, history):
         real(path, history)
@@ -101,11 +104,11 @@ def test_resume_gives_the_same_result(tmp_path, tiny_teacher, monkeypatch):
         if calls["n"] == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(psc_train, "_write_metrics", crash_after_three)
+    monkeypatch.setattr(psc_loop, "_write_metrics", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         train_coop(_model(tiny_teacher), train, val, _cfg(optimizer="sgd", lr=0.5, epochs=6), tiny_teacher.logit_scale,
                    tmp_path / "b", seed=3, config_hash="h", progress=False)
-    monkeypatch.setattr(psc_train, "_write_metrics", real)
+    monkeypatch.setattr(psc_loop, "_write_metrics", real)
     resumed = train_coop(_model(tiny_teacher), train, val, _cfg(optimizer="sgd", lr=0.5, epochs=6),
                          tiny_teacher.logit_scale, tmp_path / "b", seed=3, config_hash="h", progress=False)
     assert [r["epoch"] for r in resumed.history] == list(range(6))
@@ -154,7 +157,7 @@ def test_run_psc_end_to_end_and_reuse(tmp_path, tiny_teacher, toy_splits, psc_cf
     def boom(*a, **k):
         raise AssertionError("PSC retrained although the artifact matches")
 
-    monkeypatch.setattr(psc_train, "train_coop", boom)
+    monkeypatch.setattr(psc_stage, "train_coop", boom)
     assert run_psc(psc_cfg, run_dir, splits=toy_splits, teacher=tiny_teacher) == path
     # other psc settings -> retrained
     psc_cfg.psc.lr = 0.01
