@@ -16,10 +16,16 @@ import json
 import os
 import socket
 import subprocess
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import pand
+from pand.errors import PandError
+from pand.utils.io import atomic_write_text
 
 __all__ = ["DistInfo", "dist_env", "init_distributed", "cleanup_distributed", "select_device", "all_reduce_sum",
            "barrier", "broadcast_buffers", "all_gather_object", "code_version", "run_fingerprint",
@@ -65,8 +71,6 @@ def select_device(accelerator: str = "auto", local_rank: int = 0):
     """
     import torch
 
-    from pand.errors import PandError
-
     if accelerator == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
@@ -78,8 +82,6 @@ def select_device(accelerator: str = "auto", local_rank: int = 0):
 
 
 def _init_timeout_s() -> float:
-    from pand.errors import PandError
-
     raw = os.environ.get(INIT_TIMEOUT_ENV, "")
     try:
         value = float(raw) if raw else float(DEFAULT_INIT_TIMEOUT_S)
@@ -113,8 +115,6 @@ def init_distributed(device_type: str, backend: Optional[str] = None, timeout_mi
         return DistInfo(rank, world, local)
     import torch.distributed as dist
     from torch.distributed.rendezvous import rendezvous
-
-    from pand.errors import PandError
 
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local, owns_group=False)
@@ -226,8 +226,6 @@ def code_version() -> Dict[str, Optional[str]]:
     The source hash is what is compared between ranks (it catches uncommitted edits on one node); ``git`` (None
     outside a git checkout) only makes the message readable.
     """
-    import pand
-
     package = Path(pand.__file__).resolve().parent
     return {"pand": str(pand.__version__), "source": _source_hash(package), "git": _git_describe(package.parent)}
 
@@ -285,8 +283,6 @@ def compare_fingerprints(fps: Sequence[Mapping[str, Any]]) -> Optional[str]:
 def check_ranks_agree(fingerprint: Mapping[str, Any], info: DistInfo) -> None:
     """Gather every rank's fingerprint and raise the same :class:`~pand.errors.PandError` on every rank when any
     differs from rank 0's (a no-op for one process)."""
-    from pand.errors import PandError
-
     msg = compare_fingerprints(all_gather_object(dict(fingerprint), info))
     if msg:
         raise PandError(msg)
@@ -302,12 +298,6 @@ def check_shared_dir(path: str | os.PathLike, info: DistInfo, what: str = "run d
     """
     if not _active(info):
         return
-    import time
-    import uuid
-
-    from pand.errors import PandError
-    from pand.utils.io import atomic_write_text
-
     token, main_path = all_gather_object((uuid.uuid4().hex, str(path)), info)[0]
     marker = Path(path) / f".pand-shared-{token}"
     if info.is_main:
