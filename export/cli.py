@@ -11,11 +11,17 @@ from typing import Optional, Sequence
 
 import click
 
+from pand.config import ConfigError
+from pand.errors import PandError
+from pand_runtime.cli_options import tf32_option, timing_cache_option, workspace_option
 from pand_runtime.console import report_parity, setup_logging
 
-from .exporter import FORMAT_CHOICES, PRECISIONS
+from .exporter import EXPORT_FORMATS, FORMAT_CHOICES, PRECISIONS, ExportOptions, export_bundle
+from .onnx_export import EXPORTERS
+from .quantize import CALIB_METHODS, INT8_TARGETS
 
 EXIT_USAGE = 2
+DEFAULTS = ExportOptions()  # every option's default is the ExportOptions field's
 
 
 def _fail(msg: str) -> None:
@@ -27,65 +33,68 @@ def _setup_logging() -> None:
     setup_logging("pand.export")
 
 
+def _format_help() -> str:
+    rows = "; ".join(f"{f.name}: {f.description} ({f.file})" for f in EXPORT_FORMATS)
+    return f"{rows}; all: every format."
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source", type=click.Path(exists=True))
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="onnx", show_default=True,
-              help="onnx: ONNX model for ONNX Runtime; trt: TensorRT engine for this GPU (+ its ONNX); all: both.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+@click.option("--format", "format", type=click.Choice(FORMAT_CHOICES), default=DEFAULTS.format, show_default=True,
+              help=_format_help())
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, show_default=True,
               help="fp16 and int8 are ONNX-level conversions (fp16 keeps fp32 inputs/outputs; int8 = QDQ).")
-@click.option("--target", type=click.Choice(["cpu", "tensorrt"]), default=None,
+@click.option("--target", type=click.Choice(INT8_TARGETS), default=DEFAULTS.target,
               help="INT8 flavour: cpu = asymmetric uint8 activations (fast on the ORT CPU provider); tensorrt = "
                    "symmetric int8 (what TensorRT needs). Default: tensorrt when building an engine, else cpu.")
-@click.option("--batch", type=int, default=1, show_default=True,
+@click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True,
               help="Static batch size, or the TensorRT profile's optimal batch with a dynamic batch.")
-@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
+@click.option("--dynamic-batch/--static-batch", default=DEFAULTS.dynamic_batch, show_default=True,
               help="Symbolic batch axis (any batch up to --max-batch) or a batch fixed to --batch.")
-@click.option("--max-batch", type=int, default=32, show_default=True,
+@click.option("--max-batch", type=int, default=DEFAULTS.max_batch, show_default=True,
               help="Largest batch (TensorRT profile max; the runtime splits larger inputs).")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (<= 18 recommended).")
-@click.option("--calib-images", type=int, default=256, show_default=True,
+@click.option("--opset", type=int, default=DEFAULTS.opset, show_default=True, help="ONNX opset (<= 18 recommended).")
+@click.option("--calib-images", type=int, default=DEFAULTS.calib_images, show_default=True,
               help="INT8 calibration images, drawn (seeded) from the run's TRAINING split, never test.")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True, help="INT8 calibration method.")
-@click.option("--quantize-head/--float-head", default=False, show_default=True,
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=DEFAULTS.calib_method, show_default=True,
+              help="INT8 calibration method.")
+@click.option("--quantize-head/--float-head", default=DEFAULTS.quantize_head, show_default=True,
               help="INT8: also quantize the final classifier layer (default keeps it in float: tiny, and the most "
                    "precision-sensitive layer).")
-@click.option("--accuracy-aware/--plain-int8", default=True, show_default=True,
+@click.option("--accuracy-aware/--plain-int8", default=DEFAULTS.accuracy_aware, show_default=True,
               help="INT8: measure each layer's sensitivity and keep the most sensitive ones in float, fewest first, "
                    "until the parity images meet --min-agreement (the layers, agreement and latency of every step "
                    "go to the manifest); --plain-int8 quantizes everything but the head, once.")
-@click.option("--max-float-units", type=int, default=None,
+@click.option("--max-float-units", type=int, default=DEFAULTS.max_float_units,
               help="INT8 accuracy-aware: the most fallback units (an activation and the layers around it) kept in "
                    "float (default: no limit).")
-@click.option("--reduce-range/--no-reduce-range", default=None,
+@click.option("--reduce-range/--no-reduce-range", default=DEFAULTS.reduce_range,
               help="INT8: 7-bit weights, for x86 CPUs without VNNI (AVX2 only) whose u8s8 kernels can saturate. "
                    "Default: on for --target cpu when this CPU is such a CPU, else off (on CPUs with VNNI/AMX it "
                    "only costs agreement, see bench/int8.py).")
-@click.option("--parity-images", type=int, default=256, show_default=True,
+@click.option("--parity-images", type=int, default=DEFAULTS.parity_images, show_default=True,
               help="Held-out TEST images for the parity check (0 = the whole test split).")
-@click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.output,
               help="Bundle directory (default <run>/export/<format>-<precision>[-<target>]).")
-@click.option("--simplify/--no-simplify", default=False, show_default=True, help="Run onnxslim on the fp32 graph.")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
+@click.option("--simplify/--no-simplify", default=DEFAULTS.simplify, show_default=True,
+              help="Run onnxslim on the fp32 graph.")
+@click.option("--exporter", type=click.Choice(EXPORTERS), default=DEFAULTS.exporter, show_default=True,
               help="torch.onnx exporter: torchscript (dynamo=False) or dynamo (torch.export).")
-@click.option("--workspace", "workspace_gb", type=float, default=1.0, show_default=True,
-              help="TensorRT workspace pool limit in GiB (0 = TensorRT's default).")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
-              help="TensorRT timing cache file, reused across builds (default under the run's cache_dir).")
-@click.option("--tf32/--no-tf32", default=False, show_default=True,
-              help="fp32 TensorRT engine: keep TensorRT's TF32 convolutions (faster on Ampere+ / Jetson Orin, logits "
-                   "differ from PyTorch by ~1e-3, so the parity gate is max |diff| 1e-2, recorded in the manifest). "
-                   "Default: TF32 cleared, strict fp32 gate.")
-@click.option("--min-agreement", type=float, default=None,
+@workspace_option()
+@timing_cache_option("under the run's cache_dir")
+@tf32_option("fp32 TensorRT engine: keep TensorRT's TF32 convolutions (faster on Ampere+ / Jetson Orin, logits "
+             "differ from PyTorch by ~1e-3, so the parity gate is max |diff| 1e-2, recorded in the manifest). "
+             "Default: TF32 cleared, strict fp32 gate.")
+@click.option("--min-agreement", type=float, default=DEFAULTS.min_agreement,
               help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.99; "
                    "for int8 also the accuracy-aware search's target).")
-@click.option("--max-acc-drop", type=float, default=None,
+@click.option("--max-acc-drop", type=float, default=DEFAULTS.max_acc_drop,
               help="Override the precision's maximum top-1 accuracy drop vs PyTorch (fp16 0.01, int8 0.02).")
-@click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for the parity run.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity/calibration selection.")
-def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, calib_images, calib_method,
-        quantize_head, accuracy_aware, max_float_units, reduce_range, parity_images, output, simplify, exporter,
-        workspace_gb, timing_cache, tf32, min_agreement, max_acc_drop, threads, seed):
+@click.option("--threads", type=int, default=DEFAULTS.threads, show_default=True,
+              help="ONNX Runtime threads for the parity run.")
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
+              help="Seed of the parity/calibration selection.")
+def cli(source, **options):
     """Export the student classifier of a pand run to a deployable bundle.
 
     SOURCE is a run directory (config.yaml + student.safetensors) or a student .safetensors checkpoint. The bundle
@@ -99,20 +108,9 @@ def cli(source, fmt, precision, target, batch, dynamic_batch, max_batch, opset, 
       pand-export runs/tiny --precision int8 --min-agreement 0.995     # accuracy-aware INT8 (the default)
       pand-export runs/cub --format trt --precision fp16 --max-batch 16
     """
-    from pand.config import ConfigError
-    from pand.errors import PandError
-
-    from .exporter import ExportOptions, export_bundle
-
     _setup_logging()
-    opts = ExportOptions(format=fmt, precision=precision, batch=batch, dynamic_batch=dynamic_batch,
-                         max_batch=max_batch, opset=opset, calib_images=calib_images, calib_method=calib_method,
-                         quantize_head=quantize_head, parity_images=parity_images,
-                         output=Path(output) if output else None, simplify=simplify, target=target,
-                         exporter=exporter, workspace_gb=workspace_gb,
-                         timing_cache=Path(timing_cache) if timing_cache else None, tf32=tf32, seed=seed,
-                         min_agreement=min_agreement, max_acc_drop=max_acc_drop, threads=threads,
-                         accuracy_aware=accuracy_aware, max_float_units=max_float_units, reduce_range=reduce_range)
+    timing_cache = options.pop("timing_cache")
+    opts = ExportOptions(**options, timing_cache=Path(timing_cache) if timing_cache else None)
     try:
         result = export_bundle(source, opts)
     except (PandError, ConfigError, FileNotFoundError) as e:

@@ -1,20 +1,27 @@
-"""The exporter: a format table (dataclasses), one function per format, and the bundle it writes.
+"""The exporter: a format table (:data:`EXPORT_FORMATS`, one frozen :class:`ExportFormat` per ``--format`` value), one
+function per format, and the bundle it writes.
 
-======  ===========  ========  ============================================================================
-format  file         needs     what
-======  ===========  ========  ============================================================================
-onnx    model.onnx   CPU       torch -> ONNX (opset <= 18, real dynamic batch), checker, optional onnxslim,
-                               fp16 (fp32 I/O) or int8 QDQ; parity with ONNX Runtime CPU
-trt     model.engine CUDA+TRT  a TensorRT plan built from model.onnx on this GPU; parity with TensorRT
-======  ===========  ========  ============================================================================
+======  ============  ========  =========================================  ==================================
+format  file          needs     precisions / int8 targets                  what
+======  ============  ========  =========================================  ==================================
+onnx    model.onnx    CPU       fp32 fp16 int8 / cpu tensorrt             torch -> ONNX (opset <= 18, real
+                                                                           dynamic batch), checker, optional
+                                                                           onnxslim, fp16 (fp32 I/O) or int8
+                                                                           QDQ; parity with ONNX Runtime CPU
+trt     model.engine  CUDA+TRT  fp32 fp16 int8 / tensorrt                 a TensorRT plan built from
+                                                                           model.onnx on this GPU; parity with
+                                                                           TensorRT
+======  ============  ========  =========================================  ==================================
 
-``--format all`` runs every row. A TensorRT bundle keeps its source ``model.onnx`` (engines must be rebuilt on each
+The table is what the code reads: the file each format writes, the precisions and int8 targets it accepts (the CLI
+and :func:`validate_options` check options against it), the runtime backend that runs it and the formats it is
+built from. ``--format all`` runs every row. A TensorRT bundle keeps its source ``model.onnx`` (engines must be rebuilt on each
 GPU/TensorRT version; the ONNX is what they are rebuilt from). The bundle directory is staged next to its final
 place and moved there only when complete, so an interrupted export never leaves a half-written bundle; a bundle
 whose parity check fails is still written (to inspect it) but marked ``valid: false``.
 
 Example:
-    >>> from export import ExportOptions, export_bundle
+    >>> from pand_export import ExportOptions, export_bundle
     >>> result = export_bundle("runs/tiny", ExportOptions(format="onnx", precision="int8", target="cpu"))
     >>> result.valid, result.bundle
     (True, PosixPath('runs/tiny/export/onnx-int8-cpu'))
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata as md
+import json
 import logging
 import platform
 import shutil
@@ -35,18 +44,31 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+import pand
+from pand.data.transforms import create_transform
 from pand.errors import PandError
 from pand.utils.io import atomic_path, atomic_write_text, sha256_file
-from pand_runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, check_replaceable
-from pand_runtime.manifest import publish_bundle as _publish
+from pand_runtime.backends.base import Backend, run_batched
+from pand_runtime.backends.ort_backend import OrtBackend
+from pand_runtime.backends.trt_backend import TrtBackend
+from pand_runtime.int8_check import validated_cpu
+from pand_runtime.manifest import (ENGINE_NAME, FORMAT_VERSION, MANIFEST_NAME, ONNX_NAME, REFERENCE_NAME, Manifest,
+                                   ModelFile, check_replaceable, publish_bundle)
 from pand_runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
+from pand_runtime.preprocess import crop_image, normalize_u8
+from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
-from .data import SplitImages, iter_batches, load_split_images, torch_eval_transform
+from .data import SplitImages, iter_batches, load_split_images
+from .int8_search import accuracy_aware_int8
+from .onnx_export import (check_onnx, convert_fp16, onnx_io_specs, onnx_opset, set_onnx_metadata, simplify_onnx,
+                          torch_to_onnx)
+from .quantize import INT8_TARGETS, Int8Quantizer
 from .source import ExportSource, load_source
+from .trt import require_trt_build
 
 __all__ = [
     "ExportFormat", "EXPORT_FORMATS", "FORMAT_CHOICES", "PRECISIONS", "ExportOptions", "ExportResult", "export_bundle",
-    "export_onnx", "export_trt", "get_format", "default_output_dir",
+    "export_onnx", "export_trt", "get_format", "formats_of", "validate_options", "default_output_dir",
 ]
 
 log = logging.getLogger("pand.export")
@@ -106,11 +128,28 @@ class ExportContext:
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One row of the format table."""
+    """One row of the format table: what ``--format NAME`` writes and accepts.
 
-    name: str  # the --format value
-    file: str  # model file name inside the bundle
-    backend: str  # runtime backend that runs it (onnxruntime | tensorrt)
+    Attributes:
+        name: the ``--format`` value.
+        file: the model file it writes inside the bundle.
+        model_format: the manifest's ``models[].format`` of that file (``onnx`` | ``tensorrt``).
+        backend: the runtime backend that runs it (``onnxruntime`` | ``tensorrt``).
+        precisions: the ``--precision`` values it accepts.
+        int8_targets: the ``--target`` flavours it accepts with int8, the default first.
+        built_from: formats exported before it in the same bundle (TensorRT is built from the bundle's ONNX).
+        needs_gpu: it needs TensorRT + pycuda + a CUDA GPU on the export machine.
+        description: one line for ``--help``.
+        fn: the export step, ``ExportContext -> ModelFile``.
+    """
+
+    name: str
+    file: str
+    model_format: str
+    backend: str
+    precisions: Tuple[str, ...]
+    int8_targets: Tuple[str, ...]
+    built_from: Tuple[str, ...]
     needs_gpu: bool
     description: str
     fn: Callable[[ExportContext], ModelFile]
@@ -152,20 +191,10 @@ def _model_file(ctx: ExportContext, path: Path, fmt: str, info: Dict[str, Any]) 
     return ModelFile(file=path.name, format=fmt, sha256=sha256_file(path), size_bytes=path.stat().st_size, info=info)
 
 
-def _parity(ctx: ExportContext, backend_name: str, backend: Any, tolerance: Optional[Tolerance] = None) -> None:
-    """Run ``backend`` on the parity inputs, compare with the torch logits, record the result under its name
-    (judged by ``tolerance``, default the precision's)."""
-    from pand_runtime.preprocess import iter_chunks
-
-    fixed = getattr(backend, "fixed_batch", None)
-    step = fixed or max(1, min(ctx.opts.max_batch, 32))
-    outs = []
-    for chunk in iter_chunks(ctx.ref_inputs, step):
-        n = len(chunk)
-        if fixed is not None and n < fixed:
-            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
-        outs.append(np.asarray(backend.run(np.ascontiguousarray(chunk)))[:n])
-    out = np.concatenate(outs)
+def _parity(ctx: ExportContext, backend_name: str, backend: Backend, tolerance: Optional[Tolerance] = None) -> None:
+    """Run ``backend`` on the parity inputs (chunks of at most 32), compare with the torch logits, record the result
+    under its name (judged by ``tolerance``, default the precision's)."""
+    out = run_batched(backend, ctx.ref_inputs, min(ctx.opts.max_batch, 32))
     tol = tolerance or ctx.tolerance
     res = compare_logits(ctx.ref_logits, out, ctx.labels, tie_margin=tol.tie_margin)
     fails = check_parity(res, tol)
@@ -180,16 +209,9 @@ def _parity(ctx: ExportContext, backend_name: str, backend: Any, tolerance: Opti
 @export_step("ONNX")
 def export_onnx(ctx: ExportContext) -> ModelFile:
     """torch -> fp32 ONNX -> checker -> [onnxslim] -> [fp16 | int8 QDQ] -> checker -> metadata -> ORT parity."""
-    import json
-
-    from pand_runtime.backends.ort_backend import OrtBackend
-
-    from .onnx_export import (check_onnx, convert_fp16, onnx_io_specs, onnx_opset, set_onnx_metadata, simplify_onnx,
-                              torch_to_onnx)
-
     o, src = ctx.opts, ctx.source
-    final = ctx.staging / "model.onnx"
-    fp32 = ctx.staging / ".model.fp32.onnx" if o.precision != "fp32" else final
+    final = ctx.staging / get_format("onnx").file
+    fp32 = final.with_name(f".{final.stem}.fp32{final.suffix}") if o.precision != "fp32" else final
     torch_to_onnx(src.model, fp32, src.preprocess.image_size, batch=o.batch, dynamic=o.dynamic_batch, opset=o.opset,
                   exporter=o.exporter, max_batch=o.max_batch)
     check_onnx(fp32)
@@ -201,16 +223,11 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
         convert_fp16(fp32, final)
         info["fp16"] = {"converter": "onnxconverter_common.float16", "keep_io_types": True}
     elif o.precision == "int8":
-        from pand_runtime.int8_check import validated_cpu
-
-        from .int8_search import accuracy_aware_int8
-        from .quantize import Int8Quantizer
-
         calib = load_split_images(src.cfg, "train", o.calib_images, o.seed, src.class_names)
-        transform = torch_eval_transform(src.preprocess)
+        transform = create_transform(src.preprocess, is_train=False)
         batches = [x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration")]
         search = None
-        with Int8Quantizer(fp32, batches, target=o.target or "cpu", method=o.calib_method,
+        with Int8Quantizer(fp32, batches, target=o.target, method=o.calib_method,
                            reduce_range=o.reduce_range) as q:
             base = [] if o.quantize_head else list(q.head_nodes)
             if o.accuracy_aware:
@@ -233,24 +250,20 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
     ctx.onnx_info = {"inputs": ins, "outputs": outs, "opset": onnx_opset(final)}
     ctx.onnx_path = final
     _parity(ctx, "onnxruntime", OrtBackend(final, intra_op_threads=o.threads))
-    return _model_file(ctx, final, "onnx", info)
+    return _model_file(ctx, final, get_format("onnx").model_format, info)
 
 
 @export_step("TensorRT")
 def export_trt(ctx: ExportContext) -> ModelFile:
-    """A serialized engine built from the bundle's model.onnx on this GPU, then TensorRT parity."""
-    from pand_runtime.backends.trt_backend import TrtBackend
-
-    from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
-
-    if ctx.onnx_path is None:  # the engine is always built from the ONNX of the same bundle
-        ctx.models.append(get_format("onnx").fn(ctx))
+    """A serialized engine built from the bundle's model.onnx (exported before it: ``built_from``) on this GPU, then
+    TensorRT parity."""
     o, s = ctx.opts, ctx.source.preprocess.image_size
     name = ctx.onnx_info["inputs"][0].name
     profile = batch_profile(name, (3, s, s), o.batch, o.max_batch) if o.dynamic_batch else None
     cache = o.timing_cache or default_timing_cache(
         ctx.source.cfg.cache_dir if ctx.source.cfg is not None else ".cache/pand", ctx.trt_env or {})
-    engine = ctx.staging / "model.engine"
+    fmt = get_format("trt")
+    engine = ctx.staging / fmt.file
     info = build_engine(ctx.onnx_path, engine, o.precision, profile, int(o.workspace_gb * (1 << 30)), cache,
                         tf32=o.tf32, env=ctx.trt_env)
     backend = TrtBackend(engine, expected=info)
@@ -258,12 +271,16 @@ def export_trt(ctx: ExportContext) -> ModelFile:
         _parity(ctx, "tensorrt", backend, engine_tolerance(o.precision, o.tf32, ctx.tolerance.to_dict()))
     finally:
         backend.close()
-    return _model_file(ctx, engine, "tensorrt", info)
+    return _model_file(ctx, engine, fmt.model_format, info)
 
 
 EXPORT_FORMATS: Tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", "model.onnx", "onnxruntime", False, "ONNX (ONNX Runtime, any device)", export_onnx),
-    ExportFormat("trt", "model.engine", "tensorrt", True, "TensorRT plan for this GPU + TensorRT version", export_trt),
+    ExportFormat(name="onnx", file=ONNX_NAME, model_format="onnx", backend="onnxruntime", precisions=PRECISIONS,
+                 int8_targets=INT8_TARGETS, built_from=(), needs_gpu=False,
+                 description="ONNX model for ONNX Runtime (any device)", fn=export_onnx),
+    ExportFormat(name="trt", file=ENGINE_NAME, model_format="tensorrt", backend="tensorrt", precisions=PRECISIONS,
+                 int8_targets=("tensorrt",), built_from=("onnx",), needs_gpu=True,
+                 description="TensorRT engine for this GPU + TensorRT version (+ its ONNX)", fn=export_trt),
 )
 FORMAT_CHOICES = tuple(f.name for f in EXPORT_FORMATS) + ("all",)
 
@@ -276,32 +293,38 @@ def get_format(name: str) -> ExportFormat:
     raise PandError(f"unknown export format '{name}'. Valid: {', '.join(FORMAT_CHOICES)}")
 
 
-def _formats(name: str) -> List[ExportFormat]:
-    if name == "all":
-        return list(EXPORT_FORMATS)
-    if name == "trt":
-        return [get_format("onnx"), get_format("trt")]  # the engine is built from (and ships with) the ONNX
-    return [get_format(name)]
+def formats_of(name: str) -> List[ExportFormat]:
+    """The table rows ``--format name`` exports, in order: the row and the rows it is built from (``all``: every
+    row). A TensorRT bundle thus also ships the ONNX its engine was built from."""
+    rows = list(EXPORT_FORMATS) if name == "all" else [get_format(name)]
+    out: List[ExportFormat] = []
+    for f in rows:
+        for dep in (*f.built_from, f.name):
+            if all(g.name != dep for g in out):
+                out.append(get_format(dep))
+    return out
 
 
 def validate_options(opts: ExportOptions) -> ExportOptions:
     """Check option values and combinations; fill the int8 target default. Raises :class:`PandError`."""
     import onnx
 
-    fmts = _formats(opts.format)
-    if opts.precision not in PRECISIONS:
-        raise PandError(f"unknown precision '{opts.precision}'. Valid: {', '.join(PRECISIONS)}")
-    builds_engine = any(f.needs_gpu for f in fmts)
+    fmts = formats_of(opts.format)
+    for f in fmts:
+        if opts.precision not in f.precisions:
+            raise PandError(f"unknown precision '{opts.precision}' for --format {f.name}. Valid: "
+                            f"{', '.join(f.precisions)}")
+    targets = [t for t in INT8_TARGETS if all(t in f.int8_targets for f in fmts)]  # valid for every row, default first
     if opts.target is None:
-        opts = dataclasses.replace(opts, target=("tensorrt" if builds_engine else "cpu")
-                                   if opts.precision == "int8" else None)
+        opts = dataclasses.replace(opts, target=targets[0] if opts.precision == "int8" else None)
     elif opts.precision != "int8":
         raise PandError(f"--target only applies to --precision int8 (got --precision {opts.precision})")
-    if opts.target not in (None, "cpu", "tensorrt"):
-        raise PandError(f"unknown --target '{opts.target}'. Valid: cpu, tensorrt")
-    if builds_engine and opts.target == "cpu":
-        raise PandError("--target cpu makes asymmetric uint8 activations, which TensorRT rejects (zero points must be "
-                        "0). Use --target tensorrt with --format trt/all")
+    if opts.target not in (None, *INT8_TARGETS):
+        raise PandError(f"unknown --target '{opts.target}'. Valid: {', '.join(INT8_TARGETS)}")
+    if opts.target is not None and opts.target not in targets:
+        raise PandError(f"--target {opts.target} is not accepted by --format {opts.format} (valid: "
+                        f"{', '.join(targets)}): --target cpu makes asymmetric uint8 activations, which TensorRT rejects "
+                        f"(zero points must be 0). Use --target tensorrt with --format trt/all")
     if opts.batch < 1 or opts.max_batch < 1:
         raise PandError("--batch and --max-batch must be >= 1")
     if opts.dynamic_batch and opts.batch > opts.max_batch:
@@ -339,9 +362,7 @@ def _reference(src: ExportSource, images: SplitImages) -> Tuple[np.ndarray, np.n
     |diff| (the runtime's numpy transform applied to the same crops)."""
     import torch
 
-    from pand_runtime.preprocess import crop_image, normalize_u8
-
-    transform = torch_eval_transform(src.preprocess)
+    transform = create_transform(src.preprocess, is_train=False)
     inputs, logits = [], []
     with torch.no_grad():
         for _, x in iter_batches(images, transform, 16, desc="PyTorch reference"):
@@ -354,10 +375,6 @@ def _reference(src: ExportSource, images: SplitImages) -> Tuple[np.ndarray, np.n
 
 
 def _versions(trt_env: Optional[Dict[str, str]]) -> Dict[str, Any]:
-    import importlib.metadata as md
-
-    import pand
-
     out: Dict[str, Any] = {"pand": pand.__version__, "python": platform.python_version()}
     for pkg in ("torch", "torchvision", "onnx", "onnxruntime", "onnxslim", "onnxconverter-common", "numpy", "pillow"):
         try:
@@ -416,11 +433,9 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
         PandError: bad options, missing TensorRT/GPU for ``trt`` (before anything is written), unreadable source.
     """
     opts = validate_options(opts)
-    fmts = _formats(opts.format)
+    fmts = formats_of(opts.format)
     trt_env = None
     if any(f.needs_gpu for f in fmts):
-        from .trt import require_trt_build
-
         trt_env = require_trt_build()
     source_path = Path(source_path)
     src = load_source(source_path)
@@ -441,7 +456,7 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
         for f in fmts:
             ctx.models.append(f.fn(ctx))
         manifest = _write_bundle_files(ctx, crops, images, pre_diff, source_path)
-        _publish(staging, bundle)
+        publish_bundle(staging, bundle)
     except OSError as e:  # full disk, read-only or vanished directory: nothing is left behind
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, List, Mapping, Union
 
 from pand.errors import PandError
 from pand_runtime.manifest import TensorSpec
@@ -153,10 +153,3 @@ def set_onnx_metadata(path: Union[str, Path], props: Mapping[str, str]) -> None:
         entry.key, entry.value = str(k), str(v)
     model.producer_name = "pand-export"
     onnx.save(model, str(path))
-
-
-def onnx_metadata(path: Union[str, Path]) -> Dict[str, str]:
-    """The model's ``metadata_props`` as a dict."""
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Dict
 
 from pand.errors import PandError
-from pand_runtime.trt_build import build_engine, default_timing_cache
+from pand_runtime.backends.trt_backend import device_info
 
-__all__ = ["require_trt_build", "trt_environment", "build_engine", "default_timing_cache"]
+__all__ = ["require_trt_build", "trt_environment"]
 
 
 def require_trt_build(device: int = 0) -> Dict[str, str]:
@@ -35,8 +35,6 @@ def require_trt_build(device: int = 0) -> Dict[str, str]:
 
 def trt_environment(device: int = 0) -> Dict[str, str]:
     """``{"trt_version", "gpu_name", "compute_capability"[, "power_mode"]}`` of the build machine."""
-    from pand_runtime.backends.trt_backend import device_info
-
     try:
         return device_info(device)
     except PandError:

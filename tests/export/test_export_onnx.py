@@ -120,12 +120,12 @@ def test_static_batch_bundle_and_predictor_padding(run_dir, tmp_path):
 
 
 def test_parity_failure_writes_an_invalid_bundle_and_exits_1(run_dir, tmp_path, monkeypatch):
-    import pand_export.onnx_export as oe
+    import pand_export.exporter as ex
     from click.testing import CliRunner
 
     from pand_export.cli import cli
 
-    real = oe.torch_to_onnx
+    real = ex.torch_to_onnx
 
     def broken_export(model, path, *a, **kw):  # an exporter bug: the graph computes something else
         import copy
@@ -135,7 +135,7 @@ def test_parity_failure_writes_an_invalid_bundle_and_exits_1(run_dir, tmp_path, 
             bad.linear_cls.bias += torch.linspace(0, 0.5, bad.linear_cls.bias.numel())
         return real(bad, path, *a, **kw)
 
-    monkeypatch.setattr(oe, "torch_to_onnx", broken_export)
+    monkeypatch.setattr(ex, "torch_to_onnx", broken_export)
     out = tmp_path / "bad"
     r = CliRunner().invoke(cli, [str(run_dir), "--output", str(out), "--parity-images", "16"])
     assert r.exit_code == 1, r.output

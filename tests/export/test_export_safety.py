@@ -119,12 +119,12 @@ def test_full_disk_while_writing_is_a_clear_error_and_leaves_nothing(fp32_bundle
 
 
 def test_failed_final_rename_puts_the_old_bundle_back(fp32_bundle, tmp_path):
-    import pand_export.exporter as ex
+    from pand_runtime.manifest import publish_bundle
 
     out = tmp_path / "bundle"
     shutil.copytree(fp32_bundle.bundle, out)
     with pytest.raises(OSError):
-        ex._publish(tmp_path / "vanished-staging", out)
+        publish_bundle(tmp_path / "vanished-staging", out)
     assert load_manifest(out).valid and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
