@@ -38,14 +38,24 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+import pand.models.teacher  # noqa: F401  registers pand's open_clip configs
+from pand.engine.loop import evaluate
+from pand.engine.optim import build_optimizer, set_lr
+from pand.engine.step import optimizer_step
 from pand.errors import PandError
+from pand.utils.io import atomic_write_json, save_tensors
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["PretrainCfg", "pretrain_teacher", "clip_contrastive_loss", "caption_tag_loss", "load_images_u8"]
+__all__ = ["PretrainCfg", "pretrain_lr", "pretrain_teacher", "clip_contrastive_loss", "caption_tag_loss", "load_images_u8"]
 
 
 @dataclass
@@ -72,16 +82,22 @@ class PretrainCfg:
     seed: int = 0
 
 
-def clip_contrastive_loss(img: "torch.Tensor", txt: "torch.Tensor", logit_scale: "torch.Tensor",
-                          positives: Optional["torch.Tensor"] = None) -> "torch.Tensor":
+def pretrain_lr(step: int, pcfg: PretrainCfg) -> float:
+    """Learning rate of (0-based) ``step``: linear warm-up ``lr * (step + 1) / W`` for ``step < W = warmup_steps``,
+    then ``lr * (1 + cos(pi * min(1, (step - W) / max(1, S - W)))) / 2`` with ``S = max_steps``."""
+    if step < pcfg.warmup_steps:
+        return pcfg.lr * (step + 1) / pcfg.warmup_steps
+    t = (step - pcfg.warmup_steps) / max(1, pcfg.max_steps - pcfg.warmup_steps)
+    return 0.5 * pcfg.lr * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def clip_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor,
+                          positives: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Symmetric InfoNCE of ``img`` / ``txt`` ``[B, D]`` (L2-normalised) at scale ``exp(logit_scale)`` (<= 100).
 
     ``positives`` ``[B, B]`` (bool, optional): ``positives[i, j]`` when caption ``j`` is true of image ``i``; each
     row's (and column's) target is uniform over its positives. ``None`` = the diagonal (CLIP's hard targets).
     """
-    import torch
-    import torch.nn.functional as F
-
     s = logit_scale.exp().clamp(max=100.0)
     logits = s * img @ txt.t()
     if positives is None:
@@ -93,12 +109,8 @@ def clip_contrastive_loss(img: "torch.Tensor", txt: "torch.Tensor", logit_scale:
     return (li + lt) / 2
 
 
-def load_images_u8(paths: Sequence[str], size: int) -> "torch.Tensor":
+def load_images_u8(paths: Sequence[str], size: int) -> torch.Tensor:
     """Decode ``paths`` once into a ``[N, 3, size, size]`` uint8 tensor (resized with bicubic when needed)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
         with Image.open(p) as im:
@@ -109,7 +121,7 @@ def load_images_u8(paths: Sequence[str], size: int) -> "torch.Tensor":
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _normalise(x_u8: "torch.Tensor", mean: "torch.Tensor", std: "torch.Tensor") -> "torch.Tensor":
+def _normalise(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return (x_u8.float() / 255.0 - mean) / std
 
 
@@ -126,8 +138,6 @@ def _cache_key(arch: str, web: Sequence[Any], val: Sequence[Tuple[str, int]], pr
 
 def _tag_heads(web: Sequence[Any], dim: int):
     """One linear head per mentioned attribute axis and the targets ``[N, A]`` (value index, -1 = not mentioned)."""
-    import torch
-
     axes = sorted({a for w in web for a in w.mentions})
     values = {a: sorted({str(w.mentions[a]) for w in web if a in w.mentions}) for a in axes}
     targets = torch.full((len(web), len(axes)), -1, dtype=torch.long)
@@ -139,22 +149,18 @@ def _tag_heads(web: Sequence[Any], dim: int):
     return heads, targets
 
 
-def caption_tag_loss(heads, img: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+def caption_tag_loss(heads, img: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Sum over attribute axes of ``CE(head_a(img), target_a)`` on the rows whose caption mentions axis ``a``.
 
     ``img [B, D]`` image embeddings, ``targets [B, A]`` value indices (``-1`` = not mentioned, ignored)."""
-    import torch.nn.functional as F
-
     parts = [F.cross_entropy(h(img), targets[:, a], ignore_index=-1) for a, h in enumerate(heads)
              if bool((targets[:, a] >= 0).any())]
     return sum(parts) if parts else img.sum() * 0.0
 
 
-def _batch_indices(n: int, pcfg: PretrainCfg, gen, labels, neighbours, by_class) -> "torch.Tensor":
+def _batch_indices(n: int, pcfg: PretrainCfg, gen, labels, neighbours, by_class) -> torch.Tensor:
     """Random web-pool indices; with ``neighbours``, the last ``hard_fraction`` of the batch are images of a class
     one attribute away from the class of an earlier image of the batch."""
-    import torch
-
     if not neighbours or pcfg.hard_fraction <= 0:
         return torch.randperm(n, generator=gen)[: pcfg.batch_size]
     hard = int(round(pcfg.batch_size * pcfg.hard_fraction))
@@ -168,16 +174,26 @@ def _batch_indices(n: int, pcfg: PretrainCfg, gen, labels, neighbours, by_class)
     return torch.cat(out)
 
 
-def _zero_shot(model, tokens_cls, x_val, y_val, mean, std, batch: int = 256) -> float:
-    import torch
+class _ZeroShotClassifier(nn.Module):
+    """Zero-shot logits of uint8 images ``[B, 3, H, W]``: ``encode_image(normalise(x)) @ T^T [B, C]`` with the
+    class text features ``T [C, D]`` fixed (L2-normalised image and text embeddings)."""
 
+    def __init__(self, model: nn.Module, text: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.model, self.text, self.mean, self.std = model, text, mean, std
+
+    def forward(self, x_u8: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(_normalise(x_u8, self.mean, self.std), normalize=True) @ self.text.t()
+
+
+def _zero_shot(model, tokens_cls, x_val, y_val, mean, std, batch: int = 256) -> float:
+    """Zero-shot top-1 on the validation images (class-name prompts ``tokens_cls``), in batches of ``batch``;
+    ``model`` is left in eval mode."""
+    model.eval()
     with torch.no_grad():
         t = model.encode_text(tokens_cls, normalize=True)
-        correct = 0
-        for i in range(0, len(x_val), batch):
-            f = model.encode_image(_normalise(x_val[i:i + batch], mean, std), normalize=True)
-            correct += int(((f @ t.t()).argmax(1) == y_val[i:i + batch]).sum())
-    return correct / max(1, len(x_val))
+    batches = [(x_val[i:i + batch], y_val[i:i + batch]) for i in range(0, len(x_val), batch)]
+    return evaluate(_ZeroShotClassifier(model, t, mean, std).eval(), batches, x_val.device)["top1"]
 
 
 def pretrain_teacher(
@@ -210,14 +226,6 @@ def pretrain_teacher(
     Returns:
         Path of the ``open_clip_model.safetensors`` checkpoint (loadable with ``teacher.pretrained=<path>``).
     """
-    import numpy as np
-    import open_clip
-    import torch
-    from tqdm import tqdm
-
-    import pand.models.teacher  # noqa: F401  registers pand's open_clip configs
-    from pand.utils.io import atomic_write_json, save_tensors
-
     pcfg = pcfg or PretrainCfg()
     if not web:
         raise PandError("teacher pre-training: the web pool is empty (set data.synthetic.web_per_class > 0)")
@@ -258,13 +266,7 @@ def pretrain_teacher(
         model.logit_scale.fill_(math.log(pcfg.init_logit_scale))
     params = [p for p in model.parameters() if p.requires_grad]
     params += list(tag_heads.parameters()) if tag_heads is not None else []
-    opt = torch.optim.AdamW(params, lr=pcfg.lr, weight_decay=pcfg.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < pcfg.warmup_steps:
-            return pcfg.lr * (step + 1) / pcfg.warmup_steps
-        t = (step - pcfg.warmup_steps) / max(1, pcfg.max_steps - pcfg.warmup_steps)
-        return 0.5 * pcfg.lr * (1 + math.cos(math.pi * min(1.0, t)))
+    opt = build_optimizer(params, "adamw", pcfg.lr, weight_decay=pcfg.weight_decay)
 
     t0 = time.time()
     curve: List[Dict[str, float]] = []
@@ -276,8 +278,7 @@ def pretrain_teacher(
     stopped = "max_steps"
     for step in bar:
         model.train()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+        set_lr(opt, pretrain_lr(step, pcfg))
         idx = _batch_indices(len(web), pcfg, gen, labels, neighbours, by_class)
         x = x_web[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
@@ -290,14 +291,11 @@ def pretrain_teacher(
             tags = tag_targets[idx]
             loss = loss + pcfg.tag_weight * (caption_tag_loss(tag_heads, img, tags)
                                              + caption_tag_loss(tag_heads, txt, tags)) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(loss, opt)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(loss.item())
         if (step + 1) % pcfg.eval_every == 0 or step + 1 == pcfg.max_steps:
-            model.eval()
             acc = _zero_shot(model, tokens_cls, x_val, y_val, mean, std)
             curve.append({"step": step + 1, "val_top1": acc, "loss": float(np.mean(losses[-pcfg.eval_every:]))})
             bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}", val=f"{acc:.3f}", best=f"{max(acc, best[0]):.3f}")
