@@ -13,7 +13,9 @@ from typing import List, Sequence
 
 import numpy as np
 
-from pand_runtime.bench import BenchOptions, BenchRow, measure, pytorch_error_rows, reference_of
+from pand_runtime.bench_accuracy import reference_of
+from pand_runtime.bench_rows import BenchOptions, BenchRow, pytorch_error_rows
+from pand_runtime.bench_timing import measure
 from pand_runtime.metrics import compare_logits
 from pand_runtime.preprocess import normalize_u8
 

@@ -238,7 +238,9 @@ def test_export_with_an_outlier_layer_lists_its_float_layers_in_the_manifest_and
     assert info["validated_cpu"]["int8_path"] and info["reduce_range"] is int8_kernels_saturate()  # auto default
     assert search["fp32_p50_ms"] > 0
     # pand-bench shows the float layers and the agreement
-    from pand_runtime.bench import BenchOptions, bench_bundle, render_markdown, render_text
+    from pand_runtime.bench import bench_bundle
+    from pand_runtime.bench_report import render_markdown, render_text
+    from pand_runtime.bench_rows import BenchOptions
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same CPU as the export: no Int8CpuWarning

@@ -22,7 +22,7 @@ def env_float(name: str, default: float) -> float:
 def interleaved_runs(fns: Dict[str, Callable[[], object]], runs: int, iterations: int) -> Dict[str, List[float]]:
     """Per-run p50 latencies (ms) of each function over ``runs`` runs that interleave the functions, so that run
     ``i`` of every function sees about the same machine load."""
-    from pand_runtime.bench import measure
+    from pand_runtime.bench_timing import measure
 
     for fn in fns.values():  # one long warm-up each (trtexec: >= 200 ms)
         measure(fn, warmup_ms=200, iterations=1, min_time=0)

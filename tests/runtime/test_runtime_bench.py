@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from pand_runtime import Predictor
-from pand_runtime.bench import BenchRow, compare_rows, device_key, latency_stats, main, measure
+from pand_runtime.bench import main
+from pand_runtime.bench_compare import compare_rows
+from pand_runtime.bench_rows import BenchRow
+from pand_runtime.bench_timing import latency_stats, measure
+from pand_runtime.device import device_key
 
 
 def test_latency_stats():
@@ -22,7 +26,7 @@ def test_latency_stats():
 def test_measure_warms_up_then_meets_both_minimums(monkeypatch):
     # a fake clock: every call of fn takes exactly dt = 2**-9 s (~1.95 ms, exact in binary) and nothing else takes
     # time, so the check depends neither on the machine's speed nor on its load
-    import pand_runtime.bench as rb
+    import pand_runtime.bench_timing as rb
 
     dt, now, calls = 2.0 ** -9, [0.0], []
 

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from pand_runtime.bench import BenchOptions, bench_bundle, main
+from pand_runtime.bench import bench_bundle, main
+from pand_runtime.bench_rows import BenchOptions
 
 FAST = ["--iterations", "3", "--min-time", "0", "--warmup-ms", "1", "--threads", "1"]
 

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from pand_runtime.bench import BenchOptions, BenchRow, add_speedups, bench_pytorch, cv_warnings, run_bench
+from pand_runtime.bench import add_speedups, bench_pytorch, run_bench
+from pand_runtime.bench_report import cv_warnings
+from pand_runtime.bench_rows import BenchOptions, BenchRow
 
 FAST = dict(warmup_ms=0, iterations=2, min_time=0, threads=1)
 
