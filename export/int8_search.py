@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from pand_runtime.backends.base import run_batched
 from pand_runtime.metrics import Tolerance, check_parity, compare_logits
 
 from .quantize import Int8Quantizer, Int8Recipe
@@ -70,21 +71,36 @@ def _session(path: Union[str, Path], threads: int = 0):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+class _SessionBackend:
+    """An ONNX Runtime ``InferenceSession`` seen as a :class:`pand_runtime.backends.base.Backend` (the search runs
+    many candidate models through plain CPU sessions)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session: Any):
+        inp = session.get_inputs()[0]
+        self.session, self.input_name, self.output_name = session, inp.name, session.get_outputs()[0].name
+        self._fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        return self._fixed
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+    def describe(self) -> Dict[str, Any]:
+        return {"backend": self.name, "providers": list(self.session.get_providers())}
+
+    def close(self) -> None:
+        self.session = None
+
+
 def run_onnx(path_or_session: Any, x: np.ndarray, threads: int = 0, batch: int = 32) -> np.ndarray:
     """Logits of an ONNX model (path or ``InferenceSession``) on ``x [N, 3, S, S]``, in chunks of ``batch``
-    (a static-batch model gets its last chunk zero-padded)."""
+    (a static-batch model gets its last chunk zero-padded): :func:`pand_runtime.backends.base.run_batched`."""
     sess = _session(path_or_session, threads) if isinstance(path_or_session, (str, Path)) else path_or_session
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
-    step = fixed or batch
-    outs = []
-    for i in range(0, len(x), step):
-        chunk = x[i:i + step]
-        n = len(chunk)
-        if fixed is not None and n < fixed:
-            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
-        outs.append(np.asarray(sess.run(None, {inp.name: np.ascontiguousarray(chunk, dtype=np.float32)})[0])[:n])
-    return np.concatenate(outs)
+    return run_batched(_SessionBackend(sess), np.asarray(x, dtype=np.float32), batch)
 
 
 def p50_latency_ms(path_or_session: Any, x1: np.ndarray, threads: int = 0, iterations: int = 30,
