@@ -12,11 +12,15 @@ are built (:func:`unreadable_images`, counted in ``DataSplits.skipped``), never 
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from PIL import Image
+
 from pand.errors import DataError
+from pand_runtime.image import to_rgb
 
 __all__ = ["Sample", "FGVCDataset", "DataSplits", "read_rgb", "unreadable_images"]
 
@@ -25,18 +29,12 @@ Sample = Tuple[str, int]
 
 def read_rgb(path: str):
     """Decode image file ``path`` to an 8-bit RGB PIL image (raises whatever PIL raises)."""
-    from PIL import Image
-
-    from pand_runtime.image import to_rgb
-
     with Image.open(path) as im:
         return to_rgb(im)
 
 
 def unreadable_images(paths: Sequence[str], workers: int = 4) -> Dict[str, str]:
     """``{path: reason}`` for every file of ``paths`` that cannot be decoded (each file is decoded once, fully)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def check(path: str) -> Optional[str]:
         try:
             read_rgb(path)
