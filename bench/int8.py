@@ -37,9 +37,10 @@ if str(ROOT) not in sys.path:
 
 
 def _inputs(images, spec) -> np.ndarray:
-    from pand_export.data import iter_batches, torch_eval_transform
+    from pand.data.transforms import create_transform
+    from pand_export.data import iter_batches
 
-    t = torch_eval_transform(spec)
+    t = create_transform(spec, is_train=False)
     return np.concatenate([x.numpy().astype(np.float32) for _, x in iter_batches(images, t, 16)])
 
 

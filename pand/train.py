@@ -29,7 +29,7 @@ from pand.data import build_splits, create_transform, preprocess_cfg_from_studen
 from pand.errors import ArtifactError, ConfigError
 from pand.models.teacher import create_teacher, teacher_summary
 from pand.nsd import LiveTeacher, fit
-from pand.nsd.checkpoint import check_resume_config, checkpoint_config, has_checkpoint, refuse_overwrite
+from pand.engine.checkpoint import check_resume_config, checkpoint_config, has_checkpoint, refuse_overwrite
 from pand.promptkd import run as promptkd_run
 from pand.psc import ARTIFACT_NAME, handcrafted_anchors, load_anchors, run_psc
 from pand.utils.distributed import (

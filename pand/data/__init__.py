@@ -14,7 +14,6 @@ from .splits import base_novel_split, label_budget, stratified_holdout
 from .synthetic import generate_synthetic
 from .transforms import (
     CropFlipParams,
-    PreprocessCfg,
     RandomResizedCropFlip,
     create_transform,
     preprocess_cfg_from_student,
@@ -23,7 +22,7 @@ from .transforms import (
 __all__ = [
     "DataSplits", "FGVCDataset", "Sample", "build_splits", "load_raw", "RawSplits", "clean_class_name",
     "DATASETS", "get_dataset", "list_datasets", "base_novel_split", "label_budget", "stratified_holdout",
-    "CropFlipParams", "PreprocessCfg", "RandomResizedCropFlip", "create_transform", "preprocess_cfg_from_student",
+    "CropFlipParams", "RandomResizedCropFlip", "create_transform", "preprocess_cfg_from_student",
     "generate_synthetic",
 ]
 

@@ -9,14 +9,13 @@ from PIL import Image
 from pand.config.schema import StudentCfg
 from pand.data.transforms import (
     CropFlipParams,
-    PreprocessCfg,
     RandomResizedCropFlip,
     create_transform,
     preprocess_cfg_from_student,
 )
 from pand_runtime.preprocess_spec import CLIP_MEAN, PreprocessSpec
 
-PP = PreprocessCfg(image_size=16, resize_size=20, interpolation="bilinear")
+PP = PreprocessSpec(image_size=16, resize_size=20, interpolation="bilinear")
 
 
 def _img(w=50, h=30, seed=0):
@@ -30,10 +29,9 @@ def test_preprocess_cfg_from_student():
     assert preprocess_cfg_from_student(StudentCfg(image_size=64)).resize_size == 73  # round(64 / 0.875)
     assert preprocess_cfg_from_student(StudentCfg(image_size=64, resize_size=72)).resize_size == 72
     assert preprocess_cfg_from_student(StudentCfg(image_size=64)).mean == CLIP_MEAN  # the schema's default
-    assert PreprocessCfg.from_dict(pp.to_dict()) == pp
-    assert PreprocessCfg is PreprocessSpec  # one type from training to the runtime
+    assert PreprocessSpec.from_dict(pp.to_dict()) == pp
     with pytest.raises(ValueError):
-        PreprocessCfg(image_size=32, resize_size=16)
+        PreprocessSpec(image_size=32, resize_size=16)
 
 
 def test_eval_constant_image_normalisation():
@@ -123,7 +121,7 @@ def test_central_crop_fallback():
 
 
 def test_pand_reference_augmentation_seeded():
-    t = create_transform(PreprocessCfg(image_size=32, resize_size=37), is_train=True, augment="pand_reference")
+    t = create_transform(PreprocessSpec(image_size=32, resize_size=37), is_train=True, augment="pand_reference")
     img = _img(60, 40)
     torch.manual_seed(0)
     a = t(img)

@@ -26,7 +26,8 @@ from PIL import Image
 
 from pand.config import ConfigError
 from pand.data import FGVCDataset
-from pand.data.transforms import PreprocessCfg, create_transform
+from pand.data.transforms import create_transform
+from pand_runtime.preprocess_spec import PreprocessSpec
 from pand.errors import ArtifactError, PandError
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
 from pand.nsd.data import IndexedDataset, make_train_loader, replay_views
@@ -56,7 +57,7 @@ def _png_dataset(root: Path, per_class: int, seed: int, transform, name: str) ->
 
 @pytest.fixture
 def data(tmp_path, toy):
-    pp = PreprocessCfg(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
+    pp = PreprocessSpec(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
     train_tf = create_transform(pp, True, "standard", (0.3, 1.0))
     eval_tf = create_transform(pp, False)
     splits = SimpleNamespace(
@@ -340,14 +341,15 @@ _DDP_SCRIPT = textwrap.dedent("""
     from types import SimpleNamespace
     from conftest import FakeTeacher, make_cfg, STUDENT_MEAN, STUDENT_STD
     from pand.data import FGVCDataset
-    from pand.data.transforms import PreprocessCfg, create_transform
+    from pand.data.transforms import create_transform
+    from pand_runtime.preprocess_spec import PreprocessSpec
     from pand.nsd import LiveTeacher
     from pand.nsd.teacher_cache import maybe_cache_teacher
     from pand.utils.distributed import DistInfo
 
     rank = int(os.environ["RANK"])
     td.init_process_group("gloo", rank=rank, world_size=2)
-    pp = PreprocessCfg(image_size=12, resize_size=14, mean=STUDENT_MEAN, std=STUDENT_STD)
+    pp = PreprocessSpec(image_size=12, resize_size=14, mean=STUDENT_MEAN, std=STUDENT_STD)
     samples = [(p, i % 4) for i, p in enumerate(sorted(os.listdir({img!r})))]
     ds = FGVCDataset([(os.path.join({img!r}, p), y) for p, y in samples], list("abcd"),
                      create_transform(pp, True, "standard", (0.3, 1.0)))

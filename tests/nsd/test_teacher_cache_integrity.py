@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from pand.data import FGVCDataset
-from pand.data.transforms import PreprocessCfg, create_transform
+from pand.data.transforms import create_transform
+from pand_runtime.preprocess_spec import PreprocessSpec
 from pand.errors import ArtifactError, PandError
 from pand.nsd import LiveTeacher, fit
 from pand.nsd.teacher_cache import TeacherFeatureCache, build_teacher_cache
@@ -22,7 +23,7 @@ from nsd_sources import NaNAt
 
 
 def _dataset(root: Path, toy, n=12) -> FGVCDataset:
-    pp = PreprocessCfg(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
+    pp = PreprocessSpec(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     samples = []

@@ -10,7 +10,8 @@ from PIL import Image
 
 import pand.data.base as data_base
 from pand.data import FGVCDataset
-from pand.data.transforms import PreprocessCfg, create_transform
+from pand.data.transforms import create_transform
+from pand_runtime.preprocess_spec import PreprocessSpec
 from pand.nsd import LiveTeacher
 from pand.nsd import teacher_cache as tc
 from pand.nsd.teacher_cache import build as cache_build
@@ -34,7 +35,7 @@ def _png_dataset(root: Path, per_class: int, transform) -> FGVCDataset:
 
 @pytest.fixture
 def train(tmp_path, toy):
-    pp = PreprocessCfg(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
+    pp = PreprocessSpec(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
     return _png_dataset(tmp_path / "img", 4, create_transform(pp, True, "standard", (0.3, 1.0)))  # 16 images
 
 
@@ -114,7 +115,7 @@ def test_projection_edge_cases():
 # -- views=auto in fit -----------------------------------------------------------------------------------------
 @pytest.fixture
 def splits(tmp_path, toy, train):
-    pp = PreprocessCfg(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
+    pp = PreprocessSpec(image_size=12, resize_size=14, interpolation="bilinear", mean=toy.mean, std=toy.std)
     ev = create_transform(pp, False)
     return SimpleNamespace(train=train, val=_png_dataset(tmp_path / "val", 2, ev),
                            test=_png_dataset(tmp_path / "test", 2, ev),
