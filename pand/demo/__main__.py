@@ -28,6 +28,15 @@ from typing import Any, Dict, List, Optional
 
 import click
 
+from pand.config import config_dir, load_config
+from pand.demo.regime import regime_gate, regime_sentence
+from pand.demo.report import write_report
+from pand.demo.world import prepare_world, teacher_zero_shot, train_or_reuse
+from pand.models.teacher import create_teacher
+from pand.promptkd import run_promptkd_grid
+from pand.train import run as train_run
+from pand.utils.io import atomic_write_json
+
 RECIPES = ("ce", "vl2lite", "pand")  # ce first: its validation top-1 decides the regime gate
 # --quick: every stage at a toy size (CI), only to prove that the stages connect
 QUICK = ["psc.epochs=3", "nsd.epochs=2", "promptkd.epochs=1", "promptkd.promptsrc.epochs=1",
@@ -84,10 +93,6 @@ def _promptkd(config_path: str, over: List[str], out_root: Path) -> List[Dict[st
     was made with the same configuration)."""
     from omegaconf import OmegaConf
 
-    from pand.config import load_config
-    from pand.promptkd import run_promptkd_grid
-    from pand.utils.io import atomic_write_json
-
     pcfg = load_config(config_path, [*over, "recipe=promptkd", "name=demo_promptkd", "data.labels_per_class=null"])
     want = OmegaConf.to_container(pcfg, resolve=True)
     saved = _load(out_root / "grid.json")
@@ -116,11 +121,6 @@ def _promptkd(config_path: str, over: List[str], out_root: Path) -> List[Dict[st
 @click.argument("overrides", nargs=-1)
 def main(config_path, run_dir, quick, fresh, overrides):
     """Run teacher pre-training -> PSC -> NSD (ce, vl2lite, pand) -> PromptKD -> export -> bench -> report."""
-    from pand.config import config_dir, load_config
-    from pand.demo.report import write_report
-    from pand.demo.regime import regime_gate, regime_sentence
-    from pand.demo.world import prepare_world, teacher_zero_shot, train_or_reuse
-
     t_start = time.time()
     run_dir = Path(run_dir)
     if fresh and run_dir.exists():
@@ -131,7 +131,6 @@ def main(config_path, run_dir, quick, fresh, overrides):
 
     # 1-2. data + demo teacher ---------------------------------------------------------------------------------
     _say("1/6 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
-    from pand.models.teacher import create_teacher
 
     world = prepare_world(config_path, [*(QUICK if quick else []), *overrides],
                           pretrain_steps=40 if quick else None)
@@ -153,7 +152,6 @@ def main(config_path, run_dir, quick, fresh, overrides):
                + ", ".join(f"{a} {_pct(x)}" for a, x in v["attributes"].items()))
 
     # 3. recipes -------------------------------------------------------------------------------------------------
-    from pand.train import run as train_run
 
     results["recipes"] = {}
     for i, recipe in enumerate(RECIPES):

@@ -4,6 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from pand.demo.regime import regime_sentence
+from pand.nsd.metrics import read_metrics
+from pand.utils.io import atomic_write_json, atomic_write_text
+
 __all__ = ["write_report", "plot_training_curves", "plot_latency"]
 
 
@@ -23,8 +27,6 @@ def plot_training_curves(run_dir: Path, recipes: List[str], out: Path) -> Option
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pand.nsd.metrics import read_metrics
 
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
     drawn = False
@@ -84,8 +86,6 @@ def _bench_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def write_report(run_dir: Path, results: Dict[str, Any]) -> str:
     """Write ``run_dir/report.md`` (+ plots) and return the plain-text results table for stdout."""
-    from pand.utils.io import atomic_write_json, atomic_write_text
-
     run_dir = Path(run_dir)
     recipes = list((results.get("recipes") or {}).keys())
     zs = results.get("teacher_zero_shot") or {}
@@ -95,8 +95,6 @@ def write_report(run_dir: Path, results: Dict[str, Any]) -> str:
 
     gate = results.get("regime")
     if gate:
-        from .regime import regime_sentence
-
         lines += ["## Regime gate (validation only, decided before any test number)", "", regime_sentence(gate), ""]
     pre = (results.get("teacher_pretrain") or {}).get("teacher") or {}
     world = results.get("world") or {}

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from pand.config import ConfigError, load_config
+from pand.data import build_splits
+from pand.data.synthetic import caption_fits, load_web_pool, synthetic_classes
+from pand.demo.teacher_pretrain import PretrainCfg, pretrain_teacher
+from pand.psc import extract_features, handcrafted_anchors
+
 __all__ = ["DemoWorld", "prepare_world", "teacher_zero_shot", "train_or_reuse", "finished_with", "ATTRIBUTES"]
 
 ATTRIBUTES = ("body_color", "wing_pattern", "beak_shape")
@@ -45,12 +51,6 @@ def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = T
     ``pretrain_steps`` caps the pre-training steps (``--quick`` uses a few dozen); the validation split of the
     benchmark decides when pre-training stops improving.
     """
-    from pand.config import load_config
-    from pand.data import build_splits
-    from pand.data.synthetic import caption_fits, load_web_pool, synthetic_classes
-
-    from .teacher_pretrain import PretrainCfg, pretrain_teacher
-
     base = load_config(config_path, list(overrides))
     full = build_splits(load_config(config_path, [*overrides, "data.labels_per_class=null"]).data,
                         cache_dir=base.cache_dir)
@@ -93,8 +93,6 @@ def teacher_zero_shot(world: DemoWorld, teacher) -> Dict[str, Any]:
     """
     import torch
 
-    from pand.psc import extract_features, handcrafted_anchors
-
     cfg, splits = world.cfg, world.splits
     anchors = handcrafted_anchors(teacher, splits.prompts())
     values = {a: [str(c["attributes"][a]) for c in world.classes] for a in ATTRIBUTES}
@@ -121,8 +119,6 @@ def teacher_zero_shot(world: DemoWorld, teacher) -> Dict[str, Any]:
 def finished_with(run: Path, cfg) -> bool:
     """True when ``run`` holds a finished run (summary.json) made with exactly the resolved config ``cfg``."""
     from omegaconf import OmegaConf
-
-    from pand.config import ConfigError, load_config
 
     if not (run / "summary.json").is_file() or not (run / "config.yaml").is_file():
         return False

@@ -6,6 +6,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from pand.errors import ConfigError
 from pand.losses import (
     ce_loss, clip_logits, l1_alignment, loss_weights, nlrd_loss, term_coefficients, text_logit_kd, total_loss,
 )
@@ -44,8 +45,6 @@ class NSDCriterion:
         """Build from a run configuration (``recipe`` and ``nsd`` sections)."""
         n = cfg.nsd
         if n.get("ce_weight") is not None and not 0.0 <= float(n.ce_weight) <= 1.0:
-            from pand.config import ConfigError
-
             raise ConfigError(f"nsd.ce_weight={n.ce_weight}: must be in [0, 1] (or null for the e/(ce_ramp*E) ramp)")
         return cls(
             epochs=int(n.epochs), use_teacher=bool(cfg.recipe.use_teacher),

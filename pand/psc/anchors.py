@@ -17,6 +17,9 @@ import torch
 
 from pand.engine.checkpoint import safe_torch_load
 from pand.errors import ArtifactError, PandError
+from pand.models.teacher import same_teacher, split_identity
+from pand.psc.prompt_learner import build_coop_text_model
+from pand.utils.io import load_tensors, save_tensors
 
 __all__ = ["ARTIFACT_NAME", "save_anchors", "load_anchors", "handcrafted_anchors", "restore_coop_text_model"]
 
@@ -43,8 +46,6 @@ def save_anchors(
     path: str | Path, text_features: torch.Tensor, ctx: Optional[torch.Tensor], meta: Mapping[str, Any]
 ) -> Path:
     """Write the PSC artifact atomically (``text_features`` re-normalised to unit rows, fp32)."""
-    from pand.utils.io import save_tensors
-
     tf = torch.nn.functional.normalize(text_features.detach().float().cpu(), dim=-1)
     tensors = {"text_features": tf}
     if ctx is not None:
@@ -87,9 +88,6 @@ def load_anchors(
         ArtifactError: missing, empty or pickle-based file, wrong class count (names both numbers), other class
             names (names the first differences), anchors of another teacher (other embed dim or identity).
     """
-    from pand.models.teacher import same_teacher, split_identity
-    from pand.utils.io import load_tensors
-
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"anchor file not found: {path}. Run Stage PSC first or fix psc.artifact")
@@ -159,8 +157,6 @@ def restore_coop_text_model(path: str | Path, teacher: Any):
     The learner settings come from the artifact metadata and ``ctx`` is loaded into it, so
     ``model()`` reproduces ``text_features`` (e.g. for new class names, rebuild with the same ctx).
     """
-    from .prompt_learner import build_coop_text_model
-
     feats, meta = load_anchors(path, None, embed_dim=teacher.embed_dim, teacher_id=teacher.identity)
     if "ctx" not in meta:
         raise ArtifactError(f"{path} holds no 'ctx' tensor, so its prompt learner cannot be restored")

@@ -27,6 +27,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from pand.errors import PandError
+from pand.utils.io import load_tensors, save_tensors, sha256_bytes
+from pand.utils.lock import exclusive_lock
 
 __all__ = ["describe_transform", "samples_hash", "content_hash", "tensor_sha256", "feature_cache_key",
            "feature_cache_path", "extract_features"]
@@ -41,8 +43,6 @@ def describe_transform(transform: Any) -> str:
 
 def samples_hash(dataset: Any) -> str:
     """sha256 of the dataset's ``(path, label)`` list in order (``dataset.samples``)."""
-    from pand.utils.io import sha256_bytes
-
     samples = getattr(dataset, "samples", None)
     if samples is None:
         raise PandError(f"cannot cache features of {type(dataset).__name__}: it has no 'samples' list of (path, label)")
@@ -55,8 +55,6 @@ def content_hash(dataset: Any) -> str:
     A missing file contributes ``null`` (the dataset checks existence elsewhere).
     """
     import os
-
-    from pand.utils.io import sha256_bytes
 
     stats = []
     for p, _ in getattr(dataset, "samples", None) or []:
@@ -96,8 +94,6 @@ def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any
 
 def feature_cache_key(meta: Mapping[str, Any]) -> str:
     """sha256 of the cache metadata (sorted JSON)."""
-    from pand.utils.io import sha256_bytes
-
     return sha256_bytes(json.dumps(dict(meta), sort_keys=True, default=str).encode("utf-8"))
 
 
@@ -109,8 +105,6 @@ def feature_cache_path(cache_dir: str | Path, meta: Mapping[str, Any]) -> Path:
 
 def _read_cache(path: Path, key: str, count: int, embed_dim: int, targets: Optional[list] = None
                 ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    from pand.utils.io import load_tensors
-
     try:
         tensors, meta = load_tensors(path)
         feats, labels = tensors["features"], tensors["labels"]
@@ -166,10 +160,6 @@ def extract_features(
     Returns:
         ``(features [N, D_t] float32 L2-normalised, labels [N] int64)`` on the CPU, in dataset order.
     """
-    from pand.utils.io import save_tensors
-
-    from pand.utils.lock import exclusive_lock
-
     if not hasattr(dataset, "with_transform"):
         raise PandError(f"extract_features needs an FGVCDataset (with_transform), got {type(dataset).__name__}")
     meta = _cache_meta(teacher, dataset, key_extra)

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import ArtifactError, PandError
 
 from .._lazy import require_trt
+from ..device import gpu_power_mode
 
 __all__ = ["TrtBackend", "device_info", "check_engine_compat"]
 
@@ -41,8 +42,6 @@ def device_info(device: int = 0) -> Dict[str, str]:
         raise PandError(f"no CUDA device {device}: pycuda sees {cuda.Device.count()} device(s)")
     dev = cuda.Device(device)
     major, minor = dev.compute_capability()
-    from ..device import gpu_power_mode
-
     info = {"gpu_name": dev.name(), "compute_capability": f"{major}.{minor}", "trt_version": trt.__version__}
     mode = gpu_power_mode()
     if mode:
