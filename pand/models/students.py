@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pand.engine.checkpoint import safe_torch_load
-from pand.errors import ArtifactError
+from pand.errors import ArtifactError, ConfigError, PandError
 
 __all__ = ["Student", "register_student", "create_student", "list_students", "is_student"]
 
@@ -80,35 +80,29 @@ def _tv(name: str, weights_enum: str, pretrained: bool):
         return ctor(weights=weights)
     except Exception as e:  # download failure offline
         if pretrained:
-            raise RuntimeError(
+            raise PandError(
                 f"could not fetch torchvision ImageNet weights for '{name}' ({e}). Offline? Download the weights "
                 f"elsewhere and pass student.weights=/path/to/file.pth with student.pretrained=false."
             ) from e
         raise
 
 
-@register_student
-def resnet18(pretrained: bool = False):
-    m = _tv("resnet18", "ResNet18_Weights", pretrained)
-    d = m.fc.in_features
-    m.fc = nn.Identity()
-    return m, d
+def _resnet(name: str, weights_enum: str) -> Callable[..., Tuple[nn.Module, int]]:
+    """The factory of torchvision's ResNet ``name``: the backbone with ``fc`` replaced by identity."""
+
+    def build(pretrained: bool = False):
+        m = _tv(name, weights_enum, pretrained)
+        d = m.fc.in_features
+        m.fc = nn.Identity()
+        return m, d
+
+    build.__name__ = build.__qualname__ = name
+    return build
 
 
-@register_student
-def resnet34(pretrained: bool = False):
-    m = _tv("resnet34", "ResNet34_Weights", pretrained)
-    d = m.fc.in_features
-    m.fc = nn.Identity()
-    return m, d
-
-
-@register_student
-def resnet50(pretrained: bool = False):
-    m = _tv("resnet50", "ResNet50_Weights", pretrained)
-    d = m.fc.in_features
-    m.fc = nn.Identity()
-    return m, d
+for _name, _weights in (("resnet18", "ResNet18_Weights"), ("resnet34", "ResNet34_Weights"),
+                        ("resnet50", "ResNet50_Weights")):
+    register_student(_resnet(_name, _weights))
 
 
 @register_student
@@ -150,7 +144,7 @@ def _timm_backbone(name: str, pretrained: bool):
     try:
         import timm
     except ImportError as e:
-        raise RuntimeError(f"student 'timm/{name}' needs timm: pip install timm") from e
+        raise PandError(f"student 'timm/{name}' needs timm: pip install timm") from e
     m = timm.create_model(name, pretrained=pretrained, num_classes=0)
     return m, int(m.num_features)
 
@@ -177,7 +171,7 @@ def _load_local_weights(backbone: nn.Module, path: str) -> None:
     # classifier weights of an ImageNet checkpoint are expected to be unused
     unexpected = [k for k in unexpected if not k.startswith(("fc.", "classifier.", "head."))]
     if unexpected or missing:
-        raise RuntimeError(f"weights file {path} does not fit the backbone: missing={missing[:5]} unexpected={unexpected[:5]}")
+        raise ArtifactError(f"weights file {path} does not fit the backbone: missing={missing[:5]} unexpected={unexpected[:5]}")
 
 
 def create_student(
@@ -199,7 +193,7 @@ def create_student(
     elif name in _STUDENTS:
         backbone, dim = _STUDENTS[name](pretrained=pretrained)
     else:
-        raise ValueError(f"Unknown student '{name}'. Available: {', '.join(list_students())}, or timm/<name> with timm installed")
+        raise ConfigError(f"Unknown student '{name}'. Available: {', '.join(list_students())}, or timm/<name> with timm installed")
     if weights:
         _load_local_weights(backbone, weights)
     return Student(backbone, dim, num_classes, arch=name)
