@@ -124,15 +124,11 @@ def build_models(cfg, num_classes: int, teacher_dim: Optional[int], device: torc
     """The student (``student.*``) plus alignment heads ``D_t -> D_s`` when the recipe uses a teacher.
 
     Raises:
-        ConfigError: unknown student architecture (lists the registered ones).
+        ConfigError: unknown student architecture (lists the registered ones); PandError: ImageNet weights that
+            cannot be fetched, or a ``student.weights`` file that does not fit (an ArtifactError).
     """
     s = cfg.student
-    try:
-        student = create_student(str(s.arch), num_classes, pretrained=bool(s.pretrained), weights=s.weights)
-    except ValueError as e:
-        raise ConfigError(f"student.arch: {e}") from None
-    except RuntimeError as e:  # offline weight download or a weights file that does not fit
-        raise PandError(str(e)) from None
+    student = create_student(str(s.arch), num_classes, pretrained=bool(s.pretrained), weights=s.weights)
     heads = None
     if cfg.recipe.use_teacher:
         if not teacher_dim:
