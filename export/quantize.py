@@ -42,6 +42,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from pand.errors import PandError
+from pand_runtime.int8_check import int8_kernels_saturate
 
 __all__ = ["INT8_TARGETS", "CALIB_METHODS", "DEFAULT_REDUCE_RANGE", "Int8Recipe", "int8_recipe", "Int8Quantizer",
            "quantize_int8", "classifier_head_nodes"]
@@ -75,8 +76,6 @@ def int8_recipe(target: str, reduce_range: Optional[bool] = None) -> Int8Recipe:
         raise PandError(f"unknown INT8 target '{target}'. Valid: {', '.join(INT8_TARGETS)}")
     rr = DEFAULT_REDUCE_RANGE[target] if reduce_range is None else bool(reduce_range)
     if rr is None:
-        from pand_runtime.int8_check import int8_kernels_saturate
-
         rr = int8_kernels_saturate()
     if target == "cpu":
         return Int8Recipe("cpu", "QUInt8", "QInt8", activation_symmetric=False, weight_symmetric=True,

@@ -91,7 +91,7 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
             if resume:
                 argv.append("--resume")
             sys.exit(_launch_ddp(int(cfg.trainer.devices), argv))
-        from pand.train import run
+        from pand.train import run  # torch and the models load here, so --help and --dry-run stay quick
 
         run(cfg, resolve_run_dir(cfg, run_dir), stage=stage, resume=resume)
     except (PandError, FileNotFoundError) as e:
