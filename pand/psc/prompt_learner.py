@@ -27,9 +27,10 @@ no pad mask) with the CLIP BPE tokenizer. Anything else (HF text towers, CoCa, b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
+from open_clip.transformer import TextTransformer
 from torch import nn
 
 from pand.errors import PandError
@@ -81,10 +82,6 @@ def _text_tower(clip_model: nn.Module) -> _Tower:
         pool, eos = getattr(src, "text_pool_type", "argmax"), getattr(src, "text_eos_id", None)
     else:
         src = getattr(clip_model, "text", None)
-        try:
-            from open_clip.transformer import TextTransformer
-        except ImportError:  # pragma: no cover
-            TextTransformer = ()  # type: ignore[assignment]
         if src is None or not isinstance(src, TextTransformer):
             raise PandError(
                 f"CoOp prompt learning is not supported for {name} with text tower "
@@ -136,6 +133,8 @@ class PromptLearner(nn.Module):
         prompt_form: ``template`` | ``coop`` (see :func:`class_strings`).
         template: data template with ``{}``.
         generator: torch generator for the random init (seeded runs).
+        settings: the configuration keys of ``n_ctx`` and ``ctx_init``, named in the errors (Stage PSC's by
+            default; PromptKD's PromptSRC teacher passes its own).
 
     Raises:
         PandError: unsupported tower/tokenizer, a class string too long for the context after n tokens (names
@@ -154,8 +153,10 @@ class PromptLearner(nn.Module):
         prompt_form: str = "template",
         template: str = "a photo of a {}.",
         generator: Optional[torch.Generator] = None,
+        settings: Tuple[str, str] = ("psc.n_ctx", "psc.ctx_init"),
     ):
         super().__init__()
+        n_key, init_key = settings
         tower = _text_tower(clip_model)
         _check_tokenizer(tokenizer)
         if class_token_position not in POSITIONS:
@@ -167,7 +168,7 @@ class PromptLearner(nn.Module):
         n_ctx = int(n_ctx)
         L = tower.context_length
         if n_ctx < 1 or n_ctx > L - 3:
-            raise PandError(f"psc.n_ctx must be in [1, {L - 3}] for context length {L}, got {n_ctx}")
+            raise PandError(f"{n_key} must be in [1, {L - 3}] for context length {L}, got {n_ctx}")
         self.class_names = list(class_names)
         self.n_ctx, self.csc, self.ctx_init = n_ctx, bool(csc), ctx_init
         self.class_token_position, self.prompt_form, self.template = class_token_position, prompt_form, template
@@ -180,8 +181,8 @@ class PromptLearner(nn.Module):
             if k > limit:
                 raise PandError(
                     f"class {name!r}: its prompt {text!r} is {k} tokens, but the context of {L} tokens leaves only "
-                    f"{limit} after SOS, EOS and psc.n_ctx={n_ctx} context tokens. Shorten the class name "
-                    f"(data.class_names) or data.template, or lower psc.n_ctx."
+                    f"{limit} after SOS, EOS and {n_key}={n_ctx} context tokens. Shorten the class name "
+                    f"(data.class_names) or data.template, or lower {n_key}."
                 )
         self.name_lens = [len(tokenizer.encode(t)) for t in movable]
 
@@ -193,8 +194,9 @@ class PromptLearner(nn.Module):
                 init_ids = tokenizer.encode(ctx_init)
                 if len(init_ids) != n_ctx:
                     raise PandError(
-                        f"psc.ctx_init={ctx_init!r} is {len(init_ids)} tokens but psc.n_ctx={n_ctx}; "
-                        f"set psc.n_ctx={len(init_ids)} (or pick a phrase of {n_ctx} tokens)."
+                        f"{init_key}={ctx_init!r} is {len(init_ids)} tokens but {n_key}={n_ctx}; "
+                        f"set {n_key}={len(init_ids)} (or pick a phrase of {n_ctx} tokens, or {init_key}=null for "
+                        f"a random init)."
                     )
                 vec = emb_layer(torch.tensor(init_ids, device=device)).to(dtype)
                 ctx = vec.unsqueeze(0).repeat(len(self.class_names), 1, 1) if self.csc else vec
@@ -251,7 +253,10 @@ class PromptLearner(nn.Module):
 class TextEncoder(nn.Module):
     """The frozen open_clip text path applied to prompt embeddings (not token ids).
 
-    ``forward(prompts [C, L, W], tokenized [C, L]) -> [C, D]`` L2-normalised.
+    ``forward(prompts [C, L, W], tokenized [C, L]) -> [C, D]`` L2-normalised, in three steps that a caller running
+    the transformer blocks itself reuses (PromptKD's deep text prompts,
+    :class:`pand.promptkd.promptsrc.DeepPromptTextEncoder`): :meth:`eot_index`, :meth:`embed` (input and causal
+    mask), the transformer, :meth:`pool` (``ln_final``, EOT row, projection, normalisation).
     """
 
     def __init__(self, clip_model: nn.Module):
@@ -278,27 +283,43 @@ class TextEncoder(nn.Module):
         get = getattr(self.transformer, "get_cast_dtype", None)
         return get() if callable(get) else self.positional_embedding.dtype
 
-    def forward(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> torch.Tensor:
-        cast = self._cast_dtype()
+    def eot_index(self, tokenized: torch.Tensor) -> torch.Tensor:
+        """``[C]`` position of each prompt's EOT token in ``tokenized [C, L]`` (the tokenizer's ``eos`` id, or the
+        largest token id for ``argmax`` pooling)."""
         if self.pool_type == "eos" and self.eos_id is not None:
-            idx = (tokenized == self.eos_id).int().argmax(dim=-1)
-        else:
-            idx = tokenized.argmax(dim=-1)
-        # Under the causal mask no position attends to a later one, so the pooled EOT outputs do not depend on
-        # the padding after the last EOT: cutting the sequence there is exact and saves most of the compute.
+            return (tokenized == self.eos_id).int().argmax(dim=-1)
+        return tokenized.argmax(dim=-1)
+
+    def embed(self, prompts: torch.Tensor, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The transformer input ``x = prompts[:, :L'] + positional_embedding[:L']`` (batch-first, in the tower's cast
+        dtype) and its causal mask ``[L', L']``, cut after the last EOT (``L' = max(idx) + 1``).
+
+        Under the causal mask no position attends to a later one, so the pooled EOT outputs do not depend on the
+        padding after the last EOT: cutting the sequence there is exact and saves most of the compute.
+        """
+        cast = self._cast_dtype()
         L = min(prompts.shape[1], int(idx.max()) + 1)
         x = prompts[:, :L].to(cast) + self.positional_embedding[:L].to(cast)
-        mask = self.attn_mask[:L, :L]
-        if self.feed_batch_first:
-            x = self.transformer(x, attn_mask=mask)
-        else:  # pragma: no cover - open_clip < 2.26
-            x = self.transformer(x.permute(1, 0, 2), attn_mask=mask).permute(1, 0, 2)
+        return x, self.attn_mask[:L, :L]
+
+    def pool(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Transformer output ``x [C, L', W]`` (batch-first) -> ``ln_final`` -> the EOT token's row ->
+        ``text_projection`` -> L2 normalisation: ``[C, D]`` float32."""
         x = self.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), idx]
         proj = self.text_projection
         if proj is not None:
             x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
         return torch.nn.functional.normalize(x.float(), dim=-1)
+
+    def forward(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> torch.Tensor:
+        idx = self.eot_index(tokenized)
+        x, mask = self.embed(prompts, idx)
+        if self.feed_batch_first:
+            x = self.transformer(x, attn_mask=mask)
+        else:  # pragma: no cover - open_clip < 2.26
+            x = self.transformer(x.permute(1, 0, 2), attn_mask=mask).permute(1, 0, 2)
+        return self.pool(x, idx)
 
 
 class CoOpTextModel(nn.Module):
