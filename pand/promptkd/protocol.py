@@ -16,9 +16,12 @@ The old key ``promptkd.regime`` (``inductive`` | ``transductive``) is read as ``
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple
 
+import torch
+
+from pand.data.splits import base_novel_split
+from pand.engine.optim import cosine_lr
 from pand.errors import DataError
 
 __all__ = [
@@ -48,8 +51,6 @@ def resolve_base_novel(splits) -> Tuple[List[int], List[int]]:
     Raises:
         DataError: either side is empty (fewer than two classes) or they overlap.
     """
-    from pand.data.splits import base_novel_split
-
     if splits.base_classes is not None and splits.novel_classes is not None:
         base, novel = sorted(int(c) for c in splits.base_classes), sorted(int(c) for c in splits.novel_classes)
     else:
@@ -221,8 +222,6 @@ def subset_accuracy(features, labels, class_vectors, class_ids: Sequence[int]) -
     Returns:
         ``(accuracy in percent, number of images)``; ``(0.0, 0)`` when no image has a label in ``class_ids``.
     """
-    import torch
-
     ids = torch.as_tensor(list(class_ids), dtype=torch.long, device=labels.device)
     mask = torch.isin(labels, ids)
     n = int(mask.sum())
@@ -238,7 +237,6 @@ def promptkd_lr(epoch: int, base_lr: float, epochs: int, warmup_epochs: int = 1,
 
     ``lr(e) = warmup_lr`` for ``e < W``; otherwise ``lr(e) = base_lr * (1 + cos(pi * (e - W) / E)) / 2`` with
     ``E = epochs`` (the cosine's ``T_max`` is the full epoch count, as in Dassl, so the last epoch's LR stays > 0).
+    This is the scaffold's :func:`pand.engine.optim.cosine_lr` with ``cosine_epochs=epochs``.
     """
-    if epoch < warmup_epochs:
-        return float(warmup_lr)
-    return float(base_lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / max(1, epochs))))
+    return cosine_lr(epoch, base_lr, epochs, warmup_epochs, warmup_lr, cosine_epochs=epochs)
