@@ -31,16 +31,18 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Dict, Optional
 
+import open_clip
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from pand.models.teacher import register_model_configs
 
 __all__ = ["count_gflops", "teacher_gflops", "student_gflops", "promptkd_gflops"]
 
 
 def count_gflops(fn: Callable[[], Any]) -> float:
     """GFLOPs (1e9 FLOPs, 2 per multiply-add) of running ``fn()`` once under ``FlopCounterMode``, without grad."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         fn()
@@ -55,10 +57,6 @@ def teacher_gflops(arch: str, num_classes: int, image_size: Optional[int] = None
         num_classes: ``C``.
         image_size: forced input size (None: the architecture's own).
     """
-    import open_clip
-
-    from pand.models.teacher import register_model_configs
-
     register_model_configs()
     model = open_clip.create_model(
         arch, pretrained=None, device="meta", force_image_size=int(image_size) if image_size else None

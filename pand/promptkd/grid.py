@@ -10,12 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from omegaconf import OmegaConf
+
+from .recipe import run
+
 __all__ = ["run_promptkd_grid"]
 
 
 def _with(cfg, **dotted: Any):
-    from omegaconf import OmegaConf
-
+    """A copy of ``cfg`` with the dotted keys replaced."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(out, True)
     for key, value in dotted.items():
@@ -42,8 +45,6 @@ def run_promptkd_grid(cfg, out_root: str | Path, pools: Sequence[str] = ("refere
         "student": {...}, "run_dir", "summary"}]``, or ``{"teacher_prompts", "pool", "run_dir", "error"}`` for a
         failed run. Accuracies are percentages on the test split (base among base classes, novel among novel).
     """
-    from .recipe import run
-
     out_root = Path(out_root)
     rows: List[Dict[str, Any]] = []
     for teacher in teachers:
