@@ -20,7 +20,7 @@ from .promptsrc import PromptedTeacher, PromptSRCModel, gpa_weights, promptsrc_l
 from .protocol import (
     POOLS, build_pool, harmonic_mean, promptkd_lr, resolve_base_novel, resolve_kd_weight, resolve_pool, subset_accuracy,
 )
-from .recipe import POOL_NOTES, TRANSDUCTIVE_NOTE, run
+from .recipe import run
 from .student import (
     PromptedVisionEncoder,
     PromptKDClassifier,
@@ -30,6 +30,7 @@ from .student import (
     load_promptkd_classifier,
     make_projector,
 )
+from .summary import POOL_NOTES, TRANSDUCTIVE_NOTE
 
 __all__ = [
     "run", "build_promptkd_classifier", "load_promptkd_classifier", "build_promptkd_student",

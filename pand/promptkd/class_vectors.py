@@ -21,15 +21,23 @@ base/novel ids). After that the teacher's text encoder is never run again by the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from pand.errors import ArtifactError, PandError
+from pand.models.teacher import same_teacher
+from pand.psc import handcrafted_anchors, load_anchors, run_psc
+from pand.psc.prompt_learner import build_coop_text_model
+from pand.utils.io import load_tensors, save_tensors
+
+from .data import base_only_splits
+from .promptsrc import PROMPTSRC_ARTIFACT, load_promptsrc_artifact, promptsrc_text_features, train_promptsrc_teacher
 
 __all__ = [
-    "CLASS_VECTORS_NAME", "save_class_vectors", "load_class_vectors", "base_only_splits", "psc_class_vectors",
-    "coop_text_features", "compute_class_vectors", "class_vectors_for", "teacher_prompts_source",
+    "CLASS_VECTORS_NAME", "save_class_vectors", "load_class_vectors", "psc_class_vectors", "coop_text_features",
+    "compute_class_vectors", "promptsrc_class_vectors", "class_vectors_for", "teacher_prompts_source",
+    "stored_class_vectors", "prepare_class_vectors",
 ]
 
 CLASS_VECTORS_NAME = "class_vectors.safetensors"
@@ -52,8 +60,6 @@ def teacher_prompts_source(value: Any) -> str:
 
 def save_class_vectors(path: str | Path, vectors: torch.Tensor, meta: Dict[str, Any]) -> Path:
     """Write ``class_vectors [C, D]`` (re-normalised rows, fp32) and ``meta`` atomically as safetensors."""
-    from pand.utils.io import save_tensors
-
     v = torch.nn.functional.normalize(vectors.detach().float().cpu(), dim=-1)
     save_tensors(path, {"class_vectors": v}, {**meta, "num_classes": int(v.shape[0]), "embed_dim": int(v.shape[1])})
     return Path(path)
@@ -79,9 +85,6 @@ def load_class_vectors(
     Raises:
         ArtifactError: missing or unreadable file, other class names, other dimension, other teacher.
     """
-    from pand.models.teacher import same_teacher
-    from pand.utils.io import load_tensors
-
     path = Path(path)
     try:
         tensors, meta = load_tensors(path)
@@ -111,30 +114,6 @@ def load_class_vectors(
     return vec.float(), meta
 
 
-def base_only_splits(splits: Any, base_classes: Sequence[int]) -> Any:
-    """A :class:`pand.data.DataSplits` restricted to the base classes, labels relabelled ``0..m-1``.
-
-    Stage PSC trained on it never sees a novel-class image or label (train, val and test are all restricted).
-    """
-    from pand.data.base import DataSplits, FGVCDataset
-
-    remap = {int(c): i for i, c in enumerate(base_classes)}
-    names = [splits.class_names[c] for c in base_classes]
-
-    def restrict(ds: Optional[FGVCDataset]) -> Optional[FGVCDataset]:
-        if ds is None:
-            return None
-        samples = [(p, remap[y]) for p, y in ds.samples if y in remap]
-        return FGVCDataset(samples, names, transform=ds.transform, skip_corrupt=ds.skip_corrupt,
-                           name=f"{ds.name}[base]")
-
-    return DataSplits(
-        train=restrict(splits.train), val=restrict(splits.val), test=restrict(splits.test), class_names=names,
-        root=splits.root, template=splits.template, base_classes=None, novel_classes=None,
-        captions=splits.captions,
-    )
-
-
 def _require_shared_context(class_specific: bool) -> None:
     if class_specific:
         raise PandError(
@@ -151,8 +130,6 @@ def coop_text_features(teacher: Any, ctx: torch.Tensor, meta: Dict[str, Any], cl
     The prompt-learner settings (``n_ctx``, ``ctx_init``, ``prompt_form``, ``class_token_position``) come from the
     PSC artifact's metadata; only a shared context (``csc=false``) can be applied to new class names.
     """
-    from pand.psc.prompt_learner import build_coop_text_model
-
     _require_shared_context(bool(meta.get("csc", False)) or ctx.ndim != 2)
     model = build_coop_text_model(
         teacher.model, teacher.tokenizer, list(class_names), template=meta.get("template", template),
@@ -174,8 +151,6 @@ def psc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_c
     Returns:
         ``(vectors [C, D] on the CPU, metadata about the PSC artifact used)``.
     """
-    from pand.psc import load_anchors, run_psc
-
     class_names = list(splits.class_names)
     template = str(splits.template)
     if cfg.psc.get("artifact"):
@@ -219,8 +194,6 @@ def compute_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, ba
     Returns:
         ``(vectors [C, D] fp32 L2-normalised on the CPU, metadata)`` (not yet saved).
     """
-    from pand.psc import handcrafted_anchors
-
     names, tmpl = list(splits.class_names), str(splits.template)
     source = teacher_prompts_source(cfg.promptkd.teacher_prompts)
     meta: Dict[str, Any] = {"source": source, "class_names": names, "template": tmpl,
@@ -247,10 +220,6 @@ def promptsrc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, 
     Returns:
         ``(vectors [C, D] on the CPU, metadata naming the artifact)``.
     """
-    from pand.utils.io import save_tensors
-
-    from .promptsrc import PROMPTSRC_ARTIFACT, load_promptsrc_artifact, promptsrc_text_features, train_promptsrc_teacher
-
     given = cfg.promptkd.promptsrc.get("artifact")
     if given:
         prompts, pmeta = load_promptsrc_artifact(Path(str(given)).expanduser(), teacher)
@@ -279,11 +248,7 @@ def class_vectors_for(teacher: Any, class_names: Sequence[str], template: str, r
     Returns:
         ``(vectors [C', D] fp32 normalised on the CPU, description of how they were made)``.
     """
-    from pand.psc import handcrafted_anchors, load_anchors
-
     if run_meta.get("source") == "promptsrc":
-        from .promptsrc import load_promptsrc_artifact, promptsrc_text_features
-
         prompts, pmeta = load_promptsrc_artifact(str(run_meta.get("promptsrc_artifact")), teacher)
         vectors = promptsrc_text_features(teacher, prompts, pmeta, list(class_names))
         return torch.nn.functional.normalize(vectors.float(), dim=-1), "promptsrc prompts re-applied"
@@ -297,3 +262,52 @@ def class_vectors_for(teacher: Any, class_names: Sequence[str], template: str, r
         how = "handcrafted template"
     vectors = handcrafted_anchors(teacher, [template.format(n) for n in class_names])
     return torch.nn.functional.normalize(vectors.float(), dim=-1), how
+
+
+def _vectors_match(meta: Dict[str, Any], cfg: Any, splits: Any, teacher: Any) -> bool:
+    """Stored class vectors were made with this run's ``teacher_prompts``, class names, template and teacher."""
+    return (teacher_prompts_source(meta.get("source")) == teacher_prompts_source(cfg.promptkd.teacher_prompts)
+            and list(meta.get("class_names", [])) == list(splits.class_names)
+            and meta.get("template") == str(splits.template)
+            and same_teacher(str(meta.get("teacher_identity")), teacher.identity))
+
+
+def stored_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, resume: bool
+                         ) -> Optional[Tuple[torch.Tensor, Dict[str, Any]]]:
+    """On ``resume``, the class vectors stored in ``run_dir/promptkd/`` (checked to fit this run, nothing written);
+    else None (also when none are stored yet).
+
+    Raises:
+        ArtifactError: stored vectors made by another teacher or for other classes, template or ``teacher_prompts``
+            (the checkpoint was trained against them).
+    """
+    path = Path(run_dir) / "promptkd" / CLASS_VECTORS_NAME
+    if not (resume and path.is_file()):
+        return None
+    vectors, meta = load_class_vectors(path, embed_dim=teacher.embed_dim)
+    if not _vectors_match(meta, cfg, splits, teacher):
+        raise ArtifactError(
+            f"{path} was made by another teacher, class list, template or teacher_prompts setting than this "
+            f"resumed run; resume with the original settings or start a new --run-dir"
+        )
+    return vectors, meta
+
+
+def prepare_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base: Sequence[int], resume: bool,
+                          progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Compute the class vectors once for this run and save them; a resumed run reads the stored ones back.
+
+    Raises:
+        ArtifactError: on ``resume``, stored vectors that do not fit the run (:func:`stored_class_vectors`).
+
+    Returns:
+        ``(vectors [C, D_t] fp32 on the CPU, metadata)``.
+    """
+    stored = stored_class_vectors(cfg, run_dir, splits, teacher, resume)
+    if stored is not None:
+        return stored
+    path = Path(run_dir) / "promptkd" / CLASS_VECTORS_NAME
+    vectors, meta = compute_class_vectors(cfg, Path(run_dir), splits, teacher, base, progress=progress)
+    save_class_vectors(path, vectors, meta)
+    return load_class_vectors(path, class_names=splits.class_names, embed_dim=teacher.embed_dim,
+                              teacher_id=teacher.identity)

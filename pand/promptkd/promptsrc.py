@@ -39,7 +39,6 @@ Not reproduced: the reference samples 16 shots per base class (here every base-c
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -47,13 +46,28 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from pand.data.transforms import create_transform
+from pand.engine.loop import train_one_epoch
+from pand.engine.optim import build_optimizer, set_lr
+from pand.engine.step import optimizer_step
 from pand.errors import ArtifactError, PandError
+from pand.models.teacher import same_teacher
+from pand.nsd.data import make_train_loader
+from pand.psc.features import tensor_sha256
+from pand.psc.prompt_learner import PromptLearner, TextEncoder
+from pand.utils.distributed import DistInfo
+from pand.utils.io import load_tensors
+
+from .data import base_only_splits
+from .protocol import promptkd_lr
+from .student import PromptedVisionEncoder, square_clip_spec
 
 __all__ = [
     "PROMPTSRC_ARTIFACT", "REFERENCE_DEPTH", "gpa_weights", "promptsrc_losses", "DeepPromptTextEncoder",
     "PromptSRCModel", "PromptedTeacher", "zero_shot_text_features", "train_promptsrc_teacher",
-    "promptsrc_text_features", "load_promptsrc_artifact", "prompted_teacher",
+    "promptsrc_text_features", "load_promptsrc_artifact", "prompted_teacher", "prompts_sha",
 ]
 
 PROMPTSRC_ARTIFACT = "promptsrc_teacher.safetensors"
@@ -122,14 +136,13 @@ class DeepPromptTextEncoder(nn.Module):
 
     ``forward(prompts [C, L, W], tokenized [C, L]) -> [C, D]`` L2-normalised. At layers ``1 .. depth-1`` the
     tokens at positions ``1 .. n_ctx`` of the layer input are replaced by ``deep[i-1] [n_ctx, W]``. ``depth <= 1``
-    is the plain text tower (:class:`pand.psc.prompt_learner.TextEncoder`).
+    is the plain text tower. The input, causal mask and pooling are those of
+    :class:`pand.psc.prompt_learner.TextEncoder` (``eot_index``, ``embed``, ``pool``); only the block loop is here.
     """
 
     def __init__(self, clip_model: nn.Module, n_ctx: int, depth: int, init_std: float = 0.02,
                  generator: Optional[torch.Generator] = None):
         super().__init__()
-        from pand.psc.prompt_learner import TextEncoder
-
         self.base = TextEncoder(clip_model)
         layers = len(self.base.transformer.resblocks)
         self.n_ctx, self.depth = int(n_ctx), _resolve_depth(depth, layers, "text")
@@ -144,14 +157,8 @@ class DeepPromptTextEncoder(nn.Module):
 
     def forward(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> torch.Tensor:
         b = self.base
-        cast = b._cast_dtype()
-        if b.pool_type == "eos" and b.eos_id is not None:
-            idx = (tokenized == b.eos_id).int().argmax(dim=-1)
-        else:
-            idx = tokenized.argmax(dim=-1)
-        L = min(prompts.shape[1], int(idx.max()) + 1)  # exact under the causal mask (see TextEncoder)
-        x = prompts[:, :L].to(cast) + b.positional_embedding[:L].to(cast)
-        mask = b.attn_mask[:L, :L]
+        idx = b.eot_index(tokenized)
+        x, mask = b.embed(prompts, idx)
         batch_first = bool(getattr(b.transformer, "batch_first", False))
         if not batch_first:
             x = x.transpose(0, 1)  # NLD -> LND
@@ -168,20 +175,7 @@ class DeepPromptTextEncoder(nn.Module):
             x = block(x, attn_mask=mask)
         if not batch_first:
             x = x.transpose(0, 1)
-        x = b.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), idx]
-        proj = b.text_projection
-        if proj is not None:
-            x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
-        return F.normalize(x.float(), dim=-1)
-
-
-def _settings(ps: Any) -> Dict[str, Any]:
-    get = ps.get if hasattr(ps, "get") else (lambda k, d=None: getattr(ps, k, d))
-    return {"n_ctx_text": int(get("n_ctx_text", 4)), "n_ctx_vision": int(get("n_ctx_vision", 4)),
-            "prompt_depth_text": get("prompt_depth_text", None),
-            "prompt_depth_vision": get("prompt_depth_vision", None),
-            "ctx_init": get("ctx_init", "a photo of a") or None}
+        return b.pool(x, idx)
 
 
 class PromptSRCModel(nn.Module):
@@ -193,17 +187,11 @@ class PromptSRCModel(nn.Module):
 
     def __init__(self, teacher: Any, class_names: Sequence[str], settings: Dict[str, Any], seed: int = 0):
         super().__init__()
-        from pand.psc.prompt_learner import PromptLearner
-
-        from .student import PromptedVisionEncoder
-
         n_t, init = int(settings["n_ctx_text"]), settings.get("ctx_init")
-        if init and len(teacher.tokenizer.encode(init)) != n_t:
-            raise PandError(f"promptkd.promptsrc.ctx_init={init!r} is {len(teacher.tokenizer.encode(init))} tokens "
-                            f"but n_ctx_text={n_t}; make them agree (or set ctx_init=null)")
         gen = torch.Generator().manual_seed(int(seed))
         self.prompt_learner = PromptLearner(teacher.model, teacher.tokenizer, list(class_names), n_ctx=n_t,
-                                            ctx_init=init, prompt_form="coop", generator=gen)
+                                            ctx_init=init, prompt_form="coop", generator=gen,
+                                            settings=("promptkd.promptsrc.n_ctx_text", "promptkd.promptsrc.ctx_init"))
         self.text_encoder = DeepPromptTextEncoder(teacher.model, n_t, settings.get("prompt_depth_text"),
                                                   generator=gen)
         visual = teacher.model.visual
@@ -290,26 +278,42 @@ def zero_shot_text_features(teacher: Any, class_names: Sequence[str], templates:
     return F.normalize(feats.mean(dim=0), dim=-1)
 
 
-def _sha(state: Dict[str, torch.Tensor]) -> str:
-    from pand.utils.io import sha256_bytes
-
-    blob = b"".join(state[k].detach().float().cpu().contiguous().numpy().tobytes() for k in sorted(state))
-    return sha256_bytes(blob)[:16]
+def prompts_sha(state: Dict[str, torch.Tensor]) -> str:
+    """16 hex digits of the sha256 of the prompt tensors' fp32 bytes, in key order (names a set of prompts)."""
+    return tensor_sha256(*(state[k].detach().float() for k in sorted(state)))[:16]
 
 
 def _teacher_train_transform(teacher: Any):
-    from pand.data.transforms import PreprocessCfg, create_transform
-
+    """The teacher's training augmentation: RandomResizedCrop (scale 0.08-1) + flip at its own size and
+    normalisation."""
     size = teacher.image_size if isinstance(teacher.image_size, int) else int(teacher.image_size[0])
-    interp = teacher.interpolation if teacher.interpolation in ("bilinear", "bicubic", "nearest") else "bicubic"
-    pp = PreprocessCfg(image_size=size, resize_size=size, interpolation=interp, mean=tuple(teacher.mean),
-                       std=tuple(teacher.std))
+    pp = square_clip_spec(size, teacher.interpolation, teacher.mean, teacher.std)
     return create_transform(pp, True, "standard", crop_scale=(0.08, 1.0))
+
+
+def _settings(ps: Any) -> Dict[str, Any]:
+    """The prompt settings of :class:`PromptSRCModel` from the ``promptkd.promptsrc`` section."""
+    return {"n_ctx_text": int(ps.n_ctx_text), "n_ctx_vision": int(ps.n_ctx_vision),
+            "prompt_depth_text": ps.prompt_depth_text, "prompt_depth_vision": ps.prompt_depth_vision,
+            "ctx_init": ps.ctx_init or None}
+
+
+def _aggregate(total: Optional[Dict[str, torch.Tensor]], state: Dict[str, torch.Tensor], weight: float
+               ) -> Dict[str, torch.Tensor]:
+    """Gaussian prompt aggregation, one epoch at a time: ``total + w_e * P_e`` (float64; ``P_e`` alone at first)."""
+    if total is None:
+        return {k: weight * v.double() for k, v in state.items()}
+    return {k: total[k] + weight * v.double() for k, v in state.items()}
 
 
 def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: Sequence[int],
                             progress: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Train PromptSRC prompts on the base classes' labelled training images; return the GPA-aggregated prompts.
+
+    Runs on the training scaffold (:mod:`pand.engine`): SGD from :func:`pand.engine.optim.build_optimizer`, the LR
+    of :func:`pand.promptkd.protocol.promptkd_lr` written per epoch with :func:`pand.engine.optim.set_lr`, one
+    :func:`pand.engine.step.optimizer_step` per batch (fp32 master prompts, no clipping, the teacher's autocast on
+    CUDA) and :func:`pand.engine.loop.train_one_epoch` summing the loss terms.
 
     Args:
         cfg: the run configuration (``promptkd.promptsrc``, ``trainer``).
@@ -324,14 +328,6 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
         PandError: non-finite loss, prompt settings that do not fit the teacher.
         DataError: fewer than 2 base-class training images.
     """
-    from tqdm.auto import tqdm
-
-    from pand.nsd.data import make_train_loader
-    from pand.utils.distributed import DistInfo
-
-    from .class_vectors import base_only_splits
-    from .protocol import promptkd_lr
-
     ps = cfg.promptkd.promptsrc
     seed = int(cfg.trainer.seed)
     base_splits = base_only_splits(splits, base_classes)
@@ -341,49 +337,40 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
     g0 = zero_shot_text_features(teacher, names, templates).to(teacher.device)
     train = base_splits.train.with_transform(_teacher_train_transform(teacher))
     loader = make_train_loader(train, int(ps.batch_size), seed, DistInfo(), cfg.trainer, teacher.device.type)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=float(ps.lr), momentum=float(ps.momentum),
-                                weight_decay=float(ps.weight_decay))
+    optimizer = build_optimizer(model.parameters(), "sgd", ps.lr, weight_decay=ps.weight_decay, momentum=ps.momentum)
     epochs = int(ps.epochs)
     weights = gpa_weights(epochs, float(ps.gpa_mean), float(ps.gpa_std))
+    s = model.logit_scale
+
+    def step(epoch: int, i: int, batch: Any) -> Tuple[Dict[str, float], int]:
+        images, labels, _ = batch
+        images, labels = images.to(teacher.device), torch.as_tensor(labels).to(teacher.device)
+        with torch.no_grad():
+            f0 = teacher.encode_image(images)
+        with teacher.autocast():
+            f = model.image_features(images)
+            g = model.text_features()
+        logits = s * f @ g.T
+        terms = promptsrc_losses(logits, labels, f, f0, g, g0, s * f0 @ g0.T, float(ps.text_loss_weight),
+                                 float(ps.image_loss_weight))
+        if not torch.isfinite(terms["total"]):
+            raise PandError(f"non-finite PromptSRC teacher loss at epoch {epoch} step {i}; lower "
+                            f"promptkd.promptsrc.lr or use teacher.precision=fp32")
+        optimizer_step(terms["total"], optimizer)
+        return {k: float(v.detach()) for k, v in terms.items()}, int(images.shape[0])
+
     aggregated: Optional[Dict[str, torch.Tensor]] = None
     history: List[Dict[str, Any]] = []
-    s = model.logit_scale
     t0 = time.time()
     for epoch in range(epochs):
-        lr = promptkd_lr(epoch, float(ps.lr), epochs, int(ps.warmup_epochs), float(ps.warmup_lr))
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+        lr = set_lr(optimizer, promptkd_lr(epoch, float(ps.lr), epochs, int(ps.warmup_epochs), float(ps.warmup_lr)))
         loader.sampler.set_epoch(epoch, epoch)
         model.train()
-        sums: Dict[str, float] = {}
-        steps = 0
-        for images, labels, _ in tqdm(loader, desc=f"promptsrc teacher {epoch + 1}/{epochs}", disable=not progress,
-                                      leave=False):
-            images, labels = images.to(teacher.device), torch.as_tensor(labels).to(teacher.device)
-            with torch.no_grad():
-                f0 = teacher.encode_image(images)
-            with teacher.autocast():
-                f = model.image_features(images)
-                g = model.text_features()
-            logits = s * f @ g.T
-            terms = promptsrc_losses(logits, labels, f, f0, g, g0, s * f0 @ g0.T, float(ps.text_loss_weight),
-                                     float(ps.image_loss_weight))
-            if not torch.isfinite(terms["total"]):
-                raise PandError(f"non-finite PromptSRC teacher loss at epoch {epoch} step {steps}; lower "
-                                f"promptkd.promptsrc.lr or use teacher.precision=fp32")
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            steps += 1
-        state = model.prompt_state()
+        bar = tqdm(loader, desc=f"promptsrc teacher {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        totals = train_one_epoch(bar, lambda i, batch: step(epoch, i, batch))
         w = weights[epoch]
-        aggregated = ({k: w * v.double() for k, v in state.items()} if aggregated is None
-                      else {k: aggregated[k] + w * v.double() for k, v in state.items()})
-        history.append({"epoch": epoch, "lr": lr, "steps": steps, "gpa_weight": w,
-                        **{k: v / max(steps, 1) for k, v in sums.items()}})
+        aggregated = _aggregate(aggregated, model.prompt_state(), w)
+        history.append({"epoch": epoch, "lr": lr, "steps": totals.steps, "gpa_weight": w, **totals.means()})
     assert aggregated is not None
     prompts = {k: v.float().cpu() for k, v in aggregated.items()}
     meta = {"kind": "promptsrc_teacher", "teacher_identity": teacher.identity, "settings": model.settings,
@@ -391,7 +378,7 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
             "base_class_names": names, "epochs": epochs, "gpa": {"mean": float(ps.gpa_mean), "std": float(ps.gpa_std),
                                                                  "weights": weights},
             "loss_weights": {"text": float(ps.text_loss_weight), "image": float(ps.image_loss_weight)},
-            "history": history, "seconds": time.time() - t0, "prompts_sha": _sha(prompts)}
+            "history": history, "seconds": time.time() - t0, "prompts_sha": prompts_sha(prompts)}
     return prompts, meta
 
 
@@ -401,9 +388,6 @@ def load_promptsrc_artifact(path: str | Path, teacher: Any) -> Tuple[Dict[str, t
     Raises:
         ArtifactError: unreadable file, not a PromptSRC artifact, another teacher.
     """
-    from pand.models.teacher import same_teacher
-    from pand.utils.io import load_tensors
-
     try:
         tensors, meta = load_tensors(Path(path))
     except Exception as e:  # noqa: BLE001 - missing / corrupt file
@@ -449,8 +433,6 @@ class UnpromptedVisionEncoder(nn.Module):
 
 def prompted_teacher(teacher: Any, prompts: Dict[str, torch.Tensor], meta: Dict[str, Any]) -> PromptedTeacher:
     """A :class:`PromptedTeacher` whose image tower carries the stored vision prompts."""
-    from .student import PromptedVisionEncoder
-
     s = meta["settings"]
     if not hasattr(teacher.model.visual, "transformer"):  # CNN image tower: trained without vision prompts
         enc = UnpromptedVisionEncoder(teacher.model.visual)
@@ -463,4 +445,4 @@ def prompted_teacher(teacher: Any, prompts: Dict[str, torch.Tensor], meta: Dict[
     with torch.no_grad():
         enc.prompts.copy_(prompts["vision"])
     enc.requires_grad_(False)
-    return PromptedTeacher(teacher, enc.to(teacher.device), str(meta.get("prompts_sha") or _sha(prompts)))
+    return PromptedTeacher(teacher, enc.to(teacher.device), str(meta.get("prompts_sha") or prompts_sha(prompts)))

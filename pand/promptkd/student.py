@@ -27,15 +27,19 @@ frozen and always kept in eval mode. Prompts are kept in fp32 and cast to the ac
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import open_clip
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from pand import __version__
 from pand.errors import ArtifactError, PandError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pand.data.transforms import PreprocessCfg
+from pand.models.teacher import register_model_configs
+from pand.utils.io import load_tensors, save_tensors
+from pand_runtime.preprocess_spec import INTERPOLATIONS, PreprocessSpec
 
 __all__ = [
     "PromptedVisionEncoder",
@@ -47,18 +51,13 @@ __all__ = [
     "build_promptkd_classifier",
     "teacher_embed_dim",
     "student_preprocess",
+    "square_clip_spec",
     "load_promptkd_classifier",
+    "save_promptkd_classifier",
     "classifier_metadata",
     "set_trainable",
     "trainable_parameters",
 ]
-
-
-def _register_pand_configs() -> None:
-    """Make pand's own open_clip architectures (``pand-tiny-vit``, ``pand-tiny-vit-s``) known to open_clip."""
-    from pand.models.teacher import register_model_configs
-
-    register_model_configs()
 
 
 class PromptedVisionEncoder(nn.Module):
@@ -238,9 +237,7 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
         ``(visual, logit_scale, preprocess)``: the ``VisionTransformer``, the model's own ``exp(logit_scale)``
         and its preprocess config (``size``, ``mean``, ``std``, ``interpolation``, ``resize_mode``).
     """
-    import open_clip
-
-    _register_pand_configs()
+    register_model_configs()  # pand's own architectures (pand-tiny-vit, pand-tiny-vit-s)
     if open_clip.get_model_config(arch) is None and not arch.startswith(("hf-hub:", "local-dir:")):
         raise PandError(
             f"unknown open_clip architecture promptkd.student_arch='{arch}'. "
@@ -260,8 +257,17 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
     return visual, scale, pp
 
 
-def student_preprocess(open_clip_pp: Dict[str, Any]) -> "PreprocessCfg":
-    """The student's eval preprocessing as a :class:`pand.data.transforms.PreprocessCfg`.
+def square_clip_spec(size: int, interpolation: str, mean: Sequence[float], std: Sequence[float]) -> PreprocessSpec:
+    """The eval preprocessing of a CLIP image tower with a square ``size`` input, as PromptKD's reference builds it:
+    the shorter side resized to ``size`` (``resize_size = image_size``), center crop, the tower's ``mean``/``std``;
+    an ``interpolation`` PIL cannot name (e.g. open_clip's ``lanczos``) becomes ``bicubic``."""
+    interp = interpolation if interpolation in INTERPOLATIONS else "bicubic"
+    return PreprocessSpec(image_size=int(size), resize_size=int(size), interpolation=interp, mean=tuple(mean),
+                          std=tuple(std))
+
+
+def student_preprocess(open_clip_pp: Dict[str, Any]) -> PreprocessSpec:
+    """The student's eval preprocessing as a :class:`pand_runtime.preprocess_spec.PreprocessSpec`.
 
     Taken from the student's open_clip preprocess config (its pretraining's mean/std and interpolation). As in
     PromptKD's test transform, the shorter side is resized to the input size and center-cropped
@@ -271,32 +277,25 @@ def student_preprocess(open_clip_pp: Dict[str, Any]) -> "PreprocessCfg":
     Raises:
         PandError: a non-square input size.
     """
-    from pand.data.transforms import PreprocessCfg
-
     size = open_clip_pp.get("size", 224)
     if isinstance(size, (list, tuple)):
         if len(size) == 2 and size[0] != size[1]:
             raise PandError(f"PromptKD needs a square student input size, got {tuple(size)}")
         size = size[0]
-    interp = str(open_clip_pp.get("interpolation", "bicubic"))
-    if interp not in ("bilinear", "bicubic", "nearest"):
-        interp = "bicubic"
-    return PreprocessCfg(image_size=int(size), resize_size=int(size), interpolation=interp,
-                         mean=tuple(open_clip_pp["mean"]), std=tuple(open_clip_pp["std"]))
+    return square_clip_spec(int(size), str(open_clip_pp.get("interpolation", "bicubic")), open_clip_pp["mean"],
+                            open_clip_pp["std"])
 
 
 def teacher_embed_dim(cfg) -> int:
     """``D_t`` of ``cfg.teacher.arch`` from its open_clip architecture config (no weights are loaded)."""
-    import open_clip
-
-    _register_pand_configs()
+    register_model_configs()
     mc = open_clip.get_model_config(str(cfg.teacher.arch))
     if mc is None:
         raise PandError(f"unknown open_clip teacher architecture teacher.arch='{cfg.teacher.arch}'")
     return int(mc["embed_dim"])
 
 
-def build_promptkd_student(cfg, embed_dim: int, pretrained: bool = True) -> Tuple[PromptKDStudent, "PreprocessCfg"]:
+def build_promptkd_student(cfg, embed_dim: int, pretrained: bool = True) -> Tuple[PromptKDStudent, PreprocessSpec]:
     """Build the trainable student from ``cfg.promptkd``.
 
     Args:
@@ -357,20 +356,18 @@ def build_promptkd_classifier(cfg, num_classes: int, embed_dim: Optional[int] = 
     return PromptKDClassifier(student, torch.zeros(int(num_classes), d)).eval()
 
 
-def classifier_metadata(cfg, clf: PromptKDClassifier, pp: "PreprocessCfg", class_names: List[str],
+def classifier_metadata(cfg, clf: PromptKDClassifier, pp: PreprocessSpec, class_names: List[str],
                         extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Metadata stored with ``student.safetensors``: enough to rebuild (:func:`load_promptkd_classifier`) and to
-    preprocess (``preprocess`` = :meth:`pand.data.transforms.PreprocessCfg.to_dict`) without the run config.
+    preprocess (``preprocess`` = :meth:`pand_runtime.preprocess_spec.PreprocessSpec.to_dict`) without the run config.
 
     The keys shared with the other recipes' students (``arch``, ``num_classes``, ``class_names``, ``image_size``,
     ``preprocess``, ``recipe``) mean the same; ``kind: "promptkd"`` tells an exporter to rebuild with
     :func:`build_promptkd_classifier` (or :func:`load_promptkd_classifier`) instead of the student registry.
     """
-    import pand
-
     return {
         "kind": "promptkd",
-        "pand_version": pand.__version__,
+        "pand_version": __version__,
         "arch": str(cfg.promptkd.student_arch),
         "num_classes": clf.num_classes,
         "embed_dim": clf.embed_dim,
@@ -400,10 +397,6 @@ def load_promptkd_classifier(path, device: str = "cpu") -> Tuple[PromptKDClassif
     Returns:
         ``(classifier in eval mode, metadata)``.
     """
-    from omegaconf import OmegaConf
-
-    from pand.utils.io import load_tensors
-
     tensors, meta = load_tensors(path, device=device)
     if meta.get("kind") != "promptkd":
         raise ArtifactError(f"{path} is not a PromptKD student (metadata kind={meta.get('kind')!r})")
@@ -418,3 +411,14 @@ def load_promptkd_classifier(path, device: str = "cpu") -> Tuple[PromptKDClassif
     except RuntimeError as e:
         raise ArtifactError(f"{path} does not fit the PromptKD classifier it describes: {e}") from e
     return clf.to(device).eval(), meta
+
+
+def save_promptkd_classifier(path: str | Path, cfg: Any, student: PromptKDStudent, class_vectors: torch.Tensor,
+                             pp: PreprocessSpec, class_names: List[str], extra: Optional[Dict[str, Any]] = None
+                             ) -> Path:
+    """Write the deployable classifier (``student`` over ``class_vectors [C, D_t]``, all classes) to ``path``
+    (``student.safetensors``) with :func:`classifier_metadata`, atomically; :func:`load_promptkd_classifier` reads
+    it back."""
+    clf = PromptKDClassifier(student, class_vectors.cpu()).eval()
+    save_tensors(path, clf.state_dict(), classifier_metadata(cfg, clf, pp, list(class_names), extra))
+    return Path(path)

@@ -7,12 +7,12 @@ import torch
 from pand.data.base import DataSplits, FGVCDataset
 from pand.errors import ArtifactError, PandError
 from pand.promptkd.class_vectors import (
-    base_only_splits,
     class_vectors_for,
     coop_text_features,
     load_class_vectors,
     save_class_vectors,
 )
+from pand.promptkd.data import base_only_splits
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 def test_grid_rows_and_teacher_reuse(tmp_path, monkeypatch):
     from pand.config import load_config
-    from pand.promptkd import promptsrc, run_promptkd_grid
+    from pand.promptkd import class_vectors, run_promptkd_grid
 
     cfg = load_config("configs/tiny.yaml", [
         "recipe=promptkd", f"cache_dir={tmp_path / 'cache'}", "data.synthetic.train_per_class=2",
@@ -14,8 +14,9 @@ def test_grid_rows_and_teacher_reuse(tmp_path, monkeypatch):
         "trainer.num_workers=0", "promptkd.regime=transductive",  # replaced per run, deprecated key included
     ])
     trained = []
-    original = promptsrc.train_promptsrc_teacher
-    monkeypatch.setattr(promptsrc, "train_promptsrc_teacher", lambda *a, **k: trained.append(1) or original(*a, **k))
+    original = class_vectors.train_promptsrc_teacher
+    monkeypatch.setattr(class_vectors, "train_promptsrc_teacher",
+                        lambda *a, **k: trained.append(1) or original(*a, **k))
     rows = run_promptkd_grid(cfg, tmp_path / "grid", pools=("reference", "inductive"), teachers=("promptsrc",))
     assert [(r["teacher_prompts"], r["pool"]) for r in rows] == [("promptsrc", "reference"), ("promptsrc", "inductive")]
     assert len(trained) == 1  # the second pool reuses the first run's PromptSRC prompts

@@ -112,7 +112,9 @@ def test_deep_prompts_change_both_towers_and_only_prompts_train(teacher):
     assert auto.settings["prompt_depth_text"] == 2 and auto.settings["prompt_depth_vision"] == 2
     with pytest.raises(PandError, match="prompt_depth_vision=3"):
         PromptSRCModel(teacher, ["a"], {**SETTINGS, "prompt_depth_vision": 3})
-    with pytest.raises(PandError, match="ctx_init"):
+    # the prompt learner's check names PromptSRC's own settings
+    with pytest.raises(PandError, match=r"promptkd\.promptsrc\.ctx_init='a photo of a' is 4 tokens but "
+                                        r"promptkd\.promptsrc\.n_ctx_text=3"):
         PromptSRCModel(teacher, ["a"], {**SETTINGS, "n_ctx_text": 3})
 
 

@@ -95,12 +95,13 @@ def test_class_vectors_file(finished):
 
 def test_exported_student_reproduces_the_reported_accuracy(finished):
     from pand.data import build_splits
-    from pand.data.transforms import PreprocessCfg, create_transform
+    from pand.data.transforms import create_transform
     from pand.promptkd import load_promptkd_classifier
+    from pand_runtime.preprocess_spec import PreprocessSpec
 
     clf, meta = load_promptkd_classifier(finished["dir"] / "student.safetensors")
     assert meta["kind"] == "promptkd" and meta["num_classes"] == 24 and meta["regime"] == "inductive"
-    pp = PreprocessCfg.from_dict(meta["preprocess"])
+    pp = PreprocessSpec.from_dict(meta["preprocess"])
     test = build_splits(finished["cfg"].data, cache_dir=finished["cfg"].cache_dir).test
     test = test.with_transform(create_transform(pp, False))
     x = torch.stack([test[i][0] for i in range(len(test))])

@@ -17,31 +17,33 @@ def _cfg(tmp, *overrides):
     ])
 
 
-def _straight_and_interrupted(recipe, cfg, tmp_path, monkeypatch, stop_epoch, before_resume=None):
+def _straight_and_interrupted(cfg, tmp_path, monkeypatch, stop_epoch, before_resume=None):
     """A straight run, and a run interrupted (KeyboardInterrupt) at ``stop_epoch`` then resumed: their summaries."""
-    straight = recipe.run(cfg, tmp_path / "straight", progress=False)
-    original = recipe._train_epoch
+    import pand.promptkd.train as train
+    from pand.promptkd import run
+
+    straight = run(cfg, tmp_path / "straight", progress=False)
+    original = train.train_epoch
 
     def interrupted(ctx, loader, source, optimizer, scaler, epoch):
         if epoch == stop_epoch:
             raise KeyboardInterrupt
         return original(ctx, loader, source, optimizer, scaler, epoch)
 
-    monkeypatch.setattr(recipe, "_train_epoch", interrupted)
+    monkeypatch.setattr(train, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        recipe.run(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(recipe, "_train_epoch", original)
+        run(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train, "train_epoch", original)
     if before_resume is not None:
         before_resume()
-    return straight, recipe.run(cfg, tmp_path / "resumed", resume=True, progress=False)
+    return straight, run(cfg, tmp_path / "resumed", resume=True, progress=False)
 
 
 def test_interrupted_run_resumes_bit_exactly(tmp_path, monkeypatch):
-    import pand.promptkd.recipe as recipe
     from pand.utils.io import load_tensors
 
     cfg = _cfg(tmp_path)
-    straight, resumed = _straight_and_interrupted(recipe, cfg, tmp_path, monkeypatch, stop_epoch=2)
+    straight, resumed = _straight_and_interrupted(cfg, tmp_path, monkeypatch, stop_epoch=2)
 
     a = load_tensors(tmp_path / "straight" / "student.safetensors")[0]
     b = load_tensors(tmp_path / "resumed" / "student.safetensors")[0]
@@ -67,13 +69,12 @@ def test_coop_teacher_prompts_are_learned_on_base_classes_only(tmp_path):
 
 
 def test_promptsrc_run_resumes_without_retraining_the_teacher(tmp_path, monkeypatch):
-    import pand.promptkd.recipe as recipe
-    from pand.promptkd import promptsrc
+    from pand.promptkd import class_vectors
 
     cfg = _cfg(tmp_path, "promptkd.teacher_prompts=promptsrc", "promptkd.promptsrc.epochs=2", "promptkd.epochs=2")
     straight, resumed = _straight_and_interrupted(
-        recipe, cfg, tmp_path, monkeypatch, stop_epoch=1,
-        before_resume=lambda: monkeypatch.setattr(promptsrc, "train_promptsrc_teacher",
+        cfg, tmp_path, monkeypatch, stop_epoch=1,
+        before_resume=lambda: monkeypatch.setattr(class_vectors, "train_promptsrc_teacher",
                                                   lambda *a, **k: pytest.fail("teacher retrained")))
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
     assert resumed["results"] == straight["results"]

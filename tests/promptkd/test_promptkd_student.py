@@ -147,8 +147,8 @@ def test_classifier_logits_and_dimension_check(tiny_arch, make_cfg):
 
 
 def test_student_file_rebuilds_the_same_classifier(tiny_arch, make_cfg, tmp_path):
-    from pand.data.transforms import PreprocessCfg
     from pand.utils.io import save_tensors
+    from pand_runtime.preprocess_spec import PreprocessSpec
 
     cfg = make_cfg(tiny_arch, prompt_depth=2, n_ctx_vision=3)
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def test_student_file_rebuilds_the_same_classifier(tiny_arch, make_cfg, tmp_path
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), clf(x))
     assert meta2["kind"] == "promptkd" and meta2["num_classes"] == 5
-    assert PreprocessCfg.from_dict(meta2["preprocess"]) == pp
+    assert PreprocessSpec.from_dict(meta2["preprocess"]) == pp
 
 
 def test_unknown_student_arch_names_the_setting(make_cfg):
