@@ -1,4 +1,5 @@
-"""PromptKD's checkpoints on the scaffold's format (:mod:`pand.engine.checkpoint`), under ``run_dir/promptkd/checkpoints/``.
+"""PromptKD's checkpoints, in the scaffold's format (:mod:`pand.engine.checkpoint`) under
+``run_dir/promptkd/checkpoints/``.
 
 An epoch checkpoint holds the student's trainable tensors as ``trainable.<name>`` (prompts, projector, its
 BatchNorm buffers; :func:`trainable_state`) and, in its state, the optimiser and grad-scaler states, the RNG states,
@@ -27,7 +28,7 @@ from pand.utils.io import load_tensors
 from .context import PromptKDContext
 from .student import PromptKDStudent, trainable_parameters
 
-__all__ = ["RESUME_FREE", "config_dict", "check_fresh", "check_resumable", "trainable_state", "load_trainable",
+__all__ = ["RESUME_FREE", "NO_BEST", "config_dict", "check_fresh", "check_resumable", "trainable_state", "load_trainable",
            "fingerprint", "restore", "save_epoch", "load_best"]
 
 #: keys that may change between a run and its resumption (evaluation-only settings)
