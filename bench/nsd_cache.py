@@ -121,9 +121,9 @@ def make_config(a: argparse.Namespace, work: Path, views: int):
 
 def build_splits_for(cfg):
     """Datasets with the student's train/eval transforms (what :func:`pand.train.build_run_splits` does)."""
-    from pand.data import build_splits, create_transform, preprocess_cfg_from_student
+    from pand.data import build_splits, create_transform, preprocess_spec_from_student
 
-    pp = preprocess_cfg_from_student(cfg.student)
+    pp = preprocess_spec_from_student(cfg.student)
     return build_splits(cfg.data, cache_dir=cfg.cache_dir,
                         train_transform=create_transform(pp, True, str(cfg.student.augment),
                                                          tuple(cfg.student.train_crop_scale)),
@@ -137,7 +137,7 @@ def cost_ratio(teacher, cfg, num_classes: int, device, batch: int = 16) -> Dict[
     from torch.utils.flop_counter import FlopCounterMode
 
     from pand.models.students import create_student
-    from pand.nsd.engine import autocast
+    from pand.engine.device import autocast
 
     student = create_student(str(cfg.student.arch), num_classes).eval().to(device)
     s, t = int(cfg.student.image_size), int(teacher.image_size)

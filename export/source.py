@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pand.data.transforms import preprocess_cfg_from_student
+from pand.data.transforms import preprocess_spec_from_student
 from pand.errors import ArtifactError, PandError
 from pand.utils.io import load_tensors, sha256_file
 from pand_runtime.preprocess_spec import PreprocessSpec
@@ -112,7 +112,7 @@ def load_source(path: str | Path) -> ExportSource:
     if meta.get("preprocess"):
         preprocess = PreprocessSpec.from_dict(meta["preprocess"], f"{checkpoint} metadata 'preprocess'")
     elif cfg is not None:
-        preprocess = preprocess_cfg_from_student(cfg.student)
+        preprocess = preprocess_spec_from_student(cfg.student)
     else:
         raise ArtifactError(f"{checkpoint} metadata has no 'preprocess' and no config.yaml was found next to it")
     if meta.get("kind") == "promptkd":

@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 
 from pand.config import STAGES, save_config
-from pand.data import build_splits, create_transform, preprocess_cfg_from_student
+from pand.data import build_splits, create_transform, preprocess_spec_from_student
 from pand.errors import ArtifactError, ConfigError
 from pand.models.teacher import create_teacher, teacher_summary
 from pand.nsd import LiveTeacher, fit
@@ -44,7 +44,7 @@ __all__ = ["run", "build_run_splits", "resolve_anchors", "student_metadata", "wr
 
 def build_run_splits(cfg) -> Any:
     """``pand.data.build_splits`` with the student's train (augmenting) and eval transforms attached."""
-    pp = preprocess_cfg_from_student(cfg.student)
+    pp = preprocess_spec_from_student(cfg.student)
     train_tf = create_transform(pp, True, str(cfg.student.augment), tuple(cfg.student.train_crop_scale))
     return build_splits(cfg.data, cache_dir=cfg.cache_dir, train_transform=train_tf,
                         eval_transform=create_transform(pp, False))
@@ -91,7 +91,7 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resum
 
 def student_metadata(cfg, class_names, val_top1: Optional[float], epoch: int, teacher=None) -> Dict[str, Any]:
     """Metadata of ``student.safetensors`` (everything needed to rebuild and feed the student)."""
-    pp = preprocess_cfg_from_student(cfg.student)
+    pp = preprocess_spec_from_student(cfg.student)
     return {
         "format": "pand-student-v1", "arch": str(cfg.student.arch), "num_classes": len(class_names),
         "class_names": list(class_names), "image_size": pp.image_size, "preprocess": pp.to_dict(),

@@ -16,13 +16,13 @@ from .transforms import (
     CropFlipParams,
     RandomResizedCropFlip,
     create_transform,
-    preprocess_cfg_from_student,
+    preprocess_spec_from_student,
 )
 
 __all__ = [
     "DataSplits", "FGVCDataset", "Sample", "build_splits", "load_raw", "RawSplits", "clean_class_name",
     "DATASETS", "get_dataset", "list_datasets", "base_novel_split", "label_budget", "stratified_holdout",
-    "CropFlipParams", "RandomResizedCropFlip", "create_transform", "preprocess_cfg_from_student",
+    "CropFlipParams", "RandomResizedCropFlip", "create_transform", "preprocess_spec_from_student",
     "generate_synthetic",
 ]
 

@@ -24,17 +24,14 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 from pand_runtime.preprocess_spec import PreprocessSpec, default_resize_size
 
 __all__ = [
-    "PreprocessCfg", "preprocess_cfg_from_student", "create_transform", "CropFlipParams", "RandomResizedCropFlip",
+    "preprocess_spec_from_student", "create_transform", "CropFlipParams", "RandomResizedCropFlip",
     "RandomCropAndResize", "AUGMENTS",
 ]
 
 AUGMENTS = ("standard", "pand_reference", "none")
 
-#: the training side's name for :class:`~pand_runtime.preprocess_spec.PreprocessSpec` (the same type)
-PreprocessCfg = PreprocessSpec
 
-
-def preprocess_cfg_from_student(student_cfg: Any) -> PreprocessSpec:
+def preprocess_spec_from_student(student_cfg: Any) -> PreprocessSpec:
     """The :class:`PreprocessSpec` of a ``student`` config section (:class:`pand.config.schema.StudentCfg`).
 
     ``resize_size`` null means :func:`~pand_runtime.preprocess_spec.default_resize_size` (``round(image_size /
@@ -219,7 +216,7 @@ def create_transform(pp: PreprocessSpec, is_train: bool, augment: str = "standar
     """The train or eval transform (PIL RGB image -> normalised ``[3, image_size, image_size]`` float tensor).
 
     Args:
-        pp: preprocessing settings (:func:`preprocess_cfg_from_student`).
+        pp: preprocessing settings (:func:`preprocess_spec_from_student`).
         is_train: False gives the eval transform whatever ``augment`` says.
         augment: ``standard`` | ``pand_reference`` | ``none`` (= eval transform, also for training).
         crop_scale: RandomResizedCrop area range of ``standard``.

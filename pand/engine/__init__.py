@@ -15,13 +15,16 @@ Modules, by responsibility:
 * :mod:`pand.engine.checkpoint`: per-epoch checkpoints and resume, RNG capture/restore, the resume-time
   configuration check, optimiser state as safetensors, and the one safe ``torch.load``
   (:func:`~pand.engine.checkpoint.safe_torch_load`).
-* :mod:`pand.engine.loaders`: DataLoader settings from ``trainer.*`` and the seeded per-epoch order of in-memory
-  batches.
+* :mod:`pand.engine.loaders`: DataLoader settings from ``trainer.*``, the seeded per-epoch order of in-memory
+  batches, and the image loaders with per-sample replayable augmentation and rank sharding
+  (:func:`~pand.engine.loaders.make_train_loader`, :func:`~pand.engine.loaders.make_eval_loader`).
 
 How a stage uses it: it builds its own model, loss and data, then the optimiser (``build_optimizer``) and its LR
 (``build_scheduler`` or ``cosine_lr``/``set_lr``), and per epoch calls ``train_one_epoch(batches, step)`` where
 ``step`` runs the forward pass under ``autocast``, checks the loss (``nonfinite_step``), calls ``optimizer_step``
 and returns the values to sum; then it evaluates (``evaluate`` or its own metric) and saves its state
 (``save_checkpoint`` or ``optimizer_tensors``). Stage NSD (:mod:`pand.nsd.engine`), Stage PSC
-(:mod:`pand.psc.loop`) and the demo teacher's pre-training (:mod:`pand.demo.teacher_pretrain`) work this way.
+(:mod:`pand.psc.loop`), PromptKD's student (:mod:`pand.promptkd.train`) and PromptSRC teacher
+(:mod:`pand.promptkd.promptsrc`), and the demo teacher's pre-training (:mod:`pand.demo.teacher_pretrain`) work this
+way.
 """

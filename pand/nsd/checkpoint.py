@@ -2,8 +2,7 @@
 
 The checkpoint format itself (per-epoch directories, ``last.json``, resume, the configuration check, RNG states,
 the safe loader) is the scaffold's, :mod:`pand.engine.checkpoint`; NSD keeps its checkpoints under
-``<run>/nsd/checkpoints/``. The scaffold's names are re-exported here for the callers that still import them from
-this module (``pand.train``, ``pand.promptkd``); new code imports :mod:`pand.engine.checkpoint`.
+``<run>/nsd/checkpoints/``.
 """
 from __future__ import annotations
 
@@ -11,20 +10,11 @@ from typing import Dict
 
 import torch
 
-from pand.engine.checkpoint import (  # noqa: F401 - re-exported (see the module docstring)
-    RESUME_IGNORED_KEYS, best_weights_path, capture_rng, check_resume_config, checkpoint_config, config_diff,
-    flatten_config, has_checkpoint, load_last_checkpoint, refuse_overwrite, restore_rng, save_checkpoint,
-    split_prefixed,
-)
+from pand.engine.checkpoint import split_prefixed
 
 from .model import NSDModel
 
-__all__ = [
-    "model_tensors", "load_model_tensors",
-    "RESUME_IGNORED_KEYS", "capture_rng", "restore_rng", "save_checkpoint", "load_last_checkpoint", "has_checkpoint",
-    "best_weights_path", "refuse_overwrite", "checkpoint_config", "flatten_config", "config_diff",
-    "check_resume_config", "split_prefixed",
-]
+__all__ = ["model_tensors", "load_model_tensors"]
 
 
 def model_tensors(model: NSDModel) -> Dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 ``fit`` = :func:`build_models` -> :func:`build_data` -> :func:`build_optim` -> resume -> per epoch
 (:func:`train_one_epoch`, :func:`evaluate` on val, checkpoint) -> one :func:`evaluate` of the best checkpoint
-on test. Teacher features come from a :class:`~pand.nsd.teacher_source.TeacherSource`; the loss code never
+on test. Teacher features come from a :class:`~pand.models.teacher_source.TeacherSource`; the loss code never
 knows whether they are live or cached. The epoch loop, the optimisation step, the optimiser/scheduler factory,
 evaluation and checkpointing are the scaffold's; what is Stage NSD's own is here: the model (student + alignment
 heads), the criterion and its terms, the all-reduced finiteness check, the metrics records and the run bookkeeping.
@@ -35,27 +35,27 @@ from pand.engine.checkpoint import (
     restore_rng, save_checkpoint, split_prefixed,
 )
 from pand.engine.device import autocast, grad_scaler, memory_format
+from pand.engine.loaders import make_eval_loader, make_train_loader
 from pand.engine.loop import EpochTotals, evaluate
 from pand.engine.optim import build_optimizer, build_scheduler
 from pand.engine.step import nonfinite_step, optimizer_step
 from pand.errors import ArtifactError, PandError
 from pand.models.align import AlignHeads
 from pand.models.students import create_student
+from pand.models.teacher_source import TeacherSource
 from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, select_device
 from pand.utils.io import load_tensors, read_json
 from pand.utils.seed import seed_everything
 
 from .checkpoint import load_model_tensors, model_tensors
 from .criterion import NSDCriterion
-from .data import make_eval_loader, make_train_loader
 from .metrics import MetricsLogger
 from .model import NSDModel
 from .teacher_cache import maybe_cache_teacher
 from .teacher_cache_auto import record_choice, resolve_views
-from .teacher_source import TeacherSource
 
 __all__ = [
-    "NonFiniteLossError", "Loaders", "NSDContext", "NSDResult", "StepHook", "autocast", "build_models", "build_data",
+    "NonFiniteLossError", "Loaders", "NSDContext", "NSDResult", "StepHook", "build_models", "build_data",
     "build_optim", "train_one_epoch", "evaluate", "fit",
 ]
 

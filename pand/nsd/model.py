@@ -2,7 +2,7 @@
 
 Keeping both in one ``nn.Module`` with a single ``forward`` lets DistributedDataParallel see every
 trainable parameter used in a step. The frozen teacher is *not* part of it (its features come from a
-:class:`pand.nsd.teacher_source.TeacherSource`).
+:class:`pand.models.teacher_source.TeacherSource`).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ there the build is not repaid and the cache is slower end to end. ``auto`` decid
    :func:`~pand.utils.seed.seed_everything`; every RNG is restored afterwards, so the seeded training trajectory is
    the one of an explicit ``views``): on a few training batches of the real per-device batch size (one warm-up
    batch, then the fastest of 3 timed ones), the seconds per batch of decoding + augmenting (one process), the
-   teacher forward (the :class:`~pand.nsd.teacher_source.LiveTeacher` path), one student step (forward, loss,
+   teacher forward (the :class:`~pand.models.teacher_source.LiveTeacher` path), one student step (forward, loss,
    backward, optimiser step) on a throw-away copy of the student (random init, no ``torch.compile``, no DDP
    gradient all-reduce), and a cache lookup (:meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.lookup` on an
    in-memory table).
@@ -37,15 +37,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pand.engine.loaders import IndexedDataset
 from pand.errors import ConfigError
+from pand.models.teacher_source import LiveTeacher
 from pand.utils.distributed import DistInfo, all_gather_object
 from pand.utils.io import atomic_write_json, read_json
 
 from .criterion import NSDCriterion
-from .data import IndexedDataset
 from .teacher_cache.format import AUTO, _manifest_ok, teacher_cache_dir, teacher_cache_key, teacher_cache_meta
 from .teacher_cache.lookup import TeacherFeatureCache
-from .teacher_source import LiveTeacher
 
 __all__ = ["AUTO", "AUTO_MAX_VIEWS", "MIN_GAIN", "CHOICE_FILE", "project_teacher_cache", "measure_step_costs",
            "auto_views", "resolve_views", "record_choice"]
@@ -146,7 +146,7 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
 
     Args:
         cfg: the run configuration (``student``, ``recipe``, ``nsd``, ``trainer`` are read).
-        source: the :class:`~pand.nsd.teacher_source.LiveTeacher` of the run.
+        source: the :class:`~pand.models.teacher_source.LiveTeacher` of the run.
         dataset: the training dataset (augmenting transform attached).
         device: the training device.
         batch: images per batch (the per-device training batch).

@@ -6,7 +6,7 @@ the loader of the unlabeled distillation pool, and the data sections of the cros
   and the PromptSRC teacher train on: no novel-class image or label).
 * :func:`distillation_loader`: the ``promptkd.pool`` images (:func:`pand.promptkd.protocol.build_pool`) with the
   student's training augmentation, in the seeded, per-sample replayable training loader of the scaffold's stages
-  (:func:`pand.nsd.data.make_train_loader`).
+  (:func:`pand.engine.loaders.make_train_loader`).
 * :func:`cross_eval_data`: the ``data`` section of a ``promptkd.cross_eval`` entry.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pand.config.schema import DataCfg
 from pand.data import build_splits
 from pand.data.base import DataSplits, FGVCDataset
 from pand.data.transforms import create_transform
+from pand.engine.loaders import make_train_loader
 from pand.errors import DataError
-from pand.nsd.data import make_train_loader
 from pand.utils.distributed import DistInfo
 from pand_runtime.preprocess_spec import PreprocessSpec
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from pand.data import build_splits
 from pand.data.transforms import create_transform
 from pand.engine.device import autocast
-from pand.nsd.data import make_eval_loader
+from pand.engine.loaders import make_eval_loader
 from pand.utils.distributed import DistInfo
 
 from .class_vectors import class_vectors_for

@@ -49,12 +49,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pand.data.transforms import create_transform
+from pand.engine.loaders import make_train_loader
 from pand.engine.loop import train_one_epoch
 from pand.engine.optim import build_optimizer, set_lr
 from pand.engine.step import optimizer_step
 from pand.errors import ArtifactError, PandError
 from pand.models.teacher import same_teacher
-from pand.nsd.data import make_train_loader
 from pand.psc.features import tensor_sha256
 from pand.psc.prompt_learner import PromptLearner, TextEncoder
 from pand.utils.distributed import DistInfo

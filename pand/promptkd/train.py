@@ -8,7 +8,7 @@ pool with :func:`pand.engine.loop.train_one_epoch`; the student is validated on 
 One step (:func:`train_epoch`), labels never read (the pool returns ``-1``):
 
 * the teacher sees the student's augmented batch, re-normalised / resized to its own preprocessing
-  (:class:`pand.nsd.teacher_source.LiveTeacher`), so its logits ``l_t = s_t * n(f_t) @ T^T`` are computed live
+  (:class:`pand.models.teacher_source.LiveTeacher`), so its logits ``l_t = s_t * n(f_t) @ T^T`` are computed live
   against the stored class vectors ``T`` of the classes in the training logits (the text side never runs);
 * ``l_s = s_s * n(projector(encoder(x))) @ T^T`` under autocast (bf16/fp16 on CUDA only, fp32 master weights);
 * ``loss = kd_weight * KL(l_s/tau || l_t/tau) * tau^2 / (B*C)`` (:func:`pand.promptkd.loss.promptkd_kd_loss`);
@@ -29,7 +29,7 @@ from pand.engine.loop import EpochTotals, train_one_epoch
 from pand.engine.optim import build_optimizer, set_lr
 from pand.engine.step import optimizer_step
 from pand.errors import PandError
-from pand.nsd.teacher_source import LiveTeacher
+from pand.models.teacher_source import LiveTeacher
 
 from . import checkpoint
 from .context import PromptKDContext

@@ -11,7 +11,7 @@ from pand.data.transforms import (
     CropFlipParams,
     RandomResizedCropFlip,
     create_transform,
-    preprocess_cfg_from_student,
+    preprocess_spec_from_student,
 )
 from pand_runtime.preprocess_spec import CLIP_MEAN, PreprocessSpec
 
@@ -22,13 +22,13 @@ def _img(w=50, h=30, seed=0):
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
 
 
-def test_preprocess_cfg_from_student():
-    pp = preprocess_cfg_from_student(StudentCfg(image_size=224, resize_size=None, interpolation="bicubic",
+def test_preprocess_spec_from_student():
+    pp = preprocess_spec_from_student(StudentCfg(image_size=224, resize_size=None, interpolation="bicubic",
                                                 mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
     assert (pp.image_size, pp.resize_size, pp.interpolation) == (224, 256, "bicubic")
-    assert preprocess_cfg_from_student(StudentCfg(image_size=64)).resize_size == 73  # round(64 / 0.875)
-    assert preprocess_cfg_from_student(StudentCfg(image_size=64, resize_size=72)).resize_size == 72
-    assert preprocess_cfg_from_student(StudentCfg(image_size=64)).mean == CLIP_MEAN  # the schema's default
+    assert preprocess_spec_from_student(StudentCfg(image_size=64)).resize_size == 73  # round(64 / 0.875)
+    assert preprocess_spec_from_student(StudentCfg(image_size=64, resize_size=72)).resize_size == 72
+    assert preprocess_spec_from_student(StudentCfg(image_size=64)).mean == CLIP_MEAN  # the schema's default
     assert PreprocessSpec.from_dict(pp.to_dict()) == pp
     with pytest.raises(ValueError):
         PreprocessSpec(image_size=32, resize_size=16)

@@ -21,13 +21,13 @@ def make_run_dir(run_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), 
     import torch
 
     from pand.config import load_config, save_config
-    from pand.data import build_splits, preprocess_cfg_from_student
+    from pand.data import build_splits, preprocess_spec_from_student
     from pand.models import create_student
     from pand.utils.io import save_tensors
 
     cfg = load_config(TINY, [f"cache_dir={cache_dir}", *overrides])
     splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
-    pp = preprocess_cfg_from_student(cfg.student)
+    pp = preprocess_spec_from_student(cfg.student)
     torch.manual_seed(seed)
     model = create_student(cfg.student.arch, len(splits.class_names))
     model.eval()

@@ -11,7 +11,7 @@ import bundle_factory as bf
 from pand_export import ExportOptions, export_bundle
 from pand_export.exporter import default_output_dir
 from pand_export.onnx_export import onnx_io_specs, torch_to_onnx
-from pand.data import preprocess_cfg_from_student
+from pand.data import preprocess_spec_from_student
 from pand.errors import ArtifactError
 from pand.utils.io import load_tensors, sha256_file
 from pand_runtime import Predictor, load_manifest
@@ -34,7 +34,7 @@ def test_fp32_bundle_manifest_describes_model_and_eval_transform(fp32_bundle, ru
     assert m.class_names == meta["class_names"] and m.num_classes == 24 and m.arch == "resnet18"
     from pand.config import load_config
 
-    pp = preprocess_cfg_from_student(load_config(run_dir / "config.yaml").student).to_dict()
+    pp = preprocess_spec_from_student(load_config(run_dir / "config.yaml").student).to_dict()
     for k in ("image_size", "resize_size", "interpolation"):
         assert getattr(m.preprocess, k) == pp[k]
     assert m.preprocess.mean == pytest.approx(pp["mean"]) and m.preprocess.std == pytest.approx(pp["std"])

@@ -12,7 +12,7 @@ import torch
 
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
 from pand.engine.checkpoint import load_last_checkpoint
-from pand.nsd.data import IndexedDataset
+from pand.engine.loaders import IndexedDataset
 from pand.nsd.teacher_cache import CachedTeacher, build_teacher_cache
 
 pytestmark = [

@@ -7,8 +7,8 @@ import torch
 
 from pand.models.align import AlignHeads, l2_normalize
 from pand.engine.checkpoint import capture_rng, check_resume_config, config_diff, restore_rng
-from pand.nsd.data import IndexedDataset, ShardSampler, ViewSampler, mix_seed, replay_views
-from pand.nsd.teacher_source import LiveTeacher, TeacherSource, renormalize
+from pand.engine.loaders import IndexedDataset, ShardSampler, ViewSampler, mix_seed, replay_views
+from pand.models.teacher_source import LiveTeacher, TeacherSource, renormalize
 from pand.errors import ArtifactError
 
 

@@ -30,7 +30,7 @@ from pand.data.transforms import create_transform
 from pand_runtime.preprocess_spec import PreprocessSpec
 from pand.errors import ArtifactError, PandError
 from pand.nsd import LiveTeacher, NSDCriterion, build_models, fit
-from pand.nsd.data import IndexedDataset, make_train_loader, replay_views
+from pand.engine.loaders import IndexedDataset, make_train_loader, replay_views
 from pand.nsd.teacher_cache import (
     CACHE_SUBDIR, CachedTeacher, TeacherFeatureCache, build_teacher_cache, maybe_cache_teacher,
 )

@@ -15,7 +15,7 @@ from pand_runtime.preprocess_spec import PreprocessSpec
 from pand.nsd import LiveTeacher
 from pand.nsd import teacher_cache as tc
 from pand.nsd.teacher_cache import build as cache_build
-from pand.nsd.data import IndexedDataset
+from pand.engine.loaders import IndexedDataset
 
 NUM_CLASSES = 4
 

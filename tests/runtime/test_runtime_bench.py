@@ -1,7 +1,6 @@
 """pand-bench: timing method, statistics, the table, accuracy from stored parity data, --compare."""
 import json
 import shutil
-import time
 from types import SimpleNamespace
 
 import numpy as np

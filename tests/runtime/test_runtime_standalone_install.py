@@ -7,7 +7,6 @@ the runtime's dependencies (numpy, Pillow, click, onnxruntime) from the package 
 import json
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 

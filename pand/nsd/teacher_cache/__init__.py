@@ -6,23 +6,23 @@ instead:
 
 1. **Build** (:func:`build_teacher_cache`, before training; under torchrun every rank encodes its share of the
    shards and rank 0 writes the manifest after a barrier). For every training image ``i`` and view
-   ``v < V`` the training pipeline's own augmentation is replayed: :class:`pand.nsd.data.IndexedDataset` draws the
+   ``v < V`` the training pipeline's own augmentation is replayed: :class:`pand.engine.loaders.IndexedDataset` draws the
    random parameters of ``(i, v)`` from ``mix_seed(trainer.seed, v, i)`` only, so the pixels are a pure function of
    ``(seed, v, i)``. Each image file is decoded once for its ``V`` views (the build asks for ``(i, 0..V-1)`` in a
    row and every view transforms a copy of the decoded image; decoding draws no random numbers, so the pixels are
    those of ``dataset[i]`` under the view's seed, bit for bit). Those pixels go through the very same
-   :class:`~pand.nsd.teacher_source.LiveTeacher` path (re-normalisation, resize, channels-last, AMP) and the
+   :class:`~pand.models.teacher_source.LiveTeacher` path (re-normalisation, resize, channels-last, AMP) and the
    L2-normalised features ``[N, V, D_t]`` are written as
    safetensors (fp16 by default, ``nsd.teacher_cache.dtype=fp32`` for exact parity) in shards of
    ``nsd.teacher_cache.shard_size`` images: ``<cache_dir>/nsd_teacher/<key[:32]>/shard-00000.safetensors`` ...
    plus ``manifest.json``, written last. Every file is written atomically, so a crash keeps the finished shards
    and the next build only computes the missing ones (a tqdm bar counts the views encoded).
-2. **Train** (:class:`CachedTeacher`, the :class:`~pand.nsd.teacher_source.TeacherSource` the engine sees). Every
+2. **Train** (:class:`CachedTeacher`, the :class:`~pand.models.teacher_source.TeacherSource` the engine sees). Every
    step samples a view per image: in epoch ``e`` image ``i`` uses view ``replay_views(seed, e, N, V)[i]``
-   (:func:`pand.nsd.data.replay_views`: each image cycles through its ``V`` views in its own random order, redrawn
+   (:func:`pand.engine.loaders.replay_views`: each image cycles through its ``V`` views in its own random order, redrawn
    every ``V`` epochs, so one batch mixes views and no view is over-used). The engine asks
    :meth:`CachedTeacher.views` before the epoch and hands the per-image views to the
-   :class:`~pand.nsd.data.ViewSampler`, so the data pipeline reproduces exactly the pixels the teacher encoded;
+   :class:`~pand.engine.loaders.ViewSampler`, so the data pipeline reproduces exactly the pixels the teacher encoded;
    :meth:`CachedTeacher.features` looks ``(index, view)`` up in memory-mapped shards (a numpy memmap of each file's
    raw tensor region: only the rows of the batch are read, nothing is loaded whole, and only the ``[B, D_t]`` batch
    is moved to the GPU) and returns float32 on the images' device.

@@ -18,14 +18,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from pand.data.base import FGVCDataset
+from pand.engine.loaders import IndexedDataset
 from pand.errors import PandError
+from pand.models.teacher_source import LiveTeacher
 from pand.psc.features import tensor_sha256
 from pand.utils.distributed import all_gather_object, barrier
 from pand.utils.io import atomic_write_json, save_tensors
 from pand.utils.lock import LOCK_NAME, exclusive_lock
 
-from ..data import IndexedDataset
-from ..teacher_source import LiveTeacher
 from .format import (
     DTYPES, MANIFEST, _manifest_ok, _shard_path, _shard_ranges, _valid_shard, teacher_cache_dir, teacher_cache_key,
     teacher_cache_meta,
@@ -40,7 +40,7 @@ class _DecodeOnce:
     The build asks for ``(i, 0), (i, 1), ..., (i, V-1)`` in a row; the decoded RGB image of the last index is kept
     (one image per process / DataLoader worker) and every view transforms a copy of it
     (:meth:`pand.data.FGVCDataset.item_from_image`). Decoding draws no random numbers, so under
-    :class:`~pand.nsd.data.IndexedDataset`'s ``mix_seed(seed, v, i)`` the transform of view ``v`` draws exactly what
+    :class:`~pand.engine.loaders.IndexedDataset`'s ``mix_seed(seed, v, i)`` the transform of view ``v`` draws exactly what
     ``dataset[i]`` draws: the pixels, hence the features, are bit-identical to decoding every view.
     """
 

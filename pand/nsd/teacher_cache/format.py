@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from pand.errors import PandError
+from pand.models.teacher_source import LiveTeacher
 from pand.psc.features import content_hash, describe_transform, feature_cache_key, samples_hash
 from pand.utils.io import read_json
 
-from ..teacher_source import LiveTeacher
 
 __all__ = [
     "CACHE_SUBDIR", "FORMAT", "DTYPES", "RECOMMENDED_VIEWS", "AUTO", "MANIFEST", "teacher_cache_meta",

@@ -1,7 +1,7 @@
 """Reading the NSD teacher-feature cache during training: :class:`TeacherFeatureCache` (memory-mapped shards) and
-:class:`CachedTeacher`, the :class:`~pand.nsd.teacher_source.TeacherSource` that replays the cached views.
+:class:`CachedTeacher`, the :class:`~pand.models.teacher_source.TeacherSource` that replays the cached views.
 
-In epoch ``e`` image ``i`` uses view ``replay_views(seed, e, N, V)[i]`` (:func:`pand.nsd.data.replay_views`: each
+In epoch ``e`` image ``i`` uses view ``replay_views(seed, e, N, V)[i]`` (:func:`pand.engine.loaders.replay_views`: each
 image cycles through its ``V`` views in its own random order, redrawn every ``V`` epochs). The engine asks
 :meth:`CachedTeacher.views` before the epoch and hands them to the training sampler, so the data pipeline reproduces
 exactly the pixels the teacher encoded; :meth:`CachedTeacher.features` reads only the batch's rows and moves only the
@@ -15,10 +15,10 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from pand.engine.loaders import replay_views
 from pand.errors import ArtifactError, PandError
 from pand.utils.io import read_json
 
-from ..data import replay_views
 from .format import MANIFEST, _manifest_ok, _memmap, _read_header, _shard_path, _shard_ranges, _valid_shard
 
 __all__ = ["TeacherFeatureCache", "CachedTeacher"]
@@ -90,7 +90,7 @@ class TeacherFeatureCache:
 
 
 class CachedTeacher:
-    """A :class:`~pand.nsd.teacher_source.TeacherSource` that reads cached features instead of running the teacher.
+    """A :class:`~pand.models.teacher_source.TeacherSource` that reads cached features instead of running the teacher.
 
     In epoch ``e`` image ``i`` uses view ``replay_views(seed, e, N, V)[i]`` (:meth:`views`); the engine passes those
     views to the training sampler, so the student's pixels are exactly the ones the teacher encoded at build time.
@@ -113,7 +113,7 @@ class CachedTeacher:
         self._table: Tuple[int, Any] = (-1, None)
 
     def views(self, epoch: int, count: int):
-        """``[count]`` views of every image in ``epoch`` (:func:`pand.nsd.data.replay_views`).
+        """``[count]`` views of every image in ``epoch`` (:func:`pand.engine.loaders.replay_views`).
 
         Raises:
             PandError: ``count`` is not the number of images in the cache.

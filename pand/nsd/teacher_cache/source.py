@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from pand.errors import ConfigError, PandError
+from pand.models.teacher_source import LiveTeacher
 from pand.utils.distributed import DistInfo
 
-from ..teacher_source import LiveTeacher
 from .build import build_teacher_cache
 from .format import AUTO
 from .lookup import CachedTeacher

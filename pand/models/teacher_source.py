@@ -1,4 +1,4 @@
-"""The one seam through which Stage NSD gets teacher image features.
+"""The one seam through which Stage NSD gets teacher image features (PromptKD's live teacher uses it too).
 
 The training loop only ever calls ``source.features(images, indices)`` and never knows whether the features
 come from a live teacher forward pass (:class:`LiveTeacher`) or from a cache of pre-computed augmented views
@@ -7,12 +7,12 @@ it (augmented, normalised with the *student's* mean/std, on the training device)
 indices of the samples.
 
 Augmentation replay: the training dataset draws the random augmentation of sample ``i`` from a seed that is
-a function of ``(trainer.seed, view, i)`` only (:class:`pand.nsd.data.IndexedDataset`). Before every epoch the
+a function of ``(trainer.seed, view, i)`` only (:class:`pand.engine.loaders.IndexedDataset`). Before every epoch the
 engine asks the source which view each image uses (:meth:`TeacherSource.views`), hands those views to the training
 sampler and tells the source the epoch (:meth:`TeacherSource.set_epoch`). A live teacher uses ``view = epoch`` for
 every image (fresh augmentations every epoch); a cache with ``V`` stored views
 (:class:`pand.nsd.teacher_cache.CachedTeacher`) gives each image its own view in ``[0, V)`` per epoch
-(:func:`pand.nsd.data.replay_views`) and looks features up by ``(index, view)``, because the same ``(view, i)``
+(:func:`pand.engine.loaders.replay_views`) and looks features up by ``(index, view)``, because the same ``(view, i)``
 always reproduces the same pixels.
 """
 from __future__ import annotations
