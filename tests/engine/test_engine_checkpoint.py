@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pand.engine.checkpoint import (
-    capture_rng, load_last_checkpoint, load_optimizer_tensors, optimizer_tensors, restore_rng, safe_torch_load,
+    capture_rng, check_resume_config, config_diff, load_last_checkpoint, load_optimizer_tensors, optimizer_tensors,
+    restore_rng, safe_torch_load,
     save_checkpoint, split_prefixed,
 )
 from pand.engine.optim import build_optimizer, build_scheduler
@@ -120,3 +121,27 @@ def test_optimizer_state_round_trip_through_safetensors(tmp_path, name):
     for p, o in ((w, opt), (w2, opt2)):
         optimizer_step((p ** 2).sum(), o)
     assert torch.equal(w.detach(), w2.detach())
+
+
+def test_rng_capture_restore_roundtrip(tmp_path):
+    torch.manual_seed(1)
+    random.seed(2)
+    np.random.seed(3)
+    state = capture_rng()
+    torch.save(state, tmp_path / "s.pt")
+    a = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    restore_rng(torch.load(tmp_path / "s.pt", weights_only=True))
+    b = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+
+def test_config_diff_and_refusal():
+    old = {"nsd": {"lr": 0.1, "nlrd": {"k": 3}}, "trainer": {"num_workers": 2}, "run_dir": "a"}
+    new = {"nsd": {"lr": 0.2, "nlrd": {"k": 3}, "extra": 1}, "trainer": {"num_workers": 8}, "run_dir": "b"}
+    assert config_diff(old, new) == [("nsd.extra", "<absent>", 1), ("nsd.lr", 0.1, 0.2)]
+    check_resume_config(old, dict(old, run_dir="elsewhere"), "x")  # ignored keys only
+    with pytest.raises(ArtifactError, match="nsd.lr: checkpoint=0.1 now=0.2"):
+        check_resume_config(old, new, "x")
