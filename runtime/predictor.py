@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ._lazy import trt_available
+from ._lazy import pycuda_driver, trt_available
 from .backends.base import Backend, run_batched
 from .backends.ort_backend import OrtBackend
 from .backends.trt_backend import TrtBackend
@@ -54,10 +54,8 @@ class Prediction:
 
 def _cuda_device_present() -> bool:
     try:
-        from ._lazy import pycuda_driver as cuda
-
-        cuda.init()
-        return cuda.Device.count() > 0
+        pycuda_driver.init()
+        return pycuda_driver.Device.count() > 0
     except Exception:  # noqa: BLE001 - no driver, no device, no pycuda: all mean "not usable"
         return False
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pand.engine.device import autocast
 from pand.engine.loaders import IndexedDataset
 from pand.errors import ConfigError
 from pand.models.teacher_source import LiveTeacher
@@ -158,7 +159,7 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
     Returns:
         ``{"data_s", "teacher_s", "student_s", "lookup_s", "batch"}``.
     """
-    from .engine import autocast, build_models, build_optim  # here: the engine imports this module
+    from .engine import build_models, build_optim  # here: the engine imports this module
 
     n = len(dataset)
     batch = max(1, min(int(batch), n))
