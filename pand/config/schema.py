@@ -24,6 +24,7 @@ from omegaconf import MISSING
 
 from pand.data.registry import DATASETS
 from pand.data.synthetic.settings import SyntheticCfg
+from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD
 
 __all__ = [
     "DATASETS", "RECIPES", "STAGES", "SyntheticCfg", "DataCfg", "TeacherCfg", "StudentCfg", "RecipeCfg", "TrainerCfg",
@@ -74,8 +75,8 @@ class StudentCfg:
     image_size: int = 224
     resize_size: Optional[int] = None  # eval resize of the shorter side; default image_size / 0.875
     interpolation: str = "bilinear"
-    mean: List[float] = field(default_factory=lambda: [0.48145466, 0.4578275, 0.40821073])
-    std: List[float] = field(default_factory=lambda: [0.26862954, 0.26130258, 0.27577711])
+    mean: List[float] = field(default_factory=lambda: list(CLIP_MEAN))
+    std: List[float] = field(default_factory=lambda: list(CLIP_STD))
     augment: str = "standard"  # standard (random resized crop + flip) | pand_reference (docs/method.md) | none
     train_crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
 

@@ -35,6 +35,7 @@ from torch import nn
 from pand.config.schema import TeacherCfg
 from pand.errors import ConfigError, PandError
 from pand.utils.io import sha256_file
+from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD
 
 __all__ = [
     "MODEL_CONFIG_DIR", "TINY_TEACHERS", "Teacher", "create_teacher", "register_model_configs", "state_dict_sha256",
@@ -140,8 +141,8 @@ class Teacher(nn.Module):
         size = self.image_size
         if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
             self.image_size = int(self.image_size[0])
-        self.mean = tuple(float(v) for v in pp.get("mean", (0.48145466, 0.4578275, 0.40821073)))
-        self.std = tuple(float(v) for v in pp.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        self.mean = tuple(float(v) for v in pp.get("mean", CLIP_MEAN))
+        self.std = tuple(float(v) for v in pp.get("std", CLIP_STD))
         self.interpolation = str(pp.get("interpolation", "bicubic"))
         self.resize_mode = str(pp.get("resize_mode", "shortest"))
         self.embed_dim = _embed_dim(model)

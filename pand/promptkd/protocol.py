@@ -123,7 +123,7 @@ REFERENCE_KD_WEIGHT_DEFAULT = 1000.0
 
 def resolve_kd_weight(pk, dataset: str) -> Tuple[float, str]:
     """``(kd_weight, where it came from)``: ``promptkd.kd_weight`` when set, else the reference's per-dataset value."""
-    value = pk.get("kd_weight") if hasattr(pk, "get") else getattr(pk, "kd_weight", None)
+    value = pk.kd_weight
     if value is not None:
         return float(value), "promptkd.kd_weight (set in the config)"
     if dataset in REFERENCE_KD_WEIGHTS:
@@ -137,8 +137,7 @@ def resolve_pool(pk) -> str:
     Raises:
         DataError: an unknown pool, or a ``regime`` that contradicts an explicitly different ``pool``.
     """
-    get = pk.get if hasattr(pk, "get") else (lambda k, d=None: getattr(pk, k, d))
-    pool, regime = str(get("pool", "reference") or "reference"), get("regime", None)
+    pool, regime = str(pk.pool), pk.regime
     if regime is not None:
         regime = str(regime)
         if regime not in ("inductive", "transductive"):

@@ -311,9 +311,9 @@ def build_promptkd_student(cfg, embed_dim: int, pretrained: bool = True) -> Tupl
     pk = cfg.promptkd
     visual, own_scale, pp = create_student_visual(str(pk.student_arch), pk.student_pretrained if pretrained else None)
     encoder = PromptedVisionEncoder(visual, int(pk.n_ctx_vision), int(pk.prompt_depth))
-    scale = float(pk.logit_scale) if pk.get("logit_scale") is not None else own_scale
+    scale = float(pk.logit_scale) if pk.logit_scale is not None else own_scale
     student = PromptKDStudent(encoder, embed_dim, scale)
-    set_trainable(student, bool(pk.get("train_layernorm", False)))
+    set_trainable(student, bool(pk.train_layernorm))
     return student, student_preprocess(pp)
 
 

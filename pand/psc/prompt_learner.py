@@ -33,6 +33,7 @@ import torch
 from open_clip.transformer import TextTransformer
 from torch import nn
 
+from pand.config.schema import PSCCfg
 from pand.errors import PandError
 
 __all__ = ["PromptLearner", "TextEncoder", "CoOpTextModel", "class_strings", "build_coop_text_model"]
@@ -365,13 +366,14 @@ def build_coop_text_model(
         clip_model: the teacher's open_clip model (``Teacher.model``).
         tokenizer: its tokenizer (``Teacher.tokenizer``).
         class_names: names in label order.
-        psc_cfg: the ``psc`` section (or None for the defaults); ``overrides`` win over it.
+        psc_cfg: the ``psc`` section (None: the schema's defaults, :class:`pand.config.schema.PSCCfg`); ``overrides``
+            win over it.
         template: data template for ``prompt_form=template``.
         seed: seed of the random ctx init.
     """
     keys = ("n_ctx", "ctx_init", "csc", "class_token_position", "prompt_form")
-    defaults = dict(n_ctx=16, ctx_init=None, csc=False, class_token_position="end", prompt_form="template")
-    opts = {k: (psc_cfg.get(k, defaults[k]) if psc_cfg is not None else defaults[k]) for k in keys}
+    section = PSCCfg() if psc_cfg is None else psc_cfg
+    opts = {k: getattr(section, k) for k in keys}
     opts.update({k: v for k, v in overrides.items() if k in keys})
     gen = torch.Generator().manual_seed(int(seed))
     learner = PromptLearner(clip_model, tokenizer, class_names, template=template, generator=gen,

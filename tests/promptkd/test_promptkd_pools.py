@@ -54,15 +54,15 @@ def test_pool_setting_defaults_and_the_deprecated_regime_key():
     assert resolve_pool(OmegaConf.structured(PromptKDCfg)) == "reference"
     cfg = load_config("configs/tiny.yaml", ["recipe=promptkd"])
     assert resolve_pool(cfg.promptkd) == "reference" and cfg.promptkd.teacher_prompts == "promptsrc"
-    assert resolve_pool({"pool": "inductive"}) == "inductive"
+    assert resolve_pool(PromptKDCfg(pool="inductive")) == "inductive"
     # the old key still works: regime=X means pool=X
-    assert resolve_pool({"pool": "reference", "regime": "transductive"}) == "transductive"
+    assert resolve_pool(PromptKDCfg(pool="reference", regime="transductive")) == "transductive"
     assert resolve_pool(load_config("configs/tiny.yaml", ["recipe=promptkd", "promptkd.regime=inductive"]).promptkd) \
         == "inductive"
     with pytest.raises(DataError, match="contradicts"):
-        resolve_pool({"pool": "inductive", "regime": "transductive"})
+        resolve_pool(PromptKDCfg(pool="inductive", regime="transductive"))
     with pytest.raises(DataError, match="Valid choices: reference, inductive, transductive"):
-        resolve_pool({"pool": "semi"})
+        resolve_pool(PromptKDCfg(pool="semi"))
     from pand.config import ConfigError
 
     with pytest.raises(ConfigError, match="promptkd.pool"):
