@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pand.engine.checkpoint import (
-    best_weights_path, capture_rng, check_resume_config, checkpoint_config, has_checkpoint, load_last_checkpoint,
+    best_weights_path, capture_rng, check_resume_config, checkpoint_config, load_last_checkpoint, refuse_overwrite,
     restore_rng, save_checkpoint, split_prefixed,
 )
 from pand.errors import ArtifactError
@@ -28,7 +28,7 @@ from pand.utils.io import load_tensors
 from .context import PromptKDContext
 from .student import PromptKDStudent, trainable_parameters
 
-__all__ = ["RESUME_FREE", "NO_BEST", "config_dict", "check_fresh", "check_resumable", "trainable_state", "load_trainable",
+__all__ = ["RESUME_FREE", "NO_BEST", "config_dict", "check_resumable", "trainable_state", "load_trainable",
            "fingerprint", "restore", "save_epoch", "load_best"]
 
 #: keys that may change between a run and its resumption (evaluation-only settings)
@@ -46,24 +46,15 @@ def config_dict(cfg: Any) -> Dict[str, Any]:
     return d
 
 
-def check_fresh(out_dir: Path, resume: bool) -> None:
-    """Refuse to start over a run that already has checkpoints (before anything is written).
-
-    Raises:
-        ArtifactError: ``out_dir/checkpoints`` holds a checkpoint and ``resume`` is False.
-    """
-    if not resume and has_checkpoint(out_dir / "checkpoints"):
-        raise ArtifactError(f"{out_dir} already holds PromptKD checkpoints; pass --resume to continue that run or "
-                            f"choose another --run-dir (nothing was overwritten)")
-
-
 def check_resumable(cfg: Any, out_dir: Path, resume: bool) -> None:
-    """:func:`check_fresh`, and on ``resume`` the stored checkpoint's configuration equals this one.
+    """Refuse to start over existing checkpoints without ``resume`` (the scaffold's
+    :func:`~pand.engine.checkpoint.refuse_overwrite`), and on ``resume`` the stored checkpoint's configuration must
+    equal this one.
 
     Raises:
         ArtifactError: a trained run without ``resume``, or a checkpoint of another configuration.
     """
-    check_fresh(out_dir, resume)
+    refuse_overwrite(out_dir / "checkpoints", resume, out_dir)
     if resume:
         saved = checkpoint_config(out_dir / "checkpoints")
         if saved is not None:
@@ -109,7 +100,7 @@ def restore(ctx: PromptKDContext, root: Path, config: Dict[str, Any], resume: bo
         ArtifactError: a checkpoint of another configuration or fingerprint (``expected``).
     """
     if not resume:
-        check_fresh(root.parent, resume)
+        refuse_overwrite(root, resume, root.parent)
         return 0, dict(NO_BEST)
     ck = load_last_checkpoint(root)
     if ck is None:
