@@ -167,6 +167,9 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
         summary = _summary(cfg, result, teacher, t0, anchors_path)
         # data.skip_corrupt=true: unreadable images dropped per split (test_images counts only the readable ones)
         summary["skipped_images"] = {split: len(paths) for split, paths in splits.skipped.items()}
+        # the transfer set: labelled images (CE + teacher terms) and unlabelled ones (teacher terms only)
+        summary["train_images"] = {"labeled": len(splits.train),
+                                   "unlabeled": len(splits.unlabeled) if splits.unlabeled is not None else 0}
         atomic_write_json(run_dir / "summary.json", summary)
     barrier(dist)
     return summary

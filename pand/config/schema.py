@@ -31,7 +31,7 @@ __all__ = [
     "PSCCfg", "NLRDCfg", "TeacherCacheCfg", "NSDCfg", "PromptSRCCfg", "PromptKDCfg", "RunCfg", "MINIMUMS", "CHOICES",
 ]
 
-RECIPES = ("ce", "vl2lite", "pand", "promptkd")
+RECIPES = ("ce", "kd", "vl2lite", "pand", "promptkd")
 STAGES = ("all", "psc", "nsd")  # pand-train --stage: the whole recipe, only Stage PSC, only Stage NSD
 
 
@@ -47,6 +47,9 @@ class DataCfg:
     val_seed: int = 0
     skip_corrupt: bool = False  # skip unreadable images with a warning count instead of failing
     labels_per_class: Optional[int] = None  # label budget: keep N labelled train images per class
+    # unlabelled transfer set for Stage NSD (the teacher labels it; CE never sees it): null (off) | "rest" (the
+    # training images beyond data.labels_per_class) | a folder of images (searched recursively)
+    unlabeled: Optional[str] = None
     aircraft_level: str = "variant"  # fgvc_aircraft: variant | family | manufacturer
     dtd_partition: int = 1  # dtd: which of the 10 official splits (labels/train<k>.txt)
     flowers_use_val: bool = False  # flowers102: official val split instead of a held-out one
@@ -83,11 +86,14 @@ class StudentCfg:
 
 @dataclass
 class RecipeCfg:
-    """Which method: ce | vl2lite | pand | promptkd."""
+    """Which method: ce | kd | vl2lite | pand | promptkd."""
 
     name: str = MISSING
     use_teacher: bool = True
     anchors: str = "psc"  # psc (learned CoOp anchors) | handcrafted (template through the text tower)
+    # how the teacher teaches: align (L1 feature + KL text-logit through alignment heads: VL2Lite, PAND) |
+    # logits (Hinton's KD on the student's own classifier against the teacher's zero-shot logits: recipe kd)
+    distill: str = "align"
     use_nlrd: bool = True
     kl_reduction: str = "batchmean"  # batchmean (PAND) | vl2lite (elementwise mean * C/2)
 
@@ -177,6 +183,9 @@ class NSDCfg:
     ce_ramp: float = 8.0  # w_ce = clip(epoch / (ce_ramp * epochs), 0, 1)
     ce_weight: Optional[float] = None  # null: the ramp above; a number: constant w_ce (and w_kd = 1 - w_ce)
     nlrd: NLRDCfg = field(default_factory=NLRDCfg)
+    # with data.unlabeled: the share of labelled images in every training batch (at least one per batch);
+    # null = their share of the transfer set (labelled / (labelled + unlabelled))
+    labeled_fraction: Optional[float] = None
     teacher_cache: TeacherCacheCfg = field(default_factory=TeacherCacheCfg)
     eval_every: int = 1
 
@@ -282,6 +291,7 @@ CHOICES = {
     "recipe.name": RECIPES,
     "recipe.anchors": ("psc", "handcrafted"),
     "recipe.kl_reduction": ("batchmean", "vl2lite"),
+    "recipe.distill": ("align", "logits"),
     "teacher.precision": ("fp32", "amp"),
     "student.interpolation": ("bilinear", "bicubic", "nearest"),
     "student.augment": ("standard", "pand_reference", "none"),

@@ -22,9 +22,10 @@ from PIL import Image
 from pand.errors import DataError
 from pand_runtime.image import to_rgb
 
-__all__ = ["Sample", "FGVCDataset", "DataSplits", "read_rgb", "unreadable_images"]
+__all__ = ["Sample", "UNLABELED", "FGVCDataset", "DataSplits", "read_rgb", "unreadable_images"]
 
 Sample = Tuple[str, int]
+UNLABELED = -1  # the label of a transfer-set image (data.unlabeled): the teacher labels it, CE never sees it
 
 
 def read_rgb(path: str):
@@ -137,6 +138,19 @@ class DataSplits:
     captions: Optional[dict] = field(default=None)  # synthetic: image path -> caption
     # data.skip_corrupt=true: split -> the unreadable image files dropped from it (empty when none or off)
     skipped: Dict[str, List[str]] = field(default_factory=dict)
+    # data.unlabeled: the transfer set's extra images (label UNLABELED), train transform attached; None when off
+    unlabeled: Optional[FGVCDataset] = None
+
+    def transfer_set(self) -> FGVCDataset:
+        """What Stage NSD trains on: ``train`` followed by the ``unlabeled`` images (label :data:`UNLABELED`), or
+        ``train`` itself when there is no transfer set. Indices ``< len(train)`` are the labelled images."""
+        if self.unlabeled is None or len(self.unlabeled) == 0:
+            return self.train
+        out = copy.copy(self.train)
+        out.samples = list(self.train.samples) + list(self.unlabeled.samples)
+        out.name = f"{self.train.name}+unlabeled"
+        out.skipped = self.train.skipped + self.unlabeled.skipped
+        return out
 
     def prompts(self) -> List[str]:
         """The hand-crafted prompt of every class, in label order."""

@@ -12,13 +12,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from pand.errors import DataError
 
-from .base import DataSplits, FGVCDataset, Sample, unreadable_images
+from .base import UNLABELED, DataSplits, FGVCDataset, Sample, unreadable_images
+from .imagefolder import IMG_EXTENSIONS
 from .layout import RawSplits
 from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
 from .synthetic import ensure_synthetic
 
-__all__ = ["build_splits", "load_raw"]
+__all__ = ["build_splits", "load_raw", "unlabeled_samples"]
 
 _MAX_LISTED = 5
 
@@ -99,6 +100,37 @@ def _drop_unreadable(samples: Optional[List[Sample]], name: str, split: str, ski
     return [(p, y) for p, y in samples if p not in bad]
 
 
+def unlabeled_samples(spec: Optional[str], rest: List[Sample], name: str, budget: Optional[int]) -> List[Sample]:
+    """The transfer set's extra images (``data.unlabeled``), each with label :data:`UNLABELED`.
+
+    Args:
+        spec: null (none), ``"rest"`` (the training images the label budget ``data.labels_per_class`` left out,
+            ``rest``) or a folder searched recursively for image files (sorted; symlinked folders not entered).
+        rest: the training samples outside the label budget.
+        name: dataset name, for messages.
+        budget: ``data.labels_per_class``.
+
+    Raises:
+        DataError: ``rest`` without a label budget, a missing or image-less folder.
+    """
+    if spec in (None, ""):
+        return []
+    if str(spec) == "rest":
+        if budget is None:
+            raise DataError(f"{name}: data.unlabeled=rest uses the training images beyond data.labels_per_class, but no "
+                            f"label budget is set. Set data.labels_per_class=N, or point data.unlabeled at a folder.")
+        return [(p, UNLABELED) for p, _ in rest]
+    folder = Path(os.path.abspath(os.path.expanduser(str(spec))))
+    if not folder.is_dir():
+        raise DataError(f"{name}: data.unlabeled={spec}: no such folder. Give a folder of images (searched "
+                        f"recursively), 'rest' (the training images beyond data.labels_per_class) or null.")
+    files = [os.path.join(d, f) for d, _, fs in sorted(os.walk(folder)) for f in sorted(fs)
+             if f.lower().endswith(IMG_EXTENSIONS)]
+    if not files:
+        raise DataError(f"{name}: data.unlabeled={folder} holds no image files ({', '.join(IMG_EXTENSIONS)})")
+    return [(p, UNLABELED) for p in files]
+
+
 def build_splits(
     data_cfg: Any,
     cache_dir: str | os.PathLike = ".cache/pand",
@@ -111,7 +143,8 @@ def build_splits(
     that every listed image exists and every class has training images; take the official val split where the
     dataset has one (FGVC-Aircraft, DTD, Flowers-102 with ``flowers_use_val``, an ImageFolder ``val/``), else hold
     out ``data.val_fraction`` of every class of train (seeded by ``data.val_seed``); then apply the label budget
-    ``data.labels_per_class`` to train. The test split is never changed, except that ``data.skip_corrupt=true``
+    ``data.labels_per_class`` to train, and collect the unlabelled transfer set ``data.unlabeled``
+    (:func:`unlabeled_samples`; never an image of val or test). The test split is never changed, except that ``data.skip_corrupt=true``
     decodes every image once first and drops the unreadable ones from every split (a warning names them; they are
     listed in ``DataSplits.skipped`` and counted in each dataset's ``skipped``), so training, evaluation and export
     see the same readable images and no image stands in for another.
@@ -168,11 +201,22 @@ def build_splits(
         val = [train[i] for i in va_idx] if va_idx else None
         train = [train[i] for i in tr_idx]
     budget = data_cfg.labels_per_class
+    rest: List[Sample] = []
     if budget is not None:
         if int(budget) < 1:
             raise DataError(f"{name}: data.labels_per_class={budget} must be >= 1 (or null for all)")
         keep = label_budget([y for _, y in train], int(budget), int(data_cfg.val_seed))
+        kept = set(keep)
+        rest = [train[i] for i in range(len(train)) if i not in kept]
         train = [train[i] for i in keep]
+    extra = unlabeled_samples(data_cfg.unlabeled, rest, name, budget)
+    if skip:
+        extra = _drop_unreadable(extra, name, "unlabeled", skipped) or []
+    held = {p for p, _ in (val or [])} | {p for p, _ in raw_test}
+    leaked = [p for p, _ in extra if p in held]
+    if leaked:
+        raise DataError(f"{name}: {len(leaked)} image(s) of data.unlabeled are also in the val or test split (e.g. "
+                        f"{leaked[0]}); the transfer set must not contain evaluation images.")
 
     def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
         if samples is None:
@@ -191,4 +235,6 @@ def build_splits(
         test=ds(list(raw_test), "test", eval_transform), class_names=names, root=raw.root,
         template=template, base_classes=base, novel_classes=novel,
         captions=raw.captions, skipped=skipped,
+        unlabeled=FGVCDataset(extra, names, transform=train_transform, skip_corrupt=skip, name=f"{name}/unlabeled")
+        if extra else None,
     )

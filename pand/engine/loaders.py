@@ -12,6 +12,8 @@
 * :func:`make_train_loader`: :class:`torch.utils.data.DistributedSampler` (also for one process, with
   ``num_replicas=1``) re-shuffled by epoch, wrapped by :class:`ViewSampler` so every index travels with its view
   (per image and epoch; a teacher cache picks them with :func:`replay_views`).
+* :func:`make_transfer_loader`: the same for a transfer set (labelled images followed by unlabelled ones) with a
+  :class:`MixedBatchSampler`: every batch holds a fixed number of labelled images, so no batch lacks labels.
 * :func:`make_eval_loader`: :class:`ShardSampler`: rank ``r`` takes indices ``r, r + W, ...`` with no padding, so
   the summed counts over ranks are exactly the split's size.
 """
@@ -29,7 +31,8 @@ from pand.errors import DataError
 from pand.utils.distributed import DistInfo
 
 __all__ = ["loader_kwargs", "epoch_permutation", "index_batches", "mix_seed", "replay_views", "IndexedDataset",
-           "ViewSampler", "ShardSampler", "make_train_loader", "make_eval_loader"]
+           "ViewSampler", "ShardSampler", "MixedBatchSampler", "labeled_per_batch", "make_train_loader",
+           "make_transfer_loader", "make_eval_loader", "set_loader_epoch"]
 
 
 def loader_kwargs(trainer_cfg: Any, device_type: str) -> Dict[str, Any]:
@@ -174,6 +177,85 @@ class ViewSampler(Sampler):
         return len(self.sampler)
 
 
+def labeled_per_batch(batch_size: int, n_labeled: int, n_unlabeled: int, fraction: Optional[float] = None) -> int:
+    """Labelled images per batch of a transfer set: ``round(batch_size * f)`` clipped to ``[1, batch_size - 1]``.
+
+    ``f = fraction`` (``nsd.labeled_fraction``), or the labelled share ``n_labeled / (n_labeled + n_unlabeled)``
+    when None. At least one labelled image is in every batch (CE is never computed on an empty set).
+
+    Raises:
+        DataError: a batch too small to hold both kinds (``batch_size < 2``) or a fraction outside ``(0, 1)``.
+    """
+    if batch_size < 2:
+        raise DataError(f"a transfer set needs a per-device batch of at least 2 (one labelled, one unlabelled); "
+                        f"got {batch_size}. Raise nsd.batch_size.")
+    f = n_labeled / max(1, n_labeled + n_unlabeled) if fraction is None else float(fraction)
+    if not 0.0 < f < 1.0:
+        raise DataError(f"nsd.labeled_fraction={fraction} must be in (0, 1)")
+    return int(min(max(round(batch_size * f), 1), batch_size - 1))
+
+
+class MixedBatchSampler(Sampler):
+    """Batches of ``per_batch`` labelled and ``batch_size - per_batch`` unlabelled indices of a transfer set.
+
+    Indices ``0..n_labeled-1`` are the labelled images, ``n_labeled..n_labeled+n_unlabeled-1`` the unlabelled ones.
+    An epoch is ``floor((n_labeled + n_unlabeled) / (batch_size * world))`` steps (at least one), so it shows about
+    as many images as one pass over the whole set. Each kind is drawn without replacement from its own seeded
+    permutation of the epoch (seeded ``mix_seed(seed, kind, epoch, pass)``), re-drawn when used up, and rank
+    ``r`` of ``W`` takes every ``W``-th slot of each stream: a pure function of ``(seed, epoch, rank)``, so resumed
+    runs and DDP ranks agree without communicating. Yields lists of ``(index, view)`` pairs like
+    :class:`ViewSampler`; :meth:`set_epoch` takes the epoch and the views.
+    """
+
+    def __init__(self, n_labeled: int, n_unlabeled: int, batch_size: int, per_batch: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if n_labeled < 1 or n_unlabeled < 1:
+            raise DataError(f"a transfer set needs labelled and unlabelled images (got {n_labeled} and {n_unlabeled})")
+        if not 1 <= per_batch < batch_size:
+            raise DataError(f"labelled images per batch must be in 1..{batch_size - 1}, got {per_batch}")
+        self.n_labeled, self.n_unlabeled = int(n_labeled), int(n_unlabeled)
+        self.batch_size, self.per_batch = int(batch_size), int(per_batch)
+        self.seed, self.rank, self.world = int(seed), int(rank), int(world_size)
+        self.epoch = 0
+        self.views: Union[int, Sequence[int]] = 0
+
+    def set_epoch(self, epoch: int, views: Union[int, Sequence[int]] = 0) -> None:
+        self.epoch, self.views = int(epoch), views
+
+    def __len__(self) -> int:
+        return max(1, (self.n_labeled + self.n_unlabeled) // (self.batch_size * self.world))
+
+    def _stream(self, n: int, offset: int, kind: int, count: int) -> List[int]:
+        """``count`` indices of this rank from kind ``kind``'s permutations (re-drawn per pass), shifted by ``offset``."""
+        out: List[int] = []
+        need = count * self.world
+        passes = 0
+        while len(out) < need:
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, kind, self.epoch, passes))
+            out.extend(int(i) + offset for i in torch.randperm(n, generator=gen))
+            passes += 1
+        return out[self.rank:need:self.world]
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        steps, k = len(self), self.per_batch
+        lab = self._stream(self.n_labeled, 0, 1, steps * k)
+        unl = self._stream(self.n_unlabeled, self.n_labeled, 2, steps * (self.batch_size - k))
+        views = self.views
+        for s in range(steps):
+            idx = lab[s * k:(s + 1) * k] + unl[s * (self.batch_size - k):(s + 1) * (self.batch_size - k)]
+            if isinstance(views, (int, np.integer)):
+                yield [(i, int(views)) for i in idx]
+            else:
+                yield [(i, int(views[i])) for i in idx]
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int, views: Union[int, Sequence[int]]) -> None:
+    """Set the epoch (shuffling) and the per-image views of a loader from :func:`make_train_loader` or
+    :func:`make_transfer_loader`."""
+    sampler = loader.batch_sampler if isinstance(loader.batch_sampler, MixedBatchSampler) else loader.sampler
+    sampler.set_epoch(epoch, views)
+
+
 class ShardSampler(Sampler):
     """Indices ``rank, rank + world, ...`` of ``range(n)``: disjoint shards, no padding, no duplicates."""
 
@@ -215,6 +297,24 @@ def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, train
         IndexedDataset(dataset, seed), batch_size=min(batch_size, n), sampler=ViewSampler(sampler),
         drop_last=n >= batch_size, **loader_kwargs(trainer_cfg, device_type),
     )
+
+
+def make_transfer_loader(dataset, n_labeled: int, batch_size: int, seed: int, dist: DistInfo, trainer_cfg,
+                         device_type: str, labeled_fraction: Optional[float] = None) -> DataLoader:
+    """Training loader over a transfer set (``n_labeled`` labelled images first, then unlabelled ones) whose every
+    batch holds :func:`labeled_per_batch` labelled images (:class:`MixedBatchSampler`).
+
+    Args:
+        dataset: the ``(image, label)`` transfer set (augmenting transform attached).
+        n_labeled: how many of its first indices are labelled.
+        batch_size: per-device batch.
+        seed, dist, trainer_cfg, device_type: as :func:`make_train_loader`.
+        labeled_fraction: ``nsd.labeled_fraction`` (None: the labelled share of the set).
+    """
+    n_unlabeled = len(dataset) - int(n_labeled)
+    per = labeled_per_batch(batch_size, n_labeled, n_unlabeled, labeled_fraction)
+    sampler = MixedBatchSampler(n_labeled, n_unlabeled, batch_size, per, seed, dist.rank, dist.world_size)
+    return DataLoader(IndexedDataset(dataset, seed), batch_sampler=sampler, **loader_kwargs(trainer_cfg, device_type))
 
 
 def make_eval_loader(dataset, batch_size: int, dist: DistInfo, trainer_cfg, device_type: str

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ._dtype import upcast
 
-__all__ = ["KL_REDUCTIONS", "clip_logits", "l1_alignment", "text_logit_kd", "ce_loss"]
+__all__ = ["KL_REDUCTIONS", "clip_logits", "l1_alignment", "text_logit_kd", "logit_kd", "ce_loss"]
 
 KL_REDUCTIONS = ("batchmean", "vl2lite")
 S0 = 1.0 / 0.07
@@ -92,6 +92,29 @@ def text_logit_kd(
         kl = kl / b
     else:
         kl = kl / (b * c) * (c / 2.0)
+    return kl * temperature * temperature
+
+
+def logit_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Hinton's knowledge distillation on the student's own classifier, scaled by ``T^2``.
+
+    ``p_t = softmax(l_t / T)`` (no gradient), ``log q_s = log_softmax(z / T)``,
+    ``KD = T^2 * (1/B) sum_b sum_c p_t[b,c] (log p_t[b,c] - log q_s[b,c])``.
+
+    Args:
+        student_logits: ``[B, C]`` classifier logits ``z`` of the student.
+        teacher_logits: ``[B, C]`` teacher logits ``l_t`` (e.g. ``s0 * f_t @ A^T`` against class anchors ``A``).
+        temperature: ``T > 0``.
+
+    Returns:
+        A scalar tensor (float32 under AMP).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"logit_kd: shapes differ {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+    log_q = F.log_softmax(upcast(student_logits) / temperature, dim=1)
+    with torch.no_grad():
+        log_p = F.log_softmax(teacher_logits.to(log_q.dtype) / temperature, dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum() / student_logits.shape[0]
     return kl * temperature * temperature
 
 

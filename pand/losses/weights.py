@@ -26,20 +26,22 @@ def loss_weights(epoch: int, max_epochs: int, ramp: float = 8.0) -> Tuple[float,
 
 
 def term_coefficients(w_ce: float, w_kd: float, nlrd_coef: float = 1.0) -> Dict[str, float]:
-    """Effective coefficient of each term in the PAND total: ``ce: w_ce, l1: w_kd/2, kl: w_kd/2, nlrd: nlrd_coef``."""
-    return {"ce": w_ce, "l1": w_kd / 2.0, "kl": w_kd / 2.0, "nlrd": nlrd_coef}
+    """Effective coefficient of each term: ``ce: w_ce, l1: w_kd/2, kl: w_kd/2, nlrd: nlrd_coef`` (PAND, VL2Lite) and
+    ``kd: w_kd`` (Hinton's logit KD of recipe ``kd``, which has no alignment terms)."""
+    return {"ce": w_ce, "l1": w_kd / 2.0, "kl": w_kd / 2.0, "nlrd": nlrd_coef, "kd": w_kd}
 
 
 def total_loss(
     terms: Mapping[str, torch.Tensor], w_ce: float, w_kd: float, nlrd_coef: float = 1.0
 ) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """PAND total ``L = w_ce*CE + (w_kd*L1 + w_kd*KL)/2 + nlrd_coef*NLRD`` over the terms present.
+    """PAND total ``L = w_ce*CE + (w_kd*L1 + w_kd*KL)/2 + nlrd_coef*NLRD`` over the terms present (recipe ``kd``:
+    ``L = w_ce*CE + w_kd*KD``).
 
     ``nlrd_coef`` is ``nlrd.weight * nlrd.lam`` (not ramped by ``w_kd``, as in the reference). Missing
     terms (``l1``/``kl``/``nlrd`` in the CE baseline, ``nlrd`` in VL2Lite) contribute nothing.
 
     Args:
-        terms: unweighted scalar losses keyed ``ce``, ``l1``, ``kl``, ``nlrd`` (any subset).
+        terms: unweighted scalar losses keyed ``ce``, ``l1``, ``kl``, ``nlrd``, ``kd`` (any subset).
         w_ce: CE weight.
         w_kd: weight of the L1 and KL terms (each then halved).
         nlrd_coef: NLRD coefficient.

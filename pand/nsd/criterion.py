@@ -8,14 +8,16 @@ import torch
 
 from pand.errors import ConfigError
 from pand.losses import (
-    ce_loss, clip_logits, l1_alignment, loss_weights, nlrd_loss, term_coefficients, text_logit_kd, total_loss,
+    ce_loss, clip_logits, l1_alignment, logit_kd, loss_weights, nlrd_loss, term_coefficients, text_logit_kd,
+    total_loss,
 )
 
 from .model import NSDOutput
 
-__all__ = ["NSDCriterion", "TERMS"]
+__all__ = ["NSDCriterion", "TERMS", "LOGIT_TERMS"]
 
 TERMS = ("ce", "l1", "kl", "nlrd")
+LOGIT_TERMS = ("ce", "kd")  # recipe.distill=logits (recipe kd)
 
 
 @dataclass
@@ -23,14 +25,20 @@ class NSDCriterion:
     """Loss of one training step.
 
     * ``use_teacher=False`` (recipe ``ce``): ``L = CE``.
+    * ``distill="logits"`` (recipe ``kd``): ``L = w_ce*CE + w_kd*KD`` (:func:`pand.losses.logit_kd` of the student's
+      classifier against the teacher's logits ``s0 * f_t @ A^T``).
     * otherwise ``L = w_ce*CE + (w_kd*L1 + w_kd*KL)/2 [+ nlrd_weight*nlrd_lam*NLRD]`` with
       ``(w_ce, w_kd) = loss_weights(epoch, epochs, ce_ramp)``: the reference's ramp ``w_ce = e / (8E)``, or, when
       ``ce_weight`` is set, the constant ``(ce_weight, 1 - ce_weight)`` (an ablation of the ramp).
+
+    **Unlabelled images** (label ``< 0``, the transfer set ``data.unlabeled``): CE is computed on the labelled rows
+    only (the batch sampler puts at least one in every batch); the teacher terms use every row.
     """
 
     epochs: int
     use_teacher: bool = True
     use_nlrd: bool = True
+    distill: str = "align"
     temperature: float = 2.0
     logit_scale: float = 1.0 / 0.07
     kl_reduction: str = "batchmean"
@@ -48,7 +56,8 @@ class NSDCriterion:
             raise ConfigError(f"nsd.ce_weight={n.ce_weight}: must be in [0, 1] (or null for the e/(ce_ramp*E) ramp)")
         return cls(
             epochs=int(n.epochs), use_teacher=bool(cfg.recipe.use_teacher),
-            use_nlrd=bool(cfg.recipe.use_teacher and cfg.recipe.use_nlrd), temperature=float(n.temperature),
+            use_nlrd=bool(cfg.recipe.use_teacher and cfg.recipe.use_nlrd), distill=str(cfg.recipe.distill),
+            temperature=float(n.temperature),
             logit_scale=float(n.logit_scale), kl_reduction=str(cfg.recipe.kl_reduction), ce_ramp=float(n.ce_ramp),
             ce_weight=None if n.get("ce_weight") is None else float(n.ce_weight),
             nlrd_k=int(n.nlrd.k), nlrd_weight=float(n.nlrd.weight), nlrd_lam=float(n.nlrd.lam),
@@ -66,6 +75,8 @@ class NSDCriterion:
         """The terms this recipe computes, in logging order."""
         if not self.use_teacher:
             return ("ce",)
+        if self.distill == "logits":
+            return LOGIT_TERMS + (("nlrd",) if self.use_nlrd else ())
         return TERMS if self.use_nlrd else TERMS[:3]
 
     def coefficients(self, epoch: int) -> Dict[str, float]:
@@ -75,16 +86,21 @@ class NSDCriterion:
 
     def terms(self, out: NSDOutput, labels: torch.Tensor, f_t: Optional[torch.Tensor],
               anchors: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """The unweighted terms (``ce`` always; ``l1``, ``kl`` and ``nlrd`` with a teacher)."""
-        terms = {"ce": ce_loss(out.z, labels)}
+        """The unweighted terms (``ce`` always, on the labelled rows; with a teacher ``l1`` + ``kl`` or ``kd``, and
+        ``nlrd``, on every row)."""
+        labelled = labels >= 0
+        terms = {"ce": ce_loss(out.z, labels) if bool(labelled.all()) else ce_loss(out.z[labelled], labels[labelled])}
         if not self.use_teacher:
             return terms
-        terms["l1"] = l1_alignment(out.h, out.a_img)
-        terms["kl"] = text_logit_kd(out.h, out.a_txt, f_t, anchors, self.temperature, self.logit_scale,
-                                    self.kl_reduction)
+        with torch.no_grad():
+            l_t = clip_logits(f_t, anchors, self.logit_scale)
+        if self.distill == "logits":
+            terms["kd"] = logit_kd(out.z, l_t, self.temperature)
+        else:
+            terms["l1"] = l1_alignment(out.h, out.a_img)
+            terms["kl"] = text_logit_kd(out.h, out.a_txt, f_t, anchors, self.temperature, self.logit_scale,
+                                        self.kl_reduction)
         if self.use_nlrd:
-            with torch.no_grad():
-                l_t = clip_logits(f_t, anchors, self.logit_scale)
             terms["nlrd"] = nlrd_loss(out.z, l_t, self.nlrd_k)
         return terms
 

@@ -35,7 +35,7 @@ from pand.engine.checkpoint import (
     restore_rng, save_checkpoint, split_prefixed,
 )
 from pand.engine.device import autocast, grad_scaler, memory_format
-from pand.engine.loaders import make_eval_loader, make_train_loader
+from pand.engine.loaders import make_eval_loader, make_train_loader, make_transfer_loader, set_loader_epoch
 from pand.engine.loop import EpochTotals, evaluate
 from pand.engine.optim import build_optimizer, build_scheduler
 from pand.engine.step import nonfinite_step, optimizer_step
@@ -133,7 +133,8 @@ def build_models(cfg, num_classes: int, teacher_dim: Optional[int], device: torc
     if cfg.recipe.use_teacher:
         if not teacher_dim:
             raise PandError(f"recipe {cfg.recipe.name} uses a teacher but no teacher features were given")
-        heads = AlignHeads(int(teacher_dim), student.embed_dim)
+        if cfg.recipe.distill == "align":  # recipe.distill=logits (kd) teaches the classifier itself: no heads
+            heads = AlignHeads(int(teacher_dim), student.embed_dim)
     model = NSDModel(student, heads).to(device)
     if device.type == "cuda" and cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -154,7 +155,10 @@ def _wrap_for_training(model: NSDModel, cfg, dist: DistInfo, device: torch.devic
 
 
 def build_data(cfg, splits, dist: DistInfo, device: torch.device) -> Loaders:
-    """Loaders over ``splits`` (datasets with transforms attached); the global batch is split across ranks."""
+    """Loaders over ``splits`` (datasets with transforms attached); the global batch is split across ranks.
+
+    With a transfer set (``data.unlabeled``) training runs over :meth:`DataSplits.transfer_set` with a fixed number
+    of labelled images per batch (``nsd.labeled_fraction``; :func:`pand.engine.loaders.make_transfer_loader`)."""
     global_batch = int(cfg.nsd.batch_size)
     if global_batch < dist.world_size:
         raise ConfigError(f"nsd.batch_size={global_batch} is smaller than the number of devices ({dist.world_size})")
@@ -163,10 +167,24 @@ def build_data(cfg, splits, dist: DistInfo, device: torch.device) -> Loaders:
                       f"using {global_batch // dist.world_size} per device")
     per_device = global_batch // dist.world_size
     t = cfg.trainer
-    train = make_train_loader(splits.train, per_device, int(t.seed), dist, t, device.type)
+    if _has_transfer_set(splits):
+        train = make_transfer_loader(splits.transfer_set(), len(splits.train), per_device, int(t.seed), dist, t,
+                                     device.type, cfg.nsd.labeled_fraction)
+    else:
+        train = make_train_loader(splits.train, per_device, int(t.seed), dist, t, device.type)
     val = make_eval_loader(splits.val, per_device, dist, t, device.type)
     test = make_eval_loader(splits.test, per_device, dist, t, device.type)
     return Loaders(train, val, test, per_device)
+
+
+def _has_transfer_set(splits) -> bool:
+    unlabeled = getattr(splits, "unlabeled", None)
+    return unlabeled is not None and len(unlabeled) > 0
+
+
+def _train_set(splits):
+    """The images Stage NSD trains on: the transfer set (labelled, then unlabelled) or the labelled train split."""
+    return splits.transfer_set() if _has_transfer_set(splits) else splits.train
 
 
 def build_optim(cfg, params) -> Tuple[torch.optim.Optimizer, Any]:
@@ -239,7 +257,7 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     views = ctx.source.views(epoch, len(loader.dataset)) if ctx.source is not None else epoch
     if ctx.source is not None:
         ctx.source.set_epoch(epoch)
-    loader.sampler.set_epoch(epoch, views)
+    set_loader_epoch(loader, epoch, views)
     ctx.train_model.train()
     names = ["loss", *ctx.criterion.term_names()]
     bar = tqdm(loader, desc=f"nsd {epoch + 1}/{cfg.nsd.epochs}", disable=not ctx.dist.is_main, leave=False,
@@ -409,9 +427,9 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     cache_choice = None
     if cfg.recipe.use_teacher:  # nsd.teacher_cache.views > 0: a LiveTeacher becomes cached replayed views
         # views=auto measures the teacher and a throw-away student here, before seeding (RNG states restored)
-        views, cache_choice = resolve_views(cfg, source, splits.train, dist, device, anchors, out_dir, resume,
-                                            num_classes=len(splits.class_names))
-        source = maybe_cache_teacher(cfg, source, splits.train, dist, views=views)
+        views, cache_choice = resolve_views(cfg, source, _train_set(splits), dist, device, anchors, out_dir,
+                                            resume, num_classes=len(splits.class_names))
+        source = maybe_cache_teacher(cfg, source, _train_set(splits), dist, views=views)
     if device.type != "cuda" and cfg.trainer.precision != "fp32":
         warnings.warn(f"trainer.precision={cfg.trainer.precision} applies to CUDA only; training in fp32 on CPU")
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))

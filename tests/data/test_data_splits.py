@@ -89,3 +89,45 @@ def test_build_splits_label_budget_after_holdout(cub_root):
     assert {p for p, _ in s.train.samples} <= {p for p, _ in ref.train.samples}
     big = build_splits(_cfg(root, val_fraction=0.34, labels_per_class=100))
     assert big.train.samples == ref.train.samples
+
+
+def test_unlabeled_rest_is_the_train_images_outside_the_label_budget(cub_root):
+    from pand.data.base import UNLABELED
+
+    root, exp = cub_root
+    plain = build_splits(_cfg(root, val_fraction=0.34, labels_per_class=2))
+    s = build_splits(_cfg(root, val_fraction=0.34, labels_per_class=2, unlabeled="rest"))
+    assert plain.unlabeled is None and [x for x in s.train.samples] == plain.train.samples
+    unl = [p for p, _ in s.unlabeled.samples]
+    assert all(y == UNLABELED for _, y in s.unlabeled.samples) and len(unl) == len(set(unl)) > 0
+    held = {p for p, _ in s.val.samples} | {p for p, _ in s.test.samples}
+    assert not set(unl) & {p for p, _ in s.train.samples} and not set(unl) & held
+    full = build_splits(_cfg(root, val_fraction=0.34))
+    assert sorted(unl + [p for p, _ in s.train.samples]) == sorted(p for p, _ in full.train.samples)
+    ts = s.transfer_set()
+    assert ts.samples[:len(s.train)] == s.train.samples and len(ts) == len(s.train) + len(s.unlabeled)
+
+
+def test_unlabeled_folder_and_its_errors(cub_root, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pand.errors import DataError
+
+    def write_image(path, seed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(path)
+
+    root, _ = cub_root
+    folder = tmp_path / "extra"
+    for k in range(3):
+        write_image(folder / "sub" / f"x{k}.png", seed=100 + k)
+    (folder / "readme.txt").write_text("not an image")
+    s = build_splits(_cfg(root, unlabeled=str(folder)))
+    assert sorted(p for p, _ in s.unlabeled.samples) == sorted(str(folder / "sub" / f"x{k}.png") for k in range(3))
+    with pytest.raises(DataError, match="labels_per_class"):
+        build_splits(_cfg(root, unlabeled="rest"))
+    with pytest.raises(DataError, match="no such folder"):
+        build_splits(_cfg(root, unlabeled=str(tmp_path / "missing")))
+    with pytest.raises(DataError, match="val or test"):  # the transfer set never holds an evaluation image
+        build_splits(_cfg(root, unlabeled=str(root / "images")))

@@ -96,3 +96,22 @@ def test_total_loss_formula():
     assert total_ce.item() == 2.0 and coef_ce == {"ce": 1.0}
     with pytest.raises(KeyError):
         total_loss({"feat": terms["ce"]}, 1.0, 0.0)
+
+
+def test_logit_kd_matches_a_float64_rederivation():
+    from pand.losses import logit_kd
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(5, 7, generator=g, requires_grad=True)
+    lt = 4 * torch.randn(5, 7, generator=g)
+    for t in (1.0, 2.0, 4.0):
+        got = logit_kd(z, lt, t)
+        p = torch.softmax(lt.double() / t, 1)
+        q = torch.log_softmax(z.detach().double() / t, 1)
+        want = t * t * (p * (p.log() - q)).sum(1).mean()
+        assert abs(got.item() - want.item()) < 1e-6
+    got.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    assert logit_kd(lt.clone(), lt, 2.0).item() == pytest.approx(0.0, abs=1e-6)  # identical logits: no loss
+    with pytest.raises(ValueError, match="shapes"):
+        logit_kd(z, lt[:, :3], 2.0)
