@@ -1,44 +1,78 @@
-"""Multi-seed comparison of the distillation recipes on the demo's synthetic world, with ablations.
+"""The distillation study on the demo's synthetic world: which regime makes distillation pay, over seeds.
 
-    .venv/bin/python bench/distill.py                 # 3 seeds x 6 variants, configs/demo.yaml, runs/distill/
-    .venv/bin/python bench/distill.py --seeds 1 --variants ce,pand nsd.epochs=5
+    .venv/bin/python bench/distill.py --seeds 1 --schedules 1,4 --starts scratch,upstream \\
+        --transfers labelled,unlabelled --variants ce,kd,vl2lite,pand          # the 1-seed pruning grid
+    .venv/bin/python bench/distill.py --seeds 5 --schedules 4 --starts upstream --transfers unlabelled \\
+        --variants ce,kd,vl2lite,pand,pand-no-nlrd,pand-handcrafted          # the chosen regime, 5 seeds
 
-Every variant trains the same student (configs/demo.yaml: data, label budget, optimiser, schedule, budget) from
-the same teacher (pre-trained once on the web pool, cached), once per student seed (``trainer.seed``; the labelled
-subset and the validation split stay fixed). Variants:
+Every cell trains the same student (configs/demo.yaml: data, label budget, optimiser, cosine schedule) from the
+same teacher (pre-trained once on the web pool, cached), once per student seed (``trainer.seed``; the labelled
+subset and the validation split stay fixed). The axes of a cell:
 
-* ``ce``: cross-entropy on the labels only;
-* ``vl2lite``: hand-crafted-prompt anchors, L1 + KL alignment (VL2Lite's KL reduction), no NLRD;
-* ``pand``: PSC anchors + L1 + KL + NLRD (the seed's CE ramp ``w_ce = e / (8E)``);
-* ``pand-no-nlrd``: PAND without NLRD;
-* ``pand-handcrafted``: PAND with hand-crafted anchors (no Stage PSC);
-* ``pand-const-ce``: PAND with a constant ``w_ce = 0.5`` instead of the ramp.
+* **variant** (the recipe): ``ce`` (labels only), ``kd`` (Hinton's logit KD, hand-crafted anchors), ``vl2lite``
+  (hand-crafted anchors, L1 + KL alignment), ``pand`` (PSC anchors + L1 + KL + NLRD) and the PAND ablations
+  ``pand-no-nlrd``, ``pand-handcrafted`` (no Stage PSC), ``pand-const-ce`` (``w_ce = 0.5``, no ramp);
+* **schedule** ``k``: ``k x`` the demo's 510 optimiser steps (34 epochs x 15 steps of 16 images), whatever the
+  transfer set (``nsd.epochs`` is derived from the steps per epoch); about 17 validations per run;
+* **start**: ``scratch`` or ``upstream``, the student backbone pre-trained with CE on the disjoint upstream set
+  (:mod:`pand.demo.upstream`, the demo's stand-in for ImageNet weights; cached);
+* **transfer** set: ``labelled`` (the 240 labelled images) or ``unlabelled`` (``data.unlabeled=rest``: + the
+  480 training images beyond the label budget, labels unused; CE still sees only the 240). ``ce`` ignores it.
 
-Writes ``<run-dir>/distill.json`` and ``distill.md``: per variant, validation and test top-1 as mean +- std over
-seeds (sample std, ``ddof=1``) and the per-seed numbers, plus the regime gate computed from validation only.
-Finished runs with the same configuration are reused, so an interrupted benchmark resumes where it stopped.
+Cells run as separate ``pand-train`` processes, ``--jobs`` at a time with one thread each
+(:func:`pand.demo.runner.train_runs`). Finished runs with the same configuration are reused and interrupted ones
+resumed, so the study continues where it stopped.
+
+Also measured once: the teacher's top-1 on the student's training views (the random-resized crops the student
+trains on) for several crop scales, against its top-1 through the student's eval transform and its own.
+
+Writes ``<run-dir>/distill.json`` (every cell, every seed) and ``distill.md`` (mean +- std over seeds, sample std).
+Choices are made on validation numbers only; the tables show test beside them.
 """
 from __future__ import annotations
 
-import json
+import itertools
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pand.config import config_dir, load_config  # noqa: E402
+from pand.demo.regime import regime_gate, regime_sentence  # noqa: E402
+from pand.demo.runner import train_runs  # noqa: E402
+from pand.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+
 VARIANTS: Dict[str, List[str]] = {
     "ce": ["recipe=ce"],
+    "kd": ["recipe=kd"],
     "vl2lite": ["recipe=vl2lite"],
     "pand": ["recipe=pand"],
     "pand-no-nlrd": ["recipe=pand", "recipe.use_nlrd=false"],
     "pand-handcrafted": ["recipe=pand", "recipe.anchors=handcrafted", "psc.enabled=false"],
     "pand-const-ce": ["recipe=pand", "nsd.ce_weight=0.5"],
 }
+STARTS = ("scratch", "upstream")
+TRANSFERS = ("labelled", "unlabelled")
+BASE_STEPS = 510  # the demo's 1x budget: 34 epochs x 15 steps
+EVALS = 17  # validations per run (the demo's 1x: every 2 of 34 epochs)
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    schedule: int
+    start: str
+    transfer: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/x{self.schedule}-{self.start}-{self.transfer}"
 
 
 def mean_std(xs: Sequence[float]) -> Dict[str, float]:
@@ -47,68 +81,186 @@ def mean_std(xs: Sequence[float]) -> Dict[str, float]:
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
 
 
-def render(rows: Dict[str, Dict], gate: Dict, seeds: int, wall_s: float, command: str) -> str:
-    """The Markdown table of a finished benchmark."""
-    from pand.demo.regime import regime_sentence
+def schedule_overrides(schedule: int, n_labelled: int, n_unlabelled: int, batch: int) -> List[str]:
+    """``nsd.epochs`` and ``nsd.eval_every`` giving ``schedule x BASE_STEPS`` optimiser steps and ~EVALS
+    validations (steps per epoch: :func:`pand.baseline.steps_per_epoch`)."""
+    from pand.baseline import steps_per_epoch
 
-    out = [f"# Distillation benchmark ({seeds} seed{'s' if seeds > 1 else ''})", "", f"Command: `{command}`  ",
+    per = steps_per_epoch(n_labelled, n_unlabelled, batch)
+    epochs = max(1, round(schedule * BASE_STEPS / per))
+    return [f"nsd.epochs={epochs}", f"nsd.eval_every={max(1, epochs // EVALS)}"]
+
+
+def cells(variants: Sequence[str], schedules: Sequence[int], starts: Sequence[str], transfers: Sequence[str]
+          ) -> List[Cell]:
+    """The product of the axes, without ``ce`` x ``unlabelled`` (CE never uses unlabelled images)."""
+    out = []
+    for s, st, tr, v in itertools.product(schedules, starts, transfers, variants):
+        if v == "ce" and tr == "unlabelled":
+            continue
+        out.append(Cell(v, int(s), st, tr))
+    return out
+
+
+def teacher_view_accuracy(world, scales: Sequence[Tuple[float, float]], passes: int = 2) -> Dict[str, float]:
+    """Teacher top-1 (hand-crafted anchors) on the labelled training images through the student's training
+    transform (``RandomResizedCrop(scale)`` + flip, ``passes`` draws each), the student's eval transform, and the
+    teacher's own transform (its open_clip preprocessing)."""
+    import torch
+
+    from pand.data import build_splits, create_transform, preprocess_spec_from_student
+    from pand.models.teacher import create_teacher
+    from pand.models.teacher_source import LiveTeacher
+    from pand.psc import handcrafted_anchors
+
+    cfg = world.cfg
+    teacher = create_teacher(cfg.teacher)
+    splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
+    anchors = handcrafted_anchors(teacher, splits.prompts())
+    src = LiveTeacher(teacher, cfg.student.mean, cfg.student.std)
+    pp = preprocess_spec_from_student(cfg.student)
+    out: Dict[str, float] = {}
+    torch.manual_seed(0)
+
+    def acc(tf, n_pass: int) -> float:
+        ds = splits.train.with_transform(tf)
+        hit = tot = 0
+        for _ in range(n_pass):
+            for i in range(0, len(ds), 64):
+                batch = [ds[j] for j in range(i, min(i + 64, len(ds)))]
+                x = torch.stack([b[0] for b in batch])
+                y = torch.tensor([b[1] for b in batch])
+                with torch.no_grad():
+                    pred = (src.features(x, None) @ anchors.t()).argmax(1)
+                hit += int((pred == y).sum())
+                tot += len(batch)
+        return hit / tot
+
+    for lo, hi in scales:
+        out[f"student train view, crop scale [{lo}, {hi}]"] = acc(create_transform(pp, True, "standard", (lo, hi)),
+                                                                   passes)
+    out["student eval transform"] = acc(create_transform(pp, False), 1)
+    feats = []
+    with torch.no_grad():
+        for p, _ in splits.train.samples:
+            from pand.data.base import read_rgb
+
+            feats.append(teacher.encode_image(teacher.preprocess(read_rgb(p)).unsqueeze(0)))
+    f = torch.nn.functional.normalize(torch.cat(feats), dim=-1)
+    y = torch.tensor(splits.train.targets)
+    out["teacher's own transform"] = float(((f @ anchors.t()).argmax(1) == y).float().mean())
+    return out
+
+
+def render(rows: Dict[str, Dict], gate: Dict, views: Dict[str, float], seeds: int, wall_s: float, command: str
+           ) -> str:
+    """The Markdown report of a finished study."""
+    out = [f"# Distillation study ({seeds} seed{'s' if seeds > 1 else ''})", "", f"Command: `{command}`  ",
            f"Wall time: {wall_s / 60:.1f} min", "", regime_sentence(gate) if gate else "", "",
-           "| variant | val top-1 (mean +- std) | test top-1 (mean +- std) | test per seed |", "|---|---|---|---|"]
-    for name, r in rows.items():
+           "| variant | schedule | start | transfer | val top-1 (mean +- std) | test top-1 (mean +- std) | "
+           "test per seed | val gain over ce |", "|---|---|---|---|---|---|---|---|"]
+    for key, r in rows.items():
         v, t = r["val"], r["test"]
-        out.append(f"| {name} | {100 * v['mean']:.1f} +- {100 * v['std']:.1f} | {100 * t['mean']:.1f} +- "
-                   f"{100 * t['std']:.1f} | {' '.join(f'{100 * x:.1f}' for x in r['test_per_seed'])} |")
+        gain = "" if r.get("gain_over_ce_val") is None else f"{100 * r['gain_over_ce_val']:+.1f}"
+        out.append(f"| {r['variant']} | {r['schedule']}x ({r['steps']} steps) | {r['start']} | {r['transfer']} | "
+                   f"{100 * v['mean']:.1f} +- {100 * v['std']:.1f} | {100 * t['mean']:.1f} +- {100 * t['std']:.1f} | "
+                   f"{' '.join(f'{100 * x:.1f}' for x in r['test_per_seed'])} | {gain} |")
+    if views:
+        out += ["", "Teacher top-1 on the labelled training images, by the view it sees:", "",
+                "| view | teacher top-1 |", "|---|---|"]
+        out += [f"| {k} | {100 * v:.1f} |" for k, v in views.items()]
     return "\n".join(out) + "\n"
+
+
+def _csv(value: str, allowed: Optional[Sequence[str]] = None, what: str = "") -> List[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if allowed is not None and v not in allowed]
+    if bad or not items:
+        raise click.UsageError(f"{what}: unknown {bad}; choose from {', '.join(allowed or [])}")
+    return items
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", default=None, help="Run config (default configs/demo.yaml).")
-@click.option("--run-dir", default="runs/distill", show_default=True)
-@click.option("--seeds", type=int, default=3, show_default=True, help="Student seeds 0..N-1.")
-@click.option("--variants", default=",".join(VARIANTS), show_default=True, help="Comma-separated subset.")
+@click.option("--run-dir", default="runs/distill", show_default=True, help="Where the cells and the report go.")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Student seeds 0..N-1.")
+@click.option("--variants", default="ce,kd,vl2lite,pand", show_default=True,
+              help=f"Comma-separated recipes/ablations: {', '.join(VARIANTS)}.")
+@click.option("--schedules", default="4", show_default=True, help="Comma-separated multiples of the 510-step budget.")
+@click.option("--starts", default="upstream", show_default=True, help="scratch and/or upstream.")
+@click.option("--transfers", default="unlabelled", show_default=True, help="labelled and/or unlabelled.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Cells trained at once (one thread each).")
+@click.option("--views/--no-views", default=True, show_default=True,
+              help="Measure the teacher's top-1 on the student's training views.")
 @click.argument("overrides", nargs=-1)
-def main(config_path, run_dir, seeds, variants, overrides):
-    """Run every variant with every seed and report test top-1 mean +- std."""
-    from pand.config import config_dir, load_config
-    from pand.demo.regime import regime_gate
-    from pand.demo.world import prepare_world, teacher_zero_shot, train_or_reuse
+def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jobs, views, overrides):
+    """Train every cell of the grid with every seed; report val/test top-1 mean +- std and the gain over CE."""
+    from pand.demo.upstream import pretrain_upstream_student
+    from pand.demo.world import prepare_world, teacher_zero_shot
     from pand.models.teacher import create_teacher
-    from pand.train import run as train_run
-    from pand.utils.io import atomic_write_json, atomic_write_text
 
-    names = [v for v in variants.split(",") if v]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown or seeds < 1:
-        raise click.UsageError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}" if unknown
-                               else "--seeds must be >= 1")
+    names = _csv(variants, list(VARIANTS), "--variants")
+    scheds = [int(s) for s in _csv(schedules, None, "--schedules")]
+    st = _csv(starts, STARTS, "--starts")
+    tr = _csv(transfers, TRANSFERS, "--transfers")
     t0 = time.time()
     config_path = config_path or str(config_dir() / "demo.yaml")
     run_dir = Path(run_dir)
     world = prepare_world(config_path, list(overrides))
     zs = teacher_zero_shot(world, create_teacher(world.cfg.teacher))
-    results: Dict[str, Dict] = {}
-    for name in names:
-        per_seed = []
-        for seed in range(seeds):
-            rdir = run_dir / name / f"seed{seed}"
-            cfg = load_config(config_path, [*world.overrides, *VARIANTS[name], f"trainer.seed={seed}",
-                                            f"name=distill_{name}_s{seed}"])
-            click.secho(f"== {name} seed {seed}", fg="cyan", bold=True)
-            train_or_reuse(rdir, cfg, train_run, say=click.echo)
-            s = json.loads((rdir / "summary.json").read_text())
-            per_seed.append((float(s["val_top1"]), float(s["test_top1"])))
-            click.echo(f"   val {100 * per_seed[-1][0]:.1f}  test {100 * per_seed[-1][1]:.1f}")
-        results[name] = {"val": mean_std([v for v, _ in per_seed]), "test": mean_std([t for _, t in per_seed]),
-                         "val_per_seed": [v for v, _ in per_seed], "test_per_seed": [t for _, t in per_seed],
-                         "overrides": VARIANTS[name]}
-    gate = regime_gate(zs["val"]["all"], results["ce"]["val"]["mean"]) if "ce" in results else {}
+    upstream = None
+    if "upstream" in st:
+        upstream = pretrain_upstream_student(str(world.cfg.student.arch), world.cfg.data.synthetic,
+                                             world.cfg.cache_dir, student_cfg=world.cfg.student)
+        click.echo(f"upstream start: {upstream.weights_path} (upstream val top-1 {100 * upstream.val_top1:.1f})")
+    base_cfg = load_config(config_path, world.overrides)
+    n_lab = int(base_cfg.data.labels_per_class) * len(world.splits.class_names)
+    n_unl = len(world.splits.train) - n_lab
+    batch = int(base_cfg.nsd.batch_size)
+
+    def overrides_of(c: Cell, seed: int) -> List[str]:
+        over = [*world.overrides, *VARIANTS[c.variant], f"trainer.seed={seed}", f"name=distill_{c.variant}_s{seed}"]
+        unl = c.transfer == "unlabelled" and c.variant != "ce"
+        over += schedule_overrides(c.schedule, n_lab, n_unl if unl else 0, batch)
+        if unl:
+            over.append("data.unlabeled=rest")
+        if c.start == "upstream":
+            over.append(f"student.weights={upstream.weights_path}")
+        return over
+
+    grid = cells(names, scheds, st, tr)
+    jobs_list = [(c, seed) for seed in range(seeds) for c in grid]
+    click.echo(f"{len(grid)} cells x {seeds} seed(s) = {len(jobs_list)} runs, {jobs} at a time")
+    items = [(load_config(config_path, overrides_of(c, seed)), run_dir / c.key.replace("/", "__") / f"seed{seed}")
+             for c, seed in jobs_list]
+    summaries = train_runs(items, jobs=jobs, say=click.echo)
+    done: Dict[Tuple[Cell, int], dict] = dict(zip(jobs_list, summaries))
+
+    view_acc = teacher_view_accuracy(world, [(0.5, 1.0), (0.8, 1.0), (0.25, 1.0)]) if views else {}
+    rows: Dict[str, Dict] = {}
+    for c in grid:
+        per = [done[(c, s)] for s in range(seeds)]
+        vals, tests = [float(p["val_top1"]) for p in per], [float(p["test_top1"]) for p in per]
+        rows[c.key] = {"variant": c.variant, "schedule": c.schedule, "start": c.start, "transfer": c.transfer,
+                       "steps": c.schedule * BASE_STEPS, "val": mean_std(vals), "test": mean_std(tests),
+                       "val_per_seed": vals, "test_per_seed": tests, "overrides": overrides_of(c, 0)[
+                           len(world.overrides):]}
+    for key, r in rows.items():  # the CE cell with the same schedule and start (CE ignores the transfer set)
+        ce = rows.get(f"ce/x{r['schedule']}-{r['start']}-labelled")
+        r["gain_over_ce_val"] = None if ce is None or r["variant"] == "ce" else r["val"]["mean"] - ce["val"]["mean"]
+        r["gain_over_ce_test"] = None if ce is None or r["variant"] == "ce" else r["test"]["mean"] - ce["test"]["mean"]
+    ce_rows = [r for r in rows.values() if r["variant"] == "ce"]
+    gate = regime_gate(zs["val"]["all"], max(r["val"]["mean"] for r in ce_rows)) if ce_rows else {}
     wall = time.time() - t0
-    command = "bench/distill.py " + " ".join([f"--seeds {seeds}", *([f"--variants {variants}"]
-                                              if names != list(VARIANTS) else []), *overrides])
+    command = "bench/distill.py " + " ".join(a for a in sys.argv[1:])
     payload = {"seeds": seeds, "config": config_path, "overrides": list(overrides), "wall_s": round(wall, 1),
-               "teacher_zero_shot": zs, "regime": gate, "variants": results, "command": command}
+               "teacher_zero_shot": zs, "regime": gate, "cells": rows, "teacher_on_views": view_acc,
+               "upstream": None if upstream is None else {"weights": str(upstream.weights_path),
+                                                          "val_top1": upstream.val_top1},
+               "command": command}
     atomic_write_json(run_dir / "distill.json", payload)
-    md = render(results, gate, seeds, wall, command)
+    md = render(rows, gate, view_acc, seeds, wall, command)
     atomic_write_text(run_dir / "distill.md", md)
     click.echo("\n" + md)
 

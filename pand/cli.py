@@ -61,7 +61,10 @@ def _launch_ddp(devices: int, argv: Sequence[str]) -> int:
 @click.option("--stage", type=click.Choice(STAGES), default="all", show_default=True,
               help="Run only Stage PSC, only Stage NSD (reusing a PSC artifact), or the whole recipe.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run directory.")
-def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
+@click.option("--baseline", type=click.Choice(["none", "ce"]), default="none", show_default=True,
+              help="After a distillation recipe (kd, vl2lite, pand), also train the CE student on the same labelled "
+                   "images and step budget (in RUN_DIR/baseline_ce) and report the gain on validation.")
+def cli(config, overrides, print_config, dry_run, run_dir, stage, resume, baseline):
     """Train with a pand recipe: Stage PSC (CoOp anchors) then Stage NSD (student distillation).
 
     CONFIG is a YAML file such as configs/tiny.yaml. OVERRIDES are key=value pairs applied last:
@@ -72,6 +75,7 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
     Examples:
       pand-train configs/tiny.yaml --dry-run
       pand-train configs/tiny.yaml recipe=pand --run-dir runs/tiny
+      pand-train configs/demo.yaml recipe=pand --baseline ce     # did distillation pay? (gain on validation)
       pand-train configs/cub_resnet18.yaml data.root=/data/CUB_200_2011 trainer.devices=4
     """
     try:
@@ -90,10 +94,17 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
             argv += ["--run-dir", str(resolve_run_dir(cfg, run_dir))]
             if resume:
                 argv.append("--resume")
+            argv += ["--baseline", baseline]
             sys.exit(_launch_ddp(int(cfg.trainer.devices), argv))
         from pand.train import run  # torch and the models load here, so --help and --dry-run stay quick
 
-        run(cfg, resolve_run_dir(cfg, run_dir), stage=stage, resume=resume)
+        if baseline == "ce" and stage != "psc":
+            from pand.baseline import baseline_config, run_with_baseline
+
+            baseline_config(cfg, 1, 0)  # refuses a recipe without a teacher before anything trains
+            run_with_baseline(cfg, resolve_run_dir(cfg, run_dir), run, stage=stage, resume=resume, say=click.echo)
+        else:
+            run(cfg, resolve_run_dir(cfg, run_dir), stage=stage, resume=resume)
     except (PandError, FileNotFoundError) as e:
         _fail(str(e))
 
