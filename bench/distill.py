@@ -12,12 +12,10 @@ subset and the validation split stay fixed). The axes of a cell:
 * **variant** (the recipe): ``ce`` (labels only), ``kd`` (Hinton's logit KD, hand-crafted anchors), ``vl2lite``
   (hand-crafted anchors, L1 + KL alignment), ``pand`` (PSC anchors + L1 + KL + NLRD) and the PAND ablations
   ``pand-no-nlrd``, ``pand-handcrafted`` (no Stage PSC), ``pand-const-ce`` (``w_ce = 0.5``, no ramp);
-* **schedule** ``k``: ``k x`` the demo's 510 optimiser steps (34 epochs x 15 steps of 16 images), whatever the
-  transfer set (``nsd.epochs`` is derived from the steps per epoch); about 17 validations per run;
-* **start**: ``scratch`` or ``upstream``, the student backbone pre-trained with CE on the disjoint upstream set
-  (:mod:`pand.demo.upstream`, the demo's stand-in for ImageNet weights; cached);
-* **transfer** set: ``labelled`` (the 240 labelled images) or ``unlabelled`` (``data.unlabeled=rest``: + the
-  480 training images beyond the label budget, labels unused; CE still sees only the 240). ``ce`` ignores it.
+* the **setting** (:mod:`pand.demo.setting`): the schedule (``k x`` the demo's 510 optimiser steps), the student's
+  start (``scratch`` or ``upstream``: pre-trained with CE on the disjoint upstream set, the demo's stand-in for
+  ImageNet weights) and the transfer set (``labelled``: the 240 labelled images; ``unlabelled``: + the 480 training
+  images beyond the label budget, labels unused; CE ignores it and gets the same number of steps).
 
 Cells run as separate ``pand-train`` processes, ``--jobs`` at a time with one thread each
 (:func:`pand.demo.runner.train_runs`). Finished runs with the same configuration are reused and interrupted ones
@@ -46,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pand.config import config_dir, load_config  # noqa: E402
 from pand.demo.regime import regime_gate, regime_sentence  # noqa: E402
 from pand.demo.runner import train_runs  # noqa: E402
+from pand.demo.setting import STARTS, TRANSFERS, Setting, setting_overrides  # noqa: E402
 from pand.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 VARIANTS: Dict[str, List[str]] = {
@@ -57,38 +56,23 @@ VARIANTS: Dict[str, List[str]] = {
     "pand-handcrafted": ["recipe=pand", "recipe.anchors=handcrafted", "psc.enabled=false"],
     "pand-const-ce": ["recipe=pand", "nsd.ce_weight=0.5"],
 }
-STARTS = ("scratch", "upstream")
-TRANSFERS = ("labelled", "unlabelled")
-BASE_STEPS = 510  # the demo's 1x budget: 34 epochs x 15 steps
-EVALS = 17  # validations per run (the demo's 1x: every 2 of 34 epochs)
 
 
 @dataclass(frozen=True)
 class Cell:
     variant: str
-    schedule: int
-    start: str
-    transfer: str
+    setting: Setting
 
     @property
     def key(self) -> str:
-        return f"{self.variant}/x{self.schedule}-{self.start}-{self.transfer}"
+        s = self.setting
+        return f"{self.variant}/x{s.schedule}-{s.start}-{s.transfer}"
 
 
 def mean_std(xs: Sequence[float]) -> Dict[str, float]:
     """``{mean, std, n}`` of ``xs`` (sample standard deviation, 0 for a single value)."""
     xs = [float(x) for x in xs]
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
-
-
-def schedule_overrides(schedule: int, n_labelled: int, n_unlabelled: int, batch: int) -> List[str]:
-    """``nsd.epochs`` and ``nsd.eval_every`` giving ``schedule x BASE_STEPS`` optimiser steps and ~EVALS
-    validations (steps per epoch: :func:`pand.baseline.steps_per_epoch`)."""
-    from pand.baseline import steps_per_epoch
-
-    per = steps_per_epoch(n_labelled, n_unlabelled, batch)
-    epochs = max(1, round(schedule * BASE_STEPS / per))
-    return [f"nsd.epochs={epochs}", f"nsd.eval_every={max(1, epochs // EVALS)}"]
 
 
 def cells(variants: Sequence[str], schedules: Sequence[int], starts: Sequence[str], transfers: Sequence[str]
@@ -98,7 +82,7 @@ def cells(variants: Sequence[str], schedules: Sequence[int], starts: Sequence[st
     for s, st, tr, v in itertools.product(schedules, starts, transfers, variants):
         if v == "ce" and tr == "unlabelled":
             continue
-        out.append(Cell(v, int(s), st, tr))
+        out.append(Cell(v, Setting(int(s), st, tr)))
     return out
 
 
@@ -221,13 +205,8 @@ def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jo
 
     def overrides_of(c: Cell, seed: int) -> List[str]:
         over = [*world.overrides, *VARIANTS[c.variant], f"trainer.seed={seed}", f"name=distill_{c.variant}_s{seed}"]
-        unl = c.transfer == "unlabelled" and c.variant != "ce"
-        over += schedule_overrides(c.schedule, n_lab, n_unl if unl else 0, batch)
-        if unl:
-            over.append("data.unlabeled=rest")
-        if c.start == "upstream":
-            over.append(f"student.weights={upstream.weights_path}")
-        return over
+        return over + setting_overrides(c.setting, c.variant != "ce", n_lab, n_unl, batch,
+                                        str(upstream.weights_path) if upstream is not None else None)
 
     grid = cells(names, scheds, st, tr)
     jobs_list = [(c, seed) for seed in range(seeds) for c in grid]
@@ -242,8 +221,7 @@ def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jo
     for c in grid:
         per = [done[(c, s)] for s in range(seeds)]
         vals, tests = [float(p["val_top1"]) for p in per], [float(p["test_top1"]) for p in per]
-        rows[c.key] = {"variant": c.variant, "schedule": c.schedule, "start": c.start, "transfer": c.transfer,
-                       "steps": c.schedule * BASE_STEPS, "val": mean_std(vals), "test": mean_std(tests),
+        rows[c.key] = {"variant": c.variant, **c.setting.as_dict(), "val": mean_std(vals), "test": mean_std(tests),
                        "val_per_seed": vals, "test_per_seed": tests, "overrides": overrides_of(c, 0)[
                            len(world.overrides):]}
     for key, r in rows.items():  # the CE cell with the same schedule and start (CE ignores the transfer set)

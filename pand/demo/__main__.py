@@ -7,8 +7,13 @@ Steps (each reuses its cached result on a second run):
 2. pre-train the demo teacher (a small open_clip ModifiedResNet) contrastively on the web pool, early-stopped on validation
    zero-shot top-1 (:mod:`pand.demo.teacher_pretrain`), and report what it knows (zero-shot top-1 on val and test,
    per attribute);
-3. Stage PSC + Stage NSD for the recipes ``ce``, ``vl2lite``, ``pand`` (same student, data, seed, optimiser,
-   schedule and budget); the regime gate (:mod:`pand.demo.regime`) is decided from validation numbers only;
+3. the student's start: its backbone pre-trained with cross-entropy on the disjoint upstream set
+   (:mod:`pand.demo.upstream`, cached; the stand-in for the ImageNet weights real runs start from), then Stage PSC +
+   Stage NSD for the recipes (default ``ce`` and ``pand``) in the setting :data:`pand.demo.setting.DEMO_SETTING`
+   that the distillation study chose on validation (schedule, start, transfer set; same student, data, seed,
+   optimiser and number of optimiser steps for every recipe; two runs side by side, one thread each); every
+   distillation recipe reports its gain over ``ce`` on validation; the regime gate (:mod:`pand.demo.regime`) is
+   decided from validation numbers only;
 4. PromptKD (unlabeled, base-to-novel) for the ``reference`` and ``inductive`` pools with a PromptSRC and a CoOp
    teacher;
 5. ``pand-export --format onnx`` of the PAND student in fp32 and int8 (CPU flavour); a bundle that fails its parity
@@ -31,13 +36,18 @@ import click
 from pand.config import config_dir, load_config
 from pand.demo.regime import regime_gate, regime_sentence
 from pand.demo.report import write_report
-from pand.demo.world import prepare_world, teacher_zero_shot, train_or_reuse
+from pand.demo.runner import train_runs
+from pand.demo.setting import DEMO_SETTING, STARTS, TRANSFERS, Setting, setting_overrides
+from pand.demo.upstream import UpstreamCfg, pretrain_upstream_student
+from pand.demo.world import prepare_world, teacher_zero_shot
 from pand.models.teacher import create_teacher
 from pand.promptkd import run_promptkd_grid
-from pand.train import run as train_run
 from pand.utils.io import atomic_write_json
 
-RECIPES = ("ce", "vl2lite", "pand")  # ce first: its validation top-1 decides the regime gate
+# What the demo trains in DEMO_SETTING (ce first: the baseline of every gain and the regime gate). kd and vl2lite
+# and the PAND ablations at the same setting are in bench/distill.py, which keeps `make demo` inside its budget.
+RECIPES = ("ce", "pand")
+ALL_RECIPES = ("ce", "kd", "vl2lite", "pand")
 # --quick: every stage at a toy size (CI), only to prove that the stages connect
 QUICK = ["psc.epochs=3", "nsd.epochs=2", "promptkd.epochs=1", "promptkd.promptsrc.epochs=1",
          "data.synthetic.train_per_class=8", "data.synthetic.val_per_class=3", "data.synthetic.test_per_class=4",
@@ -118,8 +128,18 @@ def _promptkd(config_path: str, over: List[str], out_root: Path) -> List[Dict[st
 @click.option("--run-dir", default="runs/demo", show_default=True, help="Where the demo writes.")
 @click.option("--quick", is_flag=True, help="Tiny budget (CI): a few epochs per stage, only to prove every stage connects.")
 @click.option("--fresh", is_flag=True, help="Delete the run directory first (caches under cache_dir are kept).")
+@click.option("--recipes", default=",".join(RECIPES), show_default=True,
+              help=f"Comma-separated recipes to train ({', '.join(ALL_RECIPES)}); ce is always trained first.")
+@click.option("--schedule", type=click.IntRange(min=1), default=DEMO_SETTING.schedule, show_default=True,
+              help="Multiple of the 510-step base budget.")
+@click.option("--start", type=click.Choice(STARTS), default=DEMO_SETTING.start, show_default=True,
+              help="The student's start: random init, or pre-trained on the disjoint upstream set.")
+@click.option("--transfer", type=click.Choice(TRANSFERS), default=DEMO_SETTING.transfer, show_default=True,
+              help="labelled images only, or also the unlabelled training images (the teacher labels them).")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Recipes trained at once (one thread each).")
 @click.argument("overrides", nargs=-1)
-def main(config_path, run_dir, quick, fresh, overrides):
+def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer, jobs, overrides):
     """Run teacher pre-training -> PSC -> NSD (ce, vl2lite, pand) -> PromptKD -> export -> bench -> report."""
     t_start = time.time()
     run_dir = Path(run_dir)
@@ -151,18 +171,51 @@ def main(config_path, run_dir, quick, fresh, overrides):
                f"{_pct(v['novel'])}; per attribute: "
                + ", ".join(f"{a} {_pct(x)}" for a, x in v["attributes"].items()))
 
-    # 3. recipes -------------------------------------------------------------------------------------------------
-
-    results["recipes"] = {}
-    for i, recipe in enumerate(RECIPES):
-        _say(f"2/6 Stage NSD recipe '{recipe}' ({i + 1}/{len(RECIPES)})")
-        rdir = run_dir / recipe
+    # 3. the student's start and the recipes -----------------------------------------------------------------------
+    names = ["ce", *[r for r in recipes.split(",") if r and r != "ce"]]
+    unknown = [r for r in names if r not in ALL_RECIPES]
+    if unknown:
+        sys.exit(f"--recipes: unknown {unknown}; choose from {', '.join(ALL_RECIPES)}")
+    setting = Setting(schedule if not quick else 1, start, transfer)
+    results["setting"], results["steps"] = setting.as_dict(), setting.steps
+    upstream = None
+    if setting.start == "upstream":
+        _say("2/6 the student's start: its backbone pre-trained with CE on the disjoint upstream set (cached)")
+        ucfg = UpstreamCfg(train_per_class=4, val_per_class=2, epochs=1) if quick else UpstreamCfg()
+        upstream = pretrain_upstream_student(str(cfg.student.arch), cfg.data.synthetic, cfg.cache_dir, ucfg,
+                                             student_cfg=cfg.student)
+        click.echo(f"upstream backbone: {upstream.weights_path} ({len(upstream.classes)} classes disjoint from the "
+                   f"benchmark's; upstream val top-1 {_pct(upstream.val_top1)}"
+                   f"{', cached' if upstream.cached else f', {upstream.seconds:.0f} s'})")
+    results["student_init"] = {"kind": setting.start,
+                               "upstream_val_top1": upstream.val_top1 if upstream is not None else None,
+                               "weights": str(upstream.weights_path) if upstream is not None else None}
+    n_lab = int(cfg.data.labels_per_class) * len(world.classes)
+    n_unl = len(world.splits.train) - n_lab
+    _say(f"2/6 Stage NSD: {', '.join(names)} -- {setting.steps} optimiser steps each, start {setting.start}, "
+         f"transfer set: {n_lab} labelled" + (f" + {n_unl} unlabelled images" if setting.transfer == "unlabelled"
+                                             else " images"))
+    items = []
+    for recipe in names:
         rcfg = load_config(config_path, [*over, f"recipe={recipe}", f"name=demo_{recipe}"])
-        train_or_reuse(rdir, rcfg, train_run)
-        results["recipes"][recipe] = _load(rdir / "summary.json")
-        if recipe == "ce":
-            results["regime"] = regime_gate(v["all"], results["recipes"]["ce"]["val_top1"])
-            click.secho(regime_sentence(results["regime"]), bold=True)
+        extra = setting_overrides(setting, bool(rcfg.recipe.use_teacher), n_lab, n_unl, int(rcfg.nsd.batch_size),
+                                  str(upstream.weights_path) if upstream is not None else None)
+        if quick:  # --quick keeps its toy epoch count (QUICK); only the start and the transfer set apply
+            extra = [o for o in extra if not o.startswith(("nsd.epochs=", "nsd.eval_every="))]
+        items.append((load_config(config_path, [*over, f"recipe={recipe}", f"name=demo_{recipe}", *extra]),
+                      run_dir / recipe))
+    summaries = train_runs(items, jobs=jobs, say=click.echo)
+    results["recipes"] = dict(zip(names, summaries))
+    ce_val = results["recipes"]["ce"]["val_top1"]
+    results["regime"] = regime_gate(v["all"], ce_val)
+    click.secho(regime_sentence(results["regime"]), bold=True)
+    for recipe, s in results["recipes"].items():
+        s["gain_over_ce_val"] = None if recipe == "ce" else float(s["val_top1"]) - float(ce_val)
+        if recipe != "ce":
+            g = 100 * s["gain_over_ce_val"]
+            click.secho(f"{recipe}: val top-1 {_pct(s['val_top1'])} vs ce {_pct(ce_val)}: {g:+.1f} points on "
+                        f"validation -- distillation {'paid' if g > 0 else 'did NOT pay'}", bold=True,
+                        fg="green" if g > 0 else "red")
     results["psc"] = _load(run_dir / "pand" / "psc" / "summary.json")
 
     _say("3/6 PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): reference and inductive pools, "
