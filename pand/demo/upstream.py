@@ -312,16 +312,22 @@ def pretrain_upstream_student(arch: str, benchmark_cfg: Any, cache_dir: str | os
     t0 = time.time()
     curve: List[Dict[str, float]] = []
     model.train()
-    bar = tqdm(range(settings.epochs), desc=f"upstream pre-training ({arch}, {len(classes)} classes)",
+    bar = tqdm(total=steps, desc=f"upstream pre-training ({arch}, {len(classes)} classes)", unit="step",
                disable=not progress, dynamic_ncols=True)
-    totals = None
-    for epoch in bar:
+
+    def on_step(i: int, values, totals) -> None:  # running loss / train top-1 of the current epoch
+        bar.update(1)
+        if totals.images and (i + 1) % 10 == 0:
+            bar.set_postfix(epoch=f"{len(curve) + 1}/{settings.epochs}",
+                            loss=f"{totals.sums['loss'] / totals.images:.3f}",
+                            train=f"{totals.sums['correct'] / totals.images:.3f}", refresh=False)
+
+    for epoch in range(settings.epochs):
         train_loader.sampler.set_epoch(epoch, epoch)  # fresh augmentation (view = epoch) and order per epoch
-        totals = train_one_epoch(train_loader, step)
-        row = {"epoch": epoch + 1, "loss": totals.sums["loss"] / max(totals.images, 1),
-               "train_top1": totals.sums["correct"] / max(totals.images, 1)}
-        curve.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", train=f"{row['train_top1']:.3f}")
+        totals = train_one_epoch(train_loader, step, on_step)
+        curve.append({"epoch": epoch + 1, "loss": totals.sums["loss"] / max(totals.images, 1),
+                      "train_top1": totals.sums["correct"] / max(totals.images, 1),
+                      "seconds": round(totals.seconds, 1)})
     bar.close()
     val = evaluate(model, val_loader, dev)
     seconds = round(time.time() - t0, 1)
