@@ -73,8 +73,9 @@ class UpstreamCfg:
     The defaults follow the start measured outside the package for issue #26 (96 classes x 40 images, 20 epochs,
     AdamW 2e-3, one-cycle, batch 64, crop scale 0.5-1; ~41% train top-1; it moved the distilled PAND student from
     14 points below CE to level with it). Its weight decay and warm-up share were not recorded: these are torch's
-    AdamW and OneCycleLR defaults. Cost on the shared 2-core CPU: about 3.3 CPU-seconds per 64-image step at
-    64 px (ResNet-18), so the default 1,200 steps are roughly an hour of CPU time.
+    AdamW and OneCycleLR defaults. Cost: ResNet-18 at 64 px took about 3.8 CPU-seconds per 64-image step (the
+    first epoch, 512 s, on a 2-core CPU shared with other jobs), so the default 1,200 steps are over an hour of CPU
+    time; fewer epochs or a faster step are the levers.
     """
 
     train_per_class: int = 40
