@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from pand.data.base import UNLABELED
 from pand.data.splits import base_novel_split
 from pand.engine.optim import cosine_lr
 from pand.errors import DataError
@@ -79,9 +80,11 @@ def subset_by_classes(dataset, class_ids: Sequence[int], name: Optional[str] = N
 
 
 class UnlabeledDataset:
-    """Wraps datasets that return ``(image, label)`` and returns ``(image, -1)``: labels cannot leak into training.
+    """Wraps datasets that return ``(image, label)`` and returns ``(image, UNLABELED)``: labels cannot leak into
+    training.
 
-    (The ``-1`` placeholder keeps the ``(image, label)`` item shape that the shared loaders expect.)
+    (The placeholder :data:`pand.data.base.UNLABELED` (-1), the label of Stage NSD's transfer-set images too, keeps
+    the ``(image, label)`` item shape that the shared loaders expect.)
 
     Args:
         parts: datasets concatenated in order.
@@ -109,7 +112,7 @@ class UnlabeledDataset:
             raise IndexError(index)
         for part, off in zip(reversed(self.parts), reversed(self._offsets)):
             if index >= off:
-                return part[index - off][0], -1
+                return part[index - off][0], UNLABELED
         raise IndexError(index)  # pragma: no cover
 
 
@@ -176,7 +179,9 @@ def build_pool(splits, pool: str, base_classes: Sequence[int], transform=None) -
     Args:
         splits: :class:`pand.data.DataSplits`.
         pool: ``reference`` (train images of all classes), ``inductive`` (train images of the base classes) or
-            ``transductive`` (train images of all classes plus the test images).
+            ``transductive`` (train images of all classes plus the test images). ``reference`` and ``transductive``
+            also take the run's unlabelled images (``data.unlabeled``, :meth:`DataSplits.transfer_set`: the same
+            transfer set Stage NSD distils on); ``inductive`` does not (their classes are unknown).
         base_classes: base class ids.
         transform: training transform applied to every image.
 
@@ -193,6 +198,9 @@ def build_pool(splits, pool: str, base_classes: Sequence[int], transform=None) -
         parts = [splits.train]
     else:
         parts = [splits.train, splits.test]
+    extra = getattr(splits, "unlabeled", None)
+    if pool != "inductive" and extra is not None and len(extra):
+        parts.append(extra)
     parts = [p.with_transform(transform) for p in parts]
     dataset = UnlabeledDataset(parts)
     if len(dataset) == 0:

@@ -90,3 +90,19 @@ def test_kd_weight_defaults_to_the_reference_value_per_dataset():
     cfg = load_config(None, ["recipe=promptkd", "data=synthetic", "teacher=tiny_vit"])
     assert cfg.promptkd.kd_weight is None
     assert resolve_kd_weight(cfg.promptkd, str(cfg.data.name))[0] == 1000.0
+
+
+def test_the_runs_unlabelled_images_join_the_reference_and_transductive_pools_only(make_splits, tmp_path):
+    from pand.data.base import UNLABELED, FGVCDataset
+
+    splits = make_splits()
+    base, _ = resolve_base_novel(splits)
+    extra = [(p, UNLABELED) for p, _ in splits.val.samples[:2]]  # any image files do: their labels are never read
+    splits.unlabeled = FGVCDataset(extra, splits.class_names, name="toy/unlabeled")
+    ref, _ = build_pool(splits, "reference", base)
+    assert sorted(ref.paths) == sorted([p for p, _ in splits.train.samples] + [p for p, _ in extra])
+    assert all(ref[i][1] == UNLABELED for i in range(len(ref)))
+    trans, _ = build_pool(splits, "transductive", base)
+    assert set(p for p, _ in extra) <= set(trans.paths)
+    ind, _ = build_pool(splits, "inductive", base)
+    assert not set(p for p, _ in extra) & set(ind.paths)  # unknown classes: not in the base-only pool
