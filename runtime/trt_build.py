@@ -109,12 +109,18 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, flags: int) -> 
 
 def _add_profile(builder: Any, config: Any, profile: Dict[str, Sequence[Shape]]) -> None:
     """One optimisation profile with every input's min/opt/max; a shape or profile TensorRT refuses is a
-    :class:`PandError` naming it (``set_shape`` is False or ``add_optimization_profile`` returns -1)."""
+    :class:`PandError` naming it (``set_shape`` raises or returns False, ``add_optimization_profile`` returns -1)."""
     prof = builder.create_optimization_profile()
     for name, (mn, opt, mx) in profile.items():
-        if prof.set_shape(name, tuple(mn), tuple(opt), tuple(mx)) is False:
+        why = ""
+        try:
+            ok = prof.set_shape(name, tuple(mn), tuple(opt), tuple(mx))
+        except Exception as e:  # noqa: BLE001 - the bindings raise RuntimeError where C++ setDimensions is false
+            ok, why = False, f" ({type(e).__name__}: {e})"
+        if ok is False:
             raise PandError(f"TensorRT refused the optimisation profile shapes of {name!r}: min {tuple(mn)}, opt "
-                            f"{tuple(opt)}, max {tuple(mx)}; check --batch / --max-batch (1 <= batch <= max-batch)")
+                            f"{tuple(opt)}, max {tuple(mx)}{why}; check --batch / --max-batch (1 <= batch <= "
+                            f"max-batch)")
     index = config.add_optimization_profile(prof)
     if index is None or int(index) < 0:
         shapes = ", ".join(f"{k}: min {tuple(v[0])} opt {tuple(v[1])} max {tuple(v[2])}" for k, v in profile.items())

@@ -11,9 +11,9 @@ Signatures, types and failure modes follow the TensorRT Python API reference (do
   profile ("Network has dynamic or shape inputs, but no optimization profile has been defined."), for a profile that
   does not cover an input or whose min/opt/max are inconsistent, for 10.x precision flags on a strongly typed
   network, and when the test asks for a failure (``strong_build_fails``, ``build_fails``).
-  ``IOptimizationProfile.set_shape`` records the shapes (an inconsistent triple makes the profile invalid, as C++
-  ``setDimensions`` returning false); ``add_optimization_profile`` returns the profile index, or -1 for an invalid
-  profile.
+  ``IOptimizationProfile.set_shape`` returns None and raises ``RuntimeError`` for an inconsistent min/opt/max (C++
+  ``setDimensions`` returns false; the binding asserts on it), which also leaves the profile invalid;
+  ``add_optimization_profile`` returns the profile index, or -1 for an invalid or empty profile.
 * **Timing cache.** ``create_timing_cache(bytes)`` is noexcept in the bindings: it returns **None** for a blob that
   is not a timing cache (empty bytes make a new cache). ``set_timing_cache(cache, ignore_mismatch)`` takes an
   ``ITimingCache`` (None: TypeError, as pybind11 rejects it) and returns False for a cache of another device/version
@@ -167,17 +167,16 @@ def make_trt(version: str = "10.3.0", cuda: Any = None, cc: Tuple[int, int] = (8
             self.shapes: Dict[str, list] = {}
             self.valid = True
 
-        def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> Optional[bool]:
+        def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
             calls.append(("set_shape", input, tuple(min), tuple(opt), tuple(max)))
             mn, op, mx = (list(map(int, s)) for s in (min, opt, max))
             ok = len(mn) == len(op) == len(mx) and all(a <= b <= c for a, b, c in zip(mn, op, mx)) and \
                 all(a >= 0 for a in mn)
-            if not ok:
+            if not ok:  # C++ setDimensions returns false; the binding turns that into a RuntimeError
                 self.valid = False
-                error(f"IOptimizationProfile::setDimensions: Error Code 3: API Usage Error (inconsistent min/opt/max "
-                      f"for {input}: {mn} / {op} / {mx})")
+                raise RuntimeError(f"opt/max input provided for {input} is inconsistent with the min/opt input: "
+                                   f"{mn} / {op} / {mx}")
             self.shapes[input] = [mn, op, mx]
-            return ok
 
     class TimingCache:
         def __init__(self, meta: dict):
