@@ -139,6 +139,8 @@ class Predictor:
             if not isinstance(e, PandError):
                 e = PandError(f"bundle {path}: cannot load its TensorRT engine ({type(e).__name__}: {e})")
             if not auto or manifest.model("onnx") is None:
+                if str(path) not in str(e):  # e.g. "TensorRT cannot be imported": say which bundle wanted it
+                    raise type(e)(f"bundle {path}: {e}") from e
                 raise e
             _warn_fallback(path, str(e), "the message above says how (usually: rebuild the engine on this device "
                                          "with pand-engine BUNDLE)")

@@ -488,7 +488,7 @@ def test_auto_falls_back_with_one_warning_naming_the_cause_and_fix(install, bund
     assert "Running its ONNX model on ONNX Runtime" in str(fallback[0].message)
     assert p.backend_name == "onnxruntime"
     assert p.run(np.zeros((2, 3, 64, 64), np.float32)).shape == (2, 24)
-    with pytest.raises(PandError):  # asked for TensorRT explicitly: no silent fallback, and no traceback type
+    with pytest.raises(PandError, match=str(bundle)):  # asked for TensorRT explicitly: no fallback, a PandError
         Predictor.from_bundle(bundle, backend="tensorrt")
     cuda = sys.modules.get("pycuda.driver")
     if cuda is not None and hasattr(cuda, "primary_refcount"):
