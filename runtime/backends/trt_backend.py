@@ -12,7 +12,7 @@ the last call (the host time of ``run`` additionally includes the copies and the
 primary CUDA context exactly once, from whichever thread calls it (:mod:`.cuda_context`: pycuda's ``detach()`` does
 nothing off the thread that retained the context, so the retain and the release run on a private thread). Any
 exception of the TensorRT/pycuda stack while loading (pycuda ``LogicError``/``MemoryError``, a ``TypeError`` from
-``nptype`` for bf16 I/O) becomes an :class:`~pand_runtime.errors.ArtifactError` naming the engine file; the return
+``nptype`` for bf16 I/O) becomes a :class:`~pand_runtime.errors.PandError` naming the engine file; the return
 values of ``set_input_shape`` are checked.
 
 Plans are tied to the TensorRT version and the GPU's compute capability (docs/deployment.md), so the backend refuses an
@@ -106,8 +106,8 @@ class TrtBackend:
             raise
         except Exception as e:  # noqa: BLE001 - pycuda LogicError/MemoryError, TypeError (bf16 I/O), ...
             raise PandError(f"cannot load the TensorRT engine {engine_path} ({type(e).__name__}: {e}); rebuild it "
-                                f"on this device with pand-engine BUNDLE, or run the bundle's model.onnx with "
-                                f"backend='onnxruntime'") from e
+                            f"on this device with pand-engine BUNDLE, or run the bundle's model.onnx with "
+                            f"backend='onnxruntime'") from e
         self._closed = False
 
     def _load(self, engine_path: Path, expected: Dict[str, Any], device: int) -> None:
