@@ -2,7 +2,8 @@
 
 Each mutation below changes one line of ``runtime/trt_build.py``, ``runtime/backends/trt_backend.py`` or
 ``runtime/backends/cuda_context.py`` into a plausible mistake that would only show on a device (a dropped
-``stream.synchronize()``, the pycuda ``Stream`` instead of its int handle, float32 host buffers for an fp16 engine, ...).
+``stream.synchronize()``, the pycuda ``Stream`` instead of its int handle, float32 host buffers for an fp16 engine,
+...).
 For each one the script copies ``runtime/`` to a temporary folder as the package ``pand_runtime``, applies the
 mutation there (the checkout is never modified), checks that the file still compiles, and runs
 ``tests/runtime/test_trt_contract.py`` against the copy (``PYTHONPATH`` puts it first). A mutation is *killed* when the
@@ -94,8 +95,9 @@ MUTATIONS: List[Mutation] = [
              "deserialize_cuda_engine's None not checked", within="_setup"),
     Mutation("close-keeps-context", BACKEND, "self._ctx.release()", "pass",
              "close() never releases the retained context", within="close"),
-    Mutation("context-never-released", CONTEXT, "self.context.detach()  # the creating thread: the release really happens",
-             "pass", "the retained primary context is never released (a leak per backend)", within="_own"),
+    Mutation("context-never-released", CONTEXT,
+             "self.context.detach()  # the creating thread: the release really happens", "pass",
+             "the retained primary context is never released (a leak per backend)", within="_own"),
 ]
 
 

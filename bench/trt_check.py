@@ -101,7 +101,8 @@ def check_negative_control(w: Work) -> Dict[str, Any]:
 
     path = int32_bias_qdq_model(w.root / "int32_bias.onnx")
     logger = trt.Logger(trt.Logger.WARNING)
-    network = trt.Builder(logger).create_network(0)
+    builder = trt.Builder(logger)  # kept alive while its network is used
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     parsed = bool(parser.parse_from_file(str(path)))
     errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]

@@ -136,7 +136,8 @@ def test_a_dynamic_batch_network_needs_its_optimisation_profile(tmp_path):
 def test_a_profile_tensorrt_refuses_is_an_error_naming_the_shapes(tmp_path):
     trt = fake_tensorrt.make_trt("10.3.0")
     bad = {"input": ((1, 3, 64, 64), (8, 3, 64, 64), (4, 3, 64, 64))}  # opt > max
-    with pytest.raises(PandError, match=r"profile shapes of 'input'.*max \(4, 3, 64, 64\) \(RuntimeError: .*inconsistent"):
+    with pytest.raises(PandError,
+                       match=r"profile shapes of 'input'.*max \(4, 3, 64, 64\) \(RuntimeError: .*inconsistent"):
         _build(tmp_path, trt, profile=bad)
     assert not (tmp_path / "model.engine").exists()
 
