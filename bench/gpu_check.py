@@ -12,6 +12,9 @@ error, the run goes on):
 ``psc``     Stage PSC teacher feature extraction (:func:`pand.psc.features.extract_features`, data pipeline
             included) and the teacher's forward alone, images/s, fp32 and autocast
 ``latency`` student inference latency (eager fp32/fp16, torch.compile fp32/fp16; batch 1 and 32): p50/p99 ms
+``trt``     the TensorRT device checks of ``bench/trt_check.py`` (negative control, fp32 parity with TF32 off/on,
+            batches 1/3/8/11, garbage timing cache, tampered engine, 8 threads then close() from another thread,
+            50 create/run/close cycles against mem_get_info); skipped with the reason without TensorRT/pycuda
 ``env``     date, GPU, driver, torch/CUDA/cuDNN versions, git commit (always written)
 ==========  ===========================================================================================
 
@@ -61,10 +64,11 @@ for _p in (str(REPO), str(BENCH)):
         sys.path.insert(0, _p)
 
 import nsd_cache  # noqa: E402  (bench/nsd_cache.py: the Stage NSD benchmark this check reuses)
+import trt_check  # noqa: E402  (bench/trt_check.py: the TensorRT device checks, stage trt)
 
-STAGES = ("tests", "nsd", "psc", "latency")
+STAGES = ("tests", "nsd", "psc", "latency", "trt")
 # Share of the budget per stage (the rest of the budget is what earlier stages left over).
-STAGE_SHARE = {"tests": 0.35, "nsd": 0.40, "psc": 0.07, "latency": 0.18}
+STAGE_SHARE = {"tests": 0.35, "nsd": 0.40, "psc": 0.07, "latency": 0.18, "trt": 0.20}
 # The NSD matrix as (student precision, channels_last, compile), most informative first: the baseline, the fully
 # optimised setting, then one-factor ablations. The teacher runs under autocast whenever the student does.
 NSD_MATRIX = [("fp32", False, False), ("bf16", True, True), ("bf16", True, False), ("fp32", True, False),
@@ -691,6 +695,8 @@ def to_markdown(rep: Dict[str, Any]) -> str:
             lines.append(f"| {r['mode']} | {r['precision']} | {r['batch']} | {_f(r['p50_ms'], 3)} | "
                          f"{_f(r['p99_ms'], 3)} | {_f(r['images_per_s'], 0)} | {_f(r['first_call_s'])} |")
         lines.append("")
+    if "trt" in rep:
+        lines += trt_check.to_markdown(rep["trt"])
     lines += ["## Stages", ""] + [f"- {k}: {v['status']} ({_f(v.get('seconds'))}s) {v.get('error', '')}".rstrip()
                                   for k, v in rep["stages"].items()]
     return "\n".join(lines) + "\n"
@@ -754,7 +760,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     runners: Dict[str, Callable[..., Dict[str, Any]]] = {
         "tests": lambda save: stage_tests(a, out, budget, save), "nsd": lambda save: stage_nsd(a, setup, budget, save),
         "psc": lambda save: stage_psc(a, setup, budget, save),
-        "latency": lambda save: stage_latency(a, device, budget, save)}
+        "latency": lambda save: stage_latency(a, device, budget, save),
+        "trt": lambda save: trt_check.run_checks(work / "trt", a.dry_run, budget.left, save)}
     try:
         with compile_backend(a.size["compile_backend"]):
             for name in a.stages:

@@ -3,8 +3,9 @@
 # written to <out>/gpu_check.json and <out>/gpu_check.md. The measuring is bench/gpu_check.py; this script only
 # prepares the environment and bounds the run in time.
 #
-#   bench/gpu_check.sh [--out DIR] [--stages tests,nsd,psc,latency] [--budget-s S]   # on a CUDA GPU machine
+#   bench/gpu_check.sh [--out DIR] [--stages tests,nsd,psc,latency,trt] [--budget-s S]   # on a CUDA GPU machine
 #   bench/gpu_check.sh --dry-run [--out DIR]      # toy sizes on the CPU, in the current environment (~1 min)
+#   bench/gpu_check.sh --dry-run --stages trt     # lists the TensorRT device checks (bench/trt_check.py)
 #   make gpu-check                                # the same as the first line
 #
 # On a GPU machine with torch (CUDA) preinstalled and no package index, the script:

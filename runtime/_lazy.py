@@ -90,7 +90,8 @@ TRT_INSTALL_HINT = (
     "Install it: x86 with an NVIDIA GPU: " + pip_install("trt") + " (the tensorrt wheel, TensorRT >= 10, and pycuda); "
     "Jetson: TensorRT comes with JetPack as an apt package for the system Python (sudo apt install "
     "python3-libnvinfer), so create the venv with python3 -m venv --system-site-packages and pip install "
-    "'pycuda>=2025.1.2' in it (it builds against JetPack's CUDA). See README 'Deploying to a device'")
+    "'pycuda>=2025.1.2' in it (it builds against JetPack's CUDA: sudo apt install python3-dev build-essential; keep "
+    "numpy<2 with -c runtime/jetson-constraints.txt). See README 'Deploying to a device'")
 
 onnxruntime = lazy_import("onnxruntime", "", "the ONNX Runtime backend")
 tensorrt = lazy_import("tensorrt", "trt", "TensorRT (engines: pand-engine, the TensorRT backend)", TRT_INSTALL_HINT)

@@ -14,6 +14,9 @@ bundle) -> copy the bundle directory to the device -> ``pand-engine BUNDLE`` the
    reference) plus ``model.engine`` with its sha256, TensorRT version, GPU name, compute capability and profile, the
    TensorRT parity result and ``valid``; staged next to the output and moved into place only when complete.
 
+``pand-engine --check`` only reports what the machine has for TensorRT (TensorRT, pycuda, CUDA driver, GPUs, numpy)
+and what is missing with the fix (:func:`pand_runtime.trt_env.probe`); exit 0 when ready, 2 otherwise.
+
 Exit status: 0 = a valid engine bundle was written; 1 = written but the engine failed its parity check (``valid:
 false``); 2 = bad input or environment (no TensorRT, TensorRT < 10, no GPU, parse/build failure; nothing written).
 """
@@ -35,6 +38,7 @@ import numpy as np
 from ._lazy import pycuda_driver as cuda
 from ._lazy import require_trt
 from .backends.base import Backend, run_batched
+from .backends.cuda_context import on_device
 from .backends.trt_backend import TrtBackend, device_info
 from .cli_options import tf32_option, timing_cache_option, workspace_option
 from .console import report_parity, setup_logging
@@ -45,6 +49,7 @@ from .manifest import (ENGINE_NAME, MANIFEST_NAME, REFERENCE_NAME, Manifest, Mod
 from .metrics import check_parity, compare_logits
 from .preprocess import normalize_u8
 from .trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
+from .trt_env import probe
 
 __all__ = ["EngineResult", "build_engine_bundle", "engine_parity", "main"]
 
@@ -76,14 +81,10 @@ def engine_parity(backend: Backend, manifest: Manifest, reference: Dict[str, np.
 
 
 def _on_device(device: int, fn: Any) -> Any:
-    """``fn()`` with CUDA device ``device``'s primary context current (TensorRT builds on the current context)."""
-    ctx = cuda.Device(device).retain_primary_context()
-    ctx.push()
-    try:
+    """``fn()`` with CUDA device ``device``'s primary context current (TensorRT builds on the current context); this
+    thread's context stack is left as it was found (:func:`pand_runtime.backends.cuda_context.on_device`)."""
+    with on_device(cuda, device):
         return fn()
-    finally:
-        ctx.pop()
-        ctx.detach()
 
 
 def _check_buildable(manifest: Manifest, bundle: Path) -> None:
@@ -200,7 +201,10 @@ def _setup_logging() -> None:
 
 def _cli():
     @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-    @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+    @click.argument("bundle", type=click.Path(exists=True, file_okay=False), required=False)
+    @click.option("--check", is_flag=True,
+                  help="Only report what this machine has for TensorRT (TensorRT, pycuda, CUDA driver, GPUs, numpy) "
+                       "and what is missing, with the fix; exit 0 when ready, 2 otherwise. No BUNDLE needed.")
     @click.option("--output", "-o", type=click.Path(file_okay=False), default=None,
                   help="Engine bundle directory (default <BUNDLE>-trt).")
     @tf32_option("fp32: keep TensorRT's TF32 convolutions (faster on Ampere+/Orin; parity gate max |diff| 1e-2 "
@@ -213,16 +217,25 @@ def _cli():
                   help="Largest batch of the profile (default: the manifest's max_batch).")
     @click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device.")
     @click.option("--allow-invalid", is_flag=True, help="Build from a bundle whose export parity check failed.")
-    def cli(bundle, output, tf32, workspace_gb, timing_cache, batch, max_batch, device, allow_invalid):
+    def cli(bundle, check, output, tf32, workspace_gb, timing_cache, batch, max_batch, device, allow_invalid):
         """Build a TensorRT engine for THIS GPU from BUNDLE's ONNX model, check it against the bundle's PyTorch
         reference logits and write an engine bundle.
 
         \b
         Examples:
+          pand-engine --check                        # what this device has and lacks for TensorRT
           pand-engine pand_fp32                      # -> pand_fp32-trt/
           pand-engine pand_int8 -o pand_int8-orin --max-batch 8
         """
         _setup_logging()
+        if check:
+            env = probe(device)
+            for line in env.lines():
+                click.echo(line)
+            sys.exit(0 if env.ok else EXIT_USAGE)
+        if bundle is None:
+            click.echo("pand-engine: error: missing BUNDLE (or pass --check); see pand-engine --help", err=True)
+            sys.exit(EXIT_USAGE)
         try:
             res = build_engine_bundle(bundle, output, tf32=tf32, workspace_gb=workspace_gb,
                                       timing_cache=timing_cache, batch=batch, max_batch=max_batch, device=device,

@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ._lazy import pycuda_driver, trt_available
 from .backends.base import Backend, run_batched
 from .backends.ort_backend import OrtBackend
 from .backends.trt_backend import TrtBackend
@@ -24,6 +23,7 @@ from .int8_check import Int8CpuWarning, int8_cpu_warning
 from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
 from .preprocess import prepare_batch
+from .trt_env import probe
 
 __all__ = ["Prediction", "Predictor", "BACKENDS", "EngineFallbackWarning"]
 
@@ -31,8 +31,9 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 class EngineFallbackWarning(UserWarning):
-    """``backend="auto"``: the bundle's TensorRT engine cannot run here (built with another TensorRT version or for
-    another GPU, or unreadable), so its ONNX model runs on ONNX Runtime instead; the message says why."""
+    """``backend="auto"``: the bundle's TensorRT engine cannot run here, so its ONNX model runs on ONNX Runtime
+    instead. The message names the cause (TensorRT or pycuda missing, no GPU, an engine built with another TensorRT
+    version or for another GPU, a load error) and the fix."""
 
 
 @dataclass
@@ -52,12 +53,10 @@ class Prediction:
         return {"labels": self.labels, "indices": self.indices, "probs": self.probs}
 
 
-def _cuda_device_present() -> bool:
-    try:
-        pycuda_driver.init()
-        return pycuda_driver.Device.count() > 0
-    except Exception:  # noqa: BLE001 - no driver, no device, no pycuda: all mean "not usable"
-        return False
+def _warn_fallback(bundle: Path, cause: str, fix: str) -> None:
+    """The one :class:`EngineFallbackWarning` of ``backend="auto"``: why the engine is not used, and the fix."""
+    warnings.warn(f"bundle {bundle}: not using its TensorRT engine: {cause}. Fix: {fix}. Running its ONNX model on "
+                  f"ONNX Runtime instead", EngineFallbackWarning, stacklevel=3)
 
 
 class Predictor:
@@ -79,10 +78,12 @@ class Predictor:
 
         Args:
             path: the bundle directory.
-            backend: ``auto`` (TensorRT when the bundle has an engine and TensorRT + a CUDA GPU are present, else
-                ONNX Runtime; an engine that cannot run here, e.g. one built with another TensorRT version or for
-                another GPU, falls back to ONNX Runtime with an :class:`EngineFallbackWarning` naming why),
-                ``onnxruntime`` or ``tensorrt``.
+            backend: ``auto`` (TensorRT when the bundle has an engine and TensorRT, pycuda and a CUDA GPU are
+                present, else ONNX Runtime; when the bundle has an engine that cannot be used here, whether TensorRT,
+                pycuda or the GPU is missing, the engine was built with another TensorRT version or for another GPU,
+                or loading it fails in any way, the ONNX model runs on ONNX Runtime with one
+                :class:`EngineFallbackWarning` naming the cause and the fix), ``onnxruntime`` or ``tensorrt`` (any
+                failure to load the engine is a :class:`PandError`).
             providers: ONNX Runtime execution providers in priority order (``cpu``, ``cuda``, ``tensorrt`` or full
                 names); default CPU.
             threads: ONNX Runtime intra-op threads (0 = its default).
@@ -105,8 +106,15 @@ class Predictor:
         manifest = load_bundle(path, allow_invalid=allow_invalid, verify=False)
         auto = backend == "auto"
         if auto:
-            has_engine = manifest.model("tensorrt") is not None
-            backend = "tensorrt" if has_engine and trt_available() and _cuda_device_present() else "onnxruntime"
+            backend = "onnxruntime"
+            if manifest.model("tensorrt") is not None:
+                missing = probe(device).missing
+                if not missing:
+                    backend = "tensorrt"
+                elif manifest.model("onnx") is None:
+                    raise PandError(f"bundle {path} has only a TensorRT engine, which cannot run here: {missing[0]}")
+                else:
+                    _warn_fallback(path, f"{missing[0].what}", missing[0].fix)
         fmt = "onnx" if backend == "onnxruntime" else "tensorrt"
         mf = manifest.model(fmt)
         if mf is None:
@@ -127,11 +135,15 @@ class Predictor:
             return cls(path, manifest, impl)
         try:
             impl = TrtBackend(bundle_file(path, mf.file, "model file"), expected=mf.info, device=device)
-        except PandError as e:  # another TensorRT version / GPU, an undeserialisable plan, TensorRT < 10
+        except Exception as e:  # noqa: BLE001 - TrtBackend turns the TRT/pycuda stack's errors into PandError
+            if not isinstance(e, PandError):
+                e = PandError(f"bundle {path}: cannot load its TensorRT engine ({type(e).__name__}: {e})")
             if not auto or manifest.model("onnx") is None:
-                raise
-            warnings.warn(f"bundle {path}: not using its TensorRT engine ({e}); falling back to ONNX Runtime on its "
-                          f"ONNX model", EngineFallbackWarning, stacklevel=2)
+                if str(path) not in str(e):  # e.g. "TensorRT cannot be imported": say which bundle wanted it
+                    raise type(e)(f"bundle {path}: {e}") from e
+                raise e
+            _warn_fallback(path, str(e), "the message above says how (usually: rebuild the engine on this device "
+                                         "with pand-engine BUNDLE)")
             return cls.from_bundle(path, backend="onnxruntime", providers=providers, threads=threads,
                                    graph_optimization=graph_optimization, allow_invalid=allow_invalid,
                                    verify=verify, device=device)

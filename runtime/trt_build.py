@@ -13,14 +13,16 @@ Build recipe:
 * ``BuilderFlag.TF32`` is on by default and makes fp32 convolutions on Ampere+ (every Jetson Orin) differ from
   PyTorch by ~1e-3; it is cleared unless ``tf32=True`` (then the parity gate uses :data:`TF32_TOLERANCE`).
 * ``OnnxParser.parse_from_file`` with every parser error in the message.
-* one optimisation profile min/opt/max over the batch axis (:func:`batch_profile`), ``set_memory_pool_limit``.
+* one optimisation profile min/opt/max over the batch axis (:func:`batch_profile`; a shape refused by ``set_shape``
+  or a profile refused by ``add_optimization_profile``, which returns -1, is an error), ``set_memory_pool_limit``.
 * a timing cache read from and written back to a file; an unreadable, corrupt or mismatching cache is an error (it
   names the file), a cache that cannot be written back is a warning recorded in the returned info.
 * ``build_serialized_network`` (``build_engine`` is gone since 10.0); the plan is written atomically.
 
-Not verified on real TensorRT here (no CUDA GPU, TensorRT not installable); tests/runtime/test_trt_contract.py checks
-the calls against a recording stand-in of the ``tensorrt`` module, and tests/export/test_export_trt.py builds real
-engines wherever TensorRT and a GPU exist.
+Not verified on real TensorRT here (no CUDA GPU, TensorRT not installable); tests/runtime/test_trt_contract.py builds
+with a faithful fake of the ``tensorrt`` module (tests/fakes/fake_tensorrt.py: no profile for a dynamic input, a
+garbage timing cache and TF32 behave as in TensorRT), ``bench/mutate_trt.py`` checks that those tests catch
+single-line mistakes here, and tests/export/test_export_trt.py builds real engines wherever TensorRT and a GPU exist.
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ MIN_TRT_MAJOR = 10
 #: the logits (issue 17: 1.8e-3 .. 3.8e-3 on the demo student), so the element-wise gate is 1e-2 and top-1 flips
 #: within a 1e-2 reference margin are excused; agreement must still be 100% otherwise.
 TF32_TOLERANCE = Tolerance(max_abs=1e-2, min_cosine=0.9999, min_agreement=1.0, tie_margin=1e-2)
+#: What the TensorRT 10 weak-typing retry sets per precision (named in its log line).
+WEAK_TYPING_FLAGS = {"fp32": "no precision builder flag", "fp16": "the FP16 builder flag",
+                     "int8": "the FP16 and INT8 builder flags"}
 JETSON_HINT = "see README 'Deploying to a device' (Jetson: JetPack's TensorRT in a --system-site-packages venv)"
 
 
@@ -102,6 +107,26 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, flags: int) -> 
     return network, parser
 
 
+def _add_profile(builder: Any, config: Any, profile: Dict[str, Sequence[Shape]]) -> None:
+    """One optimisation profile with every input's min/opt/max; a shape or profile TensorRT refuses is a
+    :class:`PandError` naming it (``set_shape`` raises or returns False, ``add_optimization_profile`` returns -1)."""
+    prof = builder.create_optimization_profile()
+    for name, (mn, opt, mx) in profile.items():
+        why = ""
+        try:
+            ok = prof.set_shape(name, tuple(mn), tuple(opt), tuple(mx))
+        except Exception as e:  # noqa: BLE001 - the bindings raise RuntimeError where C++ setDimensions is false
+            ok, why = False, f" ({type(e).__name__}: {e})"
+        if ok is False:
+            raise PandError(f"TensorRT refused the optimisation profile shapes of {name!r}: min {tuple(mn)}, opt "
+                            f"{tuple(opt)}, max {tuple(mx)}{why}; check --batch / --max-batch (1 <= batch <= "
+                            f"max-batch)")
+    index = config.add_optimization_profile(prof)
+    if index is None or int(index) < 0:
+        shapes = ", ".join(f"{k}: min {tuple(v[0])} opt {tuple(v[1])} max {tuple(v[2])}" for k, v in profile.items())
+        raise PandError(f"TensorRT refused the optimisation profile ({shapes}); check --batch / --max-batch")
+
+
 def _load_cache(config: Any, cache_bytes: bytes, cache_path: Optional[Path]) -> None:
     where = f"timing cache {cache_path}" if cache_path else "timing cache"
     fix = "delete it (it is rebuilt) or pass another --timing-cache"
@@ -132,10 +157,7 @@ def build_serialized(trt: Any, onnx_path: Union[str, Path], precision: str,
     if workspace_bytes > 0:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if profile:
-        prof = builder.create_optimization_profile()
-        for name, (mn, opt, mx) in profile.items():
-            prof.set_shape(name, tuple(mn), tuple(opt), tuple(mx))
-        config.add_optimization_profile(prof)
+        _add_profile(builder, config, profile)
     set_flags = []
     if tf32:
         set_flags.append("TF32")
@@ -192,8 +214,8 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], pre
     plan, config, how = build_serialized(trt, onnx_path, precision, profile, workspace_bytes, cache_bytes,
                                          cache_path, tf32, strongly_typed=True)
     if plan is None and major < 11:
-        log.warning("TensorRT %s: strongly typed build failed; retrying weakly typed with the %s builder flag",
-                    trt.__version__, precision.upper())
+        log.warning("TensorRT %s: strongly typed build failed; retrying weakly typed with %s", trt.__version__,
+                    WEAK_TYPING_FLAGS[precision])
         plan, config, how = build_serialized(trt, onnx_path, precision, profile, workspace_bytes, cache_bytes,
                                              cache_path, tf32, strongly_typed=False)
     if plan is None:

@@ -8,15 +8,21 @@ on the same stream, synchronised once per call. One execution context, stream an
 :meth:`TrtBackend.run` holds a lock: concurrent calls from several threads are serialised, never interleaved. Each
 call also records CUDA events around ``execute_async_v3``: :attr:`TrtBackend.last_gpu_ms` is the GPU compute time of
 the last call (the host time of ``run`` additionally includes the copies and the synchronisation).
-:meth:`TrtBackend.close` frees the device and page-locked buffers, the context and engine, and detaches the retained
-primary CUDA context (idempotent).
+:meth:`TrtBackend.close` frees the device and page-locked buffers, the context and engine, and releases the retained
+primary CUDA context exactly once, from whichever thread calls it (:mod:`.cuda_context`: pycuda's ``detach()`` does
+nothing off the thread that retained the context, so the retain and the release run on a private thread). Any
+exception of the TensorRT/pycuda stack while loading (pycuda ``LogicError``/``MemoryError``, a ``TypeError`` from
+``nptype`` for bf16 I/O) becomes a :class:`~pand_runtime.errors.PandError` naming the engine file; the return
+values of ``set_input_shape`` are checked.
 
 Plans are tied to the TensorRT version and the GPU's compute capability (docs/deployment.md), so the backend refuses an
 engine whose recorded ``trt_version`` or ``compute_capability`` differs from this device's, naming both.
 
-Not run on real TensorRT in development (no CUDA GPU there); tests/runtime/test_trt_contract.py checks the calls
-against a recording stand-in of ``tensorrt`` and ``pycuda``, and tests/export/test_export_trt.py runs real engines
-wherever TensorRT, pycuda and a CUDA GPU exist (skipped otherwise).
+Not run on real TensorRT in development (no CUDA GPU there); tests/runtime/test_trt_contract.py runs this code on
+faithful fakes of ``tensorrt`` and ``pycuda.driver`` (tests/fakes/: stream handles are ints, copies complete at
+``synchronize``, push/pop balance per thread, shapes inside the profile), ``bench/mutate_trt.py`` checks that those
+tests catch single-line mistakes here, and tests/export/test_export_trt.py runs real engines wherever TensorRT, pycuda
+and a CUDA GPU exist (skipped otherwise).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from ..errors import ArtifactError, PandError
 
 from .._lazy import require_trt
 from ..device import gpu_power_mode
+from .cuda_context import RetainedContext
 
 __all__ = ["TrtBackend", "device_info", "check_engine_compat"]
 
@@ -86,28 +93,41 @@ class TrtBackend:
     name = "tensorrt"
 
     def __init__(self, engine_path: Union[str, Path], expected: Optional[Dict[str, Any]] = None, device: int = 0):
-        trt, cuda = require_trt()
-        self._trt, self._cuda = trt, cuda
-        info = device_info(device)
-        check_engine_compat(expected or {}, info, engine_path)
-        self.info = info
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = True  # until the engine is loaded
         self.last_gpu_ms: Optional[float] = None
         self._host: Dict[str, Any] = {}
         self._dev: Dict[str, Any] = {}
         self.context = self.engine = self.stream = None
-        self._ctx = cuda.Device(device).retain_primary_context()
+        self._ctx: Optional[RetainedContext] = None
+        try:
+            self._load(Path(engine_path), expected or {}, device)
+        except PandError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pycuda LogicError/MemoryError, TypeError (bf16 I/O), ...
+            raise PandError(f"cannot load the TensorRT engine {engine_path} ({type(e).__name__}: {e}); rebuild it "
+                            f"on this device with pand-engine BUNDLE, or run the bundle's model.onnx with "
+                            f"backend='onnxruntime'") from e
+        self._closed = False
+
+    def _load(self, engine_path: Path, expected: Dict[str, Any], device: int) -> None:
+        trt, cuda = require_trt()
+        self._trt, self._cuda = trt, cuda
+        info = device_info(device)
+        check_engine_compat(expected, info, engine_path)
+        self.info = info
+        self._ctx = RetainedContext(cuda, device)
+        loaded = False
         self._ctx.push()
         try:
-            self._setup(Path(engine_path))
-        except BaseException:
-            self._release()
+            self._setup(engine_path)
+            loaded = True
+        finally:
+            if not loaded:
+                self._release()
             self._ctx.pop()
-            self._ctx.detach()
-            self._closed = True
-            raise
-        self._ctx.pop()
+            if not loaded:
+                self._ctx.release()
 
     def _setup(self, engine_path: Path) -> None:
         trt, cuda = self._trt, self._cuda
@@ -118,6 +138,9 @@ class TrtBackend:
             raise ArtifactError(f"TensorRT could not deserialize {engine_path}; rebuild it on this device with "
                                 f"pand-engine BUNDLE")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise ArtifactError(f"TensorRT could not create an execution context for {engine_path} (out of device "
+                                f"memory? see the TensorRT log above)")
         self.stream = cuda.Stream()
         self._start, self._end = cuda.Event(), cuda.Event()
         self.inputs, self.outputs = [], []
@@ -135,15 +158,27 @@ class TrtBackend:
         else:
             self.min_batch = self.max_batch = int(shape[0])
         self.sample_shape = tuple(int(d) for d in shape[1:])
-        self.context.set_input_shape(self.input_name, (self.max_batch, *self.sample_shape))
+        self._set_shape((self.max_batch, *self.sample_shape))
         self.out_sample_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.output_name))[1:]
         self._host, self._dev = {}, {}
         for name, sample in ((self.input_name, self.sample_shape), (self.output_name, self.out_sample_shape)):
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            trt_type = self.engine.get_tensor_dtype(name)
+            try:
+                dtype = np.dtype(trt.nptype(trt_type))
+            except TypeError:
+                raise ArtifactError(f"engine {engine_path}: tensor {name!r} has TensorRT type "
+                                    f"{getattr(trt_type, 'name', trt_type)}, which numpy cannot hold; export the "
+                                    f"model with float32 or float16 inputs and outputs") from None
             host = cuda.pagelocked_empty(int(self.max_batch * np.prod(sample)), dtype)
             self._host[name] = host
             self._dev[name] = cuda.mem_alloc(host.nbytes)
             self.context.set_tensor_address(name, int(self._dev[name]))
+
+    def _set_shape(self, shape: tuple) -> None:
+        """``set_input_shape`` or :class:`PandError` naming the shape and the engine's profile."""
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise PandError(f"TensorRT refused the input shape {shape} for {self.input_name!r}: the engine's profile "
+                            f"takes batch {self.min_batch}..{self.max_batch} of {self.sample_shape}")
 
     @property
     def fixed_batch(self) -> Optional[int]:
@@ -163,8 +198,8 @@ class TrtBackend:
             n_in, n_out = x.size, n * int(np.prod(self.out_sample_shape))
             self._ctx.push()
             try:
+                self._set_shape(tuple(x.shape))
                 h_in[:n_in] = x.reshape(-1).astype(h_in.dtype, copy=False)
-                self.context.set_input_shape(self.input_name, tuple(x.shape))
                 cuda.memcpy_htod_async(self._dev[self.input_name], h_in[:n_in], self.stream)
                 self._start.record(self.stream)
                 if not self.context.execute_async_v3(self.stream.handle):
@@ -201,8 +236,8 @@ class TrtBackend:
         self._start = self._end = None
 
     def close(self) -> None:
-        """Free the device and page-locked buffers, the execution context and engine, and detach the retained CUDA
-        context. Safe to call twice; :meth:`run` afterwards raises."""
+        """Free the device and page-locked buffers, the execution context and engine, and release the retained CUDA
+        context exactly once. Safe from any thread and safe to call twice; :meth:`run` afterwards raises."""
         with self._lock:
             if self._closed:
                 return
@@ -212,4 +247,4 @@ class TrtBackend:
                 self._release()
             finally:
                 self._ctx.pop()
-                self._ctx.detach()
+                self._ctx.release()

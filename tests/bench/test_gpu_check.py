@@ -32,7 +32,7 @@ def test_gpu_check_dry_run_writes_every_section_with_numbers(tmp_path):
 
     assert rep["format"] == "pand-gpu-check" and rep["dry_run"] is True
     assert rep["env"]["torch"] and rep["env"]["date_utc"]
-    assert set(rep["stages"]) == {"tests", "nsd", "psc", "latency"}
+    assert set(rep["stages"]) == {"tests", "nsd", "psc", "latency", "trt"}
     assert all(s["status"] == "ok" for s in rep["stages"].values()), rep["stages"]
 
     gpu, cpu = rep["tests"]["gpu"], rep["tests"]["cpu_fast"]
@@ -67,6 +67,26 @@ def test_gpu_check_dry_run_writes_every_section_with_numbers(tmp_path):
                   "## Student inference latency (PyTorch)"):
         assert title in md
     assert "bf16 +cl +compile" in md and "dry run" in md
+
+
+def test_gpu_check_dry_run_lists_the_tensorrt_device_checks(tmp_path):
+    """Stage trt on a CPU: every device check of bench/trt_check.py is listed, the CPU-side inputs are prepared (the
+    INT32-bias Q/DQ model passes onnx.checker), and the probe says what is missing; the script exits 0."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--stages", "trt", "--out", str(out)], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rep = json.loads((out / "gpu_check.json").read_text())
+    assert rep["stages"]["trt"]["status"] == "ok"
+    rows = {r["check"]: r for r in rep["trt"]["rows"]}
+    assert list(rows) == ["negative-control", "fp32-parity", "batches", "garbage-cache", "tampered-engine",
+                          "threads", "cycles"]
+    assert all(r["status"].startswith("listed (dry run") for r in rows.values()), rows
+    assert rows["negative-control"]["prepared"].endswith("int32_bias.onnx")
+    assert any(line.startswith("TensorRT ") for line in rep["trt"]["env"])
+    md = (out / "gpu_check.md").read_text()
+    assert "## TensorRT device checks" in md and "| cycles |" in md
 
 
 def _load_gpu_check():

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))  # fake_tensorrt, fake_pycuda
 import bundle_factory as bf  # noqa: E402
 
 
