@@ -191,7 +191,7 @@ def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jo
     t0 = time.time()
     config_path = config_path or str(config_dir() / "demo.yaml")
     run_dir = Path(run_dir)
-    world = prepare_world(config_path, list(overrides))
+    world = prepare_world(config_path, list(overrides), promptkd_student=False)
     zs = teacher_zero_shot(world, create_teacher(world.cfg.teacher))
     upstream = None
     if "upstream" in st:

@@ -45,11 +45,12 @@ def _pretrain_meta(ckpt: Path) -> Dict[str, Any]:
 
 
 def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = True,
-                  pretrain_steps: Optional[int] = None) -> DemoWorld:
+                  pretrain_steps: Optional[int] = None, promptkd_student: bool = True) -> DemoWorld:
     """Build the benchmark, pre-train (or reuse) the teacher and the PromptKD student init on the web pool.
 
     ``pretrain_steps`` caps the pre-training steps (``--quick`` uses a few dozen); the validation split of the
-    benchmark decides when pre-training stops improving.
+    benchmark decides when pre-training stops improving. ``promptkd_student=False`` skips the PromptKD student's
+    pre-training (``bench/distill.py`` trains no PromptKD student).
     """
     base = load_config(config_path, list(overrides))
     full = build_splits(load_config(config_path, [*overrides, "data.labels_per_class=null"]).data,
@@ -71,7 +72,7 @@ def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = T
     seconds["teacher_pretrain"] = round(time.time() - t0, 1)
     over = [*overrides, f"teacher.pretrained={ckpt}"]
     pretrain = {"teacher": _pretrain_meta(ckpt)}
-    if base.promptkd.get("student_pretrained") is None:
+    if promptkd_student and base.promptkd.get("student_pretrained") is None:
         # PromptKD starts from a pre-trained (smaller) CLIP image encoder: pre-train the student arch the same way
         t0 = time.time()
         sckpt = pretrain_teacher(str(base.promptkd.student_arch), web, fits, val, prompts, base.cache_dir, pcfg,
