@@ -35,7 +35,6 @@ import json
 import logging
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,7 +46,7 @@ import numpy as np
 import pand
 from pand.data.transforms import create_transform
 from pand.errors import PandError
-from pand.utils.io import atomic_path, atomic_write_text, sha256_file
+from pand.utils.io import atomic_path, atomic_write_text, make_staging_dir, sha256_file
 from pand_runtime.backends.base import Backend, run_batched
 from pand_runtime.backends.ort_backend import OrtBackend
 from pand_runtime.backends.trt_backend import TrtBackend
@@ -450,7 +449,7 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     staging = None
     try:
         bundle.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.tmp-", dir=bundle.parent))
+        staging = make_staging_dir(bundle.parent, bundle.name)
         ctx = ExportContext(source=src, opts=opts, staging=staging, tolerance=_tolerance(opts), ref_inputs=ref_inputs,
                             ref_logits=ref_logits, labels=images.labels, trt_env=trt_env)
         for f in fmts:
