@@ -60,12 +60,12 @@ def _unfinished_run(path: Path) -> ArtifactError:
 
                 last = read_json(root / "last.json")
                 ckpt = root / str(last["dir"]) / "model.safetensors"
-                epoch = f"epoch {int(last['epoch']) + 1} (0-based {int(last['epoch'])} in the files)"
+                epoch = f"from epoch {int(last['epoch']) + 1}"
             except Exception:  # noqa: BLE001 - a damaged last.json: still name the folder
-                ckpt, epoch = root, "unknown epoch"
+                ckpt, epoch = root, "in"
             return ArtifactError(
-                f"{path} is an unfinished run: it has no {STUDENT_FILE} yet (the training stopped after {epoch}). "
-                f"Finish it with: pand-train {path / CONFIG_FILE} --run-dir {path} --resume   or export its last "
+                f"{path} is an unfinished run: it has no {STUDENT_FILE} yet; its last checkpoint is {epoch} {ckpt}. "
+                f"Finish the run with: pand-train {path / CONFIG_FILE} --run-dir {path} --resume   or export that "
                 f"checkpoint as it is: pand-export {ckpt}")
     return ArtifactError(f"{path} has no {STUDENT_FILE}: is it a finished pand-train run directory? "
                          f"Pass the run directory or a student .safetensors checkpoint")
