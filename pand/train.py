@@ -196,8 +196,9 @@ def _report_end(cfg, run_dir: Path, summary: Dict[str, Any]) -> None:
 def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
     """:func:`_run` under an exclusive lock on ``run_dir`` (``run_dir/.pand.lock``, :mod:`pand.utils.lock`).
 
-    ``resume`` on a finished run (:func:`pand.report.finished_run`) logs that it is finished and returns its
-    ``summary.json`` without writing anything (not even the lock).
+    ``resume`` on a finished run (:func:`pand.report.finished_run`) under the same configuration logs that it is
+    finished and returns its ``summary.json`` without writing anything (not even the lock); under another
+    configuration it is refused as any resume is, naming the differing keys.
 
     A second process training into the same directory is refused at once with a :class:`pand.utils.lock.LockedError`
     naming the holder's pid; a read-only ``run_dir`` is a :class:`PandError` before anything is written. Under
@@ -206,6 +207,7 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
     run_dir = Path(run_dir)
     done = report.finished_run(run_dir) if resume and stage != "psc" else None
     if done is not None:  # checked before the lock is taken: a finished run is left exactly as it is
+        _check_run_dir(cfg, run_dir, stage, resume)  # (read-only) another configuration is still refused, naming it
         report.log.info(f"{run_dir} is a finished run (summary.json and student.safetensors are there): nothing to "
                         f"resume, no file was changed. To train longer or differently, start a new run (another "
                         f"--run-dir, or leave --run-dir out for the next free runs/<name>-N).")

@@ -88,3 +88,15 @@ def test_a_ce_ramp_that_never_sees_a_label_is_warned_with_the_fix(epochs, ce_wei
     if warns:
         assert "nsd.epochs=1" in msg and "nsd.epochs >= 2" in msg and "nsd.ce_weight=0.5" in msg
     assert NSDCriterion(epochs=1, use_teacher=False).label_free_warning() is None
+
+
+def test_every_option_of_every_command_has_help():
+    from pand.cli import cli as train
+    from pand_export.cli import cli as export
+    from pand_runtime.engine import _cli as engine
+
+    from pand_runtime.bench import _cli
+
+    for cmd in (train, export, engine(), _cli()):
+        missing = [p.name for p in cmd.params if p.param_type_name == "option" and not getattr(p, "help", None)]
+        assert not missing, (cmd.name, missing)
