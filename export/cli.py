@@ -33,6 +33,22 @@ def _setup_logging() -> None:
     setup_logging("pand.export")
 
 
+class CountOrDir(click.ParamType):
+    """``--calib-images``: a number of images (int) or an existing folder of images (Path)."""
+
+    name = "N|DIR"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, Path)):
+            return value
+        text = str(value)
+        if text.isdigit():
+            return int(text)
+        if Path(text).is_dir():
+            return Path(text)
+        self.fail(f"{text}: give a number of training images or an existing folder of images", param, ctx)
+
+
 def next_step_hint(m, bundle: Path) -> str:
     """The line about TensorRT that fits the bundle: none when it has an engine; for an int8 bundle of the CPU flavour
     (which pand-engine refuses) how to get the TensorRT one; else how to build the engine on the device."""
@@ -65,8 +81,7 @@ def _format_help() -> str:
 @click.option("--max-batch", type=int, default=DEFAULTS.max_batch, show_default=True,
               help="Largest batch (TensorRT profile max; the runtime splits larger inputs).")
 @click.option("--opset", type=int, default=DEFAULTS.opset, show_default=True, help="ONNX opset (<= 18 recommended).")
-@click.option("--calib-images", "calib_images", default=str(DEFAULTS.calib_images), show_default=True,
-              metavar="N|DIR",
+@click.option("--calib-images", "calib_images", type=CountOrDir(), default=DEFAULTS.calib_images, show_default=True,
               help="INT8 calibration: N images drawn (seeded) from the run's TRAINING split (never test), or a folder "
                    "DIR of images to calibrate on instead (searched recursively; no labels needed).")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -128,13 +143,6 @@ def cli(source, **options):
     """
     _setup_logging()
     timing_cache = options.pop("timing_cache")
-    calib = str(options.pop("calib_images"))
-    if calib.isdigit():
-        options.update(calib_images=int(calib), calib_dir=None)
-    elif Path(calib).is_dir():
-        options.update(calib_images=0, calib_dir=Path(calib))
-    else:
-        _fail(f"--calib-images {calib}: give a number of training images or an existing folder of images")
     opts = ExportOptions(**options, timing_cache=Path(timing_cache) if timing_cache else None)
     try:
         result = export_bundle(source, opts)

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -87,8 +87,9 @@ class ExportOptions:
     dynamic_batch: bool = True
     max_batch: int = 32  # largest batch the runtime sends (TensorRT profile max)
     opset: int = 18
-    calib_images: int = 256  # from the TRAINING split (bench/int8.py: minmax agreement rises to 256, flat after)
-    calib_dir: Optional[Path] = None  # int8: calibrate on the images of this folder instead of the training split
+    # int8 calibration: a number of images from the TRAINING split (bench/int8.py: minmax agreement rises to 256, flat
+    # after), or a folder whose images are used instead (all of them)
+    calib_images: Union[int, Path] = 256
     data_root: Optional[Path] = None  # where the run's dataset is now (replaces data.root of its config.yaml)
     calib_method: str = "minmax"
     quantize_head: bool = False  # int8: also quantize the final classifier layer
@@ -226,8 +227,9 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
         convert_fp16(fp32, final)
         info["fp16"] = {"converter": "onnxconverter_common.float16", "keep_io_types": True}
     elif o.precision == "int8":
-        calib = (load_folder_images(o.calib_dir, o.calib_images, o.seed) if o.calib_dir is not None
-                 else load_split_images(src.cfg, "train", o.calib_images, o.seed, src.class_names))
+        folder = calib_folder(o)
+        calib = (load_folder_images(folder, 0, o.seed) if folder is not None
+                 else load_split_images(src.cfg, "train", int(o.calib_images), o.seed, src.class_names))
         transform = create_transform(src.preprocess, is_train=False)
         batches = [x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration")]
         search = None
@@ -241,7 +243,7 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
             else:
                 recipe = q.quantize(final, base)
         info["int8"] = {**dataclasses.asdict(recipe), "calibration_images": len(calib),
-                        "calibration_split": "train" if o.calib_dir is None else f"folder {o.calib_dir}",
+                        "calibration_split": "train" if folder is None else f"folder {folder}",
                         "calibration_method": o.calib_method, "validated_cpu": validated_cpu(),
                         "accuracy_aware": search}
     if fp32 != final:
@@ -310,6 +312,12 @@ def formats_of(name: str) -> List[ExportFormat]:
     return out
 
 
+def calib_folder(opts: ExportOptions) -> Optional[Path]:
+    """The folder of calibration images when ``calib_images`` names one (a path), else None (a count)."""
+    c = opts.calib_images
+    return Path(c) if isinstance(c, (str, Path)) and not str(c).isdigit() else None
+
+
 def validate_options(opts: ExportOptions) -> ExportOptions:
     """Check option values and combinations; fill the int8 target default. Raises :class:`PandError`."""
     import onnx
@@ -341,11 +349,12 @@ def validate_options(opts: ExportOptions) -> ExportOptions:
         if opts.precision == "int8" and opts.opset >= 21:
             raise PandError(f"--opset {opts.opset}: ONNX Runtime static quantization rejects opset >= 21; use <= 18")
         log.warning("opset %d > %d: ONNX Runtime CUDA/TensorRT may lack kernels for it", opts.opset, MAX_OPSET)
-    if opts.precision == "int8" and opts.calib_images < 1 and opts.calib_dir is None:
+    folder = calib_folder(opts)
+    if folder is not None and not folder.is_dir():
+        raise PandError(f"--calib-images {folder}: not a folder (give a number of training images or a folder of "
+                        f"calibration images)")
+    if opts.precision == "int8" and folder is None and int(opts.calib_images) < 1:
         raise PandError("--calib-images must be >= 1 for int8")
-    if opts.calib_dir is not None and not Path(opts.calib_dir).is_dir():
-        raise PandError(f"--calib-images {opts.calib_dir}: not a folder (give a number of training images or a folder "
-                        f"of calibration images)")
     return opts
 
 

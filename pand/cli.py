@@ -26,8 +26,9 @@ def resolve_run_dir(cfg, run_dir: str | None, resume: bool = False) -> Path:
     """``--run-dir`` > ``run_dir`` in the config > the next free ``runs/<name>``, ``runs/<name>-2``, ``runs/<name>-3``, ...
 
     Without an explicit directory a new run never lands in a used folder: ``runs/<name>`` when it is absent or
-    empty, else the first free ``runs/<name>-N``. With ``resume`` it is the last used one of that sequence (the run
-    started most recently under this name).
+    empty, else the first free ``runs/<name>-N``. With ``resume`` (also ``pand-train --stage nsd``, which continues
+    the Stage PSC of an earlier call) it is the last used one of that sequence (the run started most recently under
+    this name).
     """
     if run_dir:
         return Path(run_dir)
@@ -78,7 +79,7 @@ def _launch_ddp(devices: int, argv: Sequence[str]) -> int:
 @click.option("--dry-run", is_flag=True, help="Build the datasets and splits, print class and image counts, exit.")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the run writes. Default: runs/<name>, or the next free runs/<name>-2, -3, ... when it is "
-                   "used (with --resume: the last of them).")
+                   "used (with --resume or --stage nsd: the last of them).")
 @click.option("--stage", type=click.Choice(STAGES), default="all", show_default=True,
               help="Run only Stage PSC, only Stage NSD (reusing a PSC artifact), or the whole recipe.")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run directory (a finished run "
@@ -109,7 +110,7 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
             return
         if cfg.trainer.devices > 1 and "LOCAL_RANK" not in os.environ:
             argv = [config, *overrides, "--stage", stage]
-            argv += ["--run-dir", str(resolve_run_dir(cfg, run_dir, resume))]
+            argv += ["--run-dir", str(resolve_run_dir(cfg, run_dir, resume or stage == "nsd"))]
             if resume:
                 argv.append("--resume")
             sys.exit(_launch_ddp(int(cfg.trainer.devices), argv))
@@ -117,7 +118,7 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume):
         from pand.train import run  # torch and the models load here, so --help and --dry-run stay quick
 
         log = setup_logging()
-        target = resolve_run_dir(cfg, run_dir, resume)
+        target = resolve_run_dir(cfg, run_dir, resume or stage == "nsd")
         if not run_dir and not cfg.run_dir:
             log.info(f"run directory: {target}")
         run(cfg, target, stage=stage, resume=resume)

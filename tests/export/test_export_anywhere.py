@@ -82,8 +82,8 @@ def test_calibration_from_a_folder(run_dir, tmp_path):
     rng = np.random.default_rng(0)
     for k in range(5):
         Image.fromarray(rng.integers(0, 256, (70, 80, 3), dtype=np.uint8)).save(calib / f"{k}.png")
-    res = bf.export(run_dir, tmp_path / "int8", precision="int8", target="cpu", parity_images=8, calib_images=0,
-                    calib_dir=tmp_path / "calib", accuracy_aware=False, min_agreement=0.0, max_acc_drop=1.0)
+    res = bf.export(run_dir, tmp_path / "int8", precision="int8", target="cpu", parity_images=8,
+                    calib_images=tmp_path / "calib", accuracy_aware=False, min_agreement=0.0, max_acc_drop=1.0)
     info = load_manifest(res.bundle).models[0].info["int8"]
     assert info["calibration_images"] == 5 and info["calibration_split"] == f"folder {tmp_path / 'calib'}"
 
@@ -94,7 +94,7 @@ def test_cli_calib_images_takes_a_number_or_a_folder_and_the_hint_fits_the_bundl
     from pand_export.cli import cli
 
     r = CliRunner().invoke(cli, [str(run_dir), "--calib-images", str(tmp_path / "missing"), "-o", str(tmp_path / "b")])
-    assert r.exit_code == 2 and "give a number of training images or an existing folder" in r.output
+    assert r.exit_code == 2 and "give a number of training images or an existing folder" in r.output, r.output
     r = CliRunner().invoke(cli, [str(run_dir), "--precision", "int8", "--target", "cpu", "--plain-int8",
                                  "--calib-images", "8", "--parity-images", "8", "--min-agreement", "0",
                                  "--max-acc-drop", "1", "-o", str(tmp_path / "int8")])
