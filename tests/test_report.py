@@ -39,7 +39,7 @@ def test_logger_echoes_to_stdout(capsys):
     report.setup_logging()  # once
     report.log.info("hello")
     assert capsys.readouterr().out == "hello\n"
-    assert sum(isinstance(h, logging.Handler) for h in report.log.handlers) == 1
+    assert sum(isinstance(h, report._EchoHandler) for h in report.log.handlers) == 1, report.log.handlers
 
 
 def test_curves_png_from_metrics_records(tmp_path):
