@@ -33,6 +33,33 @@ def _setup_logging() -> None:
     setup_logging("pand.export")
 
 
+class CountOrDir(click.ParamType):
+    """``--calib-images``: a number of images (int) or an existing folder of images (Path)."""
+
+    name = "N|DIR"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, Path)):
+            return value
+        text = str(value)
+        if text.isdigit():
+            return int(text)
+        if Path(text).is_dir():
+            return Path(text)
+        self.fail(f"{text}: give a number of training images or an existing folder of images", param, ctx)
+
+
+def next_step_hint(m, bundle: Path) -> str:
+    """The line about TensorRT that fits the bundle: none when it has an engine; for an int8 bundle of the CPU flavour
+    (which pand-engine refuses) how to get the TensorRT one; else how to build the engine on the device."""
+    if any(x.format == "tensorrt" for x in m.models):
+        return ""
+    if m.precision == "int8" and m.int8_target != "tensorrt":
+        return (f"int8 for the ONNX Runtime CPU provider (--target {m.int8_target}); TensorRT needs the other flavour: "
+                f"pand-export RUN --precision int8 --target tensorrt, then pand-engine on the device")
+    return f"TensorRT: copy the bundle to the device and run pand-engine {bundle.name} there"
+
+
 def _format_help() -> str:
     rows = "; ".join(f"{f.name}: {f.description} ({f.file})" for f in EXPORT_FORMATS)
     return f"{rows}; all: every format."
@@ -54,8 +81,12 @@ def _format_help() -> str:
 @click.option("--max-batch", type=int, default=DEFAULTS.max_batch, show_default=True,
               help="Largest batch (TensorRT profile max; the runtime splits larger inputs).")
 @click.option("--opset", type=int, default=DEFAULTS.opset, show_default=True, help="ONNX opset (<= 18 recommended).")
-@click.option("--calib-images", type=int, default=DEFAULTS.calib_images, show_default=True,
-              help="INT8 calibration images, drawn (seeded) from the run's TRAINING split, never test.")
+@click.option("--calib-images", "calib_images", type=CountOrDir(), default=DEFAULTS.calib_images, show_default=True,
+              help="INT8 calibration: N images drawn (seeded) from the run's TRAINING split (never test), or a folder "
+                   "DIR of images to calibrate on instead (searched recursively; no labels needed).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the run's dataset is now (replaces data.root of the run's config.yaml: the dataset moved, "
+                   "or another machine). fp32/fp16 export works without the dataset (parity on random images).")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=DEFAULTS.calib_method, show_default=True,
               help="INT8 calibration method.")
 @click.option("--quantize-head/--float-head", default=DEFAULTS.quantize_head, show_default=True,
@@ -105,6 +136,8 @@ def cli(source, **options):
     Examples:
       pand-export runs/tiny --format onnx
       pand-export runs/tiny --format onnx --precision int8 --target cpu --calib-images 256
+      pand-export runs/tiny --data-root /data/my_images           # the dataset moved since training
+      pand-export runs/tiny --precision int8 --calib-images /data/calib_images
       pand-export runs/tiny --precision int8 --min-agreement 0.995     # accuracy-aware INT8 (the default)
       pand-export runs/cub --format trt --precision fp16 --max-batch 16
     """
@@ -127,8 +160,9 @@ def cli(source, **options):
         click.echo(f"  int8: layers kept in float: {', '.join(int8.get('float_nodes') or []) or 'none'}"
                    + (f"; agreement {chosen['agreement']:.2%} (target {search.get('target'):.2%}) after "
                       f"{len(search.get('steps', []))} search step(s)" if chosen else ""))
-    if not any(x.format == "tensorrt" for x in m.models):
-        click.echo(f"  TensorRT: copy the bundle to the device and run pand-engine {result.bundle.name} there")
+    hint = next_step_hint(m, result.bundle)
+    if hint:
+        click.echo(f"  {hint}")
     click.echo(f"  Benchmark: pand-bench {result.bundle}")
     report_parity("pand-export", "the bundle", result.valid, result.failures)
 

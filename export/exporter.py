@@ -35,19 +35,18 @@ import json
 import logging
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 import pand
 from pand.data.transforms import create_transform
 from pand.errors import PandError
-from pand.utils.io import atomic_path, atomic_write_text, sha256_file
+from pand.utils.io import atomic_path, atomic_write_text, make_staging_dir, sha256_file
 from pand_runtime.backends.base import Backend, run_batched
 from pand_runtime.backends.ort_backend import OrtBackend
 from pand_runtime.backends.trt_backend import TrtBackend
@@ -58,7 +57,7 @@ from pand_runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_lo
 from pand_runtime.preprocess import crop_image, normalize_u8
 from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
-from .data import SplitImages, iter_batches, load_split_images
+from .data import RandomImages, SplitImages, iter_batches, load_folder_images, load_split_images
 from .int8_search import accuracy_aware_int8
 from .onnx_export import (check_onnx, convert_fp16, onnx_io_specs, onnx_opset, set_onnx_metadata, simplify_onnx,
                           torch_to_onnx)
@@ -88,7 +87,10 @@ class ExportOptions:
     dynamic_batch: bool = True
     max_batch: int = 32  # largest batch the runtime sends (TensorRT profile max)
     opset: int = 18
-    calib_images: int = 256  # from the TRAINING split (bench/int8.py: minmax agreement rises to 256, flat after)
+    # int8 calibration: a number of images from the TRAINING split (bench/int8.py: minmax agreement rises to 256, flat
+    # after), or a folder whose images are used instead (all of them)
+    calib_images: Union[int, Path] = 256
+    data_root: Optional[Path] = None  # where the run's dataset is now (replaces data.root of its config.yaml)
     calib_method: str = "minmax"
     quantize_head: bool = False  # int8: also quantize the final classifier layer
     parity_images: int = 256  # from the TEST split; 0 = all
@@ -118,7 +120,8 @@ class ExportContext:
     tolerance: Tolerance
     ref_inputs: np.ndarray  # float32 [N, 3, S, S], what the torch student saw
     ref_logits: np.ndarray  # float32 [N, C]
-    labels: np.ndarray  # int64 [N]
+    labels: Optional[np.ndarray]  # int64 [N]; None when the parity inputs are random images (no dataset)
+    parity_what: str = "test images"  # what the parity inputs are, for messages
     trt_env: Optional[Dict[str, str]] = None
     onnx_path: Optional[Path] = None
     models: List[ModelFile] = field(default_factory=list)
@@ -200,10 +203,11 @@ def _parity(ctx: ExportContext, backend_name: str, backend: Backend, tolerance: 
     fails = check_parity(res, tol)
     ctx.parity[backend_name] = {**res.to_dict(), "tolerance": tol.to_dict(), "passed": not fails,
                                 "failures": fails}
-    acc = "" if res.acc_out is None else f", top-1 acc {res.acc_out:.2%} (torch {res.acc_ref:.2%})"
-    log.info("%s parity on %d test images: max|diff| %.3g, mean|diff| %.3g, cosine %.6f, top-1 agreement %.2f%%%s"
-             " -> %s", backend_name, res.n, res.max_abs, res.mean_abs, res.mean_cosine, 100 * res.top1_agreement, acc,
-             "PASS" if not fails else "FAIL: " + "; ".join(fails))
+    acc = "" if res.acc_out is None else (f"; top-1 on these {res.n} images {res.acc_out:.2%} "
+                                          f"(PyTorch {res.acc_ref:.2%})")
+    log.info("%s parity on %d %s: agreement with PyTorch %.2f%%, max|diff| %.3g, mean|diff| %.3g, cosine %.6f%s"
+             " -> %s", backend_name, res.n, ctx.parity_what, 100 * res.top1_agreement, res.max_abs, res.mean_abs,
+             res.mean_cosine, acc, "PASS" if not fails else "FAIL: " + "; ".join(fails))
 
 
 @export_step("ONNX")
@@ -223,7 +227,9 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
         convert_fp16(fp32, final)
         info["fp16"] = {"converter": "onnxconverter_common.float16", "keep_io_types": True}
     elif o.precision == "int8":
-        calib = load_split_images(src.cfg, "train", o.calib_images, o.seed, src.class_names)
+        folder = calib_folder(o)
+        calib = (load_folder_images(folder, 0, o.seed) if folder is not None
+                 else load_split_images(src.cfg, "train", int(o.calib_images), o.seed, src.class_names))
         transform = create_transform(src.preprocess, is_train=False)
         batches = [x.numpy() for _, x in iter_batches(calib, transform, 8, desc="INT8 calibration")]
         search = None
@@ -236,7 +242,8 @@ def export_onnx(ctx: ExportContext) -> ModelFile:
                                                      max_units=o.max_float_units)
             else:
                 recipe = q.quantize(final, base)
-        info["int8"] = {**dataclasses.asdict(recipe), "calibration_images": len(calib), "calibration_split": "train",
+        info["int8"] = {**dataclasses.asdict(recipe), "calibration_images": len(calib),
+                        "calibration_split": "train" if folder is None else f"folder {folder}",
                         "calibration_method": o.calib_method, "validated_cpu": validated_cpu(),
                         "accuracy_aware": search}
     if fp32 != final:
@@ -305,6 +312,12 @@ def formats_of(name: str) -> List[ExportFormat]:
     return out
 
 
+def calib_folder(opts: ExportOptions) -> Optional[Path]:
+    """The folder of calibration images when ``calib_images`` names one (a path), else None (a count)."""
+    c = opts.calib_images
+    return Path(c) if isinstance(c, (str, Path)) and not str(c).isdigit() else None
+
+
 def validate_options(opts: ExportOptions) -> ExportOptions:
     """Check option values and combinations; fill the int8 target default. Raises :class:`PandError`."""
     import onnx
@@ -336,7 +349,11 @@ def validate_options(opts: ExportOptions) -> ExportOptions:
         if opts.precision == "int8" and opts.opset >= 21:
             raise PandError(f"--opset {opts.opset}: ONNX Runtime static quantization rejects opset >= 21; use <= 18")
         log.warning("opset %d > %d: ONNX Runtime CUDA/TensorRT may lack kernels for it", opts.opset, MAX_OPSET)
-    if opts.precision == "int8" and opts.calib_images < 1:
+    folder = calib_folder(opts)
+    if folder is not None and not folder.is_dir():
+        raise PandError(f"--calib-images {folder}: not a folder (give a number of training images or a folder of "
+                        f"calibration images)")
+    if opts.precision == "int8" and folder is None and int(opts.calib_images) < 1:
         raise PandError("--calib-images must be >= 1 for int8")
     return opts
 
@@ -391,15 +408,21 @@ def _write_bundle_files(ctx: ExportContext, crops: np.ndarray, images: SplitImag
     src, o = ctx.source, ctx.opts
     with atomic_path(ctx.staging / REFERENCE_NAME) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, images_u8=crops, labels=ctx.labels, logits=ctx.ref_logits,
+            np.savez_compressed(f, images_u8=crops, labels=ctx.labels if ctx.labels is not None else
+                                np.zeros(0, np.int64), logits=ctx.ref_logits,
                                 paths=np.asarray(images.paths, dtype=str))
     pre_ok = pre_diff <= PREPROCESS_ATOL
     failures = [f"{name}: {msg}" for name, r in ctx.parity.items() for msg in r["failures"]]
     if not pre_ok:
         failures.insert(0, f"preprocessing: the runtime's numpy transform differs from the training eval transform by "
                            f"{pre_diff:.3g} (> {PREPROCESS_ATOL:g}); the manifest cannot describe this transform")
-    parity = {"split": "test", "n_images": int(len(ctx.labels)), "seed": o.seed,
-              "reference_accuracy": float(np.mean(ctx.ref_logits.argmax(1) == ctx.labels)) if len(ctx.labels) else None,
+    labelled = ctx.labels is not None and len(ctx.labels) > 0
+    split_images = getattr(getattr(images, "dataset", None), "__len__", None)
+    parity = {"split": images.split, "n_images": int(len(ctx.ref_logits)), "seed": o.seed,
+              # how many images the split has: n_images < split_images means a seeded subset (--parity-images)
+              "split_images": int(split_images()) if split_images else int(len(ctx.ref_logits)),
+              "inputs": "dataset images" if labelled else "random images (the run's dataset was not available)",
+              "reference_accuracy": float(np.mean(ctx.ref_logits.argmax(1) == ctx.labels)) if labelled else None,
               "preprocess": {"max_abs_diff": pre_diff, "atol": PREPROCESS_ATOL, "passed": pre_ok},
               **ctx.parity, "failures": failures}
     export_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(o).items()}
@@ -417,6 +440,31 @@ def _write_bundle_files(ctx: ExportContext, crops: np.ndarray, images: SplitImag
     )
     atomic_write_text(ctx.staging / MANIFEST_NAME, manifest.to_json())
     return manifest
+
+
+RANDOM_PARITY_IMAGES = 32  # parity inputs of an fp32/fp16 export without the dataset
+
+
+def _parity_images(src: ExportSource, opts: ExportOptions) -> Tuple[Any, str]:
+    """The parity images and what they are, for messages: a seeded subset of the run's test split (all of it with
+    ``--parity-images 0``); for fp32/fp16 without the dataset, seeded random images (said so; no labels, so the
+    bundle has agreement but no accuracy). INT8 needs the dataset (its accuracy-aware search is judged on it)."""
+    try:
+        images = load_split_images(src.cfg, "test", opts.parity_images, opts.seed, src.class_names)
+    except PandError as e:
+        if opts.precision == "int8":
+            raise PandError(f"{e}. INT8 export needs the run's test images for its parity check: pass --data-root DIR "
+                            f"where the dataset is now") from None
+        n = RANDOM_PARITY_IMAGES if opts.parity_images <= 0 else min(opts.parity_images, RANDOM_PARITY_IMAGES)
+        log.warning("the run's dataset is not available (%s); %s parity is checked on %d random images instead (no "
+                    "labels: agreement with PyTorch but no accuracy). Pass --data-root DIR for parity on the test "
+                    "split", e, opts.precision, n)
+        return RandomImages(n, src.preprocess.image_size, opts.seed), "random images"
+    total = len(images.dataset)
+    what = (f"parity images (a seeded subset of the {total} test images; --parity-images 0 for all)"
+            if len(images) < total else "test images (the whole test split)")
+    log.info("parity set: %d %s; reference: PyTorch %s on CPU", len(images), what, src.arch)
+    return images, what
 
 
 def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
@@ -438,11 +486,10 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     if any(f.needs_gpu for f in fmts):
         trt_env = require_trt_build()
     source_path = Path(source_path)
-    src = load_source(source_path)
+    src = load_source(source_path, data_root=opts.data_root)
     bundle = Path(opts.output) if opts.output else default_output_dir(source_path, opts)
     check_replaceable(bundle)
-    images = load_split_images(src.cfg, "test", opts.parity_images, opts.seed, src.class_names)
-    log.info("parity set: %d images of the test split; reference: PyTorch %s on CPU", len(images), src.arch)
+    images, what = _parity_images(src, opts)
     ref_inputs, ref_logits, crops, pre_diff = _reference(src, images)
     if not np.isfinite(ref_logits).all():
         raise PandError(f"the PyTorch student of {src.checkpoint} returns NaN or inf logits on the parity images; "
@@ -450,9 +497,10 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     staging = None
     try:
         bundle.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.tmp-", dir=bundle.parent))
+        staging = make_staging_dir(bundle.parent, bundle.name)
+        labels = images.labels if len(images.labels) else None
         ctx = ExportContext(source=src, opts=opts, staging=staging, tolerance=_tolerance(opts), ref_inputs=ref_inputs,
-                            ref_logits=ref_logits, labels=images.labels, trt_env=trt_env)
+                            ref_logits=ref_logits, labels=labels, trt_env=trt_env, parity_what=what)
         for f in fmts:
             ctx.models.append(f.fn(ctx))
         manifest = _write_bundle_files(ctx, crops, images, pre_diff, source_path)

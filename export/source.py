@@ -40,10 +40,48 @@ class ExportSource:
 
 
 def _find_config(checkpoint: Path) -> Optional[Path]:
-    for d in (checkpoint.parent, checkpoint.parent.parent, checkpoint.parent.parent.parent):
+    """``config.yaml`` next to ``checkpoint`` or up to three folders above it (a run's
+    ``nsd/checkpoints/epoch_NNNN/model.safetensors`` finds the run's own)."""
+    for d in list(checkpoint.parents)[:4]:
         if (d / CONFIG_FILE).is_file():
             return d / CONFIG_FILE
     return None
+
+
+def _unfinished_run(path: Path) -> ArtifactError:
+    """The error for a run directory without ``student.safetensors``: names ``--resume`` and the last checkpoint."""
+    from pand.engine.checkpoint import has_checkpoint
+
+    for stage in ("nsd", "promptkd"):
+        root = path / stage / "checkpoints"
+        if has_checkpoint(root):
+            try:
+                from pand.utils.io import read_json
+
+                last = read_json(root / "last.json")
+                ckpt = root / str(last["dir"]) / "model.safetensors"
+                epoch = f"from epoch {int(last['epoch']) + 1}"
+            except Exception:  # noqa: BLE001 - a damaged last.json: still name the folder
+                ckpt, epoch = root, "in"
+            return ArtifactError(
+                f"{path} is an unfinished run: it has no {STUDENT_FILE} yet; its last checkpoint is {epoch} {ckpt}. "
+                f"Finish the run with: pand-train {path / CONFIG_FILE} --run-dir {path} --resume   or export that "
+                f"checkpoint as it is: pand-export {ckpt}")
+    return ArtifactError(f"{path} has no {STUDENT_FILE}: is it a finished pand-train run directory? "
+                         f"Pass the run directory or a student .safetensors checkpoint")
+
+
+def _set_data_root(cfg: Any, data_root: Optional[Path], where: Path) -> None:
+    """``data.root`` of the run's configuration replaced by ``data_root`` (the dataset moved or another machine)."""
+    if data_root is None:
+        return
+    if cfg is None:
+        raise PandError(f"--data-root {data_root}: {where} has no config.yaml naming the dataset, so there is nothing "
+                        f"to redirect; export a run directory")
+    if not Path(data_root).exists():
+        raise PandError(f"--data-root {data_root} does not exist; point it at the dataset's folder (the one "
+                        f"data.root named when training: {cfg.data.root})")
+    cfg.data.root = str(data_root)
 
 
 def _strip_prefix(sd: Dict[str, Any]) -> Dict[str, Any]:
@@ -65,8 +103,13 @@ def check_finite_weights(model: Any, checkpoint: Path) -> None:
                             f"rate) or export an earlier, healthy checkpoint")
 
 
-def load_source(path: str | Path) -> ExportSource:
+def load_source(path: str | Path, data_root: Optional[str | Path] = None) -> ExportSource:
     """Load the student of a run directory or a ``.safetensors`` checkpoint for export.
+
+    Args:
+        path: a finished run directory, its ``student.safetensors``, or an epoch checkpoint
+            (``<run>/nsd/checkpoints/epoch_NNNN/model.safetensors``; the run's ``config.yaml`` is found above it).
+        data_root: where the run's dataset is now (replaces ``data.root`` of the run's ``config.yaml``).
 
     Raises:
         ArtifactError: no checkpoint, unreadable file, or a state dict that does not fit the recorded architecture.
@@ -79,8 +122,7 @@ def load_source(path: str | Path) -> ExportSource:
     if path.is_dir():
         run_dir, checkpoint = path, path / STUDENT_FILE
         if not checkpoint.is_file():
-            raise ArtifactError(f"{path} has no {STUDENT_FILE}: is it a finished pand-train run directory? "
-                                f"Pass the run directory or a student .safetensors checkpoint")
+            raise _unfinished_run(path)
         cfg_path = path / CONFIG_FILE if (path / CONFIG_FILE).is_file() else None
     elif path.is_file():
         if path.suffix != ".safetensors":
@@ -90,6 +132,7 @@ def load_source(path: str | Path) -> ExportSource:
     else:
         raise ArtifactError(f"no run directory or checkpoint at {path}")
     cfg = load_config(cfg_path) if cfg_path is not None else None
+    _set_data_root(cfg, Path(data_root) if data_root else None, path)
     if run_dir is None and cfg_path is not None:
         run_dir = cfg_path.parent
     try:
@@ -102,6 +145,10 @@ def load_source(path: str | Path) -> ExportSource:
         raise ArtifactError(f"{checkpoint} metadata has no 'arch' and no config.yaml was found next to it")
     class_names = meta.get("class_names") or (list(cfg.data.class_names) if cfg is not None and cfg.data.class_names
                                               else None)
+    if not class_names and cfg is not None:  # an epoch checkpoint stores no class names: the dataset's, in label order
+        from pand.data import build_splits
+
+        class_names = list(build_splits(cfg.data, cache_dir=cfg.cache_dir).class_names)
     num_classes = int(meta.get("num_classes") or (len(class_names) if class_names else 0)
                       or sd["linear_cls.weight"].shape[0])
     if not class_names:

@@ -3,7 +3,8 @@
 The runtime never imports torch; :func:`pand_runtime.bench.bench_pytorch` imports this module only when ``--pytorch`` is
 given. The student runs on the first bundle's reference images (the stored parity images, preprocessed with the
 bundle's own spec) at every batch size of the run, eager and, when it compiles here, through ``torch.compile``;
-agreement is measured against the PyTorch logits stored in the bundle.
+agreement is measured against the PyTorch logits stored in the bundle. Top-1 is measured on the same images as the
+bundle rows: the parity images, or with ``--images`` every image of that folder through the runtime's preprocessing.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from typing import List, Sequence
 
 import numpy as np
 
-from pand_runtime.bench_accuracy import reference_of
+from pand_runtime.bench_accuracy import folder_top1, parity_source, reference_of
 from pand_runtime.bench_rows import BenchOptions, BenchRow, pytorch_error_rows
 from pand_runtime.bench_timing import measure
 from pand_runtime.metrics import compare_logits
-from pand_runtime.preprocess import normalize_u8
+from pand_runtime.preprocess import normalize_u8, prepare_batch
 
 __all__ = ["time_pytorch_student"]
 
@@ -63,9 +64,15 @@ def time_pytorch_student(run: Path, bundles: Sequence[Path], opts: BenchOptions)
             if ref is not None:
                 logits = np.concatenate([forward(np.ascontiguousarray(pool[i:i + 32]))
                                          for i in range(0, len(pool), 32)])
-                res = compare_logits(ref["logits"], logits, ref["labels"] if len(ref.get("labels", [])) else None)
-                vbase.agreement, vbase.max_abs_diff = res.top1_agreement, res.max_abs
-                vbase.top1, vbase.n_eval, vbase.eval_source = res.acc_out, res.n, "bundle parity images (test split)"
+                labels = ref["labels"] if len(ref.get("labels", [])) else None
+                res = compare_logits(ref["logits"], logits, labels)
+                source = parity_source(m, res.n)
+                vbase.agreement, vbase.max_abs_diff, vbase.agreement_source = res.top1_agreement, res.max_abs, source
+                if labels is not None:
+                    vbase.top1, vbase.n_eval, vbase.eval_source = res.acc_out, res.n, source
+            if opts.images is not None:  # the bundle rows' top-1 images, through the same runtime preprocessing
+                vbase.top1, vbase.n_eval, vbase.eval_source = folder_top1(
+                    opts.images, src.class_names, lambda paths: forward(prepare_batch(paths, spec)))
         except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
             what = "torch.compile failed" if variant == "compile" else "PyTorch failed"
             rows.extend(pytorch_error_rows(run, opts, f"{what}: {type(e).__name__}: "

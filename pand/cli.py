@@ -18,13 +18,33 @@ def _fail(msg: str) -> None:
     sys.exit(2)
 
 
-def resolve_run_dir(cfg, run_dir: str | None) -> Path:
-    """``--run-dir`` > ``run_dir`` in the config > ``runs/<name>``."""
+def _numbered(base: Path, n: int) -> Path:
+    return base if n == 1 else base.with_name(f"{base.name}-{n}")
+
+
+def resolve_run_dir(cfg, run_dir: str | None, resume: bool = False) -> Path:
+    """``--run-dir`` > ``run_dir`` in the config > the next free ``runs/<name>``, ``runs/<name>-2``, ``runs/<name>-3``, ...
+
+    Without an explicit directory a new run never lands in a used folder: ``runs/<name>`` when it is absent or
+    empty, else the first free ``runs/<name>-N``. With ``resume`` (also ``pand-train --stage nsd``, which continues
+    the Stage PSC of an earlier call) it is the last used one of that sequence (the run started most recently under
+    this name).
+    """
     if run_dir:
         return Path(run_dir)
     if cfg.run_dir:
         return Path(cfg.run_dir)
-    return Path("runs") / str(cfg.name)
+    base = Path("runs") / str(cfg.name)
+
+    def used(p: Path) -> bool:
+        return p.is_dir() and any(p.iterdir())
+
+    n = 1
+    while used(_numbered(base, n)):
+        n += 1
+    if resume:
+        return _numbered(base, max(1, n - 1))
+    return _numbered(base, n)
 
 
 def _dry_run(cfg) -> None:
@@ -57,10 +77,13 @@ def _launch_ddp(devices: int, argv: Sequence[str]) -> int:
 @click.argument("overrides", nargs=-1, type=click.UNPROCESSED)
 @click.option("--print-config", is_flag=True, help="Print the merged configuration and exit.")
 @click.option("--dry-run", is_flag=True, help="Build the datasets and splits, print class and image counts, exit.")
-@click.option("--run-dir", type=click.Path(file_okay=False), default=None, help="Where the run writes (default runs/<name>).")
+@click.option("--run-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the run writes. Default: runs/<name>, or the next free runs/<name>-2, -3, ... when it is "
+                   "used (with --resume or --stage nsd: the last of them).")
 @click.option("--stage", type=click.Choice(STAGES), default="all", show_default=True,
               help="Run only Stage PSC, only Stage NSD (reusing a PSC artifact), or the whole recipe.")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run directory.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the run directory (a finished run "
+              "is reported as finished and left unchanged).")
 @click.option("--baseline", type=click.Choice(["none", "ce"]), default="none", show_default=True,
               help="After a distillation recipe (kd, vl2lite, pand), also train the CE student on the same labelled "
                    "images and step budget (in RUN_DIR/baseline_ce) and report the gain on validation.")
@@ -91,20 +114,25 @@ def cli(config, overrides, print_config, dry_run, run_dir, stage, resume, baseli
             return
         if cfg.trainer.devices > 1 and "LOCAL_RANK" not in os.environ:
             argv = [config, *overrides, "--stage", stage]
-            argv += ["--run-dir", str(resolve_run_dir(cfg, run_dir))]
+            argv += ["--run-dir", str(resolve_run_dir(cfg, run_dir, resume or stage == "nsd"))]
             if resume:
                 argv.append("--resume")
             argv += ["--baseline", baseline]
             sys.exit(_launch_ddp(int(cfg.trainer.devices), argv))
+        from pand.report import setup_logging
         from pand.train import run  # torch and the models load here, so --help and --dry-run stay quick
 
+        log = setup_logging()
+        target = resolve_run_dir(cfg, run_dir, resume or stage == "nsd")
+        if not run_dir and not cfg.run_dir:
+            log.info(f"run directory: {target}")
         if baseline == "ce" and stage != "psc":
             from pand.baseline import baseline_config, run_with_baseline
 
             baseline_config(cfg, 1, 0)  # refuses a recipe without a teacher before anything trains
-            run_with_baseline(cfg, resolve_run_dir(cfg, run_dir), run, stage=stage, resume=resume, say=click.echo)
+            run_with_baseline(cfg, target, run, stage=stage, resume=resume, say=log.info)
         else:
-            run(cfg, resolve_run_dir(cfg, run_dir), stage=stage, resume=resume)
+            run(cfg, target, stage=stage, resume=resume)
     except (PandError, FileNotFoundError) as e:
         _fail(str(e))
 

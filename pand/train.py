@@ -8,6 +8,10 @@
     student.safetensors    the best-on-validation student's state_dict(); metadata: arch, num_classes,
                            class_names, image_size, preprocess, val_top1, epoch, recipe, teacher
     summary.json           val_top1, test_top1 (fractions), final loss terms, wall time, images/s, ...
+    curves.png             loss terms, val top-1 and learning rate per epoch (from nsd/metrics.jsonl)
+
+Progress and results are logged through :mod:`pand.report` (one line per epoch, a final block). Epochs are printed
+1-based and stored 0-based in the files (see :mod:`pand.report`).
 
 ``student.safetensors`` + ``config.yaml`` are what ``pand-export`` reads; keep them stable.
 
@@ -27,7 +31,9 @@ from omegaconf import OmegaConf
 from pand.config import STAGES, save_config
 from pand.data import build_splits, create_transform, preprocess_spec_from_student
 from pand.errors import ArtifactError, ConfigError
+from pand import report
 from pand.models.teacher import create_teacher, teacher_summary
+from pand.nsd.metrics import read_metrics
 from pand.nsd import LiveTeacher, fit
 from pand.engine.checkpoint import check_resume_config, checkpoint_config, has_checkpoint, refuse_overwrite
 from pand.promptkd import run as promptkd_run
@@ -171,18 +177,44 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
         summary["train_images"] = {"labeled": len(splits.train),
                                    "unlabeled": len(splits.unlabeled) if splits.unlabeled is not None else 0}
         atomic_write_json(run_dir / "summary.json", summary)
+        _report_end(cfg, run_dir, summary)
     barrier(dist)
     return summary
 
 
+def _report_end(cfg, run_dir: Path, summary: Dict[str, Any]) -> None:
+    """``curves.png`` from ``nsd/metrics.jsonl`` and the final block (:mod:`pand.report`)."""
+    metrics = run_dir / "nsd" / "metrics.jsonl"
+    curves = report.write_curves(read_metrics(metrics), run_dir / report.CURVES_NAME,
+                                 title=f"{cfg.name}: {cfg.recipe.name} on {cfg.data.name}")
+    outputs = {"student": run_dir / "student.safetensors", "summary": run_dir / "summary.json",
+               "config": run_dir / "config.yaml", "metrics": metrics}
+    if curves is not None:
+        outputs["curves"] = curves
+    if (run_dir / "nsd" / "tensorboard").is_dir():
+        outputs["tensorboard"] = run_dir / "nsd" / "tensorboard"
+    report.log_final(summary, run_dir, outputs)
+
+
 def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
     """:func:`_run` under an exclusive lock on ``run_dir`` (``run_dir/.pand.lock``, :mod:`pand.utils.lock`).
+
+    ``resume`` on a finished run (:func:`pand.report.finished_run`) under the same configuration logs that it is
+    finished and returns its ``summary.json`` without writing anything (not even the lock); under another
+    configuration it is refused as any resume is, naming the differing keys.
 
     A second process training into the same directory is refused at once with a :class:`pand.utils.lock.LockedError`
     naming the holder's pid; a read-only ``run_dir`` is a :class:`PandError` before anything is written. Under
     torchrun only global rank 0 takes the lock. The arguments, return value and errors are :func:`_run`'s.
     """
     run_dir = Path(run_dir)
+    done = report.finished_run(run_dir) if resume and stage != "psc" else None
+    if done is not None:  # checked before the lock is taken: a finished run is left exactly as it is
+        _check_run_dir(cfg, run_dir, stage, resume)  # (read-only) another configuration is still refused, naming it
+        report.log.info(f"{run_dir} is a finished run (summary.json and student.safetensors are there): nothing to "
+                        f"resume, no file was changed. To train longer or differently, start a new run (another "
+                        f"--run-dir, or leave --run-dir out for the next free runs/<name>-N).")
+        return done
     if os.environ.get("RANK", "0") != "0":
         return _run(cfg, run_dir, stage, resume, step_hook)
     with exclusive_lock(run_dir / LOCK_NAME, f"run directory {run_dir}",

@@ -58,7 +58,7 @@ from .bench_timing import measure
 from .device import clock_info, cpu_model, device_key
 from .errors import PandError
 from .io import atomic_write_text
-from .manifest import load_manifest
+from .manifest import BENCH_DIR, load_manifest
 from .predictor import BACKENDS, Predictor
 from .preprocess import normalize_u8
 
@@ -192,30 +192,36 @@ def _cli():
     @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
     @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1,), show_default=True,
                   help="Batch size to time (repeat for several).")
-    @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
-                  show_default=True)
+    @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                  help="Runtime backend: auto = TensorRT for a bundle with an engine where TensorRT runs, else ONNX "
+                       "Runtime.")
     @click.option("--providers", default=None, help="ONNX Runtime providers, comma-separated (cpu,cuda,tensorrt).")
     @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                   help="ONNX Runtime intra-op threads (0 = auto).")
     @click.option("--graph-optimization", type=click.Choice(GRAPH_OPTIMIZATION_LEVELS), default="all",
-                  show_default=True)
-    @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, show_default=True)
+                  show_default=True, help="ONNX Runtime graph optimization level.")
+    @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, show_default=True,
+                  help="Warm-up before each row is timed, in milliseconds.")
     @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
                   help="Minimum timed runs per row.")
     @click.option("--min-time", type=click.FloatRange(min=0), default=3.0, show_default=True,
                   help="Minimum timed seconds per row.")
     @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
-                  help="Labelled image folder (<dir>/<class name>/<images>) for top-1 accuracy.")
+                  help="Labelled image folder (<dir>/<class name>/<images>): top-1 of every row (the PyTorch rows "
+                       "too) on all its images instead of the bundle's parity images.")
     @click.option("--pytorch", "pytorch_run", type=click.Path(exists=True), default=None,
                   help="A pand run directory (or student checkpoint): also time its PyTorch student (eager and "
                        "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs torch.")
     @click.option("--no-compile", is_flag=True, help="With --pytorch: skip the torch.compile rows.")
     @click.option("--cv-warn", type=click.FloatRange(min=0), default=0.05, show_default=True,
                   help="Warn when a row's latency coefficient of variation exceeds this (trtexec: 0.025).")
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False), default="pand-bench.json",
-                  show_default=True)
-    @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default="pand-bench.md",
-                  show_default=True)
+    @click.option("--output", "-o", "output", type=click.Path(file_okay=False), default=None,
+                  help="Folder for pand-bench.json and pand-bench.md (default: the first bundle's bench/ sub-folder). "
+                       "Nothing is written when every row failed.")
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                  help="Write the JSON results here instead (default: <output>/pand-bench.json).")
+    @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None,
+                  help="Write the Markdown table here instead (default: <output>/pand-bench.md).")
     @click.option("--compare", "compare_path", type=click.Path(exists=True, dir_okay=False), default=None,
                   help="A previous pand-bench JSON: exit 1 on a regression.")
     @click.option("--tolerance", type=float, default=0.15, show_default=True,
@@ -223,8 +229,24 @@ def _cli():
     @click.option("--acc-tolerance", type=float, default=0.01, show_default=True,
                   help="Allowed top-1 drop (absolute) vs --compare.")
     def cli(bundles, batches, backend, providers, threads, graph_optimization, warmup_ms, iterations, min_time, images,
-            pytorch_run, no_compile, cv_warn, json_path, md_path, compare_path, tolerance, acc_tolerance):
-        """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch."""
+            pytorch_run, no_compile, cv_warn, output, json_path, md_path, compare_path, tolerance, acc_tolerance):
+        """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch.
+
+        BUNDLES are folders written by pand-export or pand-engine. Each bundle x --batch is one row: p50/p90/p99
+        latency, images/s, top-1 (on the bundle's parity images, or on every image of --images) and top-1 agreement
+        with the PyTorch logits stored in the bundle (on its parity images). --pytorch RUN adds the PyTorch student's
+        rows on the same images. Results go to BUNDLE/bench/ (or --output DIR) as pand-bench.json and
+        pand-bench.md; --compare BASELINE.json exits 1 on a regression.
+
+        \b
+        Examples:
+          pand-bench runs/tiny/export/onnx-fp32
+          pand-bench runs/tiny/export/onnx-fp32 --pytorch runs/tiny --images data/test --batch 1 --batch 8
+          pand-bench runs/tiny/export/onnx-fp32 --compare runs/tiny/export/onnx-fp32/bench/pand-bench.json -o new
+        """
+        out_dir = Path(output) if output else Path(bundles[0]) / BENCH_DIR
+        json_path = json_path or str(out_dir / "pand-bench.json")
+        md_path = md_path or str(out_dir / "pand-bench.md")
         baseline = None
         if compare_path:  # read (and check) the baseline before anything runs or is written
             for opt, out_path in (("--json", json_path), ("--markdown", md_path)):
@@ -252,15 +274,16 @@ def _cli():
         for w in unstable:
             click.echo(f"warning: {w}", err=True)
         header["unstable rows (CV)"] = len(unstable)
+        if rows and all(r.status != "ok" for r in rows):  # nothing measured: nothing written
+            click.echo(f"pand-bench: every row failed ({len(rows)} of {len(rows)}); see the status column. Nothing "
+                       f"was written", err=True)
+            sys.exit(EXIT_ALL_FAILED)
         payload = {"header": header, "device_key": keys[0] if len(keys) == 1 else keys,
                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
                    "rows": [asdict(r) | {"key": r.key} for r in rows]}
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
         atomic_write_text(Path(md_path), render_markdown(rows, header))
         click.echo(f"\nwrote {json_path} and {md_path}")
-        if rows and all(r.status != "ok" for r in rows):
-            click.echo(f"pand-bench: every row failed ({len(rows)} of {len(rows)}); see the status column", err=True)
-            sys.exit(EXIT_ALL_FAILED)
         if baseline is not None:
             if baseline.get("device_key") != payload["device_key"]:
                 click.echo(f"warning: baseline device {baseline.get('device_key')} != this device "

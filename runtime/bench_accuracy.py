@@ -14,7 +14,8 @@ from .metrics import compare_logits
 from .predictor import Predictor
 from .preprocess import normalize_u8
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "measure_accuracy", "reference_of"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "folder_top1", "folder_source", "parity_source",
+           "measure_accuracy", "reference_of"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -49,25 +50,58 @@ def load_image_folder(root: Path, class_names: Sequence[str]) -> tuple[List[Path
     return paths, np.asarray(labels, dtype=np.int64), note
 
 
+def parity_source(manifest: Optional[Manifest], n: int) -> str:
+    """What the bundle's parity images are, e.g. ``256 parity images (a seeded subset of the 360 test images)``."""
+    p = (manifest.parity if manifest is not None else None) or {}
+    split, total = p.get("split", "test"), p.get("split_images")
+    if split == "random":
+        return f"{n} random parity images (no labels: the dataset was not available at export)"
+    if total and n < int(total):
+        return f"{n} parity images (a seeded subset of the {total} {split} images)"
+    if total:
+        return f"all {n} {split} images (the bundle's parity images)"
+    return f"{n} parity images ({split} split)"
+
+
+def folder_source(root: Path, note: str, n: int) -> str:
+    """What ``--images`` top-1 is measured on, e.g. ``all 360 images of data/test (folder names = class names)``."""
+    return f"all {n} images of {root} ({note})"
+
+
+def folder_top1(root: Path, class_names: Sequence[str], logits_of) -> tuple[float, int, str]:
+    """Top-1 on the labelled folder ``root``: ``(top1, n, source)``; ``logits_of(paths) -> [n, C]`` runs one chunk
+    of at most 32 image paths through the model (any model: a bundle's predictor or the PyTorch student, fed with
+    the same runtime preprocessing)."""
+    paths, labels, note = load_image_folder(root, class_names)
+    if not paths:
+        raise PandError(f"--images {root}: the class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+    preds = np.concatenate([np.asarray(logits_of([str(p) for p in paths[i:i + 32]])).argmax(1)
+                            for i in range(0, len(paths), 32)])
+    return float(np.mean(preds == labels)), len(paths), folder_source(root, note, len(paths))
+
+
 def measure_accuracy(predictor: Predictor, row: BenchRow, opts: BenchOptions) -> None:
-    """Fill ``row``'s accuracy columns: top-1, agreement and max |logit diff| against the PyTorch logits on the
-    bundle's stored parity images, then (with ``opts.images``) top-1 on that labelled folder instead."""
+    """Fill ``row``'s accuracy columns.
+
+    * agreement and max |logit diff|: against the PyTorch logits stored in the bundle, on its parity images
+      (:attr:`BenchRow.agreement_source` says which);
+    * top-1: with ``opts.images`` on that labelled folder (all its images), else on the parity images when they are
+      labelled (:attr:`BenchRow.eval_source` says which). The PyTorch rows (``--pytorch``) use the same images.
+    """
     ref = predictor.reference()
-    if ref is not None and len(ref.get("labels", [])):
+    if ref is not None and len(ref.get("logits", [])):
         logits = predictor.run(normalize_u8(ref["images_u8"], predictor.spec))
-        res = compare_logits(ref["logits"], logits, ref["labels"])
-        row.agreement, row.max_abs_diff = res.top1_agreement, res.max_abs
-        row.top1, row.n_eval, row.eval_source = res.acc_out, res.n, "bundle parity images (test split)"
-        row.details["reference_top1"] = res.acc_ref
+        labels = ref.get("labels")
+        labels = labels if labels is not None and len(labels) else None
+        res = compare_logits(ref["logits"], logits, labels)
+        source = parity_source(getattr(predictor, "manifest", None), res.n)
+        row.agreement, row.max_abs_diff, row.agreement_source = res.top1_agreement, res.max_abs, source
+        if labels is not None:
+            row.top1, row.n_eval, row.eval_source = res.acc_out, res.n, source
+            row.details["reference_top1"] = res.acc_ref
     if opts.images is not None:
-        paths, labels, note = load_image_folder(opts.images, predictor.class_names)
-        if not paths:
-            raise PandError(f"--images {opts.images}: the class folders hold no images "
-                            f"({', '.join(IMAGE_EXTENSIONS)})")
-        preds = np.concatenate([predictor.predict_logits([str(p) for p in paths[i:i + 32]]).argmax(1)
-                                for i in range(0, len(paths), 32)])
-        row.top1, row.n_eval = float(np.mean(preds == labels)), len(paths)
-        row.eval_source = f"{opts.images} ({note})"
+        row.top1, row.n_eval, row.eval_source = folder_top1(opts.images, predictor.class_names,
+                                                            predictor.predict_logits)
 
 
 def reference_of(bundles: Sequence[Path]) -> tuple[Optional[Dict[str, np.ndarray]], Optional[Manifest]]:

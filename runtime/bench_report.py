@@ -5,14 +5,33 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .bench_rows import BenchRow
 
-__all__ = ["render_text", "render_markdown", "cv_warnings"]
+__all__ = ["render_text", "render_markdown", "cv_warnings", "cv_advice", "runs_on_cpu", "accuracy_notes"]
+
+
+def runs_on_cpu(r: BenchRow) -> bool:
+    """Whether row ``r`` ran on the CPU: PyTorch on ``cpu``, or ONNX Runtime with only the CPU provider."""
+    if r.backend == "pytorch":
+        return str(r.details.get("device", "cpu")) == "cpu"
+    if r.backend == "onnxruntime":
+        providers = [str(p) for p in r.details.get("providers") or []]
+        return not providers or all(p == "CPUExecutionProvider" for p in providers)
+    return False
+
+
+def cv_advice(r: BenchRow) -> str:
+    """How to steady the timings of row ``r``, for its kind of device."""
+    if runs_on_cpu(r):
+        return ("close other work, pin the threads (--threads N, at most the free cores) and set the CPU "
+                "frequency governor to performance (cpupower frequency-set -g performance) or use a longer --min-time")
+    return "lock the GPU clocks (nvidia-smi -lgc, or jetson_clocks on Jetson), close other work"
 
 
 def cv_warnings(rows: Sequence[BenchRow], limit: float) -> List[str]:
-    """One line per row whose latency coefficient of variation exceeds ``limit`` (trtexec warns above 2.5%)."""
+    """One line per row whose latency coefficient of variation exceeds ``limit`` (trtexec warns above 2.5%), with
+    advice that fits the row's device (:func:`cv_advice`)."""
     return [f"{r.key}: latency CV {r.cv:.1%} > {limit:.1%}: the timings are unstable (a busy machine, floating "
-            f"clocks, thermal throttling); lock the clocks (nvidia-smi -lgc, or jetson_clocks on Jetson), close other "
-            f"work and rerun" for r in rows if r.status == "ok" and r.cv is not None and r.cv > limit]
+            f"clocks, thermal throttling); {cv_advice(r)}, and rerun"
+            for r in rows if r.status == "ok" and r.cv is not None and r.cv > limit]
 
 
 def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
@@ -34,8 +53,27 @@ def _cells(r: BenchRow) -> List[str]:
             "-" if r.float_layers is None else str(len(r.float_layers)), status]
 
 
-def _timing_note(rows: Sequence[BenchRow]) -> List[str]:
+def accuracy_notes(rows: Sequence[BenchRow]) -> List[str]:
+    """What the accuracy columns are measured on: one line per distinct image set of ``top-1 %`` and ``agree %``
+    (naming the rows when the table mixes sets)."""
     out = []
+    for col, attr in (("top-1 %", "eval_source"), ("agree % / max abs diff", "agreement_source")):
+        groups: Dict[str, List[str]] = {}
+        for r in rows:
+            src = getattr(r, attr)
+            if src:
+                names = groups.setdefault(src, [])
+                if r.name not in names:
+                    names.append(r.name)
+        what = "" if attr == "eval_source" else "vs the PyTorch logits stored in the bundle, "
+        for src, names in groups.items():
+            whose = "" if len(groups) == 1 else f" ({', '.join(names)})"
+            out.append(f"{col}{whose}: {what}on {src}")
+    return out
+
+
+def _timing_note(rows: Sequence[BenchRow]) -> List[str]:
+    out = accuracy_notes(rows)
     if any(r.backend == "tensorrt" for r in rows):
         out.append("TensorRT p50/p90/p99: end-to-end host time per call (H2D copy + compute + D2H copy + sync); "
                    "GPU ms: median GPU compute time of execute_async_v3 (CUDA events).")

@@ -50,11 +50,12 @@ class BenchRow:
     throughput: Optional[float] = None
     iterations: int = 0
     seconds: float = 0.0
-    top1: Optional[float] = None
+    top1: Optional[float] = None  # top-1 accuracy on eval_source (n_eval images)
     n_eval: int = 0
-    eval_source: str = ""
-    agreement: Optional[float] = None
+    eval_source: str = ""  # the images top1 is measured on; every row of one table uses the same images
+    agreement: Optional[float] = None  # top-1 agreement with the PyTorch logits stored in the bundle
     max_abs_diff: Optional[float] = None
+    agreement_source: str = ""  # the images agreement and max abs diff are measured on (the bundle's parity images)
     model_sha256: str = ""  # sha256 of the model file the backend ran (from the manifest): what --compare matches on
     float_layers: Optional[List[str]] = None  # int8: the nodes pand-export kept in float (None: not an int8 bundle)
     timing: str = "host"  # what p50/p90/p99 measure: host (one synchronous call) | host end-to-end (TensorRT)

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +42,7 @@ from .backends.trt_backend import TrtBackend, device_info
 from .cli_options import tf32_option, timing_cache_option, workspace_option
 from .console import report_parity, setup_logging
 from .errors import ArtifactError, PandError
-from .io import atomic_write_text, sha256_file
+from .io import atomic_write_text, make_staging_dir, sha256_file
 from .manifest import (ENGINE_NAME, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
                        load_bundle, publish_bundle)
 from .metrics import check_parity, compare_logits
@@ -150,7 +149,7 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
     tolerance = engine_tolerance(manifest.precision, tf32, recorded)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = make_staging_dir(out.parent, out.name)
     try:
         shutil.copy2(onnx_path, staging / onnx_path.name)
         shutil.copy2(ref_path, staging / ref_name)

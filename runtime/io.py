@@ -2,7 +2,8 @@
 
 Every file pand writes goes to a temporary file in the same directory and is then renamed over
 the target (``os.replace``), so a crash, an interrupt or a full disk never leaves a half-written file
-that a later run could read back.
+that a later run could read back. The temporary files and staging folders get the mode the umask gives any new
+file (0644 / 0755 under umask 022), not ``mkstemp``'s 0600.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .errors import PandError
 
 __all__ = [
     "WriteError", "is_write_failure", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
-    "sha256_bytes", "read_json",
+    "sha256_bytes", "read_json", "current_umask", "apply_umask", "make_staging_dir",
 ]
 
 
@@ -58,6 +59,38 @@ def is_write_failure(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(s in str(err) for s in ("iostream", "No space", "write", "file"))
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read from ``/proc/self/status`` where possible, else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would: ``0o666 & ~umask`` (folders ``0o777 & ~umask``).
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask; a file renamed into place from there would
+    stay unreadable for other users (a bundle copied to a device and run by a service user). Under umask 022 this
+    gives 0644 files and 0755 folders.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def make_staging_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A fresh hidden staging folder ``parent/.<name>.tmp-XXXX`` with the umask's mode (see :func:`apply_umask`),
+    to be filled and renamed into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    apply_umask(tmp, directory=True)
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
@@ -77,6 +110,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         try:
             yield tmp_path
+            apply_umask(tmp_path)  # mkstemp makes 0600 (and some writers recreate the file): the umask's mode instead
             os.replace(tmp_path, path)
         except Exception as e:  # noqa: BLE001 - re-raised as is unless it is an I/O failure
             if is_write_failure(e):

@@ -32,7 +32,7 @@ from .preprocess_spec import PreprocessSpec
 __all__ = [
     "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "ONNX_NAME", "ENGINE_NAME", "TensorSpec", "ModelFile", "Manifest",
     "load_manifest", "load_bundle", "verify_model_files", "check_file_name", "bundle_file",
-    "check_replaceable", "publish_bundle",
+    "check_replaceable", "publish_bundle", "BENCH_DIR",
 ]
 
 FORMAT_VERSION = 1
@@ -268,10 +268,21 @@ def load_bundle(bundle: Union[str, Path], allow_invalid: bool = False, verify: b
     return manifest
 
 
+BENCH_DIR = "bench"  # pand-bench's default output folder inside a bundle (pand-bench.json, pand-bench.md)
+
+
+def _is_bench_dir(p: Path) -> bool:
+    """Whether ``p`` is the bundle's ``bench/`` folder holding nothing but pand-bench results (replaced with the
+    bundle: they measured the old model)."""
+    return (p.name == BENCH_DIR and p.is_dir() and not p.is_symlink()
+            and all(f.is_file() and not f.is_symlink() and f.name.startswith("pand-bench") for f in p.iterdir()))
+
+
 def check_replaceable(bundle: Path) -> None:
     """Refuse (:class:`ArtifactError`) unless ``bundle`` is absent, an empty directory, or provably a pand bundle: its
     ``manifest.json`` parses as a bundle manifest and the directory holds nothing but regular files that manifest
-    lists (the manifest, the model files, the reference). Anything else may be the user's data and is never deleted.
+    lists (the manifest, the model files, the reference) and pand-bench's ``bench/`` results. Anything else may be the
+    user's data and is never deleted.
     """
     if not bundle.exists() and not bundle.is_symlink():
         return
@@ -290,7 +301,8 @@ def check_replaceable(bundle: Path) -> None:
         raise ArtifactError(f"output {bundle} holds a {MANIFEST_NAME} that is not a pand bundle manifest ({e}); "
                             f"{fix}. Only an earlier bundle or an empty directory is replaced") from None
     listed = {MANIFEST_NAME, *(m.file for m in manifest.models), *([manifest.reference] if manifest.reference else [])}
-    foreign = [p.name for p in entries if p.name not in listed or p.is_symlink() or not p.is_file()]
+    foreign = [p.name for p in entries if (p.name not in listed or p.is_symlink() or not p.is_file())
+               and not _is_bench_dir(p)]
     if foreign:
         raise ArtifactError(f"output {bundle} looks like a pand bundle but also holds {', '.join(foreign[:5])}"
                             f"{' ...' if len(foreign) > 5 else ''}, which its manifest does not list; {fix}. Nothing was "

@@ -230,11 +230,29 @@ def _embed_dim(model: nn.Module) -> int:
     raise PandError(f"cannot determine the embedding dim of {type(model).__name__}")
 
 
-def _tag_failure(arch: str, tag: str, err: Exception) -> PandError:
+def offline_arch(arch: str, tag_cfg: Dict[str, Any]) -> str:
+    """The ``teacher.arch`` that loads the tag's weights from a local file.
+
+    A tag such as ``openai`` builds its model with QuickGELU (``quick_gelu`` in the tag's config; open_clip forces it
+    for the tag), but a local file is loaded into ``arch`` as configured: for such a tag that is the
+    ``<arch>-quickgelu`` variant, else a GELU model would run QuickGELU weights, silently wrong.
+    """
+    if tag_cfg.get("quick_gelu") and not arch.lower().endswith("-quickgelu"):
+        variant = f"{arch}-quickgelu"
+        if open_clip.get_model_config(variant) is not None:
+            return variant
+    return arch
+
+
+def _tag_failure(arch: str, tag: str, err: Exception, tag_cfg: Optional[Dict[str, Any]] = None) -> PandError:
+    local = offline_arch(arch, tag_cfg or {})
+    keep = (f"keep teacher.arch={arch}" if local == arch else
+            f"and set teacher.arch={local}: these weights were trained with QuickGELU, which the tag turns on but a "
+            f"local file does not")
     return PandError(
         f"could not fetch open_clip weights '{arch}' / '{tag}' ({type(err).__name__}: {err}). Offline? Download the "
         f"checkpoint elsewhere (e.g. open_clip_pytorch_model.bin or open_clip_model.safetensors from the tag's Hugging "
-        f"Face repo) and set teacher.pretrained=/path/to/that/file (keep teacher.arch={arch})."
+        f"Face repo) and set teacher.pretrained=/path/to/that/file ({keep})."
     )
 
 
@@ -303,7 +321,7 @@ def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teac
             try:
                 weights_file = download_pretrained(tag_cfg)  # already cached by the call above
             except Exception as e:  # noqa: BLE001
-                raise _tag_failure(arch, pretrained, e) from e
+                raise _tag_failure(arch, pretrained, e, tag_cfg) from e
         elif weights_file:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights_file, **kwargs)
         else:
@@ -314,7 +332,7 @@ def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teac
         raise
     except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError for download / load problems
         if tag_cfg:
-            raise _tag_failure(arch, pretrained, e) from e
+            raise _tag_failure(arch, pretrained, e, tag_cfg) from e
         if weights_file:
             raise PandError(
                 f"cannot load teacher checkpoint {weights_file} into {arch} ({type(e).__name__}: {e}). It must be an "

@@ -71,6 +71,15 @@ class NSDCriterion:
             return float(self.ce_weight), 1.0 - float(self.ce_weight)
         return loss_weights(epoch, self.epochs, self.ce_ramp)
 
+    def label_free_warning(self) -> Optional[str]:
+        """A warning when the CE weight is 0 in every epoch (the ramp ``e / (ce_ramp * E)`` with ``E = 1``): the student
+        would never see a label. None when some epoch trains on labels."""
+        if not self.use_teacher or any(self.weights(e)[0] > 0 for e in range(self.epochs)):
+            return None
+        return (f"nsd.epochs={self.epochs}: the CE weight e/(nsd.ce_ramp*E) is 0 in every epoch, so the student never "
+                f"sees a label (only the teacher's signal). Train for nsd.epochs >= 2, or set a constant CE weight, "
+                f"e.g. nsd.ce_weight=0.5")
+
     def term_names(self) -> Tuple[str, ...]:
         """The terms this recipe computes, in logging order."""
         if not self.use_teacher:

@@ -43,6 +43,7 @@ from pand.errors import ArtifactError, PandError
 from pand.models.align import AlignHeads
 from pand.models.students import create_student
 from pand.models.teacher_source import TeacherSource
+from pand import report
 from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, select_device
 from pand.utils.io import load_tensors, read_json
 from pand.utils.seed import seed_everything
@@ -359,6 +360,7 @@ def _end_of_epoch(ctx: NSDContext, epoch: int, stats: Dict[str, float], config: 
         if val is not None:
             rec.update({f"val_{k}": v for k, v in val.items()})
         ctx.logger.log(rec, step=ctx.global_step)
+        report.log_epoch(epoch, int(cfg.nsd.epochs), stats, val, ctx.best_top1, ctx.best_epoch)
         state = {
             "epoch": epoch, "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
             "scaler": ctx.scaler.state_dict(), "rng": capture_rng(), "global_step": ctx.global_step,
@@ -438,7 +440,11 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     loaders = build_data(cfg, splits, dist, device)
     optimizer, scheduler = build_optim(cfg, model.parameters())
     scaler = grad_scaler(device, cfg.trainer.precision)
-    ctx = NSDContext(cfg, out_dir, device, dist, model, train_model, NSDCriterion.from_config(cfg), loaders,
+    criterion = NSDCriterion.from_config(cfg)
+    ramp = criterion.label_free_warning()
+    if ramp and dist.is_main and not resume:
+        warnings.warn(ramp)
+    ctx = NSDContext(cfg, out_dir, device, dist, model, train_model, criterion, loaders,
                      optimizer, scheduler, scaler, source if cfg.recipe.use_teacher else None,
                      anchors.to(device).float() if (anchors is not None and cfg.recipe.use_teacher) else None)
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -9,12 +9,13 @@ import json
 import os
 from typing import Any, Dict, Mapping, Optional
 
-from pand_runtime.io import (WriteError, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                             is_write_failure, read_json, sha256_bytes, sha256_file)
+from pand_runtime.io import (WriteError, apply_umask, atomic_path, atomic_write_bytes, atomic_write_json,
+                             atomic_write_text, current_umask, is_write_failure, make_staging_dir, read_json, sha256_bytes,
+                             sha256_file)
 
 __all__ = [
     "WriteError", "is_write_failure", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
-    "sha256_bytes", "save_tensors", "load_tensors", "read_json",
+    "sha256_bytes", "save_tensors", "load_tensors", "read_json", "current_umask", "apply_umask", "make_staging_dir",
 ]
 
 

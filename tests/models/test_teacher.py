@@ -122,5 +122,18 @@ def test_offline_tag_failure_says_how_to_use_a_local_file(monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(factory, "download_pretrained", offline)
-    with pytest.raises(PandError, match=r"teacher\.pretrained=/path/to"):
+    with pytest.raises(PandError, match=r"teacher\.pretrained=/path/to") as err:
         create_teacher({"arch": "ViT-B-32", "pretrained": "openai"})
+    # OpenAI weights need QuickGELU: the tag turns it on, a local file would not (issue #29 item 5)
+    assert "teacher.arch=ViT-B-32-quickgelu" in str(err.value) and "keep teacher.arch" not in str(err.value)
+
+
+def test_offline_arch_names_the_quickgelu_variant_only_when_the_tag_needs_it():
+    from open_clip.pretrained import get_pretrained_cfg
+
+    from pand.models.teacher import offline_arch
+
+    assert offline_arch("ViT-B-16", get_pretrained_cfg("ViT-B-16", "openai")) == "ViT-B-16-quickgelu"
+    assert offline_arch("ViT-B-16-quickgelu", get_pretrained_cfg("ViT-B-16-quickgelu", "openai")) == \
+        "ViT-B-16-quickgelu"
+    assert offline_arch("ViT-B-16", get_pretrained_cfg("ViT-B-16", "laion2b_s34b_b88k")) == "ViT-B-16"

@@ -205,7 +205,10 @@ def test_resume_never_retrains_psc_under_a_trained_student(small, tmp_path):
     run(cfg, tmp_path / "run")
     artifact = tmp_path / "run" / "psc" / "learned_text_features.safetensors"
     before = artifact.stat().st_mtime_ns
+    # as if interrupted after the last NSD checkpoint (a finished run is not resumed at all: tests/test_own_data_doc.py)
+    (tmp_path / "run" / "summary.json").unlink()
     run(cfg, tmp_path / "run", resume=True)  # same inputs: the artifact is reused
+    (tmp_path / "run" / "summary.json").unlink()
     assert artifact.stat().st_mtime_ns == before
     img = build_splits(cfg.data, cache_dir=cfg.cache_dir).train.samples[0][0]
     os.utime(img, ns=(time.time_ns(), time.time_ns() + 10_000_000_000))  # a train image rewritten in place
@@ -229,6 +232,7 @@ def test_resume_keeps_an_artifact_written_before_fingerprints(small, tmp_path, m
     meta["config_hash"] = real(cfg.psc, {k: v for k, v in seen[0].items() if k != "content"})  # the old hash
     save_anchors(artifact, t["text_features"], t.get("ctx"), meta)
     before = artifact.stat().st_mtime_ns
+    (tmp_path / "run" / "summary.json").unlink()  # as if interrupted after the last NSD checkpoint
     with pytest.warns(UserWarning, match="predates image fingerprints"):
         run(cfg, tmp_path / "run", resume=True)
     assert artifact.stat().st_mtime_ns == before

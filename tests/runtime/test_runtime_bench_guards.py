@@ -25,16 +25,16 @@ def _bench(args, capsys, out_dir=None):
 
 def test_compare_never_overwrites_the_baseline(rt_bundle, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out = _bench([str(rt_bundle)], capsys)  # writes the default pand-bench.json
+    code, out = _bench([str(rt_bundle), "--output", "."], capsys)  # writes ./pand-bench.json
     assert code == 0, out
     baseline = (tmp_path / "pand-bench.json").read_bytes()
     (tmp_path / "sub").mkdir()
     for spelling in ("pand-bench.json", "sub/../pand-bench.json", str(tmp_path / "pand-bench.json")):
-        code, out = _bench([str(rt_bundle), "--compare", spelling], capsys)  # --json defaults to the same file
+        code, out = _bench([str(rt_bundle), "--output", ".", "--compare", spelling], capsys)  # --json: the same file
         assert code == 2 and "is the --compare baseline; the results would overwrite it" in out, out
         assert "no regression" not in out
         assert (tmp_path / "pand-bench.json").read_bytes() == baseline
-    code, out = _bench([str(rt_bundle), "--compare", "pand-bench.json", "--markdown", "pand-bench.json",
+    code, out = _bench([str(rt_bundle), "-o", ".", "--compare", "pand-bench.json", "--markdown", "pand-bench.json",
                         "--json", "new.json"], capsys)
     assert code == 2 and "--markdown pand-bench.json is the --compare baseline" in out
     assert (tmp_path / "pand-bench.json").read_bytes() == baseline and not (tmp_path / "new.json").exists()
@@ -54,19 +54,22 @@ def test_a_run_where_every_row_failed_exits_non_zero(tmp_path, capsys):
     broken.mkdir()
     code, out = _bench([str(broken), "--batch", "1", "--batch", "2"], capsys, tmp_path)
     assert code == 3 and "every row failed (2 of 2)" in out, out
-    rows = json.loads((tmp_path / "b.json").read_text())["rows"]  # the table and JSON are still written
-    assert [r["status"] for r in rows] == ["error", "error"]
+    assert out.count("error: load:") == 2, out  # the table still says why, on the console
+    # nothing measured, nothing written (issue #29): neither the results nor a bench/ folder in the failed input
+    assert not (tmp_path / "b.json").exists() and not (tmp_path / "b.md").exists()
+    code, out = _bench([str(broken)], capsys)
+    assert code == 3 and not (broken / "bench").exists() and not any(broken.iterdir())
 
 
 def test_images_error_is_shown_not_replaced_by_parity_accuracy(rt_bundle, tmp_path, capsys):
     folder = tmp_path / "images"
     (folder / "not_a_class").mkdir(parents=True)
     code, out = _bench([str(rt_bundle), "--images", str(folder)], capsys, tmp_path)
-    assert code == 3, out  # the only row failed
-    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
-    assert row["status"] == "error" and row["reason"].startswith(f"--images {folder}: 1 folders match none")
-    assert row["top1"] is None and row["n_eval"] == 0 and row["agreement"] is None
-    assert f"error: --images {folder}" in out
+    assert code == 3, out  # the only row failed (so nothing is written)
+    assert f"error: --images {folder}" in out and not (tmp_path / "b.json").exists()
+    row = bench_bundle(rt_bundle, BenchOptions(images=folder, iterations=2, min_time=0, warmup_ms=0))[0]
+    assert row.status == "error" and row.reason.startswith(f"--images {folder}: 1 folders match none")
+    assert row.top1 is None and row.n_eval == 0 and row.agreement is None
 
 
 def _baseline(rt_bundle, tmp_path, capsys):

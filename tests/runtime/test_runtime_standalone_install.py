@@ -57,7 +57,7 @@ def test_runtime_installs_alone_without_torch_and_runs_a_bundle(rt_bundle, tmp_p
 
     # the console scripts came with it: pand-bench measures the bundle, pand-engine names what to install
     r = _run([env_dir / "bin" / "pand-bench", rt_bundle, "--iterations", "3", "--min-time", "0", "--warmup-ms", "1",
-              "--json", tmp_path / "b.json"], cwd=tmp_path)
+              "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md"], cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert rows[0]["status"] == "ok" and rows[0]["agreement"] == 1.0

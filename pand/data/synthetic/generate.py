@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from pand.errors import DataError
-from pand.utils.io import atomic_write_json
+from pand.utils.io import atomic_write_json, make_staging_dir
 
 from ..splits import base_novel_split
 from .attributes import BEAK_SHAPES, BODY_COLORS, WING_PATTERNS
@@ -127,7 +126,7 @@ def generate_synthetic(out_dir: str | os.PathLike, cfg: Any = None, overwrite: b
             raise DataError(f"{out} already exists and holds something else; choose an empty folder or overwrite it "
                             f"(--overwrite / overwrite=True)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_staging_dir(out.parent, out.name)
     try:
         splits = [(s, int(c[f"{s}_per_class"])) for s in ("train", "val", "test", "web")]
         total = sum(n for _, n in splits) * len(classes)
