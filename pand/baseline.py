@@ -97,7 +97,9 @@ def run_with_baseline(cfg, run_dir: Path, train_run: Callable, stage: str = "all
     base = read_json(done) if done.is_file() and resume else None
     if base is None:
         base = train_run(bcfg, bdir, stage="all", resume=resume and (bdir / "nsd" / "checkpoints").is_dir())
-    summary["baseline"] = compare(summary, base, bdir)
-    atomic_write_json(Path(run_dir) / "summary.json", summary)
+    record = compare(summary, base, bdir)
+    if summary.get("baseline") != record:  # a finished run resumed with its baseline: no file changes
+        summary["baseline"] = record
+        atomic_write_json(Path(run_dir) / "summary.json", summary)
     say(gain_lines(str(cfg.recipe.name), summary))
     return summary

@@ -38,3 +38,19 @@ def test_pand_train_baseline_ce_reports_the_gain(small, tmp_path):
     assert b["val_top1"] == base["val_top1"] and b["test_top1"] == base["test_top1"]
     assert b["gain_val_points"] == round(100 * (s["val_top1"] - base["val_top1"]), 2)
     assert f"{b['gain_val_points']:+.1f} points on validation" in r.output
+
+
+def test_resume_of_a_finished_run_with_its_baseline_changes_no_file(small, tmp_path):
+    import hashlib
+
+    run = tmp_path / "run"
+    args = [str(config_dir() / "tiny.yaml"), *small, "recipe=vl2lite", "--baseline", "ce", "--run-dir", str(run)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+
+    def digests():
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+
+    before = digests()
+    r = CliRunner().invoke(cli, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert digests() == before and "points on validation" in r.output
