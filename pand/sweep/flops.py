@@ -53,7 +53,6 @@ def _batch_one(model):
 def _shapes(model) -> Dict[str, List[int]]:
     """``{tensor name: static shape}`` of every tensor whose shape is fully known after shape inference."""
     import onnx
-    from onnx import numpy_helper  # noqa: F401 - the initializers' dims are read directly
 
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     out: Dict[str, List[int]] = {}

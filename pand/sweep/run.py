@@ -133,7 +133,7 @@ def stage_psc(cfg, psc_dir: Path, say: Say) -> Optional[Path]:
     return artifact.resolve()
 
 
-# -- students ---------------------------------------------------------------------------------------------------------
+# -- students --------------------------------------------------------------------------------------------------------
 
 def student_config(opts: SweepOptions, student: str, anchors: Optional[Path]):
     """The resolved configuration of ``student``'s run: the sweep's config and overrides, ``student.arch``, a name,
@@ -166,7 +166,7 @@ def count_parameters(student_file: Path) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-# -- export -----------------------------------------------------------------------------------------------------------
+# -- export ----------------------------------------------------------------------------------------------------------
 
 def export_format() -> str:
     """``trt`` where TensorRT, pycuda and a CUDA GPU are usable here (:func:`pand_runtime.trt_env.probe`), else
@@ -212,7 +212,7 @@ def export_bundle(run: Path, bundle: Path, precision: str, fmt: str, opts: Sweep
     return {"status": "ok", "valid": manifest.get("valid"), "reason": reason, "reused": False}
 
 
-# -- measurement --------------------------------------------------------------------------------------------------------
+# -- measurement -----------------------------------------------------------------------------------------------------
 
 def bundle_top1(predictor, samples: Sequence[Sequence[Any]], chunk: int = 64) -> Optional[float]:
     """Top-1 accuracy of ``predictor`` on ``(image path, label)`` ``samples`` (the bundle's own preprocessing);
@@ -294,7 +294,7 @@ def _samples_key(splits) -> str:
     return sha256_bytes(blob.encode("utf-8"))
 
 
-# -- the sweep ----------------------------------------------------------------------------------------------------------
+# -- the sweep -------------------------------------------------------------------------------------------------------
 
 def run_sweep(opts: SweepOptions, say: Say = print) -> Dict[str, Any]:
     """Run (or resume) the sweep and write ``sweep.json``, ``sweep.md`` and ``pareto.png`` into ``opts.run_dir``.
