@@ -367,8 +367,8 @@ def run_sweep(opts: SweepOptions, say: Say = print) -> Dict[str, Any]:
             if ex["status"] == "ok":
                 try:
                     m = measure_bundle(bundle, splits, opts, skey, say)
-                except PandError as e:
-                    m = {"bench_status": "error", "bench_reason": str(e)}
+                except Exception as e:  # noqa: BLE001 - one broken bundle is a row of the table, not a crash
+                    m = {"bench_status": "error", "bench_reason": f"measurement failed: {type(e).__name__}: {e}"}
                 entry.update({k2: v for k2, v in m.items() if k2 not in ("bench_status", "bench_reason", "reused")})
                 if m.get("bench_status") != "ok":
                     entry["status"] = "error"

@@ -92,3 +92,34 @@ def test_report_sorts_by_latency_marks_the_front_and_states_the_choice(tmp_path)
     write_reports(tmp_path, _payload(2.0, 1, 1))
     assert json.loads((tmp_path / "sweep.json").read_text())["budget_ms"] == 2.0
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_student_trained_with_other_anchors_is_trained_again(tmp_path):
+    from pand.sweep.run import _check_anchor_record
+
+    run, record = tmp_path / "students" / "resnet18", tmp_path / "students" / "resnet18.anchors.json"
+    run.mkdir(parents=True)
+    (run / "student.safetensors").write_bytes(b"x")
+    _check_anchor_record(run, record, "aaa", say=lambda s: None)  # no record yet: an unknown run is not trusted
+    assert not run.exists() and json.loads(record.read_text()) == {"anchors_sha256": "aaa"}
+    run.mkdir()
+    before = record.stat().st_mtime_ns
+    _check_anchor_record(run, record, "aaa", say=lambda s: None)  # same anchors: kept, record untouched
+    assert run.exists() and record.stat().st_mtime_ns == before
+    said = []
+    _check_anchor_record(run, record, "bbb", say=said.append)  # same path, other content: trained again
+    assert not run.exists() and "anchors changed" in said[0]
+    assert json.loads(record.read_text()) == {"anchors_sha256": "bbb"}
+
+
+def test_export_arguments_per_precision(tmp_path):
+    from pand.sweep.run import SweepOptions, export_args
+
+    opts = SweepOptions(config="c.yaml", max_batch=8, calib_images=64, export_args=("--plain-int8",))
+    fp32 = export_args(tmp_path / "run", tmp_path / "b", "fp32", "onnx", opts)
+    assert fp32[:5] == [str(tmp_path / "run"), "--format", "onnx", "--precision", "fp32"]
+    assert "--target" not in fp32 and fp32[-1] == "--plain-int8" and "8" in fp32
+    int8 = export_args(tmp_path / "run", tmp_path / "b", "int8", "onnx", opts)
+    assert int8[int8.index("--target") + 1] == "cpu" and int8[int8.index("--calib-images") + 1] == "64"
+    trt = export_args(tmp_path / "run", tmp_path / "b", "int8", "trt", opts)
+    assert trt[trt.index("--target") + 1] == "tensorrt"

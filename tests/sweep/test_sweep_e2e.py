@@ -5,6 +5,7 @@ Slow (about two minutes on a 2-core CPU: one Stage PSC, two Stage NSD runs, four
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -66,7 +67,7 @@ def test_sweep_json_fields_front_and_shared_anchors(sweep):
     root, payload, output = sweep
     entries = payload["entries"]
     assert [(e["student"], e["precision"]) for e in entries] == [(s, p) for s in STUDENTS for p in ("fp32", "int8")]
-    artifact = root / "sweep" / "psc" / "psc" / "learned_text_features.safetensors"
+    artifact = (root / "sweep" / "psc" / "psc" / "learned_text_features.safetensors").resolve()
     assert payload["anchors"] == {"path": str(artifact), "sha256": sha256_file(artifact)}
     for e in entries:
         assert e["status"] == "ok", e
@@ -77,7 +78,7 @@ def test_sweep_json_fields_front_and_shared_anchors(sweep):
         assert e["anchors_sha256"] == payload["anchors"]["sha256"]
         # Stage PSC ran once: every student was trained with the shared artifact and has no PSC run of its own
         cfg = load_config(root / "sweep" / "students" / e["student"] / "config.yaml")
-        assert cfg.psc.artifact == str(artifact) and cfg.student.arch == e["student"]
+        assert Path(cfg.psc.artifact).resolve() == artifact and cfg.student.arch == e["student"]
         assert not (root / "sweep" / "students" / e["student"] / "psc").exists()
     by = {(e["student"], e["precision"]): e for e in entries}
     for s in STUDENTS:  # the int8 QDQ graph keeps the fp32 graph's convolutions: same MACs
