@@ -22,7 +22,7 @@ from torch import nn
 from pand.engine.checkpoint import safe_torch_load
 from pand.errors import ArtifactError, ConfigError, PandError
 
-__all__ = ["Student", "register_student", "create_student", "list_students", "is_student"]
+__all__ = ["Student", "register_student", "create_student", "list_students", "is_student", "min_input_size"]
 
 _STUDENTS: Dict[str, Callable[..., Tuple[nn.Module, int]]] = {}
 
@@ -32,9 +32,41 @@ def _natural_key(s: str):
 
 
 def register_student(fn: Callable[..., Tuple[nn.Module, int]]) -> Callable[..., Tuple[nn.Module, int]]:
-    """Register ``fn(pretrained: bool) -> (backbone_without_head, feature_dim)`` under its name."""
+    """Register ``fn(pretrained: bool) -> (backbone_without_head, feature_dim)`` under its name.
+
+    A smallest usable input side (pixels) may be declared as ``fn.min_input_size`` (see :func:`min_input_size`)."""
     _STUDENTS[fn.__name__] = fn
     return fn
+
+
+def min_input_size(name: str) -> Optional[int]:
+    """The smallest square input side (pixels) student ``name`` accepts, or None when nothing is known.
+
+    Read from, in order: the registered factory's ``min_input_size`` attribute; torchvision's weights metadata
+    (``meta["min_size"]``, static, no download) for torchvision architectures; timm's pretrained config for
+    ``timm/<name>`` (``input_size`` when the model's input size is fixed, else ``min_input_size``; None without timm).
+    """
+    if name.startswith("timm/"):
+        try:
+            import timm
+        except ImportError:
+            return None
+        pcfg = timm.get_pretrained_cfg(name[5:])
+        if pcfg is None:
+            return None
+        size = pcfg.input_size if getattr(pcfg, "fixed_input_size", False) else getattr(pcfg, "min_input_size", None)
+        return int(max(size[-2:])) if size else None
+    fn = _STUDENTS.get(name)
+    if fn is not None and getattr(fn, "min_input_size", None) is not None:
+        return int(fn.min_input_size)
+    import torchvision
+
+    try:
+        meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+    except (ValueError, KeyError, AttributeError):
+        return None
+    size = meta.get("min_size")
+    return int(max(size)) if size else None
 
 
 def list_students(filter: str = "") -> List[str]:
