@@ -24,8 +24,9 @@ export time). TensorRT latencies are end-to-end host time per call (H2D copy + c
 variation exceeds ``--cv-warn`` (5%) get a warning (trtexec warns above 2.5%); the header records the clocks and
 power mode where readable (:func:`pand_runtime.device.clock_info`).
 
-Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments or an unreadable
-``--compare`` file; 3 = every row failed.
+Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments, an unreadable
+``--compare`` file, or results that cannot be written (an output that would overwrite an input or lie inside a
+bundle outside its ``bench/`` folder, or an unwritable location: :mod:`.bench_outputs`); 3 = every row failed.
 
 This module runs the benchmark (:func:`run_bench`) and holds the command line; the parts live in
 :mod:`.bench_rows` (options, table rows), :mod:`.bench_timing` (warm-up and timed runs, latency statistics),
@@ -52,12 +53,13 @@ import numpy as np
 from .backends.ort_backend import GRAPH_OPTIMIZATION_LEVELS
 from .bench_accuracy import measure_accuracy
 from .bench_compare import compare_rows, read_baseline
+from .bench_outputs import check_outputs
 from .bench_report import cv_warnings, render_markdown, render_text
 from .bench_rows import BenchOptions, BenchRow, pytorch_error_rows
 from .bench_timing import measure
 from .device import clock_info, cpu_model, device_key
 from .errors import PandError
-from .io import atomic_write_text
+from .io import WriteError, atomic_write_text
 from .manifest import load_manifest
 from .predictor import BACKENDS, Predictor
 from .preprocess import normalize_u8
@@ -236,6 +238,11 @@ def _cli():
                 baseline = read_baseline(Path(compare_path))
             except PandError as e:
                 raise click.UsageError(str(e)) from None
+        try:  # outputs never overwrite inputs and are writable: checked before anything runs
+            check_outputs([("--json", Path(json_path)), ("--markdown", Path(md_path))], [Path(b) for b in bundles],
+                          [Path(compare_path)] if compare_path else [], [Path(images)] if images else [])
+        except PandError as e:
+            raise click.UsageError(str(e)) from None
         opts = BenchOptions(batches=tuple(batches), backend=backend,
                             providers=[p for p in providers.split(",") if p] if providers else None, threads=threads,
                             graph_optimization=graph_optimization, warmup_ms=warmup_ms, iterations=iterations,
@@ -255,8 +262,13 @@ def _cli():
         payload = {"header": header, "device_key": keys[0] if len(keys) == 1 else keys,
                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
                    "rows": [asdict(r) | {"key": r.key} for r in rows]}
-        atomic_write_text(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
-        atomic_write_text(Path(md_path), render_markdown(rows, header))
+        try:
+            atomic_write_text(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
+            atomic_write_text(Path(md_path), render_markdown(rows, header))
+        except WriteError as e:  # the location changed during the run: a user/environment error, no traceback
+            click.echo(f"pand-bench: error: could not write {getattr(e, 'path', '')}: {getattr(e, 'reason', e)}. "
+                       f"Choose a writable --json/--markdown path and rerun", err=True)
+            sys.exit(EXIT_USAGE)
         click.echo(f"\nwrote {json_path} and {md_path}")
         if rows and all(r.status != "ok" for r in rows):
             click.echo(f"pand-bench: every row failed ({len(rows)} of {len(rows)}); see the status column", err=True)
