@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from pand.errors import DataError
 
 from .base import DataSplits, FGVCDataset, Sample, unreadable_images
+from .disjoint import check_disjoint_splits
 from .layout import RawSplits
 from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
@@ -173,6 +174,8 @@ def build_splits(
             raise DataError(f"{name}: data.labels_per_class={budget} must be >= 1 (or null for all)")
         keep = label_budget([y for _, y in train], int(budget), int(data_cfg.val_seed))
         train = [train[i] for i in keep]
+
+    check_disjoint_splits(name, {"train": train, "val": val, "test": raw_test})  # by file and content, not path
 
     def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
         if samples is None:
