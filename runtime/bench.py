@@ -208,6 +208,9 @@ def _cli():
                   help="Minimum timed seconds per row.")
     @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Labelled image folder (<dir>/<class name>/<images>) for top-1 accuracy.")
+    @click.option("--label-order", type=click.Choice(("names", "sorted")), default="names", show_default=True,
+                  help="--images: match folders to the bundle's classes by name (an unmapped folder is an error), "
+                       "or take the sorted folders as labels 0..C-1 (shown in the table).")
     @click.option("--pytorch", "pytorch_run", type=click.Path(exists=True), default=None,
                   help="A pand run directory (or student checkpoint): also time its PyTorch student (eager and "
                        "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs torch.")
@@ -225,7 +228,7 @@ def _cli():
     @click.option("--acc-tolerance", type=float, default=0.01, show_default=True,
                   help="Allowed top-1 drop (absolute) vs --compare.")
     def cli(bundles, batches, backend, providers, threads, graph_optimization, warmup_ms, iterations, min_time, images,
-            pytorch_run, no_compile, cv_warn, json_path, md_path, compare_path, tolerance, acc_tolerance):
+            label_order, pytorch_run, no_compile, cv_warn, json_path, md_path, compare_path, tolerance, acc_tolerance):
         """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch."""
         baseline = None
         if compare_path:  # read (and check) the baseline before anything runs or is written
@@ -246,7 +249,7 @@ def _cli():
         opts = BenchOptions(batches=tuple(batches), backend=backend,
                             providers=[p for p in providers.split(",") if p] if providers else None, threads=threads,
                             graph_optimization=graph_optimization, warmup_ms=warmup_ms, iterations=iterations,
-                            min_time=min_time, images=Path(images) if images else None,
+                            min_time=min_time, images=Path(images) if images else None, label_order=label_order,
                             pytorch=Path(pytorch_run) if pytorch_run else None, torch_compile=not no_compile,
                             cv_warn=cv_warn)
         rows = run_bench([Path(b) for b in bundles], opts)

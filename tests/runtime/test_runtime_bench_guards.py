@@ -64,7 +64,7 @@ def test_images_error_is_shown_not_replaced_by_parity_accuracy(rt_bundle, tmp_pa
     code, out = _bench([str(rt_bundle), "--images", str(folder)], capsys, tmp_path)
     assert code == 3, out  # the only row failed
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
-    assert row["status"] == "error" and row["reason"].startswith(f"--images {folder}: 1 folders match none")
+    assert row["status"] == "error" and row["reason"].startswith(f"--images {folder}: 1 of 1 folders match no class")
     assert row["top1"] is None and row["n_eval"] == 0 and row["agreement"] is None
     assert f"error: --images {folder}" in out
 
