@@ -104,7 +104,12 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
             base.reason = f"no accuracy: {type(e).__name__}: {e}"
     rows = []
     s = predictor.spec.image_size
-    ref = predictor.reference()
+    try:
+        ref = predictor.reference()
+    except PandError as e:  # a damaged reference.npz fails the bundle's rows (named), never the whole run
+        predictor.close()
+        return [BenchRow(**{**asdict(base), "batch": b, "status": "error", "reason": f"reference: {e}"})
+                for b in opts.batches]
     pool = None
     if ref is not None and len(ref.get("images_u8", [])):
         pool = normalize_u8(ref["images_u8"], predictor.spec)

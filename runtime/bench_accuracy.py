@@ -14,6 +14,7 @@ from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_manifest
 from .metrics import compare_logits
 from .predictor import Predictor
 from .preprocess import normalize_u8
+from .reference import load_reference
 
 __all__ = ["IMAGE_EXTENSIONS", "LABEL_ORDERS", "load_image_folder", "measure_accuracy", "reference_of"]
 
@@ -106,8 +107,7 @@ def reference_of(bundles: Sequence[Path]) -> tuple[Optional[Dict[str, np.ndarray
             m = load_manifest(b)
             path = bundle_file(b, m.reference or REFERENCE_NAME, "reference")
             if path.is_file():
-                with np.load(path, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}, m
+                return load_reference(path, m), m
         except Exception:  # noqa: BLE001 - a broken bundle is reported by its own row
             continue
     return None, None

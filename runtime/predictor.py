@@ -23,7 +23,9 @@ from .errors import ArtifactError, PandError
 from .int8_check import Int8CpuWarning, int8_cpu_warning
 from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
+from .model_io import check_model_io
 from .preprocess import prepare_batch
+from .reference import load_reference
 
 __all__ = ["Prediction", "Predictor", "BACKENDS", "EngineFallbackWarning"]
 
@@ -70,6 +72,7 @@ class Predictor:
         self.spec = manifest.preprocess
         self.class_names = list(manifest.class_names)
         self.max_batch = int(backend.fixed_batch or manifest.max_batch or 32)
+        check_model_io(manifest, backend, bundle)  # input size and class count = the manifest's, before any run
 
     @classmethod
     def from_bundle(cls, path: Union[str, Path], backend: str = "auto", providers: Optional[Sequence[str]] = None,
@@ -184,8 +187,7 @@ class Predictor:
         path = bundle_file(self.bundle, self.manifest.reference or REFERENCE_NAME, "reference")
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return load_reference(path, self.manifest)  # no pickles; dtypes and shapes checked (ArtifactError)
 
     def describe(self) -> Dict[str, Any]:
         return {"bundle": str(self.bundle), "precision": self.precision, **self.backend.describe()}
