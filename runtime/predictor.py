@@ -73,6 +73,12 @@ class Predictor:
         self.class_names = list(manifest.class_names)
         self.max_batch = int(backend.fixed_batch or manifest.max_batch or 32)
         check_model_io(manifest, backend, bundle)  # input size and class count = the manifest's, before any run
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PandError(f"the predictor of {self.bundle} is closed (close() or the end of its with-block freed "
+                            f"its model); create a new one with Predictor.from_bundle")
 
     @classmethod
     def from_bundle(cls, path: Union[str, Path], backend: str = "auto", providers: Optional[Sequence[str]] = None,
@@ -155,6 +161,7 @@ class Predictor:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[N, C]`` for a preprocessed float32 batch of any size (split into chunks of at most
         :attr:`max_batch`; a fixed-batch model gets its last chunk zero-padded and the padding dropped)."""
+        self._check_open()
         x = prepare_batch(x, self.spec)
         logits = run_batched(self.backend, x, self.max_batch).astype(np.float32, copy=False)
         if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
@@ -175,8 +182,15 @@ class Predictor:
         Args:
             images: a PIL image, file path, uint8 ``(H, W, 3)`` RGB array, a list of those, a uint8
                 ``(N, H, W, 3)`` array, or a preprocessed float32 ``(N, 3, S, S)`` array.
-            top_k: how many classes per image (capped at the number of classes).
+            top_k: how many classes per image, an integer >= 1 (capped at the number of classes).
+
+        Raises:
+            PandError: ``top_k`` is not an integer >= 1, the predictor is closed, or the images are unusable.
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise PandError(f"top_k must be an integer >= 1 (at most {len(self.class_names)} classes are returned); "
+                            f"got {top_k!r}")
+        self._check_open()
         probs = softmax(self.predict_logits(images))
         idx, val = topk(probs, top_k)
         return [Prediction([self.class_names[j] for j in row], [int(j) for j in row], [float(v) for v in vals])
@@ -193,7 +207,10 @@ class Predictor:
         return {"bundle": str(self.bundle), "precision": self.precision, **self.backend.describe()}
 
     def close(self) -> None:
-        self.backend.close()
+        """Free the model; later predictions raise a :class:`PandError` saying the predictor is closed. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
 
     def __enter__(self) -> "Predictor":
         return self

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from pand.errors import DataError
 
 from .base import DataSplits, FGVCDataset, Sample, unreadable_images
-from .disjoint import check_disjoint_splits
+from .split_checks import check_final_splits
 from .layout import RawSplits
 from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
@@ -175,7 +175,8 @@ def build_splits(
         keep = label_budget([y for _, y in train], int(budget), int(data_cfg.val_seed))
         train = [train[i] for i in keep]
 
-    check_disjoint_splits(name, {"train": train, "val": val, "test": raw_test})  # by file and content, not path
+    # disjoint by file and content (not path); val/test classes without images are reported
+    check_final_splits(name, names, {"train": train, "val": val, "test": raw_test})
 
     def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
         if samples is None:

@@ -7,7 +7,7 @@ import pytest
 
 from pand.config.schema import DataCfg
 from pand.data import build_splits
-from pand.data.disjoint import check_disjoint_splits
+from pand.data.split_checks import check_disjoint_splits
 from pand.errors import DataError
 
 

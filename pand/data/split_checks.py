@@ -1,4 +1,6 @@
-"""Splits are disjoint by content, not by path: no image may be in two of train / val / test.
+"""Checks of the final splits (:func:`check_final_splits`, called once by :func:`pand.data.build_splits`).
+
+**Disjoint by content, not by path**: no image may be in two of train / val / test.
 
 A file symlink (``train/c/x.png -> ../../val/c/y.png``), a hard link or a linked class folder
 (``val/c3 -> ../train/c3``) puts the same file under two paths; a copy puts the same bytes in two files. Either way
@@ -7,10 +9,16 @@ resolves every image to its file identity (device and inode, the real path where
 numbers) and, among the files of different splits that have the same size, compares a content digest
 (:func:`pand.utils.digest.file_digest`). An image in two splits is a :class:`~pand.errors.DataError` naming both
 paths; there is no option to allow it.
+
+**Class coverage of val and test** (:func:`report_class_coverage`): a class without a single val or test image is
+not measured there (an empty test class folder, a val split missing classes); a warning names those classes with the
+split's image counts. Train must cover every class (an error, checked earlier).
 """
 from __future__ import annotations
 
 import os
+import warnings
+from collections import Counter
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pand.errors import DataError
@@ -18,7 +26,41 @@ from pand.utils.digest import file_digest
 
 from .base import Sample
 
-__all__ = ["check_disjoint_splits"]
+__all__ = ["check_final_splits", "check_disjoint_splits", "report_class_coverage"]
+
+_MAX_LISTED = 5
+
+
+def check_final_splits(dataset: str, class_names: Sequence[str],
+                       splits: Mapping[str, Optional[Sequence[Sample]]]) -> None:
+    """:func:`check_disjoint_splits`, then :func:`report_class_coverage` of every split but train."""
+    check_disjoint_splits(dataset, splits)
+    report_class_coverage(dataset, class_names, {k: v for k, v in splits.items() if k != "train"})
+
+
+def report_class_coverage(dataset: str, class_names: Sequence[str],
+                          splits: Mapping[str, Optional[Sequence[Sample]]]) -> Dict[str, List[int]]:
+    """Warn about classes with no images in a split (a split that is None is absent, not empty).
+
+    Returns:
+        split -> the labels with no images there (only splits that miss some).
+    """
+    missing: Dict[str, List[int]] = {}
+    for split, samples in splits.items():
+        if samples is None:
+            continue
+        counts = Counter(y for _, y in samples)
+        absent = [c for c in range(len(class_names)) if counts[c] == 0]
+        if not absent:
+            continue
+        missing[split] = absent
+        shown = ", ".join(f"{c} ({class_names[c]})" for c in absent[:_MAX_LISTED])
+        warnings.warn(
+            f"{dataset}: {len(absent)} of {len(class_names)} classes have no {split} images: {shown}"
+            f"{', ...' if len(absent) > _MAX_LISTED else ''} ({split}: {len(samples)} images in "
+            f"{len(class_names) - len(absent)} classes); their {split} accuracy is not measured. Add images to those "
+            f"class folders, or {'raise data.val_fraction' if split == 'val' else 'remove the classes'}.")
+    return missing
 
 
 def _refuse(dataset: str, first: Tuple[str, str], second: Tuple[str, str], why: str) -> None:
