@@ -7,7 +7,6 @@ import pytest
 
 from pand.config.schema import DataCfg
 from pand.data import build_splits
-from pand.data.split_checks import check_disjoint_splits
 from pand.errors import DataError
 
 
@@ -61,6 +60,8 @@ def test_a_byte_identical_copy_in_the_test_split_is_refused(imagefolder_root):
 
 
 def test_a_hard_link_inside_train_cannot_leak_through_the_holdout(tmp_path):
+    from pand.data.split_checks import check_disjoint_splits
+
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(b"\x89PNG same")
     os.link(a, b)

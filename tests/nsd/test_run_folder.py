@@ -8,11 +8,11 @@ import pytest
 
 from pand.cli import main as cli_main
 from pand.config import config_dir, load_config
-from pand.engine.run_folder import RUN_FILE, check_run_folder
 from pand.errors import ArtifactError
 from pand.train import run
 
 TINY = str(config_dir() / "tiny.yaml")
+RUN_FILE = "run.json"
 
 
 def _rewrite_in_place(path):
@@ -84,6 +84,8 @@ def test_a_folder_that_is_not_a_run_is_refused(small, tmp_path, capsys):
 
 
 def test_check_run_folder_rules(tmp_path):
+    from pand.engine.run_folder import check_run_folder
+
     assert check_run_folder(tmp_path / "new", "pand", "all", False).record is None
     with pytest.raises(ArtifactError, match="no run to resume"):
         check_run_folder(tmp_path / "new", "pand", "all", True)
