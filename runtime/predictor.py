@@ -72,8 +72,12 @@ class Predictor:
         self.spec = manifest.preprocess
         self.class_names = list(manifest.class_names)
         self.max_batch = int(backend.fixed_batch or manifest.max_batch or 32)
-        check_model_io(manifest, backend, bundle)  # input size and class count = the manifest's, before any run
         self._closed = False
+        try:  # input size and class count = the manifest's, before any run
+            check_model_io(manifest, backend, bundle)
+        except ArtifactError:
+            self.close()  # free the session / device buffers of a bundle that is refused
+            raise
 
     def _check_open(self) -> None:
         if self._closed:
