@@ -85,7 +85,7 @@ def _format_help() -> str:
 @tf32_option("fp32 TensorRT engine: keep TensorRT's TF32 convolutions (faster on Ampere+ / Jetson Orin, logits "
              "differ from PyTorch by ~1e-3, so the parity gate is max |diff| 1e-2, recorded in the manifest). "
              "Default: TF32 cleared, strict fp32 gate.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=DEFAULTS.min_agreement,
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=DEFAULTS.min_agreement,
               help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.99; "
                    "for int8 also the accuracy-aware search's target).")
 @click.option("--max-acc-drop", type=click.FloatRange(0, 1), default=DEFAULTS.max_acc_drop,

@@ -222,6 +222,7 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
             check_ranks_agree(run_fingerprint(cfg, stage, resume), dist)
         folder = check_run_folder(run_dir, str(cfg.recipe.name), stage, resume)  # run.json: kind, state
         _check_run_dir(cfg, run_dir, stage, resume)
+        barrier(dist)  # every rank has read the folder before rank 0 writes to it
         # a resumed run keeps its config.yaml until it ends well: a later refusal must leave the folder unchanged
         keep_config = resume and (run_dir / "config.yaml").is_file()
         if dist.is_main:

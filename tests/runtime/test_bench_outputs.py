@@ -63,7 +63,7 @@ def test_bench_read_only_result_folder_is_exit_2_before_the_benchmark(bundle_cop
     assert not (tmp_path / "r.md").exists()
 
 
-@pytest.mark.parametrize("bad", [["--min-agreement", "1.01"], ["--min-agreement", "0"], ["--parity-images", "-5"],
+@pytest.mark.parametrize("bad", [["--min-agreement", "1.01"], ["--min-agreement", "-0.5"], ["--parity-images", "-5"],
                                  ["--threads", "-1"], ["--max-acc-drop", "-0.1"]])
 def test_export_impossible_numbers_are_refused_and_the_bundle_kept(rt_run_dir, bundle_copy, bad, capsys):
     from pand_export.cli import main as export_main
