@@ -74,11 +74,11 @@ def _format_help() -> str:
 @click.option("--target", type=click.Choice(INT8_TARGETS), default=DEFAULTS.target,
               help="INT8 flavour: cpu = asymmetric uint8 activations (fast on the ORT CPU provider); tensorrt = "
                    "symmetric int8 (what TensorRT needs). Default: tensorrt when building an engine, else cpu.")
-@click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True,
+@click.option("--batch", type=click.IntRange(min=1), default=DEFAULTS.batch, show_default=True,
               help="Static batch size, or the TensorRT profile's optimal batch with a dynamic batch.")
 @click.option("--dynamic-batch/--static-batch", default=DEFAULTS.dynamic_batch, show_default=True,
               help="Symbolic batch axis (any batch up to --max-batch) or a batch fixed to --batch.")
-@click.option("--max-batch", type=int, default=DEFAULTS.max_batch, show_default=True,
+@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULTS.max_batch, show_default=True,
               help="Largest batch (TensorRT profile max; the runtime splits larger inputs).")
 @click.option("--opset", type=int, default=DEFAULTS.opset, show_default=True, help="ONNX opset (<= 18 recommended).")
 @click.option("--calib-images", "calib_images", type=CountOrDir(), default=DEFAULTS.calib_images, show_default=True,
@@ -96,14 +96,14 @@ def _format_help() -> str:
               help="INT8: measure each layer's sensitivity and keep the most sensitive ones in float, fewest first, "
                    "until the parity images meet --min-agreement (the layers, agreement and latency of every step "
                    "go to the manifest); --plain-int8 quantizes everything but the head, once.")
-@click.option("--max-float-units", type=int, default=DEFAULTS.max_float_units,
+@click.option("--max-float-units", type=click.IntRange(min=0), default=DEFAULTS.max_float_units,
               help="INT8 accuracy-aware: the most fallback units (an activation and the layers around it) kept in "
                    "float (default: no limit).")
 @click.option("--reduce-range/--no-reduce-range", default=DEFAULTS.reduce_range,
               help="INT8: 7-bit weights, for x86 CPUs without VNNI (AVX2 only) whose u8s8 kernels can saturate. "
                    "Default: on for --target cpu when this CPU is such a CPU, else off (on CPUs with VNNI/AMX it "
                    "only costs agreement, see bench/int8.py).")
-@click.option("--parity-images", type=int, default=DEFAULTS.parity_images, show_default=True,
+@click.option("--parity-images", type=click.IntRange(min=0), default=DEFAULTS.parity_images, show_default=True,
               help="Held-out TEST images for the parity check (0 = the whole test split).")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.output,
               help="Bundle directory (default <run>/export/<format>-<precision>[-<target>]).")
@@ -116,12 +116,12 @@ def _format_help() -> str:
 @tf32_option("fp32 TensorRT engine: keep TensorRT's TF32 convolutions (faster on Ampere+ / Jetson Orin, logits "
              "differ from PyTorch by ~1e-3, so the parity gate is max |diff| 1e-2, recorded in the manifest). "
              "Default: TF32 cleared, strict fp32 gate.")
-@click.option("--min-agreement", type=float, default=DEFAULTS.min_agreement,
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=DEFAULTS.min_agreement,
               help="Override the precision's minimum top-1 agreement with PyTorch (fp32 1.0, fp16 0.99, int8 0.99; "
                    "for int8 also the accuracy-aware search's target).")
-@click.option("--max-acc-drop", type=float, default=DEFAULTS.max_acc_drop,
+@click.option("--max-acc-drop", type=click.FloatRange(0, 1), default=DEFAULTS.max_acc_drop,
               help="Override the precision's maximum top-1 accuracy drop vs PyTorch (fp16 0.01, int8 0.02).")
-@click.option("--threads", type=int, default=DEFAULTS.threads, show_default=True,
+@click.option("--threads", type=click.IntRange(min=0), default=DEFAULTS.threads, show_default=True,
               help="ONNX Runtime threads for the parity run.")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
               help="Seed of the parity/calibration selection.")

@@ -355,6 +355,14 @@ def validate_options(opts: ExportOptions) -> ExportOptions:
                         f"calibration images)")
     if opts.precision == "int8" and folder is None and int(opts.calib_images) < 1:
         raise PandError("--calib-images must be >= 1 for int8")
+    # the CLI's click types check the same ranges; these hold for the Python API too
+    if opts.min_agreement is not None and not 0.0 <= opts.min_agreement <= 1.0:
+        raise PandError(f"--min-agreement {opts.min_agreement} is out of range: a top-1 agreement in [0, 1]")
+    if opts.max_acc_drop is not None and not 0.0 <= opts.max_acc_drop <= 1.0:
+        raise PandError(f"--max-acc-drop {opts.max_acc_drop} is out of range: a fraction in [0, 1]")
+    if opts.parity_images < 0 or opts.threads < 0 or opts.calib_images < 0:
+        raise PandError(f"--parity-images ({opts.parity_images}), --threads ({opts.threads}) and --calib-images "
+                        f"({opts.calib_images}) must be >= 0")
     return opts
 
 

@@ -72,7 +72,7 @@ def time_pytorch_student(run: Path, bundles: Sequence[Path], opts: BenchOptions)
                     vbase.top1, vbase.n_eval, vbase.eval_source = res.acc_out, res.n, source
             if opts.images is not None:  # the bundle rows' top-1 images, through the same runtime preprocessing
                 vbase.top1, vbase.n_eval, vbase.eval_source = folder_top1(
-                    opts.images, src.class_names, lambda paths: forward(prepare_batch(paths, spec)))
+                    opts.images, src.class_names, lambda paths: forward(prepare_batch(paths, spec)), opts.label_order)
         except Exception as e:  # noqa: BLE001 - e.g. torch.compile without a C++ compiler
             what = "torch.compile failed" if variant == "compile" else "PyTorch failed"
             rows.extend(pytorch_error_rows(run, opts, f"{what}: {type(e).__name__}: "

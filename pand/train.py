@@ -36,6 +36,7 @@ from pand.models.teacher import create_teacher, teacher_summary
 from pand.nsd.metrics import read_metrics
 from pand.nsd import LiveTeacher, fit
 from pand.engine.checkpoint import check_resume_config, checkpoint_config, has_checkpoint, refuse_overwrite
+from pand.engine.run_folder import check_run_folder
 from pand.promptkd import run as promptkd_run
 from pand.psc import ARTIFACT_NAME, handcrafted_anchors, load_anchors, run_psc
 from pand.utils.distributed import (
@@ -217,6 +218,9 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
         return done
     if os.environ.get("RANK", "0") != "0":
         return _run(cfg, run_dir, stage, resume, step_hook)
+    # before the lock file is created: a folder that is not a run (or of another recipe) gets nothing, not even
+    # the lock; _run checks again under the lock
+    check_run_folder(run_dir, str(cfg.recipe.name), "promptkd" if cfg.recipe.name == "promptkd" else stage, resume)
     with exclusive_lock(run_dir / LOCK_NAME, f"run directory {run_dir}",
                         "wait for that run to finish or choose another --run-dir"):
         return _run(cfg, run_dir, stage, resume, step_hook)
@@ -251,10 +255,21 @@ def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook
     try:
         if dist.distributed:  # every node must run the same configuration and code (multi-node: docs/distributed.md)
             check_ranks_agree(run_fingerprint(cfg, stage, resume), dist)
+        folder = check_run_folder(run_dir, str(cfg.recipe.name), stage, resume)  # run.json: kind, state
         _check_run_dir(cfg, run_dir, stage, resume)
+        barrier(dist)  # every rank has read the folder before rank 0 writes to it
+        # a resumed run keeps its config.yaml until it ends well: a later refusal must leave the folder unchanged
+        keep_config = resume and (run_dir / "config.yaml").is_file()
         if dist.is_main:
-            save_config(cfg, run_dir / "config.yaml")
+            folder.start()
+            if not keep_config:
+                save_config(cfg, run_dir / "config.yaml")
         check_shared_dir(run_dir, dist, "run directory")  # rank 0 writes, every rank reads (multi-node: shared FS)
-        return _run_nsd(cfg, run_dir, stage, resume, dist, device, step_hook, t0)
+        summary = _run_nsd(cfg, run_dir, stage, resume, dist, device, step_hook, t0)
+        if dist.is_main:
+            if keep_config:
+                save_config(cfg, run_dir / "config.yaml")
+            folder.finish(["psc", "nsd"] if stage == "all" else [stage])
+        return summary
     finally:
         cleanup_distributed(dist)

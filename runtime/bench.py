@@ -24,8 +24,9 @@ export time). TensorRT latencies are end-to-end host time per call (H2D copy + c
 variation exceeds ``--cv-warn`` (5%) get a warning (trtexec warns above 2.5%); the header records the clocks and
 power mode where readable (:func:`pand_runtime.device.clock_info`).
 
-Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments or an unreadable
-``--compare`` file; 3 = every row failed.
+Exit status: 0 = ok; 1 = a regression (or nothing comparable) vs ``--compare``; 2 = bad arguments, an unreadable
+``--compare`` file, or results that cannot be written (an output that would overwrite an input or lie inside a
+bundle outside its ``bench/`` folder, or an unwritable location: :mod:`.bench_outputs`); 3 = every row failed.
 
 This module runs the benchmark (:func:`run_bench`) and holds the command line; the parts live in
 :mod:`.bench_rows` (options, table rows), :mod:`.bench_timing` (warm-up and timed runs, latency statistics),
@@ -52,12 +53,13 @@ import numpy as np
 from .backends.ort_backend import GRAPH_OPTIMIZATION_LEVELS
 from .bench_accuracy import measure_accuracy
 from .bench_compare import compare_rows, read_baseline
+from .bench_outputs import check_outputs
 from .bench_report import cv_warnings, render_markdown, render_text
 from .bench_rows import BenchOptions, BenchRow, pytorch_error_rows
 from .bench_timing import measure
 from .device import clock_info, cpu_model, device_key
 from .errors import PandError
-from .io import atomic_write_text
+from .io import WriteError, atomic_write_text
 from .manifest import BENCH_DIR, load_manifest
 from .predictor import BACKENDS, Predictor
 from .preprocess import normalize_u8
@@ -102,7 +104,12 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
             base.reason = f"no accuracy: {type(e).__name__}: {e}"
     rows = []
     s = predictor.spec.image_size
-    ref = predictor.reference()
+    try:
+        ref = predictor.reference()
+    except PandError as e:  # a damaged reference.npz fails the bundle's rows (named), never the whole run
+        predictor.close()
+        return [BenchRow(**{**asdict(base), "batch": b, "status": "error", "reason": f"reference: {e}"})
+                for b in opts.batches]
     pool = None
     if ref is not None and len(ref.get("images_u8", [])):
         pool = normalize_u8(ref["images_u8"], predictor.spec)
@@ -209,6 +216,9 @@ def _cli():
     @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Labelled image folder (<dir>/<class name>/<images>): top-1 of every row (the PyTorch rows "
                        "too) on all its images instead of the bundle's parity images.")
+    @click.option("--label-order", type=click.Choice(("names", "sorted")), default="names", show_default=True,
+                  help="--images: match folders to the bundle's classes by name (an unmapped folder is an error), "
+                       "or take the sorted folders as labels 0..C-1 (shown in the table).")
     @click.option("--pytorch", "pytorch_run", type=click.Path(exists=True), default=None,
                   help="A pand run directory (or student checkpoint): also time its PyTorch student (eager and "
                        "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs torch.")
@@ -229,7 +239,8 @@ def _cli():
     @click.option("--acc-tolerance", type=float, default=0.01, show_default=True,
                   help="Allowed top-1 drop (absolute) vs --compare.")
     def cli(bundles, batches, backend, providers, threads, graph_optimization, warmup_ms, iterations, min_time, images,
-            pytorch_run, no_compile, cv_warn, output, json_path, md_path, compare_path, tolerance, acc_tolerance):
+            label_order, pytorch_run, no_compile, cv_warn, output, json_path, md_path, compare_path, tolerance,
+            acc_tolerance):
         """Benchmark exported bundles: latency percentiles, throughput, accuracy and agreement with PyTorch.
 
         BUNDLES are folders written by pand-export or pand-engine. Each bundle x --batch is one row: p50/p90/p99
@@ -258,10 +269,15 @@ def _cli():
                 baseline = read_baseline(Path(compare_path))
             except PandError as e:
                 raise click.UsageError(str(e)) from None
+        try:  # outputs never overwrite inputs and are writable: checked before anything runs
+            check_outputs([("--json", Path(json_path)), ("--markdown", Path(md_path))], [Path(b) for b in bundles],
+                          [Path(compare_path)] if compare_path else [], [Path(images)] if images else [])
+        except PandError as e:
+            raise click.UsageError(str(e)) from None
         opts = BenchOptions(batches=tuple(batches), backend=backend,
                             providers=[p for p in providers.split(",") if p] if providers else None, threads=threads,
                             graph_optimization=graph_optimization, warmup_ms=warmup_ms, iterations=iterations,
-                            min_time=min_time, images=Path(images) if images else None,
+                            min_time=min_time, images=Path(images) if images else None, label_order=label_order,
                             pytorch=Path(pytorch_run) if pytorch_run else None, torch_compile=not no_compile,
                             cv_warn=cv_warn)
         rows = run_bench([Path(b) for b in bundles], opts)
@@ -281,8 +297,13 @@ def _cli():
         payload = {"header": header, "device_key": keys[0] if len(keys) == 1 else keys,
                    "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
                    "rows": [asdict(r) | {"key": r.key} for r in rows]}
-        atomic_write_text(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
-        atomic_write_text(Path(md_path), render_markdown(rows, header))
+        try:
+            atomic_write_text(Path(json_path), json.dumps(payload, indent=2, default=str) + "\n")
+            atomic_write_text(Path(md_path), render_markdown(rows, header))
+        except WriteError as e:  # the location changed during the run: a user/environment error, no traceback
+            click.echo(f"pand-bench: error: could not write {getattr(e, 'path', '')}: {getattr(e, 'reason', e)}. "
+                       f"Choose a writable --json/--markdown path and rerun", err=True)
+            sys.exit(EXIT_USAGE)
         click.echo(f"\nwrote {json_path} and {md_path}")
         if baseline is not None:
             if baseline.get("device_key") != payload["device_key"]:

@@ -25,6 +25,7 @@ class BenchOptions:
     iterations: int = 50
     min_time: float = 3.0
     images: Optional[Path] = None  # labelled image folder: <dir>/<class name>/<image>
+    label_order: str = "names"  # --images: folders matched to classes by name, or "sorted" (explicit opt-in)
     pytorch: Optional[Path] = None  # a pand run (or student checkpoint): also time its PyTorch student
     torch_compile: bool = True  # with pytorch: also a torch.compile row
     cv_warn: float = 0.05  # warn when a row's coefficient of variation exceeds this

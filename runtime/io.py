@@ -37,11 +37,13 @@ class WriteError(PandError):
         else:
             why = "the write failed"
         detail = getattr(err, "strerror", None) or str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        return cls(
+        out = cls(
             f"could not write {path}: {why} ({type(err).__name__}: {detail}). The partial file was removed and any "
             f"earlier version is intact. Free disk space or make {Path(path).parent} writable (or choose another "
             f"--run-dir / cache_dir), then rerun (pand-train ... --resume continues a run)."
         )
+        out.path, out.reason = Path(path), f"{why} ({type(err).__name__}: {detail})"
+        return out
 
 
 def is_write_failure(err: BaseException) -> bool:

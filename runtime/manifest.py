@@ -30,7 +30,7 @@ from .json_fields import as_dict, bad_type, get_int, get_list, get_str, require
 from .preprocess_spec import PreprocessSpec
 
 __all__ = [
-    "FORMAT_VERSION", "MANIFEST_NAME", "REFERENCE_NAME", "ONNX_NAME", "ENGINE_NAME", "TensorSpec", "ModelFile", "Manifest",
+    "FORMAT_VERSION", "MAX_MANIFEST_BYTES", "MAX_MANIFEST_DEPTH", "MANIFEST_NAME", "REFERENCE_NAME", "ONNX_NAME", "ENGINE_NAME", "TensorSpec", "ModelFile", "Manifest",
     "load_manifest", "load_bundle", "verify_model_files", "check_file_name", "bundle_file",
     "check_replaceable", "publish_bundle", "BENCH_DIR",
 ]
@@ -40,6 +40,11 @@ MANIFEST_NAME = "manifest.json"
 REFERENCE_NAME = "reference.npz"
 ONNX_NAME = "model.onnx"  # the ONNX model of every bundle
 ENGINE_NAME = "model.engine"  # a TensorRT plan built from ONNX_NAME (pand-export --format trt, or pand-engine)
+
+#: a manifest is a few KB; a larger file is refused before it is parsed (never read whole)
+MAX_MANIFEST_BYTES = 1 << 20
+#: the deepest nesting a manifest may have (pand writes about 6 levels)
+MAX_MANIFEST_DEPTH = 32
 
 Dim = Union[int, str]  # a fixed size or a symbolic name ("batch")
 
@@ -208,19 +213,47 @@ def load_manifest(bundle: Union[str, Path]) -> Manifest:
     """Read and validate ``bundle/manifest.json`` (no model files are touched).
 
     Raises:
-        ArtifactError: no bundle / no manifest, unreadable JSON, missing fields, or a newer ``format_version``.
+        ArtifactError: no bundle / no manifest, a symlinked manifest, one over :data:`MAX_MANIFEST_BYTES` or nested
+            deeper than :data:`MAX_MANIFEST_DEPTH`, unreadable JSON, missing fields, or a newer ``format_version``.
     """
     bundle = Path(bundle)
     path = bundle / MANIFEST_NAME
     if not bundle.is_dir():
         raise ArtifactError(f"bundle directory not found: {bundle} (pand-export writes one)")
+    if path.is_symlink():
+        raise ArtifactError(f"bundle {bundle}: {MANIFEST_NAME} is a symbolic link; bundle files must be regular files "
+                            f"inside the bundle directory. Copy the real file in its place or re-export the bundle")
     if not path.is_file():
         raise ArtifactError(f"{bundle} is not a pand bundle: no {MANIFEST_NAME} in it (pand-export writes one)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"cannot read {path}: {e}. Re-export the bundle with pand-export") from e
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise ArtifactError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; a pand manifest is a few KB. "
+                                f"Re-export the bundle with pand-export")
+        data = json.loads(raw.decode("utf-8"))
+    except ArtifactError:
+        raise
+    except RecursionError:
+        raise ArtifactError(f"{path} is nested too deeply to be a pand manifest (more than {MAX_MANIFEST_DEPTH} "
+                            f"levels). Re-export the bundle with pand-export") from None
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise ArtifactError(f"cannot read {path}: {e}. Re-export the bundle with pand-export") from None
+    if _depth(data) > MAX_MANIFEST_DEPTH:
+        raise ArtifactError(f"{path} is nested too deeply to be a pand manifest (more than {MAX_MANIFEST_DEPTH} "
+                            f"levels). Re-export the bundle with pand-export")
     return Manifest.from_dict(data, where=str(path))
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` / ``{}`` 1), without recursion."""
+    deepest, stack = 0, [(obj, 0)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d + 1)
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def verify_model_files(bundle: Union[str, Path], manifest: Manifest, formats: Optional[Sequence[str]] = None) -> None:

@@ -22,7 +22,9 @@ from .errors import ArtifactError, PandError
 from .int8_check import Int8CpuWarning, int8_cpu_warning
 from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
+from .model_io import check_model_io
 from .preprocess import prepare_batch
+from .reference import load_reference
 from .trt_env import probe
 
 __all__ = ["Prediction", "Predictor", "BACKENDS", "EngineFallbackWarning"]
@@ -69,6 +71,17 @@ class Predictor:
         self.spec = manifest.preprocess
         self.class_names = list(manifest.class_names)
         self.max_batch = int(backend.fixed_batch or manifest.max_batch or 32)
+        self._closed = False
+        try:  # input size and class count = the manifest's, before any run
+            check_model_io(manifest, backend, bundle)
+        except ArtifactError:
+            self.close()  # free the session / device buffers of a bundle that is refused
+            raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PandError(f"the predictor of {self.bundle} is closed (close() or the end of its with-block freed "
+                            f"its model); create a new one with Predictor.from_bundle")
 
     @classmethod
     def from_bundle(cls, path: Union[str, Path], backend: str = "auto", providers: Optional[Sequence[str]] = None,
@@ -164,6 +177,7 @@ class Predictor:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[N, C]`` for a preprocessed float32 batch of any size (split into chunks of at most
         :attr:`max_batch`; a fixed-batch model gets its last chunk zero-padded and the padding dropped)."""
+        self._check_open()
         x = prepare_batch(x, self.spec)
         logits = run_batched(self.backend, x, self.max_batch).astype(np.float32, copy=False)
         if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
@@ -184,8 +198,15 @@ class Predictor:
         Args:
             images: a PIL image, file path, uint8 ``(H, W, 3)`` RGB array, a list of those, a uint8
                 ``(N, H, W, 3)`` array, or a preprocessed float32 ``(N, 3, S, S)`` array.
-            top_k: how many classes per image (capped at the number of classes).
+            top_k: how many classes per image, an integer >= 1 (capped at the number of classes).
+
+        Raises:
+            PandError: ``top_k`` is not an integer >= 1, the predictor is closed, or the images are unusable.
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise PandError(f"top_k must be an integer >= 1 (at most {len(self.class_names)} classes are returned); "
+                            f"got {top_k!r}")
+        self._check_open()
         probs = softmax(self.predict_logits(images))
         idx, val = topk(probs, top_k)
         return [Prediction([self.class_names[j] for j in row], [int(j) for j in row], [float(v) for v in vals])
@@ -196,14 +217,16 @@ class Predictor:
         path = bundle_file(self.bundle, self.manifest.reference or REFERENCE_NAME, "reference")
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return load_reference(path, self.manifest)  # no pickles; dtypes and shapes checked (ArtifactError)
 
     def describe(self) -> Dict[str, Any]:
         return {"bundle": str(self.bundle), "precision": self.precision, **self.backend.describe()}
 
     def close(self) -> None:
-        self.backend.close()
+        """Free the model; later predictions raise a :class:`PandError` saying the predictor is closed. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
 
     def __enter__(self) -> "Predictor":
         return self

@@ -110,8 +110,8 @@ def normalize_u8(u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def load_image(path: Union[str, Path]):
     """Open an image file as a PIL RGB image; raises :class:`PandError` naming the file if it cannot be read.
 
-    16-bit greyscale (PIL modes ``I;16``/``I``) is scaled to 8 bits (:func:`pand_runtime.image.to_rgb`), exactly as
-    in training.
+    16-bit greyscale (PIL modes ``I;16``/``I``) and 32-bit float greyscale (mode ``F``) are scaled to 8 bits by
+    their range or refused (:func:`pand_runtime.image.to_rgb`), exactly as in training.
     """
     Image = _pil()
     try:
@@ -127,7 +127,12 @@ def load_image(path: Union[str, Path]):
 def _as_pil(item: Any):
     Image = _pil()
     if isinstance(item, Image.Image):
-        return item if item.mode == "RGB" else to_rgb(item)
+        if item.mode == "RGB":
+            return item
+        try:
+            return to_rgb(item)
+        except ValueError as e:  # a float/32-bit image with no known scale: refused by name, never black
+            raise PandError(f"cannot use a PIL image of mode {item.mode}: {e}") from None
     if isinstance(item, (str, Path)):
         return load_image(item)
     if isinstance(item, np.ndarray):

@@ -17,8 +17,10 @@ also carry a ``_global_:`` mapping that is merged at the root (a recipe sets its
 under ``nsd`` this way). Command-line overrides come in two forms: ``group=name`` picks another file
 of a group (``data=oxford_pets``) and ``dotted.key=value`` sets a value (``nsd.nlrd.k=5``).
 
-Every key and type is checked against :class:`pand.config.schema.RunCfg`; the errors name the key
-and the valid choices (:class:`ConfigError`).
+Every key and type is checked against :class:`pand.config.schema.RunCfg`, and every numeric setting against its
+allowed range (:data:`pand.config.ranges.RANGES`: learning rates finite and > 0, temperatures and logit scales > 0,
+``nsd.nlrd.k >= 1``, ...); the errors name the key and the valid choices or range (:class:`ConfigError`). A YAML
+syntax error or a duplicate key names the file, the line and the problem.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -38,6 +41,7 @@ from omegaconf.errors import (
 from pand.errors import ConfigError
 from pand.utils.io import atomic_write_text
 
+from .ranges import RANGES, describe_range, out_of_range
 from .schema import CHOICES, MINIMUMS, RunCfg
 
 GROUPS = ("data", "teacher", "student", "recipe", "trainer")
@@ -99,7 +103,7 @@ def _load_group(group: str, name: str, root: Path) -> Tuple[DictConfig, Optional
         else:
             choices = ", ".join(list_group(group, root)) or "(none)"
             raise ConfigError(f"unknown {group} config '{name}'. Valid choices for {group}: {choices}")
-    node = OmegaConf.load(path)
+    node = _load_yaml(path)
     glob = node.pop("_global_", None) if isinstance(node, DictConfig) else None
     return node, glob
 
@@ -161,6 +165,26 @@ def _check_minimums(cfg: DictConfig) -> None:
             raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low}{alternatives}")
 
 
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, value in _set_values(cfg, RANGES):
+        if value is not None and out_of_range(value, RANGES[key]):
+            raise ConfigError(f"bad value for '{key}': {key}={value!r}; allowed: a finite number "
+                              f"{describe_range(RANGES[key])}")
+
+
+def _load_yaml(path: Path) -> Any:
+    """``OmegaConf.load`` with YAML errors (syntax, duplicate keys) as a :class:`ConfigError` naming the file, the
+    line and the problem."""
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = " ".join(str(x) for x in (getattr(e, "problem", None), getattr(e, "context", None)) if x) \
+            or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: YAML error: {problem}. Fix the file (each key once per mapping)") from None
+
+
 def _check_missing(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     # promptkd.student_arch is only required by the promptkd recipe (recipe.name is None while it is unset)
@@ -195,7 +219,7 @@ def load_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        body = OmegaConf.load(p)
+        body = _load_yaml(p)
         if not isinstance(body, DictConfig):
             raise ConfigError(f"{p}: a config file must be a YAML mapping")
         if (p.parent / "data").is_dir() and root == config_dir() and "PAND_CONFIG_DIR" not in os.environ:
@@ -223,6 +247,7 @@ def load_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()
     _check_missing(cfg)
     _check_choices(cfg)
     _check_minimums(cfg)
+    _check_ranges(cfg)
     return cfg
 
 

@@ -14,6 +14,7 @@ from pand.errors import DataError
 
 from .base import UNLABELED, DataSplits, FGVCDataset, Sample, unreadable_images
 from .imagefolder import IMG_EXTENSIONS
+from .split_checks import check_disjoint_splits, check_final_splits
 from .layout import RawSplits
 from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
@@ -212,11 +213,11 @@ def build_splits(
     extra = unlabeled_samples(data_cfg.unlabeled, rest, name, budget)
     if skip:
         extra = _drop_unreadable(extra, name, "unlabeled", skipped) or []
-    held = {p for p, _ in (val or [])} | {p for p, _ in raw_test}
-    leaked = [p for p, _ in extra if p in held]
-    if leaked:
-        raise DataError(f"{name}: {len(leaked)} image(s) of data.unlabeled are also in the val or test split (e.g. "
-                        f"{leaked[0]}); the transfer set must not contain evaluation images.")
+    # disjoint by file and content (not path); val/test classes without images are reported. The transfer set
+    # (data.unlabeled) must not hold an evaluation image either (it may repeat a labelled training image).
+    check_final_splits(name, names, {"train": train, "val": val, "test": raw_test})
+    if extra:
+        check_disjoint_splits(name, {"unlabeled": extra, "val": val, "test": raw_test})
 
     def ds(samples: Optional[List[Sample]], split: str, tf: Optional[Callable]) -> Optional[FGVCDataset]:
         if samples is None:

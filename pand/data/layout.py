@@ -10,7 +10,6 @@ shared by every dataset (missing images, empty classes, duplicate names) happen 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pand.errors import DataError, PandError
+from pand_runtime.class_names import clean_class_name  # one normalisation for training and pand-bench --images
 
 from .base import Sample
 
@@ -46,21 +46,6 @@ class RawSplits:
     val: Optional[List[Sample]] = None
     captions: Optional[Dict[str, str]] = None
     sources: Dict[str, str] = field(default_factory=dict)
-
-
-_NUM_PREFIX = re.compile(r"^\d+\.")  # CUB "001.Black_footed_Albatross"
-_WNID_PREFIX = re.compile(r"^n\d{8}-")  # ImageNet/Stanford Dogs "n02085620-Chihuahua"
-
-
-def clean_class_name(raw: str) -> str:
-    """A folder or metadata class name made prompt-ready.
-
-    Drops a numeric ``NNN.`` prefix and a WordNet ``n<8 digits>-`` prefix, turns underscores into spaces and
-    collapses whitespace: ``"001.Black_footed_Albatross" -> "Black footed Albatross"``,
-    ``"n02085782-Japanese_spaniel" -> "Japanese spaniel"``. Idempotent.
-    """
-    name = _WNID_PREFIX.sub("", _NUM_PREFIX.sub("", raw.strip()))
-    return " ".join(name.replace("_", " ").split())
 
 
 def require_files(root: Path, dataset: str, relpaths: Sequence[str], layout: str = "") -> None:

@@ -37,6 +37,7 @@ from typing import Any, Dict
 import torch
 
 from pand.config import save_config
+from pand.engine.run_folder import check_run_folder
 from pand.errors import ArtifactError, PandError
 from pand.models.teacher import create_teacher
 from pand.utils.distributed import select_device
@@ -107,6 +108,7 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_c
     t0 = time.time()
     run_dir = Path(run_dir)
     out_dir = run_dir / "promptkd"
+    folder = check_run_folder(run_dir, "promptkd", "promptkd", resume)  # run.json: kind, state; before any write
     pool = preflight(cfg, run_dir, resume)
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
     device = select_device(str(cfg.trainer.accelerator))
@@ -115,7 +117,9 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_c
     kd_weight, kd_source = resolve_kd_weight(cfg.promptkd, str(cfg.data.name))
     teacher = create_teacher(cfg.teacher, device=device)
     stored_class_vectors(cfg, run_dir, splits, teacher, resume)  # refuses stale vectors before any write
-    if write_config:
+    folder.start()
+    keep_config = resume and (run_dir / "config.yaml").is_file()  # rewritten once the resumed run ends well
+    if write_config and not keep_config:
         save_config(cfg, run_dir / "config.yaml")
     vectors, cv_meta = prepare_class_vectors(cfg, run_dir, splits, teacher, base, resume, progress)
     if cv_meta.get("source") == "promptsrc":
@@ -145,4 +149,7 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_c
     summary = build_summary(ctx, teacher_res, student_res, selection, cross, gflops, artifacts, time.time() - t0)
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_json(run_dir / "summary.json", summary)
+    if write_config and keep_config:
+        save_config(cfg, run_dir / "config.yaml")
+    folder.finish(["promptkd"])
     return summary

@@ -8,8 +8,9 @@ transform description, count, sample-list hash, content fingerprint). The cache 
 (plus the caller's ``key_extra``): a later call with the same key reads the file back, any change (another teacher,
 another transform, other samples, an image file rewritten in place) writes a new file.
 
-**Content.** :func:`content_hash` fingerprints every image file by size and modification time (one ``stat`` per
-file, no reads), so an image changed in place gets new features.
+**Content.** :func:`content_hash` digests the bytes of every image file (BLAKE2b, read once per process and
+memoised on inode, size, mtime and ctime: :mod:`pand.utils.digest`), so an image whose content changes gets new
+features even when its size and modification time are restored.
 **Integrity.** The file stores the sha256 of its features and labels; on load the checksum, the shapes, the labels
 (equal to the dataset's) and finiteness are verified, and a file failing any of them is recomputed with a warning.
 Freshly computed features that are NaN/inf stop with an error naming the images.
@@ -27,10 +28,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from pand.errors import PandError
+from pand.utils.digest import files_digest
 from pand.utils.io import load_tensors, save_tensors, sha256_bytes
 from pand.utils.lock import exclusive_lock
 
-__all__ = ["describe_transform", "samples_hash", "content_hash", "tensor_sha256", "feature_cache_key",
+__all__ = ["describe_transform", "samples_hash", "content_hash", "stat_hash", "tensor_sha256", "feature_cache_key",
            "feature_cache_path", "extract_features"]
 
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -50,10 +52,18 @@ def samples_hash(dataset: Any) -> str:
 
 
 def content_hash(dataset: Any) -> str:
-    """sha256 of every sample file's ``(size, mtime_ns)`` in order: changes when an image is rewritten in place.
+    """Digest of the *bytes* of every sample file, in order (:func:`pand.utils.digest.files_digest`): changes
+    whenever an image's content changes, also when its modification time is restored (``cp -p``, ``rsync -a``,
+    an archive with fixed times), and not when a file is only touched.
 
-    A missing file contributes ``null`` (the dataset checks existence elsewhere).
+    A missing file contributes a marker (the dataset checks existence elsewhere).
     """
+    return files_digest(p for p, _ in getattr(dataset, "samples", None) or [])
+
+
+def stat_hash(dataset: Any) -> str:
+    """The fingerprint of pand <= 0.1.0 (sha256 of every file's ``(size, mtime_ns)``): only to recognise a PSC
+    artifact written then, for a resumed run. Never a cache key."""
     import os
 
     stats = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -21,7 +21,7 @@ from pand.utils.distributed import select_device
 from pand.utils.io import load_tensors
 
 from .anchors import ARTIFACT_NAME, handcrafted_anchors, load_anchors, save_anchors
-from .features import content_hash, extract_features, samples_hash
+from .features import content_hash, extract_features, samples_hash, stat_hash
 from .loop import train_coop
 from .objective import accuracy
 from .prompt_learner import build_coop_text_model
@@ -45,7 +45,7 @@ def _check_given_artifact(cfg: Any, splits: Any, teacher: Any) -> Path:
 
 
 def _reusable(artifact: Path, cfg: Any, parts: Dict[str, Any], chash: str, class_names, teacher: Any,
-              reuse_only: bool) -> bool:
+              reuse_only: bool, legacy_splits: Tuple[Any, Any] = (None, None)) -> bool:
     """Whether the artifact already in the run directory was made from these inputs (same classes, teacher and
     config hash; for a resumed run also the hash of before image fingerprints were part of it)."""
     if not artifact.is_file():
@@ -58,6 +58,12 @@ def _reusable(artifact: Path, cfg: Any, parts: Dict[str, Any], chash: str, class
             return True
         # an artifact written before file fingerprints were part of the hash: kept for a resumed run only
         legacy = psc_config_hash(cfg.psc, {k: v for k, v in parts.items() if k != "content"})
+        if fits and reuse_only and meta.get("config_hash") == psc_config_hash(cfg.psc, {**parts, "content": [
+                stat_hash(splits_) if splits_ is not None else None for splits_ in legacy_splits]}):
+            # fingerprinted by (size, mtime) only (pand <= 0.1.0): the same files by that measure
+            warnings.warn(f"{artifact} was fingerprinted by file size and mtime (before content digests): reused "
+                          f"for this resumed run")
+            return True
         if fits and reuse_only and meta.get("config_hash") == legacy:
             warnings.warn(f"{artifact} predates image fingerprints in its config hash: reused for this resumed "
                           f"run without checking that the train/val image files are unchanged")
@@ -116,7 +122,7 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
         "content": [content_hash(splits.train), content_hash(splits.val) if splits.val is not None else None],
     }
     chash = psc_config_hash(cfg.psc, parts)
-    if _reusable(artifact, cfg, parts, chash, class_names, teacher, reuse_only):
+    if _reusable(artifact, cfg, parts, chash, class_names, teacher, reuse_only, (splits.train, splits.val)):
         return artifact
     if reuse_only:
         raise ArtifactError(

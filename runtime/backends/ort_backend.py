@@ -95,6 +95,7 @@ class OrtBackend:
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         self.input_shape = list(inp.shape)
+        self.output_shape = list(out.shape)
         self.providers = list(self.session.get_providers())
 
     @property

@@ -288,7 +288,8 @@ def make_imagefolder(root: Path, counts=None) -> Dict:
         for ci, c in enumerate(IMAGEFOLDER):
             for k in range(n):
                 ext = ".png" if k % 2 else ".jpg"
-                write_image(root / split / c / f"img_{k}{ext}", seed=ci * 50 + k)
+                # a seed per split too: the same bytes in two splits is a leak that build_splits refuses
+                write_image(root / split / c / f"img_{k}{ext}", seed=ci * 50 + k + 1000 * list(counts).index(split))
     (root / "train" / IMAGEFOLDER[0] / "notes.txt").write_text("not an image")
     return {"classes": ["Black footed Albatross", "Laysan Albatross", "Red winged Blackbird"],
             **{s: n * len(IMAGEFOLDER) for s, n in counts.items()}}

@@ -59,7 +59,8 @@ def test_cli_choices_and_defaults_come_from_the_table_and_options(tmp_path):
     r = CliRunner().invoke(cli, [str(tmp_path), "--precision", "int8", "--target", "gpu"])
     assert r.exit_code == 2 and "'gpu' is not one of 'cpu', 'tensorrt'" in r.output
     r = CliRunner().invoke(cli, ["--help"])
-    assert r.exit_code == 0 and "model.engine" in r.output and "[default: 32]" in r.output
+    # the ranges of the numeric options are part of the help (issue 31): "[default: 32; x>=1]"
+    assert r.exit_code == 0 and "model.engine" in r.output and "[default: 32;" in " ".join(r.output.split())
     params = {p.name: p for p in cli.params}
     defaults = ExportOptions()
     for f in dataclasses.fields(ExportOptions):

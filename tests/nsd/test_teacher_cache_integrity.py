@@ -107,3 +107,22 @@ def test_skip_nonfinite_steps_skips_and_counts(toy, tmp_path):
     recs = toy.epochs(tmp_path)
     assert [r["skipped_steps"] for r in recs] == [0, 1] and recs[1]["steps"] == recs[0]["steps"] - 1
     assert all(bool(torch.isfinite(v).all()) for v in res.student_state.values() if v.is_floating_point())
+
+
+def test_same_size_files_swapped_with_their_mtimes_restored_get_a_new_cache(toy, tmp_path):
+    """Issue 31 item 6: the key is the files' content, not (size, mtime)."""
+    ds = _dataset(tmp_path / "img", toy)
+    a, b = ds.samples[0][0], ds.samples[1][0]
+    for path, value in ((a, 10), (b, 240)):  # same size (uncompressed PNG), different pixels
+        Image.fromarray(np.full((20, 20, 3), value, np.uint8)).save(path, compress_level=0)
+    live = LiveTeacher(toy.FakeTeacher(image_size=16), toy.mean, toy.std)
+    root = _build(live, ds, tmp_path / "cache")
+    sa, sb = os.stat(a), os.stat(b)
+    da, db = open(a, "rb").read(), open(b, "rb").read()
+    open(a, "wb").write(db)
+    open(b, "wb").write(da)
+    os.utime(a, ns=(sa.st_atime_ns, sa.st_mtime_ns))
+    os.utime(b, ns=(sb.st_atime_ns, sb.st_mtime_ns))
+    root2 = _build(live, ds, tmp_path / "cache")
+    assert root2 != root
+    assert not torch.equal(TeacherFeatureCache(root2).lookup([0], 0), TeacherFeatureCache(root).lookup([0], 0))

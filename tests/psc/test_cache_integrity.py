@@ -111,3 +111,33 @@ def test_psc_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path, tiny_t
     with pytest.warns(UserWarning, match="step skipped"):
         res = train_coop(model(), (x, y), None, cfg, 100.0, tmp_path / "b", progress=False, skip_nonfinite=True)
     assert [h["skipped_steps"] for h in res.history] == [1, 1] and bool(torch.isfinite(res.best_ctx).all())
+
+
+def swap_keeping_times(a, b):
+    """Swap the bytes of two same-size files and restore both modification times (as ``cp -p`` / ``rsync -a``)."""
+    sa, sb = os.stat(a), os.stat(b)
+    da, db = open(a, "rb").read(), open(b, "rb").read()
+    assert len(da) == len(db)
+    open(a, "wb").write(db)
+    open(b, "wb").write(da)
+    os.utime(a, ns=(sa.st_atime_ns, sa.st_mtime_ns))
+    os.utime(b, ns=(sb.st_atime_ns, sb.st_mtime_ns))
+    assert (os.stat(a).st_size, os.stat(a).st_mtime_ns) == (sa.st_size, sa.st_mtime_ns)
+
+
+def test_psc_cache_sees_same_size_files_swapped_with_their_mtimes_restored(tmp_path, tiny_teacher):
+    """Issue 31 item 6: the key is the files' content, not (size, mtime)."""
+    from pand.data.base import FGVCDataset
+
+    samples = []
+    for k, value in enumerate((10, 240)):  # two classes, same size (uncompressed PNG), different pixels
+        path = tmp_path / f"c{k}.png"
+        Image.fromarray(np.full((24, 24, 3), value, np.uint8)).save(path, compress_level=0)
+        samples.append((str(path), k))
+    ds = FGVCDataset(samples, ["dark", "light"], name="swap")
+    t = Counting(tiny_teacher)
+    (f0, _), _ = _extract(t, ds, tmp_path / "cache")
+    swap_keeping_times(samples[0][0], samples[1][0])
+    (f1, _), _ = _extract(t, ds, tmp_path / "cache")
+    assert t.images == 4  # recomputed, not the stale entry
+    assert torch.allclose(f1[0], f0[1], atol=1e-5) and torch.allclose(f1[1], f0[0], atol=1e-5)

@@ -68,7 +68,7 @@ def test_images_error_is_shown_not_replaced_by_parity_accuracy(rt_bundle, tmp_pa
     assert code == 3, out  # the only row failed (so nothing is written)
     assert f"error: --images {folder}" in out and not (tmp_path / "b.json").exists()
     row = bench_bundle(rt_bundle, BenchOptions(images=folder, iterations=2, min_time=0, warmup_ms=0))[0]
-    assert row.status == "error" and row.reason.startswith(f"--images {folder}: 1 folders match none")
+    assert row.status == "error" and row.reason.startswith(f"--images {folder}: 1 of 1 folders match no class")
     assert row.top1 is None and row.n_eval == 0 and row.agreement is None
 
 

@@ -134,8 +134,9 @@ def _memmap(path: Path, header: Mapping[str, Any], name: str = "features"):
                      shape=tuple(int(s) for s in info["shape"]))
 
 
-# shards whose checksum this process verified: (path, size, mtime_ns) -> sha256 (re-hashed when the file changes)
-_VERIFIED: Dict[Tuple[str, int, int], str] = {}
+# shards whose checksum this process verified: (path, inode, size, mtime_ns, ctime_ns) -> sha256 (re-hashed when
+# the file changes; ctime changes on every write even when the mtime is restored)
+_VERIFIED: Dict[Tuple[str, int, int, int, int], str] = {}
 
 
 def _shard_sha256(path: Path, header: Mapping[str, Any]) -> str:
@@ -162,7 +163,7 @@ def _valid_shard(path: Path, key: str, start: int, count: int, views: int, dim: 
         ok = (meta.get("key") == key and meta.get("start") == start and tuple(info["shape"]) == (count, views, dim)
               and info["dtype"] == ("F16" if dtype == "fp16" else "F32") and size_ok)
         if ok:
-            stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            stamp = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             if _VERIFIED.get(stamp) != meta.get("sha256"):
                 digest = _shard_sha256(path, header)
                 if digest != meta.get("sha256"):
