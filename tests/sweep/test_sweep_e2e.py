@@ -1,7 +1,8 @@
 """pand-sweep end to end on the tiny config: two students x two precisions, then the resume (nothing trained again),
 the budget choice on validation, an unmet budget, and an interrupted sweep that continues where it stopped.
 
-Slow (about two minutes on a 2-core CPU: one Stage PSC, two Stage NSD runs, four exports); run with --runslow."""
+About two minutes on a 2-core CPU (one Stage PSC, two Stage NSD runs, four exports, one sweep shared by the tests); in
+`make test` because it is the acceptance test of pand-sweep."""
 import json
 import shutil
 import subprocess
@@ -15,7 +16,6 @@ from pand.sweep.cli import cli
 from pand.utils.io import sha256_file
 from test_sweep_pareto import check_front
 
-pytestmark = pytest.mark.slow
 
 TINY = str(config_dir() / "tiny.yaml")
 STUDENTS = ("resnet18", "mobilenet_v3_small")
