@@ -44,7 +44,7 @@ def test_recipe_switch_changes_optimiser_defaults():
     [
         ("nsd.nlrd.kk=3", "nsd.nlrd.kk"),
         ("nsd.epochs=abc", "nsd.epochs"),
-        ("recipe.name=foo", "Valid choices: ce, vl2lite, pand, promptkd"),
+        ("recipe.name=foo", "Valid choices: ce, kd, vl2lite, pand, promptkd"),
         ("data=not_a_dataset", "cub_200_2011"),
         ("bogus=1", "bogus"),
     ],
