@@ -60,7 +60,8 @@ def test_pytorch_rows_come_from_the_plugin_the_pand_distribution_registers():
 
 def test_pytorch_without_the_plugin_exits_2_naming_the_distribution(rt_run_dir, rt_bundle, tmp_path, monkeypatch,
                                                                     capsys):
-    """Only pand-runtime installed: --pytorch is refused before anything runs (exit 2, no traceback, nothing written)."""
+    """Only pand-runtime installed: --pytorch is refused before anything runs (exit 2, no traceback, nothing
+    written)."""
     import pand_runtime.bench_plugins as plugins
     from pand_runtime.bench import main
     from pand_runtime.errors import PandError
