@@ -62,6 +62,7 @@ from .device import clock_info, cpu_model, device_key
 from .errors import PandError
 from .io import WriteError, atomic_write_text
 from .manifest import BENCH_DIR, load_manifest
+from .model_kinds import kind_of_backend
 from .predictor import BACKENDS, Predictor
 from .preprocess import normalize_u8
 
@@ -86,7 +87,7 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
         return [BenchRow(**{**asdict(base), "batch": b, "status": "error", "reason": f"load: {e}"})
                 for b in opts.batches]
     base.backend = predictor.backend_name
-    mf = m.model("onnx" if predictor.backend_name == "onnxruntime" else "tensorrt")
+    mf = m.model(kind_of_backend(predictor.backend_name).format)
     base.model_sha256 = mf.sha256 if mf is not None else ""
     int8 = next((x.info["int8"] for x in m.models if isinstance(x.info.get("int8"), dict)), None)
     if int8 is not None:

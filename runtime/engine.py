@@ -26,10 +26,9 @@ import dataclasses
 import logging
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import click
 import numpy as np
@@ -38,6 +37,7 @@ from ._lazy import pycuda_driver as cuda
 from ._lazy import require_trt
 from .backends.base import Backend, run_batched
 from .backends.cuda_context import on_device
+from .bundle_result import BundleResult
 from .backends.trt_backend import TrtBackend, device_info
 from .cli_options import tf32_option, timing_cache_option, workspace_option
 from .console import report_parity, setup_logging
@@ -57,14 +57,8 @@ log = logging.getLogger("pand.engine")
 EXIT_USAGE = 2
 
 
-@dataclass
-class EngineResult:
-    """What :func:`build_engine_bundle` wrote."""
-
-    bundle: Path
-    manifest: Manifest
-    valid: bool
-    failures: List[str]
+#: What :func:`build_engine_bundle` wrote: the same type as ``pand-export``'s ``ExportResult``.
+EngineResult = BundleResult
 
 
 def engine_parity(backend: Backend, manifest: Manifest, reference: Dict[str, np.ndarray], tolerance: Any,
