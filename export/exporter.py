@@ -49,15 +49,16 @@ import pand
 from pand.data.transforms import create_transform
 from pand.errors import PandError
 from pand.utils.io import atomic_path, atomic_write_text, make_staging_dir, sha256_file
-from pand_runtime.backends.base import Backend, run_batched
+from pand_runtime.backends.base import Backend
 from pand_runtime.backends.ort_backend import OrtBackend
 from pand_runtime.backends.trt_backend import TrtBackend
 from pand_runtime.bundle_result import BundleResult
 from pand_runtime.int8_check import validated_cpu
 from pand_runtime.manifest import (FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile,
                                    check_replaceable, publish_bundle)
-from pand_runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
+from pand_runtime.metrics import TOLERANCES, Tolerance
 from pand_runtime.model_kinds import kind_of_backend
+from pand_runtime.parity import backend_parity
 from pand_runtime.preprocess import crop_image, normalize_u8
 from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
@@ -206,13 +207,10 @@ def _model_file(ctx: ExportContext, path: Path, fmt: str, info: Dict[str, Any]) 
 
 def _parity(ctx: ExportContext, backend_name: str, backend: Backend, tolerance: Optional[Tolerance] = None) -> None:
     """Run ``backend`` on the parity inputs (chunks of at most 32), compare with the torch logits, record the result
-    under its name (judged by ``tolerance``, default the precision's)."""
-    out = run_batched(backend, ctx.ref_inputs, min(ctx.opts.max_batch, 32))
-    tol = tolerance or ctx.tolerance
-    res = compare_logits(ctx.ref_logits, out, ctx.labels, tie_margin=tol.tie_margin)
-    fails = check_parity(res, tol)
-    ctx.parity[backend_name] = {**res.to_dict(), "tolerance": tol.to_dict(), "passed": not fails,
-                                "failures": fails}
+    under its name (judged by ``tolerance``, default the precision's): :func:`pand_runtime.parity.backend_parity`."""
+    res, ctx.parity[backend_name] = backend_parity(backend, ctx.ref_inputs, ctx.ref_logits, ctx.labels,
+                                                   tolerance or ctx.tolerance, min(ctx.opts.max_batch, 32))
+    fails = ctx.parity[backend_name]["failures"]
     acc = "" if res.acc_out is None else (f"; top-1 on these {res.n} images {res.acc_out:.2%} "
                                           f"(PyTorch {res.acc_ref:.2%})")
     log.info("%s parity on %d %s: agreement with PyTorch %.2f%%, max|diff| %.3g, mean|diff| %.3g, cosine %.6f%s"

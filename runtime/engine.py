@@ -35,7 +35,7 @@ import numpy as np
 
 from ._lazy import pycuda_driver as cuda
 from ._lazy import require_trt
-from .backends.base import Backend, run_batched
+from .backends.base import Backend
 from .backends.cuda_context import on_device
 from .bundle_result import BundleResult
 from .backends.trt_backend import TrtBackend, device_info
@@ -45,7 +45,7 @@ from .errors import ArtifactError, PandError
 from .io import atomic_write_text, make_staging_dir, sha256_file
 from .manifest import (ENGINE_NAME, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
                        load_bundle, publish_bundle)
-from .metrics import check_parity, compare_logits
+from .parity import backend_parity
 from .preprocess import normalize_u8
 from .trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 from .trt_env import probe
@@ -63,14 +63,12 @@ EngineResult = BundleResult
 
 def engine_parity(backend: Backend, manifest: Manifest, reference: Dict[str, np.ndarray], tolerance: Any,
                   max_batch: int) -> Dict[str, Any]:
-    """Run ``backend`` on the reference images and judge its logits against the stored PyTorch logits."""
+    """Run ``backend`` on the reference images and judge its logits against the stored PyTorch logits
+    (:func:`pand_runtime.parity.backend_parity`, the exporter's routine too)."""
     x = normalize_u8(reference["images_u8"], manifest.preprocess)
-    out = run_batched(backend, x, max_batch) if len(x) else np.zeros((0, manifest.num_classes), np.float32)
     labels = reference.get("labels")
-    res = compare_logits(reference["logits"], out, labels if labels is not None and len(labels) else None,
-                         tie_margin=tolerance.tie_margin)
-    fails = check_parity(res, tolerance)
-    return {**res.to_dict(), "tolerance": tolerance.to_dict(), "passed": not fails, "failures": fails}
+    return backend_parity(backend, x, reference["logits"], labels if labels is not None and len(labels) else None,
+                          tolerance, max_batch, manifest.num_classes)[1]
 
 
 def _on_device(device: int, fn: Any) -> Any:
