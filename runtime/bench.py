@@ -228,8 +228,8 @@ def _cli():
                        "or take the sorted folders as labels 0..C-1 (shown in the table).")
     @click.option("--pytorch", "pytorch_run", type=click.Path(exists=True), default=None,
                   help="A pand run directory (or student checkpoint): also time its PyTorch student (eager and "
-                       "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs the pand "
-                       "distribution (pip install 'pand[train]'), which registers these rows.")
+                       "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs "
+                       "the pand distribution (pip install 'pand[train]'), which registers these rows.")
     @click.option("--no-compile", is_flag=True, help="With --pytorch: skip the torch.compile rows.")
     @click.option("--cv-warn", type=click.FloatRange(min=0), default=0.05, show_default=True,
                   help="Warn when a row's latency coefficient of variation exceeds this (trtexec: 0.025).")
