@@ -36,7 +36,6 @@ import importlib.metadata as md
 import json
 import logging
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,17 +47,18 @@ import numpy as np
 import pand
 from pand.data.transforms import create_transform
 from pand.errors import PandError
-from pand.utils.io import atomic_path, atomic_write_text, make_staging_dir, sha256_file
+from pand.utils.io import atomic_path, atomic_write_text, sha256_file
 from pand_runtime.backends.base import Backend
 from pand_runtime.backends.ort_backend import OrtBackend
 from pand_runtime.backends.trt_backend import TrtBackend
 from pand_runtime.bundle_result import BundleResult
 from pand_runtime.int8_check import validated_cpu
 from pand_runtime.manifest import (FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile,
-                                   check_replaceable, publish_bundle)
+                                   check_replaceable)
 from pand_runtime.metrics import TOLERANCES, Tolerance
 from pand_runtime.model_kinds import kind_of_backend
 from pand_runtime.parity import backend_parity
+from pand_runtime.staging import staged_bundle
 from pand_runtime.preprocess import crop_image, normalize_u8
 from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
@@ -536,25 +536,13 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     if not np.isfinite(ref_logits).all():
         raise PandError(f"the PyTorch student of {src.checkpoint} returns NaN or inf logits on the parity images; "
                         f"nothing was written. Retrain (or resume from an earlier checkpoint) before exporting")
-    staging = None
-    try:
-        bundle.parent.mkdir(parents=True, exist_ok=True)
-        staging = make_staging_dir(bundle.parent, bundle.name)
+    with staged_bundle(bundle, "the bundle", "Nothing was written (the staging directory was removed); free disk "
+                                             "space or choose a writable --output") as staging:
         labels = images.labels if len(images.labels) else None
         ctx = ExportContext(source=src, opts=opts, staging=staging, tolerance=_tolerance(opts), ref_inputs=ref_inputs,
                             ref_logits=ref_logits, labels=labels, trt_env=trt_env, parity_what=what)
         for f in fmts:
             ctx.models.append(f.fn(ctx))
         manifest = _write_bundle_files(ctx, crops, images, pre_diff, source_path)
-        publish_bundle(staging, bundle)
-    except OSError as e:  # full disk, read-only or vanished directory: nothing is left behind
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise PandError(f"cannot write the bundle {bundle}: {e}. Nothing was written (the staging directory was "
-                        f"removed); free disk space or choose a writable --output") from e
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     failures = list(manifest.parity["failures"])
     return ExportResult(bundle=bundle, manifest=manifest, valid=manifest.valid, failures=failures)

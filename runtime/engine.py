@@ -42,11 +42,12 @@ from .backends.trt_backend import TrtBackend, device_info
 from .cli_options import tf32_option, timing_cache_option, workspace_option
 from .console import report_parity, setup_logging
 from .errors import ArtifactError, PandError
-from .io import atomic_write_text, make_staging_dir, sha256_file
+from .io import atomic_write_text, sha256_file
 from .manifest import (ENGINE_NAME, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
-                       load_bundle, publish_bundle)
+                       load_bundle)
 from .parity import backend_parity
 from .preprocess import normalize_u8
+from .staging import staged_bundle
 from .trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 from .trt_env import probe
 
@@ -140,9 +141,7 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
     recorded = (manifest.parity.get("onnxruntime") or {}).get("tolerance")
     tolerance = engine_tolerance(manifest.precision, tf32, recorded)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_staging_dir(out.parent, out.name)
-    try:
+    with staged_bundle(out, "the engine bundle", "Nothing was written") as staging:
         shutil.copy2(onnx_path, staging / onnx_path.name)
         shutil.copy2(ref_path, staging / ref_name)
         engine = staging / ENGINE_NAME
@@ -176,13 +175,6 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
                                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}})
 
         atomic_write_text(staging / MANIFEST_NAME, new.to_json())
-        publish_bundle(staging, out)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise PandError(f"cannot write the engine bundle {out}: {e}. Nothing was written") from e
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return EngineResult(bundle=out, manifest=new, valid=new.valid, failures=failures)
 
 
