@@ -58,8 +58,8 @@ from pand_runtime.manifest import (FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME
 from pand_runtime.metrics import TOLERANCES, Tolerance
 from pand_runtime.model_kinds import kind_of_backend
 from pand_runtime.parity import backend_parity
-from pand_runtime.staging import staged_bundle
 from pand_runtime.preprocess import crop_image, normalize_u8
+from pand_runtime.staging import staged_bundle
 from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
 from .data import RandomImages, SplitImages, iter_batches, load_folder_images, load_split_images
