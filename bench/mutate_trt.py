@@ -50,6 +50,7 @@ class Mutation:
 
 
 BUILD, BACKEND, CONTEXT = "trt_build.py", "backends/trt_backend.py", "backends/cuda_context.py"
+VERSION = "trt_version.py"
 MUTATIONS: List[Mutation] = [
     Mutation("no-profile", BUILD, "index = config.add_optimization_profile(prof)", "index = 0",
              "the optimisation profile is never added: a dynamic-batch network cannot build"),
@@ -69,7 +70,7 @@ MUTATIONS: List[Mutation] = [
              "the end event is never recorded: time_since fails"),
     Mutation("tf32", BUILD, "config.clear_flag(trt.BuilderFlag.TF32)", "pass",
              "TF32 left on for fp32 engines (~1e-3 off PyTorch)"),
-    Mutation("version-floor", BUILD, "if major < MIN_TRT_MAJOR:", "if False:", "TensorRT < 10 accepted"),
+    Mutation("version-floor", VERSION, "if major < MIN_TRT_MAJOR:", "if False:", "TensorRT < 10 accepted"),
     Mutation("engine-compat", BACKEND, "check_engine_compat(expected, info, engine_path)", "pass",
              "an engine of another TensorRT version / GPU is not refused by name"),
     Mutation("cache-mismatch", BUILD, "if not config.set_timing_cache(cache, ignore_mismatch=False):",

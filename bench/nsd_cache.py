@@ -101,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def make_config(a: argparse.Namespace, work: Path, views: int):
     """The run configuration of one mode (``views=0``: live teacher)."""
     from pand.config import config_dir, load_config
+    from pand_runtime.preprocess_spec import default_resize_size
 
     return load_config(config_dir() / "tiny.yaml", [
         "recipe=pand", f"cache_dir={work / 'cache'}", f"data.synthetic.image_size={a.data_size}",
@@ -108,7 +109,7 @@ def make_config(a: argparse.Namespace, work: Path, views: int):
         "data.val_fraction=0.1", f"teacher.arch={a.teacher}", "teacher.pretrained=null",
         f"teacher.image_size={a.teacher_size}", "teacher.batch_size=64", f"student.arch={a.student}",
         "student.pretrained=false", f"student.image_size={a.image_size}",
-        f"student.resize_size={max(a.image_size, round(a.image_size / 0.875))}", f"nsd.epochs={a.epochs}",
+        f"student.resize_size={default_resize_size(a.image_size)}", f"nsd.epochs={a.epochs}",
         f"nsd.batch_size={a.batch_size}", f"nsd.optimizer={a.optimizer}", f"nsd.lr={a.lr}", f"nsd.ce_ramp={a.ce_ramp}",
         f"nsd.eval_every={a.epochs}", "nsd.warmup_epochs=0",
         f"nsd.teacher_cache.views={views}", f"trainer.seed={a.seed}", f"trainer.num_workers={a.workers}",

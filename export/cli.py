@@ -16,7 +16,7 @@ from pand.errors import PandError
 from pand_runtime.cli_options import tf32_option, timing_cache_option, workspace_option
 from pand_runtime.console import report_parity, setup_logging
 
-from .exporter import EXPORT_FORMATS, FORMAT_CHOICES, PRECISIONS, ExportOptions, export_bundle
+from .exporter import EXPORT_FORMATS, FORMAT_CHOICES, PRECISIONS, ExportOptions, check_format_options, export_bundle
 from .onnx_export import EXPORTERS
 from .quantize import CALIB_METHODS, INT8_TARGETS
 
@@ -142,6 +142,12 @@ def cli(source, **options):
       pand-export runs/cub --format trt --precision fp16 --max-batch 16
     """
     _setup_logging()
+    src = click.get_current_context().get_parameter_source  # an option on the command line, even at its default
+    try:
+        check_format_options(options["format"], {p.name: p.opts[0] for p in cli.params
+                                                 if src(p.name) != click.core.ParameterSource.DEFAULT})
+    except PandError as e:
+        _fail(str(e))
     timing_cache = options.pop("timing_cache")
     opts = ExportOptions(**options, timing_cache=Path(timing_cache) if timing_cache else None)
     try:

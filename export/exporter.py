@@ -13,12 +13,14 @@ trt     model.engine  CUDA+TRT  fp32 fp16 int8 / tensorrt                 a Tens
                                                                            TensorRT
 ======  ============  ========  =========================================  ==================================
 
-The table is what the code reads: the file each format writes, the precisions and int8 targets it accepts (the CLI
-and :func:`validate_options` check options against it), the runtime backend that runs it and the formats it is
-built from. ``--format all`` runs every row. A TensorRT bundle keeps its source ``model.onnx`` (engines must be rebuilt on each
-GPU/TensorRT version; the ONNX is what they are rebuilt from). The bundle directory is staged next to its final
-place and moved there only when complete, so an interrupted export never leaves a half-written bundle; a bundle
-whose parity check fails is still written (to inspect it) but marked ``valid: false``.
+The table is what the code reads: the runtime backend that runs each format (which decides the file it writes and its
+manifest format, through the runtime's :data:`pand_runtime.model_kinds.MODEL_KINDS`, the table the predictor loads
+with), the precisions and int8 targets it accepts (the CLI and :func:`validate_options` check options against it), the
+options only it takes (refused, by name, for another ``--format``) and the formats it is built from. ``--format all``
+runs every row. A TensorRT bundle keeps its source ``model.onnx`` (engines must be rebuilt on each GPU/TensorRT version;
+the ONNX is what they are rebuilt from). The bundle directory is staged next to its final place and moved there only
+when complete, so an interrupted export never leaves a half-written bundle; a bundle whose parity check fails is still
+written (to inspect it) but marked ``valid: false``.
 
 Example:
     >>> from pand_export import ExportOptions, export_bundle
@@ -34,27 +36,30 @@ import importlib.metadata as md
 import json
 import logging
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 import pand
 from pand.data.transforms import create_transform
 from pand.errors import PandError
-from pand.utils.io import atomic_path, atomic_write_text, make_staging_dir, sha256_file
-from pand_runtime.backends.base import Backend, run_batched
+from pand.utils.io import atomic_path, atomic_write_text, sha256_file
+from pand_runtime.backends.base import Backend
 from pand_runtime.backends.ort_backend import OrtBackend
 from pand_runtime.backends.trt_backend import TrtBackend
+from pand_runtime.bundle_result import BundleResult
 from pand_runtime.int8_check import validated_cpu
-from pand_runtime.manifest import (ENGINE_NAME, FORMAT_VERSION, MANIFEST_NAME, ONNX_NAME, REFERENCE_NAME, Manifest,
-                                   ModelFile, check_replaceable, publish_bundle)
-from pand_runtime.metrics import TOLERANCES, Tolerance, check_parity, compare_logits
+from pand_runtime.manifest import (FORMAT_VERSION, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile,
+                                   check_replaceable)
+from pand_runtime.metrics import TOLERANCES, Tolerance
+from pand_runtime.model_kinds import kind_of_backend
+from pand_runtime.parity import backend_parity
 from pand_runtime.preprocess import crop_image, normalize_u8
+from pand_runtime.staging import staged_bundle
 from pand_runtime.trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 
 from .data import RandomImages, SplitImages, iter_batches, load_folder_images, load_split_images
@@ -67,7 +72,8 @@ from .trt import require_trt_build
 
 __all__ = [
     "ExportFormat", "EXPORT_FORMATS", "FORMAT_CHOICES", "PRECISIONS", "ExportOptions", "ExportResult", "export_bundle",
-    "export_onnx", "export_trt", "get_format", "formats_of", "validate_options", "default_output_dir",
+    "export_onnx", "export_trt", "get_format", "formats_of", "check_format_options", "validate_options",
+    "default_output_dir",
 ]
 
 log = logging.getLogger("pand.export")
@@ -135,20 +141,20 @@ class ExportFormat:
 
     Attributes:
         name: the ``--format`` value.
-        file: the model file it writes inside the bundle.
-        model_format: the manifest's ``models[].format`` of that file (``onnx`` | ``tensorrt``).
-        backend: the runtime backend that runs it (``onnxruntime`` | ``tensorrt``).
+        backend: the runtime backend that runs it (``onnxruntime`` | ``tensorrt``); it decides :attr:`file` and
+            :attr:`model_format` through the runtime's one backend -> model table
+            (:data:`pand_runtime.model_kinds.MODEL_KINDS`), the table the predictor loads bundles with.
         precisions: the ``--precision`` values it accepts.
         int8_targets: the ``--target`` flavours it accepts with int8, the default first.
         built_from: formats exported before it in the same bundle (TensorRT is built from the bundle's ONNX).
         needs_gpu: it needs TensorRT + pycuda + a CUDA GPU on the export machine.
         description: one line for ``--help``.
         fn: the export step, ``ExportContext -> ModelFile``.
+        options: the :class:`ExportOptions` fields only this format reads (``pand-export`` refuses them, by name,
+            for a ``--format`` that neither is nor is built from this row: :func:`check_format_options`).
     """
 
     name: str
-    file: str
-    model_format: str
     backend: str
     precisions: Tuple[str, ...]
     int8_targets: Tuple[str, ...]
@@ -156,16 +162,21 @@ class ExportFormat:
     needs_gpu: bool
     description: str
     fn: Callable[[ExportContext], ModelFile]
+    options: Tuple[str, ...] = ()
+
+    @property
+    def file(self) -> str:
+        """The model file it writes inside the bundle: its backend's (:func:`.model_kinds.kind_of_backend`)."""
+        return kind_of_backend(self.backend).file
+
+    @property
+    def model_format(self) -> str:
+        """The manifest's ``models[].format`` of that file (``onnx`` | ``tensorrt``), its backend's."""
+        return kind_of_backend(self.backend).format
 
 
-@dataclass
-class ExportResult:
-    """What :func:`export_bundle` produced."""
-
-    bundle: Path
-    manifest: Manifest
-    valid: bool
-    failures: List[str]
+#: What :func:`export_bundle` produced: the same type as ``pand-engine``'s ``EngineResult``.
+ExportResult = BundleResult
 
 
 def export_step(prefix: str) -> Callable:
@@ -196,13 +207,10 @@ def _model_file(ctx: ExportContext, path: Path, fmt: str, info: Dict[str, Any]) 
 
 def _parity(ctx: ExportContext, backend_name: str, backend: Backend, tolerance: Optional[Tolerance] = None) -> None:
     """Run ``backend`` on the parity inputs (chunks of at most 32), compare with the torch logits, record the result
-    under its name (judged by ``tolerance``, default the precision's)."""
-    out = run_batched(backend, ctx.ref_inputs, min(ctx.opts.max_batch, 32))
-    tol = tolerance or ctx.tolerance
-    res = compare_logits(ctx.ref_logits, out, ctx.labels, tie_margin=tol.tie_margin)
-    fails = check_parity(res, tol)
-    ctx.parity[backend_name] = {**res.to_dict(), "tolerance": tol.to_dict(), "passed": not fails,
-                                "failures": fails}
+    under its name (judged by ``tolerance``, default the precision's): :func:`pand_runtime.parity.backend_parity`."""
+    res, ctx.parity[backend_name] = backend_parity(backend, ctx.ref_inputs, ctx.ref_logits, ctx.labels,
+                                                   tolerance or ctx.tolerance, min(ctx.opts.max_batch, 32))
+    fails = ctx.parity[backend_name]["failures"]
     acc = "" if res.acc_out is None else (f"; top-1 on these {res.n} images {res.acc_out:.2%} "
                                           f"(PyTorch {res.acc_ref:.2%})")
     log.info("%s parity on %d %s: agreement with PyTorch %.2f%%, max|diff| %.3g, mean|diff| %.3g, cosine %.6f%s"
@@ -282,12 +290,13 @@ def export_trt(ctx: ExportContext) -> ModelFile:
 
 
 EXPORT_FORMATS: Tuple[ExportFormat, ...] = (
-    ExportFormat(name="onnx", file=ONNX_NAME, model_format="onnx", backend="onnxruntime", precisions=PRECISIONS,
-                 int8_targets=INT8_TARGETS, built_from=(), needs_gpu=False,
-                 description="ONNX model for ONNX Runtime (any device)", fn=export_onnx),
-    ExportFormat(name="trt", file=ENGINE_NAME, model_format="tensorrt", backend="tensorrt", precisions=PRECISIONS,
-                 int8_targets=("tensorrt",), built_from=("onnx",), needs_gpu=True,
-                 description="TensorRT engine for this GPU + TensorRT version (+ its ONNX)", fn=export_trt),
+    ExportFormat(name="onnx", backend="onnxruntime", precisions=PRECISIONS, int8_targets=INT8_TARGETS, built_from=(),
+                 needs_gpu=False, description="ONNX model for ONNX Runtime (any device)", fn=export_onnx,
+                 options=("opset", "exporter", "simplify")),
+    ExportFormat(name="trt", backend="tensorrt", precisions=PRECISIONS, int8_targets=("tensorrt",),
+                 built_from=("onnx",), needs_gpu=True,
+                 description="TensorRT engine for this GPU + TensorRT version (+ its ONNX)", fn=export_trt,
+                 options=("workspace_gb", "timing_cache", "tf32")),
 )
 FORMAT_CHOICES = tuple(f.name for f in EXPORT_FORMATS) + ("all",)
 
@@ -318,10 +327,35 @@ def calib_folder(opts: ExportOptions) -> Optional[Path]:
     return Path(c) if isinstance(c, (str, Path)) and not str(c).isdigit() else None
 
 
+def check_format_options(format: str, given: Mapping[str, str]) -> None:
+    """Refuse an option that ``--format format`` does not take: one that some row of :data:`EXPORT_FORMATS` declares
+    (:attr:`ExportFormat.options`) but no row of :func:`formats_of` ``(format)`` does.
+
+    Args:
+        format: the ``--format`` value.
+        given: the :class:`ExportOptions` fields the user set -> how to name each in the message (the CLI: its flag,
+            ``--tf32``; the Python API: ``tf32=``).
+
+    Raises:
+        PandError: naming the option, the formats that take it and the fix.
+    """
+    taken = {o for f in formats_of(format) for o in f.options}
+    for name, shown in given.items():
+        owners = [f.name for f in EXPORT_FORMATS if name in f.options]
+        if owners and name not in taken:
+            raise PandError(f"{shown} applies to --format {'/'.join(owners)} only; --format {format} does not take it "
+                            f"(it would be ignored). Drop {shown}, or export with --format {owners[0]} (or all)"
+                            + (", or pass it to pand-engine when building the engine on the device"
+                               if "trt" in owners else ""))
+
+
 def validate_options(opts: ExportOptions) -> ExportOptions:
     """Check option values and combinations; fill the int8 target default. Raises :class:`PandError`."""
     import onnx
 
+    defaults = ExportOptions()
+    check_format_options(opts.format, {f.name: f"{f.name}=" for f in dataclasses.fields(ExportOptions)
+                                       if getattr(opts, f.name) != getattr(defaults, f.name)})
     fmts = formats_of(opts.format)
     for f in fmts:
         if opts.precision not in f.precisions:
@@ -502,25 +536,13 @@ def export_bundle(source_path: str | Path, opts: ExportOptions) -> ExportResult:
     if not np.isfinite(ref_logits).all():
         raise PandError(f"the PyTorch student of {src.checkpoint} returns NaN or inf logits on the parity images; "
                         f"nothing was written. Retrain (or resume from an earlier checkpoint) before exporting")
-    staging = None
-    try:
-        bundle.parent.mkdir(parents=True, exist_ok=True)
-        staging = make_staging_dir(bundle.parent, bundle.name)
+    with staged_bundle(bundle, "the bundle", "Nothing was written (the staging directory was removed); free disk "
+                                             "space or choose a writable --output") as staging:
         labels = images.labels if len(images.labels) else None
         ctx = ExportContext(source=src, opts=opts, staging=staging, tolerance=_tolerance(opts), ref_inputs=ref_inputs,
                             ref_logits=ref_logits, labels=labels, trt_env=trt_env, parity_what=what)
         for f in fmts:
             ctx.models.append(f.fn(ctx))
         manifest = _write_bundle_files(ctx, crops, images, pre_diff, source_path)
-        publish_bundle(staging, bundle)
-    except OSError as e:  # full disk, read-only or vanished directory: nothing is left behind
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise PandError(f"cannot write the bundle {bundle}: {e}. Nothing was written (the staging directory was "
-                        f"removed); free disk space or choose a writable --output") from e
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        raise
     failures = list(manifest.parity["failures"])
     return ExportResult(bundle=bundle, manifest=manifest, valid=manifest.valid, failures=failures)

@@ -32,7 +32,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from pand_runtime.backends.base import run_batched
-from pand_runtime.metrics import Tolerance, check_parity, compare_logits
+from pand_runtime.bench_timing import measure
+from pand_runtime.metrics import Tolerance
+from pand_runtime.parity import backend_parity
 
 from .quantize import Int8Quantizer, Int8Recipe
 
@@ -106,20 +108,15 @@ def run_onnx(path_or_session: Any, x: np.ndarray, threads: int = 0, batch: int =
 def p50_latency_ms(path_or_session: Any, x1: np.ndarray, threads: int = 0, iterations: int = 30,
                    min_time: float = 0.3, warmup: int = 3) -> float:
     """Median latency (ms) of one run on ``x1`` (batch 1; a static-batch model gets its batch) after ``warmup``
-    runs: at least ``iterations`` runs and ``min_time`` seconds."""
+    runs: at least ``iterations`` runs and ``min_time`` seconds (pand-bench's timer,
+    :func:`pand_runtime.bench_timing.measure`)."""
     sess = _session(path_or_session, threads) if isinstance(path_or_session, (str, Path)) else path_or_session
     inp = sess.get_inputs()[0]
     if isinstance(inp.shape[0], int) and inp.shape[0] > 0 and len(x1) != inp.shape[0]:  # a static-batch model
         x1 = np.resize(x1, (inp.shape[0], *x1.shape[1:]))
     feed = {inp.name: np.ascontiguousarray(x1, dtype=np.float32)}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    samples: List[float] = []
-    start = time.perf_counter()
-    while len(samples) < iterations or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        samples.append((time.perf_counter() - t0) * 1000.0)
+    samples = measure(lambda: sess.run(None, feed), warmup_ms=0.0, iterations=iterations, min_time=min_time,
+                      warmup_calls=warmup)
     return float(np.median(samples))
 
 
@@ -250,9 +247,9 @@ def accuracy_aware_int8(q: Int8Quantizer, dst: Union[str, Path], parity_inputs: 
         float_nodes = _union(base, units)
         q.quantize(scratch, float_nodes)
         sess = _session(scratch, threads)
-        out = run_onnx(sess, parity_inputs, threads)
-        res = compare_logits(ref_logits, out, labels, tie_margin=tolerance.tie_margin)
-        fails = check_parity(res, tolerance)
+        res, record = backend_parity(_SessionBackend(sess), np.asarray(parity_inputs, dtype=np.float32), ref_logits,
+                                     labels, tolerance, 32)
+        fails = record["failures"]
         step = SearchStep(n_units=len(units), n_float=len(float_nodes) - len(base), float_nodes=float_nodes,
                           agreement=res.top1_agreement, top1=res.acc_out, acc_delta=res.acc_delta,
                           mean_cosine=res.mean_cosine,

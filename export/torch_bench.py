@@ -1,10 +1,12 @@
 """``pand-bench --pytorch RUN``: the run's PyTorch student timed like a bundle (the torch side of pand-bench).
 
-The runtime never imports torch; :func:`pand_runtime.bench.bench_pytorch` imports this module only when ``--pytorch`` is
-given. The student runs on the first bundle's reference images (the stored parity images, preprocessed with the
-bundle's own spec) at every batch size of the run, eager and, when it compiles here, through ``torch.compile``;
-agreement is measured against the PyTorch logits stored in the bundle. Top-1 is measured on the same images as the
-bundle rows: the parity images, or with ``--images`` every image of that folder through the runtime's preprocessing.
+The runtime imports neither torch nor pand: the pand distribution registers :func:`time_pytorch_student` as the
+``pytorch`` plugin of pand-bench (entry-point group ``pand_runtime.bench_plugins``, setup.cfg), which
+:func:`pand_runtime.bench.bench_pytorch` loads only when ``--pytorch`` is given. The student runs on the first bundle's
+reference images (the stored parity images, preprocessed with the bundle's own spec) at every batch size of the run,
+eager and, when it compiles here, through ``torch.compile``; agreement is measured against the PyTorch logits stored in
+the bundle. Top-1 is measured on the same images as the bundle rows: the parity images, or with ``--images`` every image
+of that folder through the runtime's preprocessing.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Optional
 
 from .errors import PandError
+from .trt_version import check_trt_version
 
 __all__ = [
     "LazyModule", "lazy_import", "pip_install", "onnxruntime", "tensorrt", "pycuda_driver", "trt_available", "require_trt",
@@ -105,8 +106,6 @@ def trt_available() -> bool:
 
 def require_tensorrt() -> ModuleType:
     """Import ``tensorrt`` and check it is >= 10, or raise :class:`PandError` saying what to install."""
-    from .trt_build import check_trt_version
-
     trt = tensorrt.require()
     check_trt_version(getattr(trt, "__version__", "0"))
     return trt

@@ -16,7 +16,8 @@ file's sha256, so a renamed folder still matches and a re-exported model never p
 baseline is read before anything runs and is never overwritten (``--json``/``--markdown`` may not name it).
 
 ``--pytorch RUN`` (where torch is installed) adds rows for the run's PyTorch student on the same images and batch
-sizes, timed by :mod:`pand_export.torch_bench` (imported only then; the runtime itself never imports torch): eager, and
+sizes, timed by the ``pytorch`` plugin that the main ``pand`` distribution registers (:mod:`.bench_plugins`; the runtime
+itself imports neither pand nor torch, and without the plugin ``--pytorch`` exits 2 naming what to install): eager, and
 ``torch.compile`` when it compiles here (a failure is a row that says why). Those rows are ``backend=pytorch``; every row then shows its p50 speedup over the PyTorch eager row of the same batch
 (``vs torch``), and the PyTorch rows' agreement is against the logits stored in the bundle (the same student at
 export time). TensorRT latencies are end-to-end host time per call (H2D copy + compute + D2H copy + sync); the
@@ -38,7 +39,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -54,6 +54,7 @@ from .backends.ort_backend import GRAPH_OPTIMIZATION_LEVELS
 from .bench_accuracy import measure_accuracy
 from .bench_compare import compare_rows, read_baseline
 from .bench_outputs import check_outputs
+from .bench_plugins import PYTORCH_PLUGIN, require_plugin
 from .bench_report import cv_warnings, render_markdown, render_text
 from .bench_rows import BenchOptions, BenchRow, pytorch_error_rows
 from .bench_timing import measure
@@ -61,6 +62,7 @@ from .device import clock_info, cpu_model, device_key
 from .errors import PandError
 from .io import WriteError, atomic_write_text
 from .manifest import BENCH_DIR, load_manifest
+from .model_kinds import kind_of_backend
 from .predictor import BACKENDS, Predictor
 from .preprocess import normalize_u8
 
@@ -85,7 +87,7 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
         return [BenchRow(**{**asdict(base), "batch": b, "status": "error", "reason": f"load: {e}"})
                 for b in opts.batches]
     base.backend = predictor.backend_name
-    mf = m.model("onnx" if predictor.backend_name == "onnxruntime" else "tensorrt")
+    mf = m.model(kind_of_backend(predictor.backend_name).format)
     base.model_sha256 = mf.sha256 if mf is not None else ""
     int8 = next((x.info["int8"] for x in m.models if isinstance(x.info.get("int8"), dict)), None)
     if int8 is not None:
@@ -156,11 +158,16 @@ def bench_bundle(path: Path, opts: BenchOptions) -> List[BenchRow]:
 
 def bench_pytorch(run: Path, bundles: Sequence[Path], opts: BenchOptions) -> List[BenchRow]:
     """Rows for the PyTorch student of ``run`` (eager, then ``torch.compile``) on the first bundle's reference images
-    and the same batch sizes. The timing lives on the torch side of pand (:mod:`pand_export.torch_bench`), imported only
-    here, so the runtime itself never imports torch; without torch every row is an error naming the extra."""
+    and the same batch sizes. The timing lives on the torch side of pand, in the ``pytorch`` plugin the pand
+    distribution registers (:mod:`.bench_plugins`), so the runtime itself never imports torch or pand; without torch
+    every row is an error naming the extra.
+
+    Raises:
+        PluginMissing: the plugin is not installed (only pand-runtime is).
+    """
+    plugin = require_plugin(PYTORCH_PLUGIN, "--pytorch")
     try:
-        torch_bench = importlib.import_module("pand_export.torch_bench")
-        return torch_bench.time_pytorch_student(Path(run), bundles, opts)
+        return plugin.load()(Path(run), bundles, opts)
     except ImportError as e:
         return pytorch_error_rows(run, opts, f"--pytorch needs torch and pand's training stack ({e}): "
                                              f"pip install 'pand[train]'")
@@ -221,7 +228,8 @@ def _cli():
                        "or take the sorted folders as labels 0..C-1 (shown in the table).")
     @click.option("--pytorch", "pytorch_run", type=click.Path(exists=True), default=None,
                   help="A pand run directory (or student checkpoint): also time its PyTorch student (eager and "
-                       "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs torch.")
+                       "torch.compile) on the same images and batch sizes, with speedups vs PyTorch eager. Needs "
+                       "the pand distribution (pip install 'pand[train]'), which registers these rows.")
     @click.option("--no-compile", is_flag=True, help="With --pytorch: skip the torch.compile rows.")
     @click.option("--cv-warn", type=click.FloatRange(min=0), default=0.05, show_default=True,
                   help="Warn when a row's latency coefficient of variation exceeds this (trtexec: 0.025).")
@@ -269,7 +277,9 @@ def _cli():
                 baseline = read_baseline(Path(compare_path))
             except PandError as e:
                 raise click.UsageError(str(e)) from None
-        try:  # outputs never overwrite inputs and are writable: checked before anything runs
+        try:  # outputs never overwrite inputs and are writable, --pytorch has its plugin: checked before anything runs
+            if pytorch_run:
+                require_plugin(PYTORCH_PLUGIN, "--pytorch")
             check_outputs([("--json", Path(json_path)), ("--markdown", Path(md_path))], [Path(b) for b in bundles],
                           [Path(compare_path)] if compare_path else [], [Path(images)] if images else [])
         except PandError as e:

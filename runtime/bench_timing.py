@@ -11,11 +11,14 @@ __all__ = ["measure", "latency_stats"]
 
 
 def measure(fn: Callable[[], Any], warmup_ms: float = 200.0, iterations: int = 50,
-            min_time: float = 3.0) -> np.ndarray:
-    """Time ``fn``: warm up for at least ``warmup_ms`` (and one call), then run until both ``iterations`` calls and
-    ``min_time`` seconds are reached. Returns each timed call's latency in ms, ``[n]``."""
+            min_time: float = 3.0, warmup_calls: int = 1) -> np.ndarray:
+    """Time ``fn``: warm up for at least ``warmup_ms`` and ``warmup_calls`` calls (at least one), then run until both
+    ``iterations`` calls and ``min_time`` seconds are reached. Returns each timed call's latency in ms, ``[n]``.
+
+    The one latency timer of pand: ``pand-bench``, its PyTorch rows and the INT8 search's per-step p50."""
     t_end = time.perf_counter() + warmup_ms / 1000.0
-    fn()
+    for _ in range(max(1, int(warmup_calls))):
+        fn()
     while time.perf_counter() < t_end:
         fn()
     samples: List[float] = []

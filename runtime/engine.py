@@ -26,27 +26,28 @@ import dataclasses
 import logging
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import click
 import numpy as np
 
 from ._lazy import pycuda_driver as cuda
 from ._lazy import require_trt
-from .backends.base import Backend, run_batched
+from .backends.base import Backend
 from .backends.cuda_context import on_device
+from .bundle_result import BundleResult
 from .backends.trt_backend import TrtBackend, device_info
 from .cli_options import tf32_option, timing_cache_option, workspace_option
 from .console import report_parity, setup_logging
 from .errors import ArtifactError, PandError
-from .io import atomic_write_text, make_staging_dir, sha256_file
+from .io import atomic_write_text, sha256_file
 from .manifest import (ENGINE_NAME, MANIFEST_NAME, REFERENCE_NAME, Manifest, ModelFile, bundle_file, check_replaceable,
-                       load_bundle, publish_bundle)
-from .metrics import check_parity, compare_logits
+                       load_bundle)
+from .parity import backend_parity
 from .preprocess import normalize_u8
+from .staging import staged_bundle
 from .trt_build import batch_profile, build_engine, default_timing_cache, engine_tolerance
 from .trt_env import probe
 
@@ -57,26 +58,18 @@ log = logging.getLogger("pand.engine")
 EXIT_USAGE = 2
 
 
-@dataclass
-class EngineResult:
-    """What :func:`build_engine_bundle` wrote."""
-
-    bundle: Path
-    manifest: Manifest
-    valid: bool
-    failures: List[str]
+#: What :func:`build_engine_bundle` wrote: the same type as ``pand-export``'s ``ExportResult``.
+EngineResult = BundleResult
 
 
 def engine_parity(backend: Backend, manifest: Manifest, reference: Dict[str, np.ndarray], tolerance: Any,
                   max_batch: int) -> Dict[str, Any]:
-    """Run ``backend`` on the reference images and judge its logits against the stored PyTorch logits."""
+    """Run ``backend`` on the reference images and judge its logits against the stored PyTorch logits
+    (:func:`pand_runtime.parity.backend_parity`, the exporter's routine too)."""
     x = normalize_u8(reference["images_u8"], manifest.preprocess)
-    out = run_batched(backend, x, max_batch) if len(x) else np.zeros((0, manifest.num_classes), np.float32)
     labels = reference.get("labels")
-    res = compare_logits(reference["logits"], out, labels if labels is not None and len(labels) else None,
-                         tie_margin=tolerance.tie_margin)
-    fails = check_parity(res, tolerance)
-    return {**res.to_dict(), "tolerance": tolerance.to_dict(), "passed": not fails, "failures": fails}
+    return backend_parity(backend, x, reference["logits"], labels if labels is not None and len(labels) else None,
+                          tolerance, max_batch, manifest.num_classes)[1]
 
 
 def _on_device(device: int, fn: Any) -> Any:
@@ -148,9 +141,7 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
     recorded = (manifest.parity.get("onnxruntime") or {}).get("tolerance")
     tolerance = engine_tolerance(manifest.precision, tf32, recorded)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_staging_dir(out.parent, out.name)
-    try:
+    with staged_bundle(out, "the engine bundle", "Nothing was written") as staging:
         shutil.copy2(onnx_path, staging / onnx_path.name)
         shutil.copy2(ref_path, staging / ref_name)
         engine = staging / ENGINE_NAME
@@ -184,13 +175,6 @@ def build_engine_bundle(bundle: Union[str, Path], output: Optional[Union[str, Pa
                                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}})
 
         atomic_write_text(staging / MANIFEST_NAME, new.to_json())
-        publish_bundle(staging, out)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise PandError(f"cannot write the engine bundle {out}: {e}. Nothing was written") from e
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return EngineResult(bundle=out, manifest=new, valid=new.valid, failures=failures)
 
 

@@ -23,13 +23,14 @@ from .int8_check import Int8CpuWarning, int8_cpu_warning
 from .manifest import REFERENCE_NAME, Manifest, bundle_file, load_bundle
 from .metrics import softmax, topk
 from .model_io import check_model_io
+from .model_kinds import BACKEND_NAMES, kind_of_backend
 from .preprocess import prepare_batch
 from .reference import load_reference
 from .trt_env import probe
 
 __all__ = ["Prediction", "Predictor", "BACKENDS", "EngineFallbackWarning"]
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", *BACKEND_NAMES)
 
 
 class EngineFallbackWarning(UserWarning):
@@ -128,7 +129,7 @@ class Predictor:
                     raise PandError(f"bundle {path} has only a TensorRT engine, which cannot run here: {missing[0]}")
                 else:
                     _warn_fallback(path, f"{missing[0].what}", missing[0].fix)
-        fmt = "onnx" if backend == "onnxruntime" else "tensorrt"
+        fmt = kind_of_backend(backend).format  # the one backend -> model file table (.model_kinds)
         mf = manifest.model(fmt)
         if mf is None:
             have = ", ".join(m.format for m in manifest.models)

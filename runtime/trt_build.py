@@ -3,8 +3,8 @@ trt`` (TensorRT 10.x and 11.x Python API).
 
 Build recipe:
 
-* TensorRT >= 10 is required (:func:`check_trt_version`): 8.x/9.x lack ``build_serialized_network`` without
-  ``EXPLICIT_BATCH``, name-based I/O and ``execute_async_v3``.
+* TensorRT >= 10 is required (:func:`.trt_version.check_trt_version`): 8.x/9.x lack ``build_serialized_network``
+  without ``EXPLICIT_BATCH``, name-based I/O and ``execute_async_v3``.
 * ``builder.create_network(flags)``: explicit batch is the only mode since 10.0. TensorRT 11 is always strongly
   typed (``STRONGLY_TYPED`` is deprecated and ignored there), so the network is created with no flag and no precision
   flag is set: the FP16 / Q/DQ INT8 types of the ONNX decide the precision. On 10.x ``STRONGLY_TYPED`` is opt-in, so
@@ -30,10 +30,12 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
+from ._lazy import require_tensorrt
+from .backends.trt_backend import device_info
 from .errors import PandError
 from .io import atomic_write_bytes
-
 from .metrics import TOLERANCES, Tolerance
+from .trt_version import MIN_TRT_MAJOR, check_trt_version, trt_major  # noqa: F401 - re-exported (__all__)
 
 __all__ = ["MIN_TRT_MAJOR", "TF32_TOLERANCE", "trt_major", "check_trt_version", "batch_profile", "engine_tolerance",
            "build_serialized", "build_engine", "default_timing_cache"]
@@ -41,7 +43,6 @@ __all__ = ["MIN_TRT_MAJOR", "TF32_TOLERANCE", "trt_major", "check_trt_version", 
 log = logging.getLogger("pand.engine")
 
 Shape = Tuple[int, ...]
-MIN_TRT_MAJOR = 10
 #: fp32 engine built with ``--tf32``: TF32 convolutions (10-bit mantissa) differ from PyTorch fp32 by a few 1e-3 on
 #: the logits (issue 17: 1.8e-3 .. 3.8e-3 on the demo student), so the element-wise gate is 1e-2 and top-1 flips
 #: within a 1e-2 reference margin are excused; agreement must still be 100% otherwise.
@@ -49,26 +50,6 @@ TF32_TOLERANCE = Tolerance(max_abs=1e-2, min_cosine=0.9999, min_agreement=1.0, t
 #: What the TensorRT 10 weak-typing retry sets per precision (named in its log line).
 WEAK_TYPING_FLAGS = {"fp32": "no precision builder flag", "fp16": "the FP16 builder flag",
                      "int8": "the FP16 and INT8 builder flags"}
-JETSON_HINT = "see README 'Deploying to a device' (Jetson: JetPack's TensorRT in a --system-site-packages venv)"
-
-
-def trt_major(version: str) -> int:
-    """Major version of a TensorRT version string (``"10.3.0.26"`` -> 10)."""
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        raise PandError(f"cannot read the TensorRT version {version!r}") from None
-
-
-def check_trt_version(version: str) -> int:
-    """The major version, or :class:`PandError` for TensorRT older than :data:`MIN_TRT_MAJOR`."""
-    major = trt_major(version)
-    if major < MIN_TRT_MAJOR:
-        raise PandError(
-            f"TensorRT {version} is too old: pand needs TensorRT >= {MIN_TRT_MAJOR} (name-based I/O, "
-            f"execute_async_v3, build_serialized_network; 8.x/9.x fail on removed or missing APIs). x86: pip install "
-            f"'tensorrt>=10'; Jetson: JetPack 6 or newer ships TensorRT 10 ({JETSON_HINT})")
-    return major
 
 
 def batch_profile(input_name: str, sample_shape: Sequence[int], batch: int, max_batch: int
@@ -198,8 +179,6 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], pre
         PandError: TensorRT missing or older than 10, parse failure (with the parser's messages), unreadable timing
             cache, build failure.
     """
-    from ._lazy import require_tensorrt
-
     trt = trt if trt is not None else require_tensorrt()
     major = check_trt_version(trt.__version__)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
@@ -232,8 +211,6 @@ def build_engine(onnx_path: Union[str, Path], engine_path: Union[str, Path], pre
             log.warning("could not write the timing cache %s (%s); the engine is fine, the next build will not "
                         "reuse this one's timings", cache_path, cache_error)
     if env is None:
-        from .backends.trt_backend import device_info
-
         env = device_info(device)
     info: Dict[str, Any] = dict(env)
     info.update({"precision": precision, "typing": how["typing"], "builder_flags": how["flags"], "tf32": bool(tf32),

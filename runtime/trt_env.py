@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from . import _lazy
 from .errors import PandError
+from .trt_version import check_trt_version
 
 __all__ = ["Missing", "TrtEnv", "probe", "PYCUDA_HINT", "GPU_HINT"]
 
@@ -87,8 +88,6 @@ def probe(device: int = 0) -> TrtEnv:
     try:
         trt = _lazy.tensorrt.require()
         env.tensorrt = str(getattr(trt, "__version__", "?"))
-        from .trt_build import check_trt_version
-
         check_trt_version(env.tensorrt)
     except PandError as e:
         if env.tensorrt is None:  # the lazy import failed: name the ImportError behind it

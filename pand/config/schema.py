@@ -23,8 +23,10 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 from pand.data.registry import DATASETS
+from pand.data.transforms import AUGMENTS
 from pand.data.synthetic.settings import SyntheticCfg
-from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD
+from pand.engine.optim_table import OPTIMIZERS, SCHEDULERS
+from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD, INTERPOLATIONS
 
 __all__ = [
     "DATASETS", "RECIPES", "STAGES", "SyntheticCfg", "DataCfg", "TeacherCfg", "StudentCfg", "RecipeCfg", "TrainerCfg",
@@ -285,7 +287,8 @@ MINIMUMS = {
     "data.labels_per_class": 1,
 }
 
-# Values checked after merging (OmegaConf checks keys and types; these check choices).
+# Values checked after merging (OmegaConf checks keys and types; these check choices). The optimiser, scheduler,
+# interpolation and augmentation lists are the factories' own (tests/config/test_config_choices.py).
 CHOICES = {
     "data.name": DATASETS,
     "recipe.name": RECIPES,
@@ -293,19 +296,19 @@ CHOICES = {
     "recipe.kl_reduction": ("batchmean", "vl2lite"),
     "recipe.distill": ("align", "logits"),
     "teacher.precision": ("fp32", "amp"),
-    "student.interpolation": ("bilinear", "bicubic", "nearest"),
-    "student.augment": ("standard", "pand_reference", "none"),
+    "student.interpolation": INTERPOLATIONS,
+    "student.augment": AUGMENTS,
     "trainer.accelerator": ("auto", "cpu", "cuda"),
     "trainer.precision": ("fp32", "bf16", "fp16"),
     "psc.class_token_position": ("end", "middle", "front"),
     "psc.prompt_form": ("template", "coop"),
-    "psc.optimizer": ("sgd", "adamw"),
-    "nsd.optimizer": ("adamw", "sgd"),
-    "nsd.scheduler": ("cosine", "step", "none"),
+    "psc.optimizer": OPTIMIZERS,
+    "nsd.optimizer": OPTIMIZERS,
+    "nsd.scheduler": SCHEDULERS,
     "nsd.teacher_cache.dtype": ("fp16", "fp32"),
     "promptkd.pool": ("reference", "inductive", "transductive"),
     "promptkd.regime": ("inductive", "transductive"),
-    "promptkd.optimizer": ("sgd", "adamw"),
+    "promptkd.optimizer": OPTIMIZERS,
     "promptkd.teacher_prompts": ("promptsrc", "coop", "psc", "handcrafted"),
     "promptkd.select": ("last", "best_val"),
     "data.aircraft_level": ("variant", "family", "manufacturer"),

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from pand.errors import ArtifactError
+from pand.utils.flatten import flatten_config, key_under
 from pand.utils.io import WriteError, atomic_write_json, is_write_failure, load_tensors, read_json, save_tensors
 
 __all__ = [
@@ -123,27 +124,12 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: Mapping[str, tor
     opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
-def flatten_config(node: Any, prefix: str = "") -> Dict[str, Any]:
-    """``{"a.b.c": value}`` of a nested mapping (lists kept as values)."""
-    out: Dict[str, Any] = {}
-    if isinstance(node, Mapping):
-        for k, v in node.items():
-            out.update(flatten_config(v, f"{prefix}{k}."))
-        return out
-    out[prefix[:-1]] = node
-    return out
-
-
 def config_diff(old: Mapping, new: Mapping, ignore: Iterable[str] = RESUME_IGNORED_KEYS) -> List[Tuple[str, Any, Any]]:
     """``[(key, old, new)]`` for every dotted key whose value differs (keys under ``ignore`` skipped)."""
     a, b = flatten_config(old), flatten_config(new)
     skip = tuple(ignore)
-
-    def ignored(k: str) -> bool:
-        return any(k == s or k.startswith(s + ".") for s in skip)
-
     return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
-            if not ignored(k) and a.get(k, "<absent>") != b.get(k, "<absent>")]
+            if not key_under(k, skip) and a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
 def check_resume_config(saved: Mapping, current: Mapping, where: Path, label: str = "checkpoint") -> None:

@@ -17,10 +17,10 @@ import torch
 
 from pand.errors import PandError
 
+from .optim_table import OPTIMIZERS, SCHEDULERS  # the names this factory builds (torch-free)
+
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "WARMUP_LR", "build_optimizer", "build_scheduler", "cosine_lr", "set_lr"]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "step", "none")
 WARMUP_LR = 1e-5  # CoOp's (and Dassl's) constant warm-up learning rate
 
 

@@ -5,7 +5,8 @@
 on test. Teacher features come from a :class:`~pand.models.teacher_source.TeacherSource`; the loss code never
 knows whether they are live or cached. The epoch loop, the optimisation step, the optimiser/scheduler factory,
 evaluation and checkpointing are the scaffold's; what is Stage NSD's own is here: the model (student + alignment
-heads), the criterion and its terms, the all-reduced finiteness check, the metrics records and the run bookkeeping.
+heads, built in :mod:`.build`, shared with the ``views=auto`` probe), the criterion and its terms, the
+all-reduced finiteness check, the metrics records and the run bookkeeping.
 
 CUDA is used when available (``trainer.accelerator``), with bf16/fp16 autocast (``trainer.precision``) and
 channels-last memory. On CPU everything runs in fp32 and a resumed run continues bit-for-bit.
@@ -37,17 +38,15 @@ from pand.engine.checkpoint import (
 from pand.engine.device import autocast, grad_scaler, memory_format
 from pand.engine.loaders import make_eval_loader, make_train_loader, make_transfer_loader, set_loader_epoch
 from pand.engine.loop import EpochTotals, evaluate
-from pand.engine.optim import build_optimizer, build_scheduler
 from pand.engine.step import nonfinite_step, optimizer_step
 from pand.errors import ArtifactError, PandError
-from pand.models.align import AlignHeads
-from pand.models.students import create_student
 from pand.models.teacher_source import TeacherSource
 from pand import report
 from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, select_device
 from pand.utils.io import load_tensors, read_json
 from pand.utils.seed import seed_everything
 
+from .build import build_models, build_optim
 from .checkpoint import load_model_tensors, model_tensors
 from .criterion import NSDCriterion
 from .metrics import MetricsLogger
@@ -121,27 +120,6 @@ class NSDResult:
 # --------------------------------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------------------------------
-def build_models(cfg, num_classes: int, teacher_dim: Optional[int], device: torch.device) -> NSDModel:
-    """The student (``student.*``) plus alignment heads ``D_t -> D_s`` when the recipe uses a teacher.
-
-    Raises:
-        ConfigError: unknown student architecture (lists the registered ones); PandError: ImageNet weights that
-            cannot be fetched, or a ``student.weights`` file that does not fit (an ArtifactError).
-    """
-    s = cfg.student
-    student = create_student(str(s.arch), num_classes, pretrained=bool(s.pretrained), weights=s.weights)
-    heads = None
-    if cfg.recipe.use_teacher:
-        if not teacher_dim:
-            raise PandError(f"recipe {cfg.recipe.name} uses a teacher but no teacher features were given")
-        if cfg.recipe.distill == "align":  # recipe.distill=logits (kd) teaches the classifier itself: no heads
-            heads = AlignHeads(int(teacher_dim), student.embed_dim)
-    model = NSDModel(student, heads).to(device)
-    if device.type == "cuda" and cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
 def _wrap_for_training(model: NSDModel, cfg, dist: DistInfo, device: torch.device) -> nn.Module:
     """SyncBatchNorm + DDP when distributed (SyncBN only on CUDA), then optional ``torch.compile``."""
     wrapped: nn.Module = model
@@ -186,17 +164,6 @@ def _has_transfer_set(splits) -> bool:
 def _train_set(splits):
     """The images Stage NSD trains on: the transfer set (labelled, then unlabelled) or the labelled train split."""
     return splits.transfer_set() if _has_transfer_set(splits) else splits.train
-
-
-def build_optim(cfg, params) -> Tuple[torch.optim.Optimizer, Any]:
-    """Optimiser (``nsd.optimizer``) and per-epoch LR scheduler (``nsd.scheduler``, optional linear warm-up), from
-    the scaffold's factory (:func:`pand.engine.optim.build_optimizer`, :func:`pand.engine.optim.build_scheduler`)."""
-    n = cfg.nsd
-    opt = build_optimizer(params, n.optimizer, n.lr, weight_decay=n.weight_decay, momentum=n.momentum,
-                          setting="nsd.optimizer")
-    sched = build_scheduler(opt, n.scheduler, int(n.epochs), warmup_epochs=int(n.warmup_epochs), eta_min=n.eta_min,
-                            step_size=n.step_size, gamma=n.gamma, setting="nsd.scheduler")
-    return opt, sched
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from pand.models.teacher_source import LiveTeacher
 from pand.utils.distributed import DistInfo, all_gather_object
 from pand.utils.io import atomic_write_json, read_json
 
+from .build import build_models, build_optim
 from .criterion import NSDCriterion
 from .teacher_cache.format import AUTO, _manifest_ok, teacher_cache_dir, teacher_cache_key, teacher_cache_meta
 from .teacher_cache.lookup import TeacherFeatureCache
@@ -159,8 +160,6 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
     Returns:
         ``{"data_s", "teacher_s", "student_s", "lookup_s", "batch"}``.
     """
-    from .engine import build_models, build_optim  # here: the engine imports this module
-
     n = len(dataset)
     batch = max(1, min(int(batch), n))
     num_classes = int(num_classes if num_classes is not None else len(dataset.class_names))

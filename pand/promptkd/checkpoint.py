@@ -22,7 +22,7 @@ from pand.engine.checkpoint import (
 )
 from pand.errors import ArtifactError
 from pand.models.teacher import state_dict_sha256
-from pand.psc.features import tensor_sha256
+from pand.utils.digest import tensor_sha256
 from pand.utils.io import load_tensors
 
 from .context import PromptKDContext

@@ -55,7 +55,7 @@ from pand.engine.optim import build_optimizer, set_lr
 from pand.engine.step import optimizer_step
 from pand.errors import ArtifactError, PandError
 from pand.models.teacher import same_teacher
-from pand.psc.features import tensor_sha256
+from pand.utils.digest import tensor_sha256
 from pand.psc.prompt_learner import PromptLearner, TextEncoder
 from pand.utils.distributed import DistInfo
 from pand.utils.io import load_tensors

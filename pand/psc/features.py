@@ -8,7 +8,7 @@ transform description, count, sample-list hash, content fingerprint). The cache 
 (plus the caller's ``key_extra``): a later call with the same key reads the file back, any change (another teacher,
 another transform, other samples, an image file rewritten in place) writes a new file.
 
-**Content.** :func:`content_hash` digests the bytes of every image file (BLAKE2b, read once per process and
+**Content.** :func:`pand.utils.digest.content_hash` digests the bytes of every image file (BLAKE2b, read once per process and
 memoised on inode, size, mtime and ctime: :mod:`pand.utils.digest`), so an image whose content changes gets new
 features even when its size and modification time are restored.
 **Integrity.** The file stores the sha256 of its features and labels; on load the checksum, the shapes, the labels
@@ -19,7 +19,6 @@ for the same entry is refused, naming the holder's pid.
 """
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import Path
@@ -28,63 +27,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from pand.errors import PandError
-from pand.utils.digest import files_digest
-from pand.utils.io import load_tensors, save_tensors, sha256_bytes
+from pand.utils.digest import content_hash, describe_transform, mapping_sha256, samples_hash, tensor_sha256
+from pand.utils.io import load_tensors, save_tensors
 from pand.utils.lock import exclusive_lock
 
-__all__ = ["describe_transform", "samples_hash", "content_hash", "stat_hash", "tensor_sha256", "feature_cache_key",
-           "feature_cache_path", "extract_features"]
-
-_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def describe_transform(transform: Any) -> str:
-    """A stable text description of a transform: its ``repr`` without memory addresses (``<function f at 0x..>``)."""
-    return _ADDR.sub("", repr(transform))
-
-
-def samples_hash(dataset: Any) -> str:
-    """sha256 of the dataset's ``(path, label)`` list in order (``dataset.samples``)."""
-    samples = getattr(dataset, "samples", None)
-    if samples is None:
-        raise PandError(f"cannot cache features of {type(dataset).__name__}: it has no 'samples' list of (path, label)")
-    return sha256_bytes(json.dumps([[str(p), int(y)] for p, y in samples]).encode("utf-8"))
-
-
-def content_hash(dataset: Any) -> str:
-    """Digest of the *bytes* of every sample file, in order (:func:`pand.utils.digest.files_digest`): changes
-    whenever an image's content changes, also when its modification time is restored (``cp -p``, ``rsync -a``,
-    an archive with fixed times), and not when a file is only touched.
-
-    A missing file contributes a marker (the dataset checks existence elsewhere).
-    """
-    return files_digest(p for p, _ in getattr(dataset, "samples", None) or [])
-
-
-def stat_hash(dataset: Any) -> str:
-    """The fingerprint of pand <= 0.1.0 (sha256 of every file's ``(size, mtime_ns)``): only to recognise a PSC
-    artifact written then, for a resumed run. Never a cache key."""
-    import os
-
-    stats = []
-    for p, _ in getattr(dataset, "samples", None) or []:
-        try:
-            st = os.stat(p)
-            stats.append([st.st_size, st.st_mtime_ns])
-        except OSError:
-            stats.append(None)
-    return sha256_bytes(json.dumps(stats).encode("utf-8"))
-
-
-def tensor_sha256(*tensors: torch.Tensor) -> str:
-    """sha256 of the raw bytes of ``tensors`` (CPU, contiguous), in order."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
+__all__ = ["feature_cache_key", "feature_cache_path", "extract_features"]
 
 def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     extra = {str(k): v for k, v in (key_extra or {}).items()}
@@ -103,8 +50,8 @@ def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any
 
 
 def feature_cache_key(meta: Mapping[str, Any]) -> str:
-    """sha256 of the cache metadata (sorted JSON)."""
-    return sha256_bytes(json.dumps(dict(meta), sort_keys=True, default=str).encode("utf-8"))
+    """sha256 of the cache metadata (sorted JSON): :func:`pand.utils.digest.mapping_sha256`."""
+    return mapping_sha256(meta)
 
 
 def feature_cache_path(cache_dir: str | Path, meta: Mapping[str, Any]) -> Path:

@@ -17,11 +17,12 @@ import torch
 from pand.data import build_splits
 from pand.errors import ArtifactError, PandError
 from pand.models.teacher import create_teacher, same_teacher, split_identity
+from pand.utils.digest import content_hash, samples_hash, stat_hash
 from pand.utils.distributed import select_device
 from pand.utils.io import load_tensors
 
 from .anchors import ARTIFACT_NAME, handcrafted_anchors, load_anchors, save_anchors
-from .features import content_hash, extract_features, samples_hash, stat_hash
+from .features import extract_features
 from .loop import train_coop
 from .objective import accuracy
 from .prompt_learner import build_coop_text_model

@@ -236,6 +236,7 @@ def measure_bundle(bundle: Path, splits, opts: SweepOptions, samples_key: str, s
     from pand_runtime.bench import run_bench
     from pand_runtime.bench_rows import BenchOptions
     from pand_runtime.device import device_key
+    from pand_runtime.model_kinds import kind_of_backend
     from pand_runtime.predictor import Predictor
 
     from .flops import onnx_macs
@@ -246,8 +247,7 @@ def measure_bundle(bundle: Path, splits, opts: SweepOptions, samples_key: str, s
                          iterations=opts.iterations, min_time=opts.min_time)
     predictor = Predictor.from_bundle(bundle, threads=opts.threads, allow_invalid=True)
     try:
-        fmt = "onnx" if predictor.backend_name == "onnxruntime" else "tensorrt"
-        mf = predictor.manifest.model(fmt)
+        mf = predictor.manifest.model(kind_of_backend(predictor.backend_name).format)
         key = {"model_sha256": mf.sha256 if mf is not None else None,
                "device_key": device_key(predictor.backend.describe()),
                "bench": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(bopts).items()

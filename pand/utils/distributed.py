@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pand
 from pand.errors import PandError
+from pand.utils.flatten import flatten_config, key_under
 from pand.utils.io import atomic_write_text
 
 __all__ = ["DistInfo", "dist_env", "init_distributed", "cleanup_distributed", "select_device", "all_reduce_sum",
@@ -230,17 +231,6 @@ def code_version() -> Dict[str, Optional[str]]:
     return {"pand": str(pand.__version__), "source": _source_hash(package), "git": _git_describe(package.parent)}
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def run_fingerprint(cfg: Any, stage: str = "all", resume: bool = False) -> Dict[str, Any]:
     """What must be equal on every rank: the resolved configuration (less :data:`NODE_LOCAL_KEYS`), its hash, the
     stage/resume flags and :func:`code_version`; plus the host name and rank for the message."""
@@ -248,8 +238,7 @@ def run_fingerprint(cfg: Any, stage: str = "all", resume: bool = False) -> Dict[
         from omegaconf import OmegaConf
 
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    flat = {k: v for k, v in _flatten(cfg).items()
-            if not any(k == s or k.startswith(s + ".") for s in NODE_LOCAL_KEYS)}
+    flat = {k: v for k, v in flatten_config(cfg).items() if not key_under(k, NODE_LOCAL_KEYS)}
     flat["<stage>"], flat["<resume>"] = str(stage), bool(resume)
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"config_hash": digest, "config": flat, "code": code_version(), "host": socket.gethostname(),

@@ -65,3 +65,43 @@ def test_cli_choices_and_defaults_come_from_the_table_and_options(tmp_path):
     defaults = ExportOptions()
     for f in dataclasses.fields(ExportOptions):
         assert params[f.name].default == getattr(defaults, f.name), f.name
+
+
+def test_a_rows_backend_decides_its_file_through_the_runtimes_one_table():
+    """``ExportFormat.backend`` drives what the predictor loads: the file and manifest format of a row are those the
+    runtime's backend table gives its backend (no second mapping)."""
+    from pand_runtime.model_kinds import MODEL_KINDS, kind_of_backend
+    from pand_runtime.predictor import BACKENDS
+
+    for f in EXPORT_FORMATS:
+        k = kind_of_backend(f.backend)
+        assert (f.file, f.model_format) == (k.file, k.format)
+    assert set(BACKENDS) - {"auto"} == {f.backend for f in EXPORT_FORMATS} == {k.backend for k in MODEL_KINDS}
+    moved = dataclasses.replace(get_format("onnx"), backend="tensorrt")
+    assert (moved.file, moved.model_format) == (ENGINE_NAME, "tensorrt")
+
+
+def test_export_and_engine_return_one_result_type():
+    from pand_export import ExportResult
+    from pand_runtime.engine import EngineResult
+
+    assert ExportResult is EngineResult
+
+
+@pytest.mark.parametrize("args, flag", [(["--tf32"], "--tf32"), (["--workspace", "1"], "--workspace"),
+                                        (["--timing-cache", "tc.cache"], "--timing-cache")])
+def test_pand_export_refuses_an_option_the_chosen_format_does_not_take(tmp_path, args, flag):
+    r = CliRunner().invoke(cli, [str(tmp_path), "--format", "onnx", *args])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert f"{flag} applies to --format trt only; --format onnx does not take it" in r.output
+    assert list(tmp_path.iterdir()) == []  # refused before anything was read or written
+
+
+def test_format_options_come_from_the_table():
+    from pand_export.exporter import check_format_options
+
+    for fmt in ("trt", "all"):  # trt takes its own options and those of the ONNX it is built from
+        check_format_options(fmt, {n: n for n in ("tf32", "workspace_gb", "timing_cache", "opset", "precision")})
+    check_format_options("onnx", {n: n for n in ("opset", "simplify", "exporter", "precision", "batch")})
+    with pytest.raises(PandError, match="tf32= applies to --format trt only"):
+        validate_options(ExportOptions(format="onnx", tf32=True))  # the Python API too (a value off its default)

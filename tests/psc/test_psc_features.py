@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from pand.psc.features import describe_transform, extract_features, feature_cache_path, samples_hash
+from pand.psc.features import extract_features, feature_cache_path
+from pand.utils.digest import describe_transform, samples_hash
 from pand.utils.io import load_tensors
 
 

@@ -48,3 +48,31 @@ def test_torch_compile_row_works_or_says_why(rt_run_dir, rt_bundle):
     rows = bench_pytorch(rt_run_dir, [rt_bundle], BenchOptions(batches=(1,), **FAST))
     comp = [r for r in rows if r.precision == "fp32-compile"]
     assert len(comp) == 1 and (comp[0].status == "ok" or "torch.compile failed" in comp[0].reason)
+
+
+def test_pytorch_rows_come_from_the_plugin_the_pand_distribution_registers():
+    from pand_runtime.bench_plugins import PLUGIN_GROUP, PYTORCH_PLUGIN, find_plugin
+
+    ep = find_plugin(PYTORCH_PLUGIN)
+    assert ep is not None and ep.group == PLUGIN_GROUP
+    assert ep.value == "pand_export.torch_bench:time_pytorch_student"
+
+
+def test_pytorch_without_the_plugin_exits_2_naming_the_distribution(rt_run_dir, rt_bundle, tmp_path, monkeypatch,
+                                                                    capsys):
+    """Only pand-runtime installed: --pytorch is refused before anything runs (exit 2, no traceback, nothing
+    written)."""
+    import pand_runtime.bench_plugins as plugins
+    from pand_runtime.bench import main
+    from pand_runtime.errors import PandError
+
+    monkeypatch.setattr(plugins, "_entry_points", lambda group: ())
+    with pytest.raises(SystemExit) as e:
+        main([str(rt_bundle), "--pytorch", str(rt_run_dir), "-o", str(tmp_path / "out"), "--iterations", "1",
+              "--min-time", "0", "--warmup-ms", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "--pytorch" in err and "pip install pand" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(PandError, match="pip install pand"):
+        bench_pytorch(rt_run_dir, [rt_bundle], BenchOptions(batches=(1,), **FAST))

@@ -30,7 +30,7 @@ instead:
 **Key** (same rules as the PSC cache, :mod:`pand.psc.features`): sha256 of the teacher identity, its precision and
 the teacher input pipeline (student mean/std -> teacher mean/std, size, interpolation), the dataset's sample list
 (``samples_hash``), the training transform's description, ``trainer.seed``, ``V``, the storage dtype and the shard
-size, plus the content digest of the image files (:func:`pand.psc.features.content_hash`: BLAKE2b of every
+size, plus the content digest of the image files (:func:`pand.utils.digest.content_hash`: BLAKE2b of every
 file's bytes, :mod:`pand.utils.digest`, so an image whose content changes gives another key even when its size and
 mtime are restored). Any change gives another directory; a stale or
 damaged shard is recomputed, never trusted.

@@ -21,7 +21,7 @@ from pand.data.base import FGVCDataset
 from pand.engine.loaders import IndexedDataset
 from pand.errors import PandError
 from pand.models.teacher_source import LiveTeacher
-from pand.psc.features import tensor_sha256
+from pand.utils.digest import tensor_sha256
 from pand.utils.distributed import all_gather_object, barrier
 from pand.utils.io import atomic_write_json, save_tensors
 from pand.utils.lock import LOCK_NAME, exclusive_lock

@@ -21,7 +21,7 @@ import torch
 
 from pand.errors import PandError
 from pand.models.teacher_source import LiveTeacher
-from pand.psc.features import content_hash, describe_transform, feature_cache_key, samples_hash
+from pand.utils.digest import content_hash, describe_transform, mapping_sha256, samples_hash
 from pand.utils.io import read_json
 
 
@@ -96,8 +96,8 @@ def teacher_cache_meta(live: LiveTeacher, dataset: Any, seed: int, views: int, d
 
 
 def teacher_cache_key(meta: Mapping[str, Any]) -> str:
-    """sha256 of the cache metadata (sorted JSON), as :func:`pand.psc.features.feature_cache_key`."""
-    return feature_cache_key(meta)
+    """sha256 of the cache metadata (sorted JSON, :func:`pand.utils.digest.mapping_sha256`), as the PSC cache's."""
+    return mapping_sha256(meta)
 
 
 def teacher_cache_dir(cache_dir: str | Path, meta: Mapping[str, Any]) -> Path:
