@@ -394,7 +394,8 @@ def validate_options(opts: ExportOptions) -> ExportOptions:
         raise PandError(f"--min-agreement {opts.min_agreement} is out of range: a top-1 agreement in [0, 1]")
     if opts.max_acc_drop is not None and not 0.0 <= opts.max_acc_drop <= 1.0:
         raise PandError(f"--max-acc-drop {opts.max_acc_drop} is out of range: a fraction in [0, 1]")
-    if opts.parity_images < 0 or opts.threads < 0 or opts.calib_images < 0:
+    count = opts.calib_images if isinstance(opts.calib_images, int) else 0  # a folder (Path) has no count to check
+    if opts.parity_images < 0 or opts.threads < 0 or count < 0:
         raise PandError(f"--parity-images ({opts.parity_images}), --threads ({opts.threads}) and --calib-images "
                         f"({opts.calib_images}) must be >= 0")
     return opts

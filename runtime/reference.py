@@ -48,20 +48,22 @@ def load_reference(path: Union[str, Path], manifest: Manifest) -> Dict[str, np.n
         raise ArtifactError(f"{path}: missing field(s) {', '.join(missing)}. {fix}")
     s, c = manifest.preprocess.image_size, manifest.num_classes
     images, labels, logits = out["images_u8"], out["labels"], out["logits"]
-    n = len(labels) if labels.ndim == 1 else -1
+    n = images.shape[0] if images.ndim == 4 else -1  # labels: one per image, or none (random parity images)
 
     def bad(field: str, want: str, arr: np.ndarray) -> ArtifactError:
         return ArtifactError(f"{path}: field '{field}' must be {want}; it is {arr.dtype} of shape {tuple(arr.shape)}. "
                              f"{fix}")
 
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise bad("labels", "a 1-D integer array", labels)
-    if n and (labels.min() < 0 or labels.max() >= c):
+    if labels.ndim != 1 or labels.shape[0] not in (0, n) or (labels.size and not np.issubdtype(labels.dtype,
+                                                                                                 np.integer)):
+        raise bad("labels", f"a 1-D integer array of {n} labels (or empty: unlabelled parity images)", labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
         raise ArtifactError(f"{path}: field 'labels' holds values outside 0..{c - 1} (num_classes={c}). {fix}")
     if images.dtype != np.uint8 or images.shape != (n, s, s, 3):
         raise bad("images_u8", f"uint8 of shape ({n}, {s}, {s}, 3) (preprocess.image_size={s})", images)
     if not np.issubdtype(logits.dtype, np.floating) or logits.shape != (n, c):
         raise bad("logits", f"float of shape ({n}, {c}) (num_classes={c})", logits)
-    if "paths" in out and (out["paths"].dtype.kind != "U" or out["paths"].shape != (n,)):
-        raise bad("paths", f"{n} strings", out["paths"])
+    if "paths" in out and (out["paths"].shape not in ((n,), (0,)) or (out["paths"].size and
+                                                                   out["paths"].dtype.kind != "U")):
+        raise bad("paths", f"{n} strings (or none: random parity images have no files)", out["paths"])
     return out

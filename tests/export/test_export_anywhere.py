@@ -34,7 +34,8 @@ def test_fp32_export_needs_no_dataset_and_says_so(run_dir, tmp_path, caplog):
     from pand_runtime.bench_rows import BenchOptions
 
     rows = bench_bundle(res.bundle, BenchOptions(iterations=2, min_time=0, warmup_ms=0, threads=1))
-    assert rows[0].status == "ok" and rows[0].agreement == 1.0 and rows[0].top1 is None
+    assert rows[0].status == "ok", rows[0].reason
+    assert rows[0].agreement == 1.0 and rows[0].top1 is None
     assert "8 random parity images" in rows[0].agreement_source
     assert "agree % / max abs diff: vs the PyTorch logits stored in the bundle, on 8 random parity images" in \
         render_text(rows)
