@@ -106,6 +106,7 @@ def test_a_refused_resume_writes_nothing_config_included(small, tmp_path):
 
     cfg = load_config(TINY, ["recipe=pand", *small, f"cache_dir={tmp_path / 'cache'}"])
     run(cfg, tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()  # an interrupted run (a finished one is left alone on --resume)
     img = build_splits(cfg.data, cache_dir=cfg.cache_dir).train.samples[0][0]
     _rewrite_in_place(img)  # a train image rewritten in place
     before = _snapshot(tmp_path / "run")

@@ -4,12 +4,14 @@ order; --label-order sorted is an explicit opt-in, shown in the table."""
 import json
 import shutil
 import unicodedata
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
-from pand_runtime.bench import main
+from pand_runtime.bench import bench_bundle, main
 from pand_runtime.bench_accuracy import load_image_folder
+from pand_runtime.bench_rows import BenchOptions
 from pand_runtime.errors import PandError
 from pand_runtime.predictor import Predictor
 
@@ -48,8 +50,10 @@ def test_folders_named_in_another_case_are_an_error_not_a_sorted_fallback(rt_bun
     # one folder per class: the old code fell back to sorted order and reported a wrong top-1 with status ok
     assert len(list((tmp_path / "images").iterdir())) == len(p.class_names)
     code, out = _bench([str(rt_bundle), "--images", str(tmp_path / "images")], tmp_path, capsys)
-    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
-    assert code == 3 and row["status"] == "error" and row["top1"] is None, out
+    assert code == 3 and not (tmp_path / "b.json").exists(), out  # every row failed: nothing written
+    row = asdict(bench_bundle(rt_bundle, BenchOptions(images=tmp_path / "images", iterations=2, min_time=0,
+                                                      warmup_ms=0))[0])
+    assert row["status"] == "error" and row["top1"] is None, out
     assert "match no class of the bundle" in row["reason"] and repr(sorted(c.upper() for c in p.class_names)[0]) in row["reason"]
     assert repr(p.class_names[0]) in row["reason"] and "--label-order sorted" in row["reason"]
     assert "Traceback" not in out
