@@ -226,7 +226,7 @@ class MixedBatchSampler(Sampler):
         return max(1, (self.n_labeled + self.n_unlabeled) // (self.batch_size * self.world))
 
     def _stream(self, n: int, offset: int, kind: int, count: int) -> List[int]:
-        """``count`` indices of this rank from kind ``kind``'s permutations (re-drawn per pass), shifted by ``offset``."""
+        """``count`` indices of this rank from kind ``kind``'s permutations (re-drawn per pass), plus ``offset``."""
         out: List[int] = []
         need = count * self.world
         passes = 0

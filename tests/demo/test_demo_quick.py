@@ -13,8 +13,8 @@ def test_demo_quick_connects_every_stage(tmp_path):
     run_dir = tmp_path / "demo"
     cache = tmp_path / "cache"
     proc = subprocess.run(
-        [sys.executable, "-m", "pand.demo", "--quick", "--start", "upstream", "--run-dir", str(run_dir),
-         f"cache_dir={cache}"],
+        [sys.executable, "-m", "pand.demo", "--quick", "--start", "upstream", "--transfer", "unlabelled", "--run-dir",
+         str(run_dir), f"cache_dir={cache}"],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_demo_quick_connects_every_stage(tmp_path):
     assert results["recipes"]["ce"]["gain_over_ce_val"] is None
     assert results["recipes"]["pand"]["gain_over_ce_val"] == pytest.approx(
         results["recipes"]["pand"]["val_top1"] - results["recipes"]["ce"]["val_top1"])
-    # the student's start (upstream pre-training, asked for with --start upstream) and the transfer set are recorded
+    # the student's start (upstream pre-training) and the transfer set (both asked for: not the demo's defaults)
     init = results["student_init"]
     assert init["kind"] == results["setting"]["start"] == "upstream" and 0.0 <= init["upstream_val_top1"] <= 1.0
     assert results["steps"] == results["setting"]["steps"]
@@ -82,8 +82,8 @@ def test_demo_quick_connects_every_stage(tmp_path):
     assert (run_dir / "training_curves.png").is_file() and (run_dir / "latency_vs_batch.png").is_file()
     # a second run reuses every cached stage (teacher, recipes) instead of retraining
     again = subprocess.run(
-        [sys.executable, "-m", "pand.demo", "--quick", "--start", "upstream", "--run-dir", str(run_dir),
-         f"cache_dir={cache}"],
+        [sys.executable, "-m", "pand.demo", "--quick", "--start", "upstream", "--transfer", "unlabelled", "--run-dir",
+         str(run_dir), f"cache_dir={cache}"],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert again.returncode == 0, again.stderr[-3000:]
