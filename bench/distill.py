@@ -93,6 +93,7 @@ def teacher_view_accuracy(world, scales: Sequence[Tuple[float, float]], passes: 
     import torch
 
     from pand.data import build_splits, create_transform, preprocess_spec_from_student
+    from pand.data.base import read_rgb
     from pand.models.teacher import create_teacher
     from pand.models.teacher_source import LiveTeacher
     from pand.psc import handcrafted_anchors
@@ -127,8 +128,6 @@ def teacher_view_accuracy(world, scales: Sequence[Tuple[float, float]], passes: 
     feats = []
     with torch.no_grad():
         for p, _ in splits.train.samples:
-            from pand.data.base import read_rgb
-
             feats.append(teacher.encode_image(teacher.preprocess(read_rgb(p)).unsqueeze(0)))
     f = torch.nn.functional.normalize(torch.cat(feats), dim=-1)
     y = torch.tensor(splits.train.targets)

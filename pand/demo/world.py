@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from pand.config import ConfigError, load_config
+from pand.config import load_config
 from pand.data import build_splits
 from pand.data.synthetic import caption_fits, load_web_pool, synthetic_classes
 from pand.demo.teacher_pretrain import PretrainCfg, pretrain_teacher
 from pand.psc import extract_features, handcrafted_anchors
 
-__all__ = ["DemoWorld", "prepare_world", "teacher_zero_shot", "train_or_reuse", "finished_with", "ATTRIBUTES"]
+__all__ = ["DemoWorld", "prepare_world", "teacher_zero_shot", "ATTRIBUTES"]
 
 ATTRIBUTES = ("body_color", "wing_pattern", "beak_shape")
 
@@ -115,29 +115,3 @@ def teacher_zero_shot(world: DemoWorld, teacher) -> Dict[str, Any]:
         out[split] = {"all": acc(None), "base": acc(splits.base_classes), "novel": acc(splits.novel_classes),
                       "attributes": {a: float((v[pred] == v[labels]).float().mean()) for a, v in attrs.items()}}
     return out
-
-
-def finished_with(run: Path, cfg) -> bool:
-    """True when ``run`` holds a finished run (summary.json) made with exactly the resolved config ``cfg``."""
-    from omegaconf import OmegaConf
-
-    if not (run / "summary.json").is_file() or not (run / "config.yaml").is_file():
-        return False
-    try:
-        saved = load_config(run / "config.yaml")
-    except ConfigError:
-        return False
-    return OmegaConf.to_container(saved, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
-
-
-def train_or_reuse(run: Path, cfg, train_run, say=print) -> bool:
-    """Reuse ``run`` when it finished with the same config (returns True), else (re)train it from scratch."""
-    import shutil
-
-    if finished_with(run, cfg):
-        say(f"reusing {run} (same configuration)")
-        return True
-    if run.exists():
-        shutil.rmtree(run)
-    train_run(cfg, run, stage="all", resume=False)
-    return False
