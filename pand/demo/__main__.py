@@ -177,7 +177,10 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     if unknown:
         sys.exit(f"--recipes: unknown {unknown}; choose from {', '.join(ALL_RECIPES)}")
     setting = Setting(schedule if not quick else 1, start, transfer)
-    results["setting"], results["steps"] = setting.as_dict(), setting.steps
+    results["setting"] = setting.as_dict()
+    if quick:  # --quick trains its toy epoch count (QUICK), not the setting's steps
+        results["setting"]["steps"] = None
+    results["steps"] = results["setting"]["steps"]
     upstream = None
     if setting.start == "upstream":
         _say("2/6 the student's start: its backbone pre-trained with CE on the disjoint upstream set (cached)")
@@ -192,7 +195,8 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
                                "weights": str(upstream.weights_path) if upstream is not None else None}
     n_lab = int(cfg.data.labels_per_class) * len(world.classes)
     n_unl = len(world.splits.train) - n_lab
-    _say(f"2/6 Stage NSD: {', '.join(names)} -- {setting.steps} optimiser steps each, start {setting.start}, "
+    _say(f"2/6 Stage NSD: {', '.join(names)} -- {results['steps'] or 'a toy number of'} optimiser steps each, start "
+         f"{setting.start}, "
          f"transfer set: {n_lab} labelled" + (f" + {n_unl} unlabelled images" if setting.transfer == "unlabelled"
                                              else " images"))
     items = []

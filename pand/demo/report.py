@@ -140,8 +140,9 @@ def write_report(run_dir: Path, results: Dict[str, Any]) -> str:
              f"{_pct(init.get('upstream_val_top1'))}; the demo's stand-in for ImageNet weights)"
              if init.get("kind") == "upstream" else "random init")
     lines += ["## Students: did distillation pay?", "",
-              f"Setting: {setting.get('steps', '?')} optimiser steps per recipe ({setting.get('schedule', '?')}x the "
-              f"510-step base), student start: {start}, transfer set: {setting.get('transfer', '?')}. Same student, "
+              f"Setting: {setting.get('steps') or 'a toy number of'} optimiser steps per recipe "
+              f"({setting.get('schedule', '?')}x the 510-step base{', quick mode' if results.get('quick') else ''}), "
+              f"student start: {start}, transfer set: {setting.get('transfer', '?')}. Same student, "
               "labelled images, seed, optimiser and number of steps for every recipe; CE trains on the labelled "
               "images only. The gain is decided on validation.", "",
               _table(["recipe", "val top-1", "gain over ce (val, points)", "test top-1",
