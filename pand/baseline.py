@@ -15,21 +15,14 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import open_dict
 
+from pand.engine.loaders import steps_per_epoch
 from pand.errors import ConfigError
 from pand.utils.io import atomic_write_json, read_json
 
-__all__ = ["BASELINES", "BASELINE_DIR", "baseline_config", "steps_per_epoch", "compare", "gain_lines"]
+__all__ = ["BASELINES", "BASELINE_DIR", "baseline_config", "compare", "gain_lines"]
 
 BASELINES = ("none", "ce")
 BASELINE_DIR = "baseline_ce"
-
-
-def steps_per_epoch(n_labeled: int, n_unlabeled: int, batch_size: int) -> int:
-    """Optimiser steps of one Stage NSD epoch (one process): ``(N_l + N_u) // B`` with a transfer set
-    (:class:`pand.engine.loaders.MixedBatchSampler`), else ``N_l // B`` (the last partial batch is dropped) and at
-    least 1."""
-    n = int(n_labeled) + int(n_unlabeled)
-    return max(1, n // int(batch_size))
 
 
 def baseline_config(cfg, n_labeled: int, n_unlabeled: int):

@@ -4,7 +4,7 @@ The three levers of the distillation study (``bench/distill.py``; README, "Does 
 
 * **schedule** ``k``: ``k x`` the demo's base budget of 510 optimiser steps (34 epochs x 15 steps of 16 images),
   whatever the transfer set; ``nsd.epochs`` is derived from the steps per epoch
-  (:func:`pand.baseline.steps_per_epoch`) and ``nsd.eval_every`` keeps about 17 validations per run;
+  (:func:`pand.engine.loaders.steps_per_epoch`) and ``nsd.eval_every`` keeps about 17 validations per run;
 * **start**: ``scratch`` (random init) or ``upstream`` (the backbone pre-trained with CE on the disjoint upstream
   set, :mod:`pand.demo.upstream`: the demo's stand-in for the ImageNet weights real runs start from with
   ``student.pretrained=true``);
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
-from pand.baseline import steps_per_epoch
+from pand.engine.loaders import steps_per_epoch
 
 __all__ = ["BASE_STEPS", "EVALS", "STARTS", "TRANSFERS", "Setting", "DEMO_SETTING", "setting_overrides"]
 

@@ -31,7 +31,7 @@ from pand.errors import DataError
 from pand.utils.distributed import DistInfo
 
 __all__ = ["loader_kwargs", "epoch_permutation", "index_batches", "mix_seed", "replay_views", "IndexedDataset",
-           "ViewSampler", "ShardSampler", "MixedBatchSampler", "labeled_per_batch", "make_train_loader",
+           "ViewSampler", "ShardSampler", "MixedBatchSampler", "steps_per_epoch", "labeled_per_batch", "make_train_loader",
            "make_transfer_loader", "make_eval_loader", "set_loader_epoch"]
 
 
@@ -177,6 +177,13 @@ class ViewSampler(Sampler):
         return len(self.sampler)
 
 
+def steps_per_epoch(n_labeled: int, n_unlabeled: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimiser steps of one training epoch: ``(N_l + N_u) // (B * W)``, at least 1. With a transfer set that is
+    :class:`MixedBatchSampler`'s length; without one (``N_u = 0``) it is :func:`make_train_loader`'s (the last
+    partial batch is dropped unless it is the only one)."""
+    return max(1, (int(n_labeled) + int(n_unlabeled)) // (int(batch_size) * int(world_size)))
+
+
 def labeled_per_batch(batch_size: int, n_labeled: int, n_unlabeled: int, fraction: Optional[float] = None) -> int:
     """Labelled images per batch of a transfer set: ``round(batch_size * f)`` clipped to ``[1, batch_size - 1]``.
 
@@ -223,7 +230,7 @@ class MixedBatchSampler(Sampler):
         self.epoch, self.views = int(epoch), views
 
     def __len__(self) -> int:
-        return max(1, (self.n_labeled + self.n_unlabeled) // (self.batch_size * self.world))
+        return steps_per_epoch(self.n_labeled, self.n_unlabeled, self.batch_size, self.world)
 
     def _stream(self, n: int, offset: int, kind: int, count: int) -> List[int]:
         """``count`` indices of this rank from kind ``kind``'s permutations (re-drawn per pass), plus ``offset``."""

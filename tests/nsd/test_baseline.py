@@ -3,7 +3,8 @@ import json
 
 from click.testing import CliRunner
 
-from pand.baseline import baseline_config, steps_per_epoch
+from pand.baseline import baseline_config
+from pand.engine.loaders import steps_per_epoch
 from pand.cli import cli
 from pand.config import config_dir, load_config
 
