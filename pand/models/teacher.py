@@ -290,14 +290,14 @@ def _load_local(arch: str, weights_file: str, kwargs: Dict[str, Any]) -> Tuple[n
         raise torchscript_error(weights_file, arch)
     if info.force_quick_gelu:
         kwargs["force_quick_gelu"] = True
+        variant = offline_arch(arch, {"quick_gelu": True})
+        explicit = f" (teacher.arch={variant} says so explicitly)" if variant != arch else ""
         if info.kind == "openai":
             _log.info(f"teacher: {weights_file} is an OpenAI-format CLIP state dict (it has {', '.join(OPENAI_KEYS)}): "
-                      f"OpenAI weights need QuickGELU, so {arch} is built with QuickGELU "
-                      f"(teacher.arch={identity_arch(arch, True)} says so explicitly)")
+                      f"OpenAI weights need QuickGELU, so {arch} is built with QuickGELU{explicit}")
         else:
             _log.warning(f"teacher: {weights_file} lies in the Hugging Face repo {info.repo} of the open_clip tag "
-                         f"'{info.tag}', whose weights need QuickGELU: {arch} is built with QuickGELU. Set "
-                         f"teacher.arch={identity_arch(arch, True)} to say so explicitly")
+                         f"'{info.tag}', whose weights need QuickGELU: {arch} is built with QuickGELU{explicit}")
     if info.kind == "openai":
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, **kwargs)
         load_openai_checkpoint(model, weights_file)
