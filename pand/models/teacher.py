@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -39,9 +40,7 @@ from torch import nn
 
 from pand.config.schema import TeacherCfg
 from pand.errors import ConfigError, PandError
-from pand.models.teacher_checkpoint import (
-    OPENAI_KEYS, arch_uses_quick_gelu, inspect_checkpoint, load_openai_checkpoint, torchscript_error,
-)
+from pand.models.teacher_checkpoint import arch_uses_quick_gelu, build_with_local_weights
 from pand.utils.io import sha256_file
 from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD
 
@@ -285,24 +284,11 @@ def _load_local(arch: str, weights_file: str, kwargs: Dict[str, Any]) -> Tuple[n
     (nothing is loaded); OpenAI-format state dicts and files from a QuickGELU tag's Hugging Face repo are built with
     QuickGELU (``kwargs["force_quick_gelu"]`` is set, and logged); anything else is open_clip's own file loading.
     """
-    info = inspect_checkpoint(weights_file, arch)
-    if info.kind == "torchscript":
-        raise torchscript_error(weights_file, arch)
-    if info.force_quick_gelu:
+    create = functools.partial(open_clip.create_model_and_transforms, arch,
+                               **{k: v for k, v in kwargs.items() if k != "force_quick_gelu"})
+    (model, _, preprocess), forced = build_with_local_weights(arch, weights_file, create, log=_log)
+    if forced:
         kwargs["force_quick_gelu"] = True
-        variant = offline_arch(arch, {"quick_gelu": True})
-        explicit = f" (teacher.arch={variant} says so explicitly)" if variant != arch else ""
-        if info.kind == "openai":
-            _log.info(f"teacher: {weights_file} is an OpenAI-format CLIP state dict (it has {', '.join(OPENAI_KEYS)}): "
-                      f"OpenAI weights need QuickGELU, so {arch} is built with QuickGELU{explicit}")
-        else:
-            _log.warning(f"teacher: {weights_file} lies in the Hugging Face repo {info.repo} of the open_clip tag "
-                         f"'{info.tag}', whose weights need QuickGELU: {arch} is built with QuickGELU{explicit}")
-    if info.kind == "openai":
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, **kwargs)
-        load_openai_checkpoint(model, weights_file)
-        return model, preprocess
-    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights_file, **kwargs)
     return model, preprocess
 
 

@@ -26,9 +26,10 @@ and a TorchScript archive is recognised from its zip listing alone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -40,7 +41,7 @@ from pand.errors import PandError
 __all__ = [
     "OPENAI_KEYS", "CheckpointInfo", "is_torchscript_archive", "checkpoint_keys", "is_openai_state_dict",
     "quickgelu_hub_tag", "arch_uses_quick_gelu", "inspect_checkpoint", "torchscript_error", "load_openai_checkpoint",
-    "load_state_dict_into",
+    "load_state_dict_into", "build_with_local_weights",
 ]
 
 #: the non-weight entries of an OpenAI-format CLIP state dict (``clip.model.CLIP`` registers them as buffers)
@@ -167,17 +168,19 @@ def inspect_checkpoint(path: str | Path, arch: str) -> CheckpointInfo:
     return CheckpointInfo("open_clip")
 
 
-def torchscript_error(path: str | Path, arch: str) -> PandError:
-    """The refusal of a TorchScript archive, with the two ways to get the same weights safely."""
+def torchscript_error(path: str | Path, arch: str, key: str = "teacher.pretrained",
+                      arch_key: str = "teacher.arch") -> PandError:
+    """The refusal of a TorchScript archive, with the two ways to get the same weights safely (``key`` and
+    ``arch_key`` name the settings: the teacher's, or PromptKD's student's)."""
     from pand.models.teacher import offline_arch  # the one rule naming the QuickGELU variant
 
     local = offline_arch(arch, {"quick_gelu": True})
     return PandError(
-        f"teacher.pretrained={path} is a TorchScript archive (such as OpenAI's original ViT-B-16.pt): it holds "
+        f"{key}={path} is a TorchScript archive (such as OpenAI's original ViT-B-16.pt): it holds "
         f"pickled code, which pand never loads (weights only: safetensors or torch files readable with "
-        f"weights_only=True). Use the open_clip tag instead (teacher.pretrained=openai, which open_clip builds with "
+        f"weights_only=True). Use the open_clip tag instead ({key}=openai, which open_clip builds with "
         f"QuickGELU), or offline download that tag's open_clip_model.safetensors from its Hugging Face repo and set "
-        f"teacher.pretrained=/path/to/open_clip_model.safetensors teacher.arch={local}."
+        f"{key}=/path/to/open_clip_model.safetensors {arch_key}={local}."
     )
 
 
@@ -219,3 +222,45 @@ def load_openai_checkpoint(model: nn.Module, path: str | Path) -> None:
     for k in OPENAI_KEYS:
         sd.pop(k, None)
     load_state_dict_into(model, sd)
+
+
+def build_with_local_weights(arch: str, path: str | Path, create: Callable[..., Any], key: str = "teacher.pretrained",
+                             arch_key: str = "teacher.arch", log: Optional[logging.Logger] = None
+                             ) -> Tuple[Any, bool]:
+    """Build ``arch`` with the weights of the local file ``path``, the one way for the teacher and PromptKD's student.
+
+    :func:`inspect_checkpoint` says what the file is: a TorchScript archive is refused unread
+    (:func:`torchscript_error`); an OpenAI-format state dict and a file from a QuickGELU tag's Hugging Face repo are
+    built with QuickGELU (logged: INFO for the first, WARNING for the second, a guess from the path); anything else
+    goes through open_clip's own file loading.
+
+    Args:
+        create: ``create(pretrained=..., force_quick_gelu=...)`` builds the model (e.g. a ``functools.partial`` of
+            ``open_clip.create_model_and_transforms`` with the caller's other arguments); whatever it returns is
+            returned, its first element (or itself) being the model.
+        key, arch_key: the settings named in messages.
+
+    Returns:
+        ``(built, force_quick_gelu)``: what ``create`` returned, and whether QuickGELU was forced.
+    """
+    log = log or logging.getLogger("pand.train.teacher")
+    info = inspect_checkpoint(path, arch)
+    if info.kind == "torchscript":
+        raise torchscript_error(path, arch, key, arch_key)
+    force = bool(info.force_quick_gelu)
+    if force:
+        from pand.models.teacher import offline_arch  # the one rule naming the QuickGELU variant
+
+        variant = offline_arch(arch, {"quick_gelu": True})
+        explicit = f" ({arch_key}={variant} says so explicitly)" if variant != arch else ""
+        if info.kind == "openai":
+            log.info(f"{key}: {path} is an OpenAI-format CLIP state dict (it has {', '.join(OPENAI_KEYS)}): OpenAI "
+                     f"weights need QuickGELU, so {arch} is built with QuickGELU{explicit}")
+        else:
+            log.warning(f"{key}: {path} lies in the Hugging Face repo {info.repo} of the open_clip tag '{info.tag}', "
+                        f"whose weights need QuickGELU: {arch} is built with QuickGELU{explicit}")
+    if info.kind == "openai":
+        built = create(pretrained=None, force_quick_gelu=force)
+        load_openai_checkpoint(built[0] if isinstance(built, tuple) else built, path)
+        return built, force
+    return create(pretrained=str(path), force_quick_gelu=force), force

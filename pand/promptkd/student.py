@@ -27,10 +27,12 @@ frozen and always kept in eval mode. Prompts are kept in fp32 and cast to the ac
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import open_clip
+from open_clip.pretrained import get_pretrained_cfg
 import torch
 from omegaconf import OmegaConf
 from torch import nn
@@ -38,6 +40,7 @@ from torch import nn
 from pand import __version__
 from pand.errors import ArtifactError, PandError
 from pand.models.teacher import register_model_configs
+from pand.models.teacher_checkpoint import build_with_local_weights
 from pand.utils.io import load_tensors, save_tensors
 from pand_runtime.preprocess_spec import INTERPOLATIONS, PreprocessSpec
 
@@ -231,7 +234,9 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
 
     Args:
         arch: open_clip architecture name (``ViT-B-16``, ``pand-tiny-vit-s``, ...).
-        pretrained: open_clip pretrained tag (``openai``), a local checkpoint file, or None (random init).
+        pretrained: open_clip pretrained tag (``openai``: built with QuickGELU, as the tag's weights need), a local
+            checkpoint file (read as the teacher's: :func:`pand.models.teacher_checkpoint.build_with_local_weights`),
+            or None (random init).
 
     Returns:
         ``(visual, logit_scale, preprocess)``: the ``VisionTransformer``, the model's own ``exp(logit_scale)``
@@ -243,8 +248,18 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
             f"unknown open_clip architecture promptkd.student_arch='{arch}'. "
             f"Available e.g.: {', '.join(a for a in open_clip.list_models() if a.startswith(('ViT-B', 'pand')))}"
         )
+    tag_cfg = get_pretrained_cfg(arch, pretrained) if pretrained else {}
+    create = functools.partial(open_clip.create_model, arch, pretrained_text=False)
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, pretrained_text=False)
+        if pretrained and not tag_cfg and Path(pretrained).expanduser().is_file():
+            # a local file: OpenAI-format weights (and files from a QuickGELU tag's Hugging Face repo) need QuickGELU,
+            # TorchScript archives are refused unread; the one loader the teacher uses too
+            model, _ = build_with_local_weights(arch, Path(pretrained).expanduser(), create,
+                                                key="promptkd.student_pretrained", arch_key="promptkd.student_arch")
+        else:
+            # a tag builds with the activation its weights were trained with (QuickGELU for `openai`): open_clip
+            # only warns when the architecture's config says otherwise
+            model = create(pretrained=pretrained, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
     except RuntimeError as e:
         raise PandError(
             f"could not load the student '{arch}' weights '{pretrained}' ({e}). Offline? Point "

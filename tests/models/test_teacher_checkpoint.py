@@ -204,3 +204,51 @@ def test_quickgelu_identity_matches_the_quickgelu_arch(tmp_path, quick_ref, monk
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(forced.encode_image(x), explicit.encode_image(x))
     assert not same_teacher(forced.identity, f"{ARCH}|{path}|{sha256_file(path)[:16]}")
+
+
+# -- PromptKD's student encoder reads its weights the same way ---------------------------------------------------
+
+
+def test_promptkd_student_from_an_openai_file_runs_quickgelu(tmp_path, quick_ref, logs):
+    from pand.promptkd.student import create_student_visual
+
+    ref, gelu = quick_ref
+    path = _openai_file(tmp_path, ref, "safetensors")
+    visual, _, _ = create_student_visual(ARCH, str(path))
+    n_quick, n_gelu = _acts(visual)
+    assert n_quick > 0 and n_gelu == 0
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out, want, other = visual.eval()(x), ref.visual(x), gelu.visual(x)
+    torch.testing.assert_close(out, want)
+    assert (out - other).abs().max() > 1e-4
+    assert any("promptkd.student_pretrained" in r.getMessage() for r in logs.records)
+
+
+def test_promptkd_student_tag_builds_with_the_tags_activation(monkeypatch, fake_quickgelu_tag):
+    """open_clip only warns when a QuickGELU tag is loaded into a GELU config; the student passes the tag's flag."""
+    from pand.promptkd.student import create_student_visual
+
+    seen = []
+    real = open_clip.create_model
+
+    def spy(arch, pretrained=None, **kw):
+        seen.append((pretrained, kw.get("force_quick_gelu")))
+        return real(arch, pretrained=None, **kw)  # no download: the weights do not matter here
+
+    monkeypatch.setattr(open_clip, "create_model", spy)
+    visual, _, _ = create_student_visual(ARCH, FAKE_TAG)
+    assert seen == [(FAKE_TAG, True)]
+    assert _acts(visual)[0] > 0
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_promptkd_student_refuses_a_torchscript_archive(tmp_path):
+    from pand.promptkd.student import create_student_visual
+
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.script(_Tiny()).save(str(path))
+    with pytest.raises(PandError) as err:
+        create_student_visual("ViT-B-16", str(path))
+    msg = str(err.value)
+    assert "promptkd.student_pretrained=openai" in msg and "promptkd.student_arch=ViT-B-16-quickgelu" in msg
