@@ -28,8 +28,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 from pand_runtime.preprocess_spec import PreprocessSpec, default_resize_size
 
 __all__ = [
-    "preprocess_spec_from_student", "create_transform", "normalize_u8_tensor", "CropFlipParams", "RandomResizedCropFlip",
-    "RandomCropAndResize", "AUGMENTS",
+    "preprocess_spec_from_student", "create_transform", "normalize_u8_tensor", "CropFlipParams",
+    "RandomResizedCropFlip", "RandomCropAndResize", "AUGMENTS",
 ]
 
 AUGMENTS = ("standard", "pand_reference", "none")
