@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -41,8 +41,8 @@ from torch import nn
 from pand.config.schema import TeacherCfg
 from pand.errors import ConfigError, PandError
 from pand.models.teacher_checkpoint import arch_uses_quick_gelu, build_with_local_weights
+from pand.models.clip_preprocess import open_clip_preprocess_spec
 from pand.utils.io import sha256_file
-from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD
 
 __all__ = [
     "MODEL_CONFIG_DIR", "TINY_TEACHERS", "Teacher", "create_teacher", "identity_arch", "register_model_configs",
@@ -119,10 +119,14 @@ class Teacher(nn.Module):
         pretrained: the tag, the local checkpoint path, or None (random init).
         identity: ``"arch|pretrained|<sha256[:16]>"`` of the weights.
         embed_dim: joint embedding dim D_t.
-        image_size: native input size (int, or (H, W) for non-square models).
-        mean, std: normalisation of the inputs :meth:`encode_image` expects.
-        interpolation: resize interpolation of the eval transform (``bicubic``...).
-        preprocess: open_clip's own eval transform (PIL image -> normalised tensor ``[3, H, W]``).
+        preprocess_spec: the eval preprocessing as a :class:`~pand_runtime.preprocess_spec.PreprocessSpec`, read
+            from the open_clip model's own preprocess config
+            (:func:`pand.models.clip_preprocess.open_clip_preprocess_spec`): input size, mean/std, interpolation,
+            resize mode. Every consumer builds its transform from it
+            (``pand.data.transforms.create_transform(teacher.preprocess_spec, is_train=False)``).
+        image_size: ``preprocess_spec.image_size``, the square input size ``S``.
+        preprocess: open_clip's own eval transform (PIL image -> normalised tensor ``[3, S, S]``): the reference that
+            the spec's transform reproduces pixel for pixel; Stage PSC's feature cache is keyed on its description.
         logit_scale: ``exp`` of the learned CLIP logit scale (a float, ~100 for trained models).
         precision: ``fp32`` or ``amp`` (autocast, CUDA only).
     """
@@ -145,15 +149,8 @@ class Teacher(nn.Module):
         self.pretrained = pretrained
         self.identity = identity
         self.precision = precision
-        pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-        self.image_size = pp.get("size", getattr(model.visual, "image_size", None))
-        size = self.image_size
-        if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
-            self.image_size = int(self.image_size[0])
-        self.mean = tuple(float(v) for v in pp.get("mean", CLIP_MEAN))
-        self.std = tuple(float(v) for v in pp.get("std", CLIP_STD))
-        self.interpolation = str(pp.get("interpolation", "bicubic"))
-        self.resize_mode = str(pp.get("resize_mode", "shortest"))
+        self.preprocess_spec = open_clip_preprocess_spec(model)
+        self.image_size = self.preprocess_spec.image_size
         self.embed_dim = _embed_dim(model)
         self.logit_scale = float(model.logit_scale.detach().float().exp().reshape(-1)[0])
         model.requires_grad_(False)
@@ -396,17 +393,14 @@ def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teac
 
 def teacher_summary(teacher: Teacher) -> Dict[str, Any]:
     """JSON-able description of a teacher (identity, dims, preprocessing) for metadata."""
-    size: List[int] | int | None = teacher.image_size
-    if isinstance(size, tuple):
-        size = list(size)
     return {
         "identity": teacher.identity,
         "arch": teacher.arch,
         "pretrained": teacher.pretrained,
         "embed_dim": teacher.embed_dim,
-        "image_size": size,
-        "mean": list(teacher.mean),
-        "std": list(teacher.std),
-        "interpolation": teacher.interpolation,
+        "image_size": teacher.preprocess_spec.image_size,
+        "mean": list(teacher.preprocess_spec.mean),
+        "std": list(teacher.preprocess_spec.std),
+        "interpolation": teacher.preprocess_spec.interpolation,
         "logit_scale": teacher.logit_scale,
     }
