@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from pand.errors import DataError
 
@@ -20,12 +20,15 @@ from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
 from .synthetic import ensure_synthetic
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
 __all__ = ["build_splits", "load_raw", "unlabeled_samples"]
 
 _MAX_LISTED = 5
 
 
-def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
+def load_raw(data_cfg: DataCfg, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
     """Read the official splits of ``data_cfg.name`` (generating the synthetic benchmark when ``root`` is null).
 
     Raises:
@@ -133,7 +136,7 @@ def unlabeled_samples(spec: Optional[str], rest: List[Sample], name: str, budget
 
 
 def build_splits(
-    data_cfg: Any,
+    data_cfg: DataCfg,
     cache_dir: str | os.PathLike = ".cache/pand",
     train_transform: Optional[Callable] = None,
     eval_transform: Optional[Callable] = None,
