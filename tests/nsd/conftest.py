@@ -35,7 +35,7 @@ class FakeTeacher:
         g = torch.Generator().manual_seed(seed)
         self.proj = torch.randn(3 * 4 * 4, embed_dim, generator=g)
         self.embed_dim, self.image_size, self.mean, self.std = embed_dim, image_size, mean, std
-        self.interpolation = "bilinear"
+        self.interpolation, self.precision = "bilinear", "fp32"  # as pand.models.teacher.Teacher has them
         self.identity = f"fake|seed{seed}|0"
         self.seen = []
 
