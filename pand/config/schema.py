@@ -2,7 +2,12 @@
 
 The YAML files under ``configs/`` are merged onto these dataclasses with OmegaConf, so an unknown
 key, a wrong type or a missing required value fails before any work starts (see
-:mod:`pand.config.loader`). Each section belongs to one part of the toolchain:
+:mod:`pand.config.loader`). A field declared with ``choice``/``count``/``number`` (:mod:`pand.config.checks`) also
+says what it may hold: one of its owner's names (the optimiser factory's table, the runtime spec's interpolations,
+the transforms' augmentations, the dataset registry, ...), an integer count >= its bound, a number in its range; the
+loader checks every value against :data:`CHECKS` after the merge. These dataclasses are also the annotated types of
+the functions that take a section (``DataCfg`` for :func:`pand.data.build_splits`, ...); the DictConfig nodes of a
+loaded configuration are duck-typed as them. Each section belongs to one part of the toolchain:
 
 * ``data``     -> :mod:`pand.data` (one YAML per dataset in ``configs/data/``; the valid ``data.name`` values are
   the dataset registry's, :data:`pand.data.registry.DATASETS`, and ``data.synthetic`` is the generator's
