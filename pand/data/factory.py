@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from pand.errors import DataError
 
@@ -20,12 +20,15 @@ from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
 from .synthetic import ensure_synthetic
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
 __all__ = ["build_splits", "check_data_source", "load_raw", "unlabeled_samples"]
 
 _MAX_LISTED = 5
 
 
-def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
+def load_raw(data_cfg: DataCfg, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
     """Read the official splits of ``data_cfg.name`` (generating the synthetic benchmark when ``root`` is null).
 
     Raises:
@@ -54,7 +57,7 @@ def _check_template(template: str, name: str) -> None:
         raise DataError(f"{name}: data.template={template!r} has no '{{}}' where the class name goes")
 
 
-def check_data_source(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> None:
+def check_data_source(data_cfg: "DataCfg", cache_dir: str | os.PathLike = ".cache/pand") -> None:
     """The cheap checks of :func:`build_splits` that can fail, run before a run writes anything (``pand-train``
     creates no run folder for a dataset it cannot read).
 
@@ -158,7 +161,7 @@ def unlabeled_samples(spec: Optional[str], rest: List[Sample], name: str, budget
 
 
 def build_splits(
-    data_cfg: Any,
+    data_cfg: DataCfg,
     cache_dir: str | os.PathLike = ".cache/pand",
     train_transform: Optional[Callable] = None,
     eval_transform: Optional[Callable] = None,

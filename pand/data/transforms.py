@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
 from pand_runtime.preprocess_spec import PreprocessSpec, default_resize_size
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import StudentCfg
 
 __all__ = [
     "preprocess_spec_from_student", "create_transform", "normalize_u8_tensor", "CropFlipParams",
@@ -35,7 +38,7 @@ __all__ = [
 AUGMENTS = ("standard", "pand_reference", "none")
 
 
-def preprocess_spec_from_student(student_cfg: Any) -> PreprocessSpec:
+def preprocess_spec_from_student(student_cfg: StudentCfg) -> PreprocessSpec:
     """The :class:`PreprocessSpec` of a ``student`` config section (:class:`pand.config.schema.StudentCfg`).
 
     ``resize_size`` null means :func:`~pand_runtime.preprocess_spec.default_resize_size` (``round(image_size /

@@ -40,7 +40,7 @@ def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any
     return {
         "teacher_identity": teacher.identity,
         "embed_dim": int(teacher.embed_dim),
-        "precision": getattr(teacher, "precision", "fp32"),
+        "precision": teacher.precision,
         "dataset": str(getattr(dataset, "name", "")),
         "split": str(extra.get("split", "")),
         "transform": describe_transform(create_transform(teacher.preprocess_spec, is_train=False)),

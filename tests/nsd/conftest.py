@@ -37,6 +37,7 @@ class FakeTeacher:
         self.proj = torch.randn(3 * 4 * 4, embed_dim, generator=g)
         self.embed_dim, self.image_size = embed_dim, image_size
         self.preprocess_spec = PreprocessSpec(image_size, image_size, "bilinear", mean, std)
+        self.precision = "fp32"  # as pand.models.teacher.Teacher has it
         self.identity = f"fake|seed{seed}|0"
         self.seen = []
 

@@ -80,7 +80,7 @@ def teacher_cache_meta(live: LiveTeacher, dataset: Any, seed: int, views: int, d
         "format": FORMAT,
         "teacher_identity": str(t.identity),
         "embed_dim": int(live.embed_dim),
-        "teacher_precision": str(getattr(t, "precision", "fp32")),
+        "teacher_precision": str(t.precision),
         "teacher_input": {
             "student_mean": list(live.student_mean), "student_std": list(live.student_std),
             "teacher_mean": list(live.teacher_mean), "teacher_std": list(live.teacher_std),
