@@ -2,8 +2,11 @@
 
     .venv/bin/python bench/distill.py --seeds 1 --schedules 1,4 --starts scratch,upstream \\
         --transfers labelled,unlabelled --variants ce,kd,vl2lite,pand          # the 1-seed pruning grid
-    .venv/bin/python bench/distill.py --seeds 5 --schedules 4 --starts upstream --transfers unlabelled \\
-        --variants ce,kd,vl2lite,pand,pand-no-nlrd,pand-handcrafted          # the chosen regime, 5 seeds
+    .venv/bin/python bench/distill.py --seeds 5 --variants ce,pand,vl2lite,kd,pand-no-nlrd,pand-handcrafted,pand-const-ce
+                                                                            # the chosen setting, 5 seeds
+
+The schedule, start and transfer set default to the demo's setting (``pand.demo.setting.DEMO_SETTING``, picked on
+validation by the pilot).
 
 Every cell trains the same student (configs/demo.yaml: data, label budget, optimiser, cosine schedule) from the
 same teacher (pre-trained once on the web pool, cached), once per student seed (``trainer.seed``; the labelled
@@ -44,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pand.config import config_dir, load_config  # noqa: E402
 from pand.demo.regime import regime_gate, regime_sentence  # noqa: E402
 from pand.demo.runner import train_runs  # noqa: E402
-from pand.demo.setting import STARTS, TRANSFERS, Setting, setting_overrides  # noqa: E402
+from pand.demo.setting import DEMO_SETTING, STARTS, TRANSFERS, Setting, setting_overrides  # noqa: E402
 from pand.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 VARIANTS: Dict[str, List[str]] = {
@@ -170,9 +173,12 @@ def _csv(value: str, allowed: Optional[Sequence[str]] = None, what: str = "") ->
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Student seeds 0..N-1.")
 @click.option("--variants", default="ce,kd,vl2lite,pand", show_default=True,
               help=f"Comma-separated recipes/ablations: {', '.join(VARIANTS)}.")
-@click.option("--schedules", default="4", show_default=True, help="Comma-separated multiples of the 510-step budget.")
-@click.option("--starts", default="upstream", show_default=True, help="scratch and/or upstream.")
-@click.option("--transfers", default="unlabelled", show_default=True, help="labelled and/or unlabelled.")
+@click.option("--schedules", default=str(DEMO_SETTING.schedule), show_default=True,
+              help="Comma-separated multiples of the 510-step budget (default: the demo's setting).")
+@click.option("--starts", default=DEMO_SETTING.start, show_default=True,
+              help="scratch and/or upstream (default: the demo's setting).")
+@click.option("--transfers", default=DEMO_SETTING.transfer, show_default=True,
+              help="labelled and/or unlabelled (default: the demo's setting).")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Cells trained at once (one thread each).")
 @click.option("--views/--no-views", default=True, show_default=True,
