@@ -38,16 +38,20 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
-from pand.errors import PandError
+from pand.errors import ArtifactError, PandError
 from pand.utils.io import load_tensors, read_json
 
 from .checkpoint import (
-    best_weights_path, capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, refuse_overwrite,
+    best_weights_path, capture_rng, check_resume_config, config_diff, has_checkpoint, load_last_checkpoint, refuse_overwrite,
     restore_rng, save_checkpoint,
 )
 from .step import nonfinite_step
 
-__all__ = ["NonFiniteLossError", "Best", "Resumed", "RunLifecycle", "all_skipped"]
+__all__ = ["AUTO", "NonFiniteLossError", "Best", "Resumed", "RunLifecycle", "all_skipped"]
+
+#: ``resume=AUTO``: continue a checkpoint written under the same configuration, else start over (a stage whose
+#: checkpoint is keyed on its inputs, like Stage PSC inside a run)
+AUTO = "auto"
 
 #: what every non-finite error and warning says about the switch
 SKIP_HINT = "trainer.skip_nonfinite_steps=true skips such steps instead (counted per epoch as skipped_steps)"
@@ -111,7 +115,8 @@ class RunLifecycle:
         root: the checkpoints directory (None: the loop keeps no checkpoint; :meth:`open` and :meth:`save` do
             nothing).
         config: the resolved configuration stored with every checkpoint and compared on resume (a plain dict).
-        resume: ``--resume``.
+        resume: ``--resume`` (True/False), or :data:`AUTO`: continue the last checkpoint when it was written under the
+            same ``config``, else start over (an unreadable one is warned about) and never refuse.
         parts: name -> object with ``state_dict()``/``load_state_dict()`` (optimiser, scheduler, grad scaler),
             saved and restored under that name.
         fix: what the user can do about a non-finite loss (the loop's settings), in the error.
@@ -123,7 +128,7 @@ class RunLifecycle:
     """
 
     def __init__(self, stage: str, skip_nonfinite: bool, root: Optional[Path] = None,
-                 config: Optional[Mapping[str, Any]] = None, resume: bool = False,
+                 config: Optional[Mapping[str, Any]] = None, resume: bool | str = False,
                  parts: Optional[Mapping[str, Any]] = None, fix: str = "", best: Optional[Best] = None,
                  best_key: str = "best_val", run_dir: Optional[Path] = None, warn: bool = True, keep: int = 1):
         self.stage, self.skip, self.fix, self.warn = stage, bool(skip_nonfinite), fix, warn
@@ -152,6 +157,8 @@ class RunLifecycle:
         self.start = 0
         if self.root is None:
             return None
+        if self.resume == AUTO:
+            return self._open_auto()
         refuse_overwrite(self.root, self.resume, self.run_dir)
         if not self.resume:
             return None
@@ -162,6 +169,16 @@ class RunLifecycle:
         tensors, meta, state, where = ck
         check_resume_config(meta.get("config", {}), self.config, where)
         return Resumed(tensors, state, where)
+
+    def _open_auto(self) -> Optional[Resumed]:
+        try:
+            ck = load_last_checkpoint(self.root)
+        except ArtifactError as e:
+            warnings.warn(f"ignoring the unreadable {self.stage} checkpoint ({e}); starting over")
+            return None
+        if ck is None or config_diff(ck[1].get("config", {}), self.config, ()):
+            return None  # none, or of other inputs: start over (the next save replaces it)
+        return Resumed(ck[0], ck[2], ck[3])
 
     def restore(self, ck: Resumed) -> None:
         """Load the parts, the RNG states and the best record of ``ck`` and set :attr:`start` (call after the loop's

@@ -3,7 +3,7 @@ features, train the CoOp context (:mod:`pand.psc.loop`) and write the artifact a
 
 Test accuracy is measured once, for the kept context only; the zero-shot accuracy of the hand-crafted template is
 reported beside it. Outputs under ``run_dir/psc/``: ``metrics.jsonl``, ``summary.json``,
-``learned_text_features.safetensors`` (:mod:`pand.psc.anchors`) and ``last.safetensors`` (resume state).
+``learned_text_features.safetensors`` (:mod:`pand.psc.anchors`) and ``checkpoints/`` (per-epoch resume state, :mod:`pand.engine.lifecycle`).
 """
 from __future__ import annotations
 
