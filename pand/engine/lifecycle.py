@@ -42,8 +42,8 @@ from pand.errors import ArtifactError, PandError
 from pand.utils.io import load_tensors, read_json
 
 from .checkpoint import (
-    best_weights_path, capture_rng, check_resume_config, config_diff, has_checkpoint, load_last_checkpoint, refuse_overwrite,
-    restore_rng, save_checkpoint,
+    best_weights_path, capture_rng, check_resume_config, config_diff, has_checkpoint, load_last_checkpoint,
+    refuse_overwrite, restore_rng, save_checkpoint,
 )
 from .step import nonfinite_step
 

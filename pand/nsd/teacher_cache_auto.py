@@ -10,8 +10,9 @@ there the build is not repaid and the cache is slower end to end. ``auto`` decid
    batch, then the fastest of 3 timed ones), the seconds per batch of decoding + augmenting (one process), the
    teacher forward (the :class:`~pand.models.teacher_source.LiveTeacher` path), one student step (forward, loss
    and the scaffold's :func:`~pand.engine.step.optimizer_step`: backward, clipping, optimiser step) on a
-   throw-away copy of the student (random init, no ``torch.compile``, no DDP gradient all-reduce), and a cache lookup (:meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.lookup` on an
-   in-memory table, :meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.in_memory`).
+   throw-away copy of the student (random init, no ``torch.compile``, no DDP gradient all-reduce), and a cache
+   lookup (:meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.lookup` on an in-memory table,
+   :meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.in_memory`).
 2. **Project** (:func:`project_teacher_cache`, pure): the end-to-end seconds of ``E`` epochs with the live teacher
    vs building a ``V = min(8, E)``-view cache and then ``E`` epochs of student steps + lookups (no build when a
    complete cache with that key already exists).
