@@ -42,11 +42,11 @@ def _tensors(path: Path) -> Dict[str, torch.Tensor]:
 
 def run_nsd(tmp: Path, skip: bool):
     """Stage NSD (recipe ce: the student alone) on the synthetic benchmark."""
-    from pand.data import build_splits
     from pand.nsd import fit
+    from pand.train import build_run_splits
 
     cfg = _cfg(tmp, skip, "recipe=ce")
-    res = fit(cfg, tmp / "nsd", build_splits(cfg.data, cache_dir=cfg.cache_dir))
+    res = fit(cfg, tmp / "nsd", build_run_splits(cfg))
     return [r["skipped_steps"] for r in _records(tmp / "nsd" / "metrics.jsonl")], res.student_state
 
 
