@@ -4,9 +4,10 @@
 (:func:`train_one_epoch`, :func:`evaluate` on val, checkpoint) -> one :func:`evaluate` of the best checkpoint
 on test. Teacher features come from a :class:`~pand.models.teacher_source.TeacherSource`; the loss code never
 knows whether they are live or cached. The epoch loop, the optimisation step, the optimiser/scheduler factory,
-evaluation and checkpointing are the scaffold's; what is Stage NSD's own is here: the model (student + alignment
-heads, built in :mod:`.build`, shared with the ``views=auto`` probe), the criterion and its terms, the
-all-reduced finiteness check, the metrics records and the run bookkeeping.
+evaluation, and the run lifecycle (fresh-or-resume, checkpoints with RNG, the non-finite policy, the best
+validation epoch: :mod:`pand.engine.lifecycle`) are the scaffold's; what is Stage NSD's own is here: the model
+(student + alignment heads, built in :mod:`.build`, shared with the ``views=auto`` probe), the criterion and its
+terms, the all-reduced loss values the policy checks, the metrics records and its counters.
 
 CUDA is used when available (``trainer.accelerator``), with bf16/fp16 autocast (``trainer.precision``) and
 channels-last memory. On CPU everything runs in fp32 and a resumed run continues bit-for-bit.
