@@ -5,8 +5,9 @@ A loop builds its own model, loss and data, then one :class:`RunLifecycle` and a
 
     life = RunLifecycle("Stage NSD", skip_nonfinite, root=<run>/nsd/checkpoints, config=cfg_dict, resume=resume,
                         parts={"optimizer": opt, "scheduler": sched, "scaler": scaler}, fix="Lower nsd.lr ...")
-    ck = life.open()                      # fresh: refuse an existing checkpoint; resume: load parts, RNG, best
-    if ck is not None: load its own tensors / bookkeeping from ck.tensors / ck.state
+    ck = life.open()                      # fresh: refuse an existing checkpoint; resume: read and check the last one
+    if ck is not None: load its own tensors / bookkeeping from ck.tensors / ck.state, then life.restore(ck)
+                       (the parts, the RNG states, the best record, life.start)
     for epoch in range(life.start, epochs):
         ... per step: if not life.finite(values, optimizer, epoch, i, detail): return None   (skipped)
                       optimizer_step(loss, optimizer, scaler, ...)
@@ -18,7 +19,9 @@ A loop builds its own model, loss and data, then one :class:`RunLifecycle` and a
   (:func:`~pand.engine.checkpoint.refuse_overwrite`); a resumed one refuses a checkpoint written under another
   configuration (:func:`~pand.engine.checkpoint.check_resume_config`), then restores the state of every part
   (anything with ``state_dict``/``load_state_dict``: optimiser, scheduler, grad scaler), the RNG states of torch,
-  python and numpy, and the best-so-far record, and hands the loop its tensors and bookkeeping.
+  python and numpy, and the best-so-far record, and hands the loop its tensors and bookkeeping. ``resume=AUTO``
+  (a stage whose checkpoint is keyed on its inputs) continues a checkpoint of the same configuration and starts
+  over otherwise.
 * **Checkpoint** (:meth:`RunLifecycle.save`): the scaffold's atomic per-epoch directory
   (:func:`~pand.engine.checkpoint.save_checkpoint`), the best epoch's never pruned. A loop without a checkpoint
   directory (``root=None``) uses only the policy and the selection.
