@@ -126,9 +126,10 @@ def teacher_view_accuracy(world, scales: Sequence[Tuple[float, float]], passes: 
                                                                    passes)
     out["student eval transform"] = acc(create_transform(pp, False), 1)
     feats = []
+    teacher_tf = create_transform(teacher.preprocess_spec, False)
     with torch.no_grad():
         for p, _ in splits.train.samples:
-            feats.append(teacher.encode_image(teacher.preprocess(read_rgb(p)).unsqueeze(0)))
+            feats.append(teacher.encode_image(teacher_tf(read_rgb(p)).unsqueeze(0)))
     f = torch.nn.functional.normalize(torch.cat(feats), dim=-1)
     y = torch.tensor(splits.train.targets)
     out["teacher's own transform"] = float(((f @ anchors.t()).argmax(1) == y).float().mean())

@@ -7,10 +7,11 @@ never reads the training split.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from pand.config.schema import RunCfg
 from pand.data import build_splits
 from pand.errors import DataError, PandError
 
@@ -118,7 +119,7 @@ def load_folder_images(root: Any, n: int, seed: int) -> FolderImages:
     return FolderImages([files[i] for i in select_indices(len(files), n, seed)])
 
 
-def load_split_images(cfg: Any, split: str, n: int, seed: int, class_names: Sequence[str]) -> SplitImages:
+def load_split_images(cfg: Optional[RunCfg], split: str, n: int, seed: int, class_names: Sequence[str]) -> SplitImages:
     """A seeded selection of ``n`` images of the run's ``split`` (``train`` or ``test``; ``n <= 0``: all).
 
     Raises:

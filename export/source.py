@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from pand.config.schema import RunCfg
 from pand.data.transforms import preprocess_spec_from_student
 from pand.errors import ArtifactError, PandError
 from pand.utils.io import load_tensors, sha256_file
@@ -71,7 +72,7 @@ def _unfinished_run(path: Path) -> ArtifactError:
                          f"Pass the run directory or a student .safetensors checkpoint")
 
 
-def _set_data_root(cfg: Any, data_root: Optional[Path], where: Path) -> None:
+def _set_data_root(cfg: Optional[RunCfg], data_root: Optional[Path], where: Path) -> None:
     """``data.root`` of the run's configuration replaced by ``data_root`` (the dataset moved or another machine)."""
     if data_root is None:
         return

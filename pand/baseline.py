@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Optional
 
 from omegaconf import open_dict
 
+from pand.config.schema import RunCfg
 from pand.engine.loaders import steps_per_epoch
 from pand.errors import ConfigError
 from pand.utils.io import atomic_write_json, read_json
@@ -25,7 +26,7 @@ BASELINES = ("none", "ce")
 BASELINE_DIR = "baseline_ce"
 
 
-def baseline_config(cfg, n_labeled: int, n_unlabeled: int):
+def baseline_config(cfg: RunCfg, n_labeled: int, n_unlabeled: int) -> RunCfg:
     """The CE baseline of ``cfg``: recipe ``ce`` (no teacher, no PSC), no transfer set, everything else equal, and
     ``nsd.epochs`` scaled so that it takes as many optimiser steps as ``cfg`` (rounded to whole epochs).
 
@@ -71,7 +72,7 @@ def gain_lines(recipe: str, summary: Dict[str, Any]) -> str:
             f"= {g:+.1f} points on validation{test} (baseline run: {b['run_dir']})")
 
 
-def run_with_baseline(cfg, run_dir: Path, train_run: Callable, stage: str = "all", resume: bool = False,
+def run_with_baseline(cfg: RunCfg, run_dir: Path, train_run: Callable, stage: str = "all", resume: bool = False,
                       say: Callable[[str], None] = print) -> Optional[Dict[str, Any]]:
     """``train_run(cfg, run_dir, ...)``, then the CE baseline into ``run_dir/baseline_ce`` and the comparison.
 

@@ -9,6 +9,7 @@ from typing import Sequence
 import click
 
 from pand.config import STAGES, load_config, to_yaml
+from pand.config.schema import RunCfg
 from pand.data import build_splits
 from pand.errors import PandError
 
@@ -22,7 +23,7 @@ def _numbered(base: Path, n: int) -> Path:
     return base if n == 1 else base.with_name(f"{base.name}-{n}")
 
 
-def resolve_run_dir(cfg, run_dir: str | None, resume: bool = False) -> Path:
+def resolve_run_dir(cfg: RunCfg, run_dir: str | None, resume: bool = False) -> Path:
     """``--run-dir`` > ``run_dir`` in the config > the next free ``runs/<name>``, ``runs/<name>-2``, ``runs/<name>-3``, ...
 
     Without an explicit directory a new run never lands in a used folder: ``runs/<name>`` when it is absent or
@@ -47,7 +48,7 @@ def resolve_run_dir(cfg, run_dir: str | None, resume: bool = False) -> Path:
     return _numbered(base, n)
 
 
-def _dry_run(cfg) -> None:
+def _dry_run(cfg: RunCfg) -> None:
     splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
     click.echo(f"dataset: {cfg.data.name}  root: {splits.root}")
     click.echo(f"classes: {len(splits.class_names)}")

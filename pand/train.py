@@ -29,7 +29,7 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 
 from pand.config import STAGES, save_config
-from pand.data import build_splits, create_transform, preprocess_spec_from_student
+from pand.data import build_splits, check_data_source, create_transform, preprocess_spec_from_student
 from pand.errors import ArtifactError, ConfigError
 from pand import report
 from pand.models.teacher import create_teacher, teacher_summary
@@ -204,6 +204,9 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
     finished and returns its ``summary.json`` without writing anything (not even the lock); under another
     configuration it is refused as any resume is, naming the differing keys.
 
+    The dataset's cheap checks (:func:`pand.data.check_data_source`: ``data.root``, its layout) run first: a dataset
+    that cannot be read is a :class:`pand.errors.DataError` and nothing is created.
+
     A second process training into the same directory is refused at once with a :class:`pand.utils.lock.LockedError`
     naming the holder's pid; a read-only ``run_dir`` is a :class:`PandError` before anything is written. Under
     torchrun only global rank 0 takes the lock. The arguments, return value and errors are :func:`_run`'s.
@@ -216,6 +219,9 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
                         f"resume, no file was changed. To train longer or differently, start a new run (another "
                         f"--run-dir, or leave --run-dir out for the next free runs/<name>-N).")
         return done
+    # a dataset that cannot be read (data.root missing, wrong layout) is refused before the run folder, its lock or
+    # config.yaml exist: a failed start leaves nothing behind (and takes no runs/<name>-N)
+    check_data_source(cfg.data, cfg.cache_dir)
     if os.environ.get("RANK", "0") != "0":
         return _run(cfg, run_dir, stage, resume, step_hook)
     # before the lock file is created: a folder that is not a run (or of another recipe) gets nothing, not even

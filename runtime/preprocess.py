@@ -84,8 +84,16 @@ def center_crop(img, size: int):
 
 
 def crop_image(img, spec: PreprocessSpec) -> np.ndarray:
-    """Resize + center crop a PIL RGB image: uint8 ``[S, S, 3]`` (the geometric part of the eval transform)."""
-    img = center_crop(resize_shorter(img, spec.resize_size, spec.interpolation), spec.image_size)
+    """Resize + center crop a PIL RGB image: uint8 ``[S, S, 3]`` (the geometric part of the eval transform).
+
+    ``spec.resize_mode == "squash"`` resizes both sides to ``S`` (torchvision's ``Resize((S, S))``; an image already
+    ``S x S`` is left unchanged) and the crop keeps all of it."""
+    if spec.resize_mode == "squash":
+        s = spec.image_size
+        img = img if img.size == (s, s) else img.resize((s, s), _resample(spec.interpolation))
+    else:
+        img = resize_shorter(img, spec.resize_size, spec.interpolation)
+    img = center_crop(img, spec.image_size)
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -5,8 +5,10 @@
 ``pand-export`` writes all of it into the bundle's ``manifest.json`` and the runtime reproduces the transform from it
 with numpy + PIL (:mod:`.preprocess`):
 
-1. resize: the shorter side becomes ``resize_size``, the longer side ``int(resize_size * long / short)``
-   (truncated, as torchvision does), PIL resampling with ``interpolation`` (antialiased);
+1. resize (``resize_mode="shorter_side"``): the shorter side becomes ``resize_size``, the longer side
+   ``int(resize_size * long / short)`` (truncated, as torchvision does), PIL resampling with ``interpolation``
+   (antialiased); ``resize_mode="squash"`` (open_clip's SigLIP/DFN teachers) resizes both sides to ``image_size``
+   instead, ignoring the aspect ratio (``resize_size == image_size``, so the crop keeps everything);
 2. center crop: the centred ``image_size`` square, top = ``int(round((H - image_size) / 2))``, left likewise;
 3. scale: RGB uint8 HWC -> float32 CHW, ``x = u8 / 255``;
 4. normalise: ``(x - mean[c]) / std[c]`` per channel.
@@ -24,12 +26,15 @@ from .errors import ArtifactError, PandError
 from .json_fields import as_dict, get_int, get_list, get_str, require
 
 __all__ = [
-    "INTERPOLATIONS", "CLIP_MEAN", "CLIP_STD", "RESIZE_RATIO", "PreprocessError", "PreprocessSpec",
+    "INTERPOLATIONS", "RESIZE_MODES", "CLIP_MEAN", "CLIP_STD", "RESIZE_RATIO", "PreprocessError", "PreprocessSpec",
     "default_resize_size",
 ]
 
 #: PIL resampling filters by name (``PIL.Image.Resampling[name.upper()]``, ``torchvision InterpolationMode(name)``)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+#: how the image is brought to the crop: the shorter side to ``resize_size`` (aspect kept), or both sides to
+#: ``image_size`` (``squash``, aspect ignored)
+RESIZE_MODES = ("shorter_side", "squash")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: the crop covers this fraction of the resized shorter side by default (the ImageNet convention 224 / 256)
@@ -55,8 +60,10 @@ class PreprocessSpec:
         resize_size: the shorter side is resized to this before the center crop (``>= image_size``).
         interpolation: ``bilinear`` | ``bicubic`` | ``nearest`` (PIL resampling).
         mean, std: per-channel RGB statistics (3 floats each, ``std > 0``).
-        color_order, layout, dtype, scale, resize_mode, crop_mode: the fixed rest of the transform, written into the
-            manifest so that it describes the input completely.
+        resize_mode: ``shorter_side`` (the students) | ``squash`` (``resize_size == image_size``; some open_clip
+            teachers, :func:`pand.models.clip_preprocess.open_clip_preprocess_spec`).
+        color_order, layout, dtype, scale, crop_mode: the fixed rest of the transform, written into the manifest so
+            that it describes the input completely.
 
     Raises:
         PreprocessError: invalid values (a :class:`ValueError` and a :class:`PandError`).
@@ -79,6 +86,11 @@ class PreprocessSpec:
             raise PreprocessError(f"preprocess.interpolation {self.interpolation!r} is not one of {INTERPOLATIONS}")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise PreprocessError(f"preprocess mean/std need 3 values (RGB); got mean={self.mean}, std={self.std}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise PreprocessError(f"preprocess.resize_mode {self.resize_mode!r} is not one of {RESIZE_MODES}")
+        if self.resize_mode == "squash" and self.resize_size != self.image_size:
+            raise PreprocessError(f"preprocess.resize_mode 'squash' resizes to image_size {self.image_size}; "
+                                  f"resize_size must equal it, got {self.resize_size}")
         if self.resize_size < self.image_size:
             raise PreprocessError(f"preprocess.resize_size {self.resize_size} < image_size {self.image_size}")
         if not all(math.isfinite(v) for v in self.mean):

@@ -5,7 +5,8 @@
   string (``importlib.import_module``, ``__import__``, ``find_spec``, ``lazy_import``, ``entry_points``);
 * the project's modules (``pand``, ``pand_export``, ``pand_runtime``) import each other without a circle at module
   level, and the runtime and Stage NSD have none even counting function-local imports (a circle is not broken by
-  moving an import into a function).
+  moving an import into a function). An ``if TYPE_CHECKING:`` block never runs: its imports give annotations their
+  classes (``pand.data``'s loaders take the schema's ``DataCfg``) and are not edges.
 """
 import ast
 from pathlib import Path
@@ -42,7 +43,9 @@ def _module_level(tree: ast.Module) -> Iterator[ast.AST]:
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, (ast.If, ast.Try)):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            stack.extend(node.orelse)
+        elif isinstance(node, (ast.If, ast.Try)):
             stack.extend(node.body + node.orelse + getattr(node, "finalbody", []))
             for h in getattr(node, "handlers", []):
                 stack.extend(h.body)

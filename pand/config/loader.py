@@ -17,16 +17,17 @@ also carry a ``_global_:`` mapping that is merged at the root (a recipe sets its
 under ``nsd`` this way). Command-line overrides come in two forms: ``group=name`` picks another file
 of a group (``data=oxford_pets``) and ``dotted.key=value`` sets a value (``nsd.nlrd.k=5``).
 
-Every key and type is checked against :class:`pand.config.schema.RunCfg`, and every numeric setting against its
-allowed range (:data:`pand.config.ranges.RANGES`: learning rates finite and > 0, temperatures and logit scales > 0,
-``nsd.nlrd.k >= 1``, ...); the errors name the key and the valid choices or range (:class:`ConfigError`). A YAML
-syntax error or a duplicate key names the file, the line and the problem.
+Every key and type is checked against :class:`pand.config.schema.RunCfg` (OmegaConf), then every value against what
+its schema field declares (:data:`pand.config.schema.CHECKS`, :mod:`pand.config.checks`: one of the owner's choices,
+counts integers >= 1, learning rates finite and > 0, ...); the errors name the key, the bad value and the valid
+choices or range (:class:`ConfigError`). A YAML syntax error or a duplicate key names the file, the line and the
+problem.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -41,8 +42,7 @@ from omegaconf.errors import (
 from pand.errors import ConfigError
 from pand.utils.io import atomic_write_text
 
-from .ranges import RANGES, describe_range, out_of_range
-from .schema import CHOICES, MINIMUMS, RunCfg
+from .schema import CHECKS, RunCfg
 
 GROUPS = ("data", "teacher", "student", "recipe", "trainer")
 
@@ -141,35 +141,12 @@ def _set_values(cfg: DictConfig, keys: Iterable[str]) -> Iterator[Tuple[str, Any
         yield key, value
 
 
-def _check_choices(cfg: DictConfig) -> None:
-    for key, value in _set_values(cfg, CHOICES):
-        choices = CHOICES[key]
-        if value is not None and value not in choices:
-            raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(map(str, choices))}")
-
-
-# Keys typed ``Any`` in the schema (OmegaConf has no int | str union): an int (>= its MINIMUMS bound) or one of
-# these words; anything else (a float, a bool, null, another string) fails at load naming the key.
-INT_OR_WORD: Mapping[str, Tuple[str, ...]] = {"nsd.teacher_cache.views": ("auto",)}
-
-
-def _check_minimums(cfg: DictConfig) -> None:
-    for key, value in _set_values(cfg, MINIMUMS):
-        low, words = MINIMUMS[key], INT_OR_WORD.get(key, ())
-        alternatives = " or " + " / ".join(map(repr, words)) if words else f"; set it to a value >= {low}"
-        if words and isinstance(value, str) and value in words:
-            continue
-        if words and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"bad value for '{key}': {key}={value!r}; expected an integer >= {low}{alternatives}")
-        if value is not None and value < low:
-            raise ConfigError(f"bad value for '{key}': {key}={value!r} must be >= {low}{alternatives}")
-
-
-def _check_ranges(cfg: DictConfig) -> None:
-    for key, value in _set_values(cfg, RANGES):
-        if value is not None and out_of_range(value, RANGES[key]):
-            raise ConfigError(f"bad value for '{key}': {key}={value!r}; allowed: a finite number "
-                              f"{describe_range(RANGES[key])}")
+def _check_values(cfg: DictConfig) -> None:
+    """Every set value against its schema field's :class:`pand.config.checks.Check` (choices, counts, ranges)."""
+    for key, value in _set_values(cfg, CHECKS):
+        check = CHECKS[key]
+        if not check.accepts(value):
+            raise ConfigError(f"bad value for '{key}': {key}={value!r}. {check.allowed()}")
 
 
 def _load_yaml(path: Path) -> Any:
@@ -211,7 +188,8 @@ def load_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()
         A struct-mode ``DictConfig`` following :class:`RunCfg`.
 
     Raises:
-        ConfigError: unknown key, wrong type, bad choice or missing required value, naming the key.
+        ConfigError: unknown key, wrong type, bad choice, value out of range or missing required value, naming the
+            key, the value and what is allowed.
     """
     root = Path(root) if root else config_dir()
     body = OmegaConf.create()
@@ -245,9 +223,7 @@ def load_config(path: Optional[str | os.PathLike], overrides: Sequence[str] = ()
             raise ConfigError(f"command-line overrides: {e}") from None
         cfg = _merge(cfg, cli, "command-line override")
     _check_missing(cfg)
-    _check_choices(cfg)
-    _check_minimums(cfg)
-    _check_ranges(cfg)
+    _check_values(cfg)
     return cfg
 
 

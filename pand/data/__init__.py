@@ -7,7 +7,7 @@ each ``data.name`` to its loader. Importing this package does not import torch; 
 loaders import it when used.
 """
 from .base import DataSplits, FGVCDataset, Sample
-from .factory import build_splits, load_raw
+from .factory import build_splits, check_data_source, load_raw
 from .layout import RawSplits, clean_class_name
 from .registry import DATASETS, get_dataset, list_datasets
 from .splits import base_novel_split, label_budget, stratified_holdout
@@ -20,7 +20,7 @@ from .transforms import (
 )
 
 __all__ = [
-    "DataSplits", "FGVCDataset", "Sample", "build_splits", "load_raw", "RawSplits", "clean_class_name",
+    "DataSplits", "FGVCDataset", "Sample", "build_splits", "check_data_source", "load_raw", "RawSplits", "clean_class_name",
     "DATASETS", "get_dataset", "list_datasets", "base_novel_split", "label_budget", "stratified_holdout",
     "CropFlipParams", "RandomResizedCropFlip", "create_transform", "preprocess_spec_from_student",
     "generate_synthetic",

@@ -12,18 +12,21 @@ The official ``val`` split is the validation set (``data.val_fraction`` is ignor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pand.errors import DataError
 
 from .layout import RawSplits, clean_class_name, descend, require_files, torchvision_root, tv_attr
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
 
 LAYOUT = ("fgvc-aircraft-2013b/data/{images/, variants.txt, families.txt, manufacturers.txt, "
           "images_<level>_{train,val,test}.txt}")
 CLASS_FILES = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 
 
-def load_aircraft(root: Path, cfg: Any) -> RawSplits:
+def load_aircraft(root: Path, cfg: DataCfg) -> RawSplits:
     """Read FGVC-Aircraft at ``data.aircraft_level`` with its official train / val / test splits."""
     root = descend(root, ["fgvc-aircraft-2013b"], "data")
     level = str(cfg.aircraft_level)

@@ -13,11 +13,14 @@ No official val split: val is held out of train.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pand.errors import DataError
 
 from .layout import RawSplits, clean_class_name, descend, require_files, torchvision_root, tv_attr
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
 
 LAYOUT = ("stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat, "
           "cars_train/, cars_test/}")
@@ -25,7 +28,7 @@ FILES = ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_test_annos
          "cars_test")
 
 
-def load_cars(root: Path, cfg: Any) -> RawSplits:
+def load_cars(root: Path, cfg: DataCfg) -> RawSplits:
     """Read Stanford Cars: official train / test, 196 classes named from ``devkit/cars_meta.mat``."""
     root = descend(root, ["stanford_cars"], "devkit")
     require_files(root, "stanford_cars", FILES, LAYOUT)

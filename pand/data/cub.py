@@ -15,11 +15,14 @@ so ``class_names[label]`` is always the class the image belongs to.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Dict, List
 
 from pand.errors import DataError
 
 from .layout import RawSplits, clean_class_name, read_table, require_files
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
 
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images")
 LAYOUT = "CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/}"
@@ -70,7 +73,7 @@ def join_by_id(root: Path, dataset: str, files: Dict[str, str]) -> Dict[str, Dic
     return table
 
 
-def load_cub(root: Path, cfg: Any) -> RawSplits:
+def load_cub(root: Path, cfg: DataCfg) -> RawSplits:
     """Read CUB-200-2011: official train/test split, 200 classes named from ``classes.txt``."""
     require_files(root, "cub_200_2011", FILES, LAYOUT)
     classes = read_class_table(root / "classes.txt", "cub_200_2011")

@@ -12,13 +12,16 @@ Labels are ``labels - 1``; a class's name is its folder name without the WordNet
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 import numpy as np
 
 from pand.errors import DataError
 
 from .layout import RawSplits, clean_class_name, require_files
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
 
 LAYOUT = "StanfordDogs/{Images/<wnid>-<breed>/*.jpg, train_list.mat, test_list.mat}"
 
@@ -40,7 +43,7 @@ def _read_list(path: Path) -> List[Tuple[str, int]]:
     return [(str(f), int(y)) for f, y in zip(files, labels)]
 
 
-def load_dogs(root: Path, cfg: Any) -> RawSplits:
+def load_dogs(root: Path, cfg: DataCfg) -> RawSplits:
     """Read Stanford Dogs: official train / test lists, 120 breeds."""
     require_files(root, "stanford_dogs", ["Images", "train_list.mat", "test_list.mat"], LAYOUT)
     lists = {split: _read_list(root / f"{split}_list.mat") for split in ("train", "test")}

@@ -12,16 +12,19 @@ with its class-name list).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pand.errors import DataError
 
 from .layout import RawSplits, clean_class_name, descend, require_files, torchvision_root, tv_attr
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
 LAYOUT = "dtd/{images/<class>/*.jpg, labels/train<k>.txt, labels/val<k>.txt, labels/test<k>.txt}"
 
 
-def load_dtd(root: Path, cfg: Any) -> RawSplits:
+def load_dtd(root: Path, cfg: DataCfg) -> RawSplits:
     """Read DTD partition ``data.dtd_partition``: official train / val / test."""
     root = descend(root, ["dtd/dtd", "dtd"], "labels")
     k = cfg.dtd_partition

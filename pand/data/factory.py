@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from pand.errors import DataError
 
@@ -20,12 +20,15 @@ from .registry import get_dataset
 from .splits import base_novel_split, label_budget, stratified_holdout
 from .synthetic import ensure_synthetic
 
-__all__ = ["build_splits", "load_raw", "unlabeled_samples"]
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
+__all__ = ["build_splits", "check_data_source", "load_raw", "unlabeled_samples"]
 
 _MAX_LISTED = 5
 
 
-def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
+def load_raw(data_cfg: DataCfg, cache_dir: str | os.PathLike = ".cache/pand") -> RawSplits:
     """Read the official splits of ``data_cfg.name`` (generating the synthetic benchmark when ``root`` is null).
 
     Raises:
@@ -44,9 +47,34 @@ def load_raw(data_cfg: Any, cache_dir: str | os.PathLike = ".cache/pand") -> Raw
     else:
         root_path = Path(os.path.abspath(os.path.expanduser(str(root))))
         if not root_path.is_dir():
-            raise DataError(f"{name}: data.root {root_path} does not exist or is not a folder. Expected layout: "
-                            f"{info.layout}")
+            raise DataError(f"{name}: data.root {root_path} does not exist or is not a folder. Point data.root at "
+                            f"the dataset folder (data.root=/path/to/{name}). Expected layout: {info.layout}")
     return info.loader(root_path, data_cfg)
+
+
+def _check_template(template: str, name: str) -> None:
+    if "{}" not in template:
+        raise DataError(f"{name}: data.template={template!r} has no '{{}}' where the class name goes")
+
+
+def check_data_source(data_cfg: "DataCfg", cache_dir: str | os.PathLike = ".cache/pand") -> None:
+    """The cheap checks of :func:`build_splits` that can fail, run before a run writes anything (``pand-train``
+    creates no run folder for a dataset it cannot read).
+
+    Checks: the dataset name, ``data.root`` (set, a folder) and the dataset's layout under it (its loader reads the
+    split files or lists the folders: no image is opened), ``data.unlabeled`` (``rest`` needs a label budget, a
+    folder must exist) and ``data.template``. The synthetic benchmark with ``data.root`` null is not generated here
+    (:func:`build_splits` generates it into ``cache_dir``).
+
+    Raises:
+        DataError: naming the bad key, the path and the fix (the same messages :func:`build_splits` gives).
+    """
+    name = str(data_cfg.name)
+    get_dataset(name)
+    if not (data_cfg.root in (None, "") and name == "synthetic"):
+        load_raw(data_cfg, cache_dir)
+    unlabeled_samples(data_cfg.unlabeled, [], name, data_cfg.labels_per_class)
+    _check_template(str(data_cfg.template), name)
 
 
 def _check_names(names: Sequence[str], name: str, what: str) -> None:
@@ -133,7 +161,7 @@ def unlabeled_samples(spec: Optional[str], rest: List[Sample], name: str, budget
 
 
 def build_splits(
-    data_cfg: Any,
+    data_cfg: DataCfg,
     cache_dir: str | os.PathLike = ".cache/pand",
     train_transform: Optional[Callable] = None,
     eval_transform: Optional[Callable] = None,
@@ -228,8 +256,7 @@ def build_splits(
         return out
 
     template = str(data_cfg.template)
-    if "{}" not in template:
-        raise DataError(f"{name}: data.template={template!r} has no '{{}}' where the class name goes")
+    _check_template(template, name)
     base, novel = base_novel_split(range(c))
     return DataSplits(
         train=ds(train, "train", train_transform), val=ds(val, "val", eval_transform),

@@ -15,13 +15,16 @@ validation set, otherwise val is held out of train and the official val images a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Dict, List
 
 import numpy as np
 
 from pand.errors import DataError
 
 from .layout import RawSplits, descend, require_files
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
 
 LAYOUT = "flowers-102/{jpg/image_NNNNN.jpg, imagelabels.mat, setid.mat}"
 SPLIT_KEYS = {"train": "trnid", "val": "valid", "test": "tstid"}
@@ -45,7 +48,7 @@ def _loadmat(path: Path, key: str) -> np.ndarray:
         raise DataError(f"flowers102: cannot read {path} ({type(e).__name__}: {e})") from None
 
 
-def load_flowers(root: Path, cfg: Any) -> RawSplits:
+def load_flowers(root: Path, cfg: DataCfg) -> RawSplits:
     """Read Flowers-102: official train / (val) / test splits from ``setid.mat``."""
     root = descend(root, ["flowers-102"], "setid.mat")
     require_files(root, "flowers102", ["jpg", "imagelabels.mat", "setid.mat"], LAYOUT)

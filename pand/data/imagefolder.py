@@ -20,13 +20,16 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from pand.errors import DataError
 from pand.utils.io import read_json
 
 from .base import Sample
 from .layout import RawSplits, clean_class_name, require_files
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -95,7 +98,7 @@ def read_classes_json(root: Path, n_classes: int, dataset: str) -> Optional[dict
     return meta
 
 
-def load_imagefolder(root: Path, cfg: Any, dataset: str = "imagefolder") -> RawSplits:
+def load_imagefolder(root: Path, cfg: DataCfg, dataset: str = "imagefolder") -> RawSplits:
     """Read an ImageFolder tree with ``train/``, ``test/`` and optional ``val/``."""
     require_files(root, dataset, ["train", "test"], LAYOUT)
     classes = sorted(e.name for e in os.scandir(root / "train") if e.is_dir())

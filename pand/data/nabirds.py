@@ -17,18 +17,21 @@ off-by-one between labels and text anchors, plus 456 dead classes.)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import TYPE_CHECKING, List
 
 from pand.errors import DataError
 
 from .cub import join_by_id, read_class_table
 from .layout import RawSplits, clean_class_name, read_table, require_files
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
 FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images")
 LAYOUT = "nabirds/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, hierarchy.txt, images/}"
 
 
-def load_nabirds(root: Path, cfg: Any) -> RawSplits:
+def load_nabirds(root: Path, cfg: DataCfg) -> RawSplits:
     """Read NABirds: official train/test split over the leaf classes that have images."""
     require_files(root, "nabirds", FILES, LAYOUT)
     classes = read_class_table(root / "classes.txt", "nabirds")

@@ -12,16 +12,19 @@ Labels are ``class_id - 1``; names come from the image-name prefixes as torchvis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pand.errors import DataError
 
 from .layout import RawSplits, descend, require_files, torchvision_root, tv_attr
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
 LAYOUT = "oxford-iiit-pet/{images/, annotations/trainval.txt, annotations/test.txt}"
 
 
-def load_pets(root: Path, cfg: Any) -> RawSplits:
+def load_pets(root: Path, cfg: DataCfg) -> RawSplits:
     """Read Oxford-IIIT Pet: official trainval / test, 37 breeds."""
     root = descend(root, ["oxford-iiit-pet"], "annotations")
     require_files(root, "oxford_pets", ["images", "annotations/trainval.txt", "annotations/test.txt"], LAYOUT)

@@ -1,9 +1,13 @@
-"""Image transforms of the student (and of everything that must see the same pixels), built from its
-:class:`~pand_runtime.preprocess_spec.PreprocessSpec`.
+"""Image transforms of the student and of the teacher (and of everything that must see the same pixels), built from
+their :class:`~pand_runtime.preprocess_spec.PreprocessSpec`: the student's from its config
+(:func:`preprocess_spec_from_student`), the teacher's from its open_clip model's own preprocess config
+(:func:`pand.models.clip_preprocess.open_clip_preprocess_spec`, ``Teacher.preprocess_spec``).
 
 * Eval: the transform the spec describes (defined in :mod:`pand_runtime.preprocess_spec`, reproduced without torch by
-  :mod:`pand_runtime.preprocess`): ``Resize(resize_size, interpolation)`` (shorter side, antialiased PIL resampling)
-  -> ``CenterCrop(image_size)`` -> ``ToTensor`` -> ``Normalize(mean, std)``.
+  :mod:`pand_runtime.preprocess`): ``Resize(resize_size, interpolation)`` (shorter side, antialiased PIL resampling;
+  ``Resize((S, S))`` for ``resize_mode="squash"``) -> ``CenterCrop(image_size)`` -> ``ToTensor`` ->
+  ``Normalize(mean, std)``.
+* Already-resized uint8 tensors: :func:`normalize_u8_tensor`, the last two steps in torch.
 * Train "standard" (:class:`RandomResizedCropFlip`): RandomResizedCrop(image_size, scale, ratio 3/4..4/3) +
   horizontal flip (p = 0.5) + ToTensor + Normalize. Its random parameters can be drawn from an explicit
   ``torch.Generator`` (``sample_params``) and replayed (``apply``), for augmentation replay of cached teacher
@@ -19,19 +23,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
 from pand_runtime.preprocess_spec import PreprocessSpec, default_resize_size
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import StudentCfg
+
 __all__ = [
-    "preprocess_spec_from_student", "create_transform", "CropFlipParams", "RandomResizedCropFlip",
-    "RandomCropAndResize", "AUGMENTS",
+    "preprocess_spec_from_student", "create_transform", "normalize_u8_tensor", "CropFlipParams",
+    "RandomResizedCropFlip", "RandomCropAndResize", "AUGMENTS",
 ]
 
 AUGMENTS = ("standard", "pand_reference", "none")
 
 
-def preprocess_spec_from_student(student_cfg: Any) -> PreprocessSpec:
+def preprocess_spec_from_student(student_cfg: StudentCfg) -> PreprocessSpec:
     """The :class:`PreprocessSpec` of a ``student`` config section (:class:`pand.config.schema.StudentCfg`).
 
     ``resize_size`` null means :func:`~pand_runtime.preprocess_spec.default_resize_size` (``round(image_size /
@@ -204,8 +211,9 @@ def _pand_reference(pp: PreprocessSpec) -> Callable:
 def _eval(pp: PreprocessSpec) -> Callable:
     from torchvision import transforms as T
 
+    size = (pp.image_size, pp.image_size) if pp.resize_mode == "squash" else pp.resize_size
     return T.Compose([
-        T.Resize(pp.resize_size, interpolation=_mode(pp.interpolation)),
+        T.Resize(size, interpolation=_mode(pp.interpolation)),
         T.CenterCrop(pp.image_size),
         *_to_tensor_normalize(pp),
     ])
@@ -228,3 +236,14 @@ def create_transform(pp: PreprocessSpec, is_train: bool, augment: str = "standar
     if augment == "standard":
         return RandomResizedCropFlip(pp, scale=tuple(crop_scale))
     return _pand_reference(pp)
+
+
+def normalize_u8_tensor(x_u8: Any, pp: PreprocessSpec) -> Any:
+    """uint8 images ``[B, 3, H, W]`` (already resized and cropped) -> ``(x / 255 - mean) / std`` float32
+    ``[B, 3, H, W]``, mean/std of ``pp``: the ``ToTensor`` + ``Normalize`` of :func:`create_transform`'s eval
+    transform, in the same float32 operations, for pixels kept as one tensor (the demo teacher's pre-training)."""
+    import torch
+
+    mean = torch.tensor(pp.mean, dtype=torch.float32, device=x_u8.device).view(1, 3, 1, 1)
+    std = torch.tensor(pp.std, dtype=torch.float32, device=x_u8.device).view(1, 3, 1, 1)
+    return (x_u8.float() / 255.0 - mean) / std

@@ -22,12 +22,13 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from omegaconf import OmegaConf
 
 from pand.config import load_config, save_config
+from pand.config.schema import RunCfg
 from pand.errors import PandError
 
 __all__ = ["same_config", "train_runs"]
 
 
-def same_config(run: Path, cfg) -> bool:
+def same_config(run: Path, cfg: RunCfg) -> bool:
     """True when ``run/config.yaml`` holds exactly the resolved configuration ``cfg``."""
     saved = Path(run) / "config.yaml"
     if not saved.is_file():
@@ -38,7 +39,7 @@ def same_config(run: Path, cfg) -> bool:
         return False
 
 
-def _train_one(cfg, run: Path, extra: Sequence[str], threads: int) -> Tuple[Dict[str, Any], float]:
+def _train_one(cfg: RunCfg, run: Path, extra: Sequence[str], threads: int) -> Tuple[Dict[str, Any], float]:
     run = Path(run)
     if (run / "summary.json").is_file() and same_config(run, cfg):
         return json.loads((run / "summary.json").read_text()), 0.0

@@ -52,13 +52,17 @@ from torch import nn
 from tqdm import tqdm
 
 import pand.models.teacher  # noqa: F401  registers pand's open_clip configs
+from pand.data.transforms import normalize_u8_tensor
 from pand.engine.checkpoint import split_prefixed
 from pand.engine.lifecycle import AUTO, RunLifecycle, all_skipped
 from pand.engine.loop import evaluate
 from pand.engine.optim import build_optimizer, set_lr
 from pand.engine.step import optimizer_step
 from pand.errors import PandError
+from pand.models.clip_preprocess import open_clip_preprocess_spec
 from pand.utils.io import atomic_write_json, save_tensors
+from pand_runtime.preprocess import crop_image
+from pand_runtime.preprocess_spec import PreprocessSpec
 
 __all__ = ["PretrainCfg", "pretrain_lr", "pretrain_teacher", "clip_contrastive_loss", "caption_tag_loss", "load_images_u8"]
 
@@ -114,20 +118,16 @@ def clip_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: tor
     return (li + lt) / 2
 
 
-def load_images_u8(paths: Sequence[str], size: int) -> torch.Tensor:
-    """Decode ``paths`` once into a ``[N, 3, size, size]`` uint8 tensor (resized with bicubic when needed)."""
+def load_images_u8(paths: Sequence[str], pp: PreprocessSpec) -> torch.Tensor:
+    """Decode ``paths`` once into a ``[N, 3, S, S]`` uint8 tensor: the resize and crop of ``pp`` (the model's
+    eval preprocessing, :func:`pand_runtime.preprocess.crop_image`); normalised per batch by
+    :func:`pand.data.transforms.normalize_u8_tensor`."""
+    size = pp.image_size
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
         with Image.open(p) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            out[i] = np.asarray(im)
+            out[i] = crop_image(im.convert("RGB"), pp)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def _normalise(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (x_u8.float() / 255.0 - mean) / std
 
 
 def _cache_key(arch: str, web: Sequence[Any], val: Sequence[Tuple[str, int]], prompts: Sequence[str],
@@ -181,24 +181,24 @@ def _batch_indices(n: int, pcfg: PretrainCfg, gen, labels, neighbours, by_class)
 
 class _ZeroShotClassifier(nn.Module):
     """Zero-shot logits of uint8 images ``[B, 3, H, W]``: ``encode_image(normalise(x)) @ T^T [B, C]`` with the
-    class text features ``T [C, D]`` fixed (L2-normalised image and text embeddings)."""
+    class text features ``T [C, D]`` fixed (L2-normalised image and text embeddings), normalised with ``pp``."""
 
-    def __init__(self, model: nn.Module, text: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, model: nn.Module, text: torch.Tensor, pp: PreprocessSpec):
         super().__init__()
-        self.model, self.text, self.mean, self.std = model, text, mean, std
+        self.model, self.text, self.pp = model, text, pp
 
     def forward(self, x_u8: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(_normalise(x_u8, self.mean, self.std), normalize=True) @ self.text.t()
+        return self.model.encode_image(normalize_u8_tensor(x_u8, self.pp), normalize=True) @ self.text.t()
 
 
-def _zero_shot(model, tokens_cls, x_val, y_val, mean, std, batch: int = 256) -> float:
+def _zero_shot(model, tokens_cls, x_val, y_val, pp, batch: int = 256) -> float:
     """Zero-shot top-1 on the validation images (class-name prompts ``tokens_cls``), in batches of ``batch``;
     ``model`` is left in eval mode."""
     model.eval()
     with torch.no_grad():
         t = model.encode_text(tokens_cls, normalize=True)
     batches = [(x_val[i:i + batch], y_val[i:i + batch]) for i in range(0, len(x_val), batch)]
-    return evaluate(_ZeroShotClassifier(model, t, mean, std).eval(), batches, x_val.device)["top1"]
+    return evaluate(_ZeroShotClassifier(model, t, pp).eval(), batches, x_val.device)["top1"]
 
 
 def pretrain_teacher(
@@ -242,8 +242,6 @@ def pretrain_teacher(
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise PandError(f"teacher pre-training: unknown open_clip model '{arch}'")
-    size = model_cfg["vision_cfg"]["image_size"]
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
     key = _cache_key(arch, web, val, prompts, pcfg)
     out_dir = Path(cache_dir) / "demo_teacher" / key
     ckpt = out_dir / "open_clip_model.safetensors"
@@ -254,14 +252,13 @@ def pretrain_teacher(
     gen = torch.Generator().manual_seed(pcfg.seed)
     model = open_clip.create_model(arch, pretrained=None)
     tokenizer = open_clip.get_tokenizer(arch)
-    mean = torch.tensor(model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(model.visual.image_std or open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    x_web = load_images_u8([w.path for w in web], size)
+    pp = open_clip_preprocess_spec(model)
+    x_web = load_images_u8([w.path for w in web], pp)
     labels = torch.tensor([int(w.label) for w in web])
     tokens = tokenizer([w.caption for w in web])
     fit = torch.tensor(np.asarray(fits, dtype=bool))  # [N, C]
     by_class = [torch.nonzero(labels == c).flatten() for c in range(fit.shape[1])]
-    x_val = load_images_u8([p for p, _ in val], size)
+    x_val = load_images_u8([p for p, _ in val], pp)
     y_val = torch.tensor([int(y) for _, y in val])
     tokens_cls = tokenizer(list(prompts))
     # The token-embedding table (49408 x width) stays at its random init: the captions use a few dozen distinct
@@ -314,7 +311,7 @@ def pretrain_teacher(
         x = x_web[idx]
         flip = torch.rand(len(idx), generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        img = model.encode_image(_normalise(x, mean, std), normalize=True)
+        img = model.encode_image(normalize_u8_tensor(x, pp), normalize=True)
         txt = model.encode_text(tokens[idx], normalize=True)
         positives = fit[idx][:, labels[idx]].t()  # [i, j]: caption j is true of image i's class
         loss = clip_contrastive_loss(img, txt, model.logit_scale, positives)
@@ -333,7 +330,7 @@ def pretrain_teacher(
         if (step + 1) % pcfg.eval_every == 0 or step + 1 == pcfg.max_steps:
             if applied == 0:
                 raise all_skipped(life.stage, len(curve), skipped, life.fix)
-            acc = _zero_shot(model, tokens_cls, x_val, y_val, mean, std)
+            acc = _zero_shot(model, tokens_cls, x_val, y_val, pp)
             curve.append({"step": step + 1, "val_top1": acc, "loss": float(np.mean(losses[-pcfg.eval_every:])),
                           **({"skipped_steps": skipped} if skipped else {})})
             applied = skipped = 0

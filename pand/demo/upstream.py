@@ -47,7 +47,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -55,9 +55,12 @@ from PIL import Image
 from pand.data.synthetic import BEAK_SHAPES, BODY_COLORS, CRESTS, WING_PATTERNS, BirdClass, render_bird
 from pand.data.synthetic import synthetic_classes
 from pand.data.synthetic.generate import GENERATOR_VERSION
-from pand.data.synthetic.settings import synthetic_cfg_dict
+from pand.data.synthetic.settings import SyntheticSettings, synthetic_cfg_dict
 from pand.errors import ConfigError
 from pand.utils.io import atomic_write_json, save_tensors
+
+if TYPE_CHECKING:  # annotations only: the schema is imported where it is used (_student_spec)
+    from pand.config.schema import StudentCfg
 
 __all__ = ["STREAM_TAG", "UPSTREAM_SPLITS", "UpstreamCfg", "UpstreamResult", "upstream_classes", "upstream_hash",
            "ensure_upstream", "upstream_samples", "pretrain_upstream_student", "WEIGHTS_FILE"]
@@ -104,7 +107,7 @@ class UpstreamResult:
     cached: bool = False  # True when this call reused an earlier run
 
 
-def upstream_classes(benchmark_cfg: Any = None) -> List[BirdClass]:
+def upstream_classes(benchmark_cfg: Optional[SyntheticSettings] = None) -> List[BirdClass]:
     """Every attribute combination whose body colour the benchmark does not use, ids in product order.
 
     ``(colour, wing, beak, crest)`` over the colours of :data:`BODY_COLORS` absent from
@@ -125,7 +128,7 @@ def upstream_classes(benchmark_cfg: Any = None) -> List[BirdClass]:
             for i, (c, w, k, r) in enumerate(combos)]
 
 
-def _render_settings(benchmark_cfg: Any, settings: UpstreamCfg) -> Dict[str, Any]:
+def _render_settings(benchmark_cfg: Optional[SyntheticSettings], settings: UpstreamCfg) -> Dict[str, Any]:
     c = synthetic_cfg_dict(benchmark_cfg)
     return {"format": FORMAT, "version": _VERSION, "generator_version": GENERATOR_VERSION,
             "image_size": int(c["image_size"]), "clutter": int(c["clutter"]), "noise_std": float(c["noise_std"]),
@@ -138,7 +141,7 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def upstream_hash(benchmark_cfg: Any, settings: Optional[UpstreamCfg] = None) -> str:
+def upstream_hash(benchmark_cfg: Optional[SyntheticSettings], settings: Optional[UpstreamCfg] = None) -> str:
     """16 hex digits identifying the upstream images (classes, counts, size, clutter, noise, seed, versions)."""
     return _digest(_render_settings(benchmark_cfg, settings or UpstreamCfg()))
 
@@ -151,7 +154,7 @@ def _complete(root: Path, digest: str) -> bool:
     return meta.get("format") == FORMAT and meta.get("hash") == digest
 
 
-def ensure_upstream(cache_dir: str | os.PathLike, benchmark_cfg: Any, settings: Optional[UpstreamCfg] = None,
+def ensure_upstream(cache_dir: str | os.PathLike, benchmark_cfg: Optional[SyntheticSettings], settings: Optional[UpstreamCfg] = None,
                     progress: bool = True) -> Path:
     """The upstream images under ``<cache_dir>/upstream/<upstream_hash>/``, rendered on first use.
 
@@ -214,7 +217,7 @@ def upstream_samples(root: str | os.PathLike, split: str) -> List[Tuple[str, int
     return out
 
 
-def _student_spec(student_cfg: Any, image_size: int):
+def _student_spec(student_cfg: Optional[StudentCfg], image_size: int):
     from pand.config.schema import StudentCfg
     from pand.data.transforms import preprocess_spec_from_student
 
@@ -239,10 +242,10 @@ def _load_result(out_dir: Path, classes: List[BirdClass]) -> Optional[UpstreamRe
                           cached=True)
 
 
-def pretrain_upstream_student(arch: str, benchmark_cfg: Any, cache_dir: str | os.PathLike,
+def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettings], cache_dir: str | os.PathLike,
                               settings: Optional[UpstreamCfg] = None, progress: bool = True,
-                              student_cfg: Any = None, device: str = "cpu", skip_nonfinite: bool = False
-                              ) -> UpstreamResult:
+                              student_cfg: Optional[StudentCfg] = None, device: str = "cpu",
+                              skip_nonfinite: bool = False) -> UpstreamResult:
     """Pre-train (or reuse) the student backbone ``arch`` with cross-entropy on the upstream set.
 
     Args:

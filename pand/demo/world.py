@@ -72,7 +72,7 @@ def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = T
     seconds["teacher_pretrain"] = round(time.time() - t0, 1)
     over = [*overrides, f"teacher.pretrained={ckpt}"]
     pretrain = {"teacher": _pretrain_meta(ckpt)}
-    if promptkd_student and base.promptkd.get("student_pretrained") is None:
+    if promptkd_student and base.promptkd.student_pretrained is None:
         # PromptKD starts from a pre-trained (smaller) CLIP image encoder: pre-train the student arch the same way
         t0 = time.time()
         sckpt = pretrain_teacher(str(base.promptkd.student_arch), web, fits, val, prompts, base.cache_dir, pcfg,

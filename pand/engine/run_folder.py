@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from pand.config.schema import RECIPES
 from pand.errors import ArtifactError
 from pand.utils.io import atomic_write_json, read_json
 from pand.utils.lock import LOCK_NAME
@@ -37,8 +38,8 @@ __all__ = ["RUN_FILE", "RUN_FORMAT", "KINDS", "RunFolder", "check_run_folder", "
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "pand-run-v1"
-#: the kinds of run (``recipe.name``)
-KINDS = ("pand", "vl2lite", "ce", "promptkd")
+#: the kinds of run: the recipes (``recipe.name``; ``kd`` was missing from a copy of this list)
+KINDS = RECIPES
 #: stages whose end means the run's result (student.safetensors) exists
 _RESULT_STAGES = ("nsd", "promptkd")
 

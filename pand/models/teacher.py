@@ -6,14 +6,18 @@ one of the tiny configs shipped in ``pand/models/model_configs/``, registered wi
 
 * an open_clip pretrained tag (``laion2b_s34b_b82k_augreg_soup``, ``openai``...): the real
   ``open_clip.create_model_and_transforms`` call, which downloads the weights when online;
-* a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``; read with ``weights_only=True``);
+* a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``; read with ``weights_only=True``), checked first by
+  :mod:`pand.models.teacher_checkpoint`: a TorchScript archive is refused; an OpenAI-format state dict, or a file in
+  the Hugging Face repo of a QuickGELU tag, is built with QuickGELU (OpenAI's weights need it). An open_clip file of
+  OpenAI weights renamed and moved elsewhere cannot be recognised: use ``teacher.arch=<arch>-quickgelu`` for it;
 * ``null``: random initialisation, seeded by ``teacher.seed`` (tests and the offline demo).
 
 The teacher is frozen (``requires_grad_(False)``), in eval mode, and stays in eval mode: :meth:`Teacher.train`
 is a no-op for the wrapped model, as in open_clip's ``DistillCLIPTask``.
 
 ``Teacher.identity`` is ``"arch|pretrained|<sha256[:16]>"``, the hash being that of the weights file or, for
-random init, of the state dict. Caches and artifacts are keyed on it, so another teacher never reuses them.
+random init, of the state dict; ``arch`` is ``<arch>-quickgelu`` when the model runs QuickGELU that its config does
+not name (:func:`identity_arch`). Caches and artifacts are keyed on it, so another teacher never reuses them.
 
 The AMP path (``teacher.precision=amp``) is only taken on CUDA; tests/nsd/test_nsd_cuda.py covers it (skipped
 without a CUDA GPU). Downloading a real tag needs the network; the tests use random and local-file teachers.
@@ -23,9 +27,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import functools
+import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -34,11 +40,13 @@ from torch import nn
 
 from pand.config.schema import TeacherCfg
 from pand.errors import ConfigError, PandError
+from pand.models.teacher_checkpoint import arch_uses_quick_gelu, build_with_local_weights
+from pand.models.clip_preprocess import open_clip_preprocess_spec
 from pand.utils.io import sha256_file
-from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD
 
 __all__ = [
-    "MODEL_CONFIG_DIR", "TINY_TEACHERS", "Teacher", "create_teacher", "register_model_configs", "state_dict_sha256",
+    "MODEL_CONFIG_DIR", "TINY_TEACHERS", "Teacher", "create_teacher", "identity_arch", "register_model_configs",
+    "state_dict_sha256",
     "same_teacher", "split_identity", "teacher_summary",
 ]
 
@@ -46,6 +54,7 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 TINY_TEACHERS = ("pand-tiny-vit", "pand-tiny-vit-s", "pand-demo-rn")
 _REGISTERED = False
 _FILE_HASHES: Dict[Tuple[str, int, int], str] = {}
+_log = logging.getLogger("pand.train.teacher")  # a child of pand.report's logger: printed by pand-train
 
 
 def register_model_configs() -> None:
@@ -110,10 +119,14 @@ class Teacher(nn.Module):
         pretrained: the tag, the local checkpoint path, or None (random init).
         identity: ``"arch|pretrained|<sha256[:16]>"`` of the weights.
         embed_dim: joint embedding dim D_t.
-        image_size: native input size (int, or (H, W) for non-square models).
-        mean, std: normalisation of the inputs :meth:`encode_image` expects.
-        interpolation: resize interpolation of the eval transform (``bicubic``...).
-        preprocess: open_clip's own eval transform (PIL image -> normalised tensor ``[3, H, W]``).
+        preprocess_spec: the eval preprocessing as a :class:`~pand_runtime.preprocess_spec.PreprocessSpec`, read
+            from the open_clip model's own preprocess config
+            (:func:`pand.models.clip_preprocess.open_clip_preprocess_spec`): input size, mean/std, interpolation,
+            resize mode. Every consumer builds its transform from it
+            (``pand.data.transforms.create_transform(teacher.preprocess_spec, is_train=False)``).
+        image_size: ``preprocess_spec.image_size``, the square input size ``S``.
+        preprocess: open_clip's own eval transform (PIL image -> normalised tensor ``[3, S, S]``): the reference that
+            the spec's transform reproduces pixel for pixel; Stage PSC's feature cache is keyed on its description.
         logit_scale: ``exp`` of the learned CLIP logit scale (a float, ~100 for trained models).
         precision: ``fp32`` or ``amp`` (autocast, CUDA only).
     """
@@ -136,15 +149,8 @@ class Teacher(nn.Module):
         self.pretrained = pretrained
         self.identity = identity
         self.precision = precision
-        pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-        self.image_size = pp.get("size", getattr(model.visual, "image_size", None))
-        size = self.image_size
-        if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
-            self.image_size = int(self.image_size[0])
-        self.mean = tuple(float(v) for v in pp.get("mean", CLIP_MEAN))
-        self.std = tuple(float(v) for v in pp.get("std", CLIP_STD))
-        self.interpolation = str(pp.get("interpolation", "bicubic"))
-        self.resize_mode = str(pp.get("resize_mode", "shortest"))
+        self.preprocess_spec = open_clip_preprocess_spec(model)
+        self.image_size = self.preprocess_spec.image_size
         self.embed_dim = _embed_dim(model)
         self.logit_scale = float(model.logit_scale.detach().float().exp().reshape(-1)[0])
         model.requires_grad_(False)
@@ -256,6 +262,33 @@ def _tag_failure(arch: str, tag: str, err: Exception, tag_cfg: Optional[Dict[str
     )
 
 
+def identity_arch(arch: str, quick_gelu: bool) -> str:
+    """The architecture as :attr:`Teacher.identity` names it: ``<arch>-quickgelu`` when the model runs QuickGELU but
+    ``arch``'s own config does not say so (a QuickGELU tag, or QuickGELU set for a local file), else ``arch``.
+
+    So caches keyed on the identity never mix a GELU and a QuickGELU model of the same weights, and ``ViT-B-16`` with
+    QuickGELU forced names the same teacher as ``ViT-B-16-quickgelu`` with the same file.
+    """
+    if quick_gelu and not arch_uses_quick_gelu(arch) and not arch.lower().endswith("-quickgelu"):
+        return f"{arch}-quickgelu"
+    return arch
+
+
+def _load_local(arch: str, weights_file: str, kwargs: Dict[str, Any]) -> Tuple[nn.Module, Any]:
+    """``(model, preprocess)`` of ``arch`` with the weights of the local file ``weights_file``.
+
+    :func:`pand.models.teacher_checkpoint.inspect_checkpoint` says what the file is: a TorchScript archive is refused
+    (nothing is loaded); OpenAI-format state dicts and files from a QuickGELU tag's Hugging Face repo are built with
+    QuickGELU (``kwargs["force_quick_gelu"]`` is set, and logged); anything else is open_clip's own file loading.
+    """
+    create = functools.partial(open_clip.create_model_and_transforms, arch,
+                               **{k: v for k, v in kwargs.items() if k != "force_quick_gelu"})
+    (model, _, preprocess), forced = build_with_local_weights(arch, weights_file, create, log=_log)
+    if forced:
+        kwargs["force_quick_gelu"] = True
+    return model, preprocess
+
+
 def _as_teacher_cfg(teacher_cfg: Any) -> Any:
     """``teacher_cfg`` itself (a :class:`TeacherCfg` or its OmegaConf node), or a plain dict as a :class:`TeacherCfg`
     (the keys it leaves out take the schema's defaults)."""
@@ -280,10 +313,19 @@ def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teac
     Returns:
         A :class:`Teacher` in eval mode with every parameter frozen.
 
+    A local file (:mod:`pand.models.teacher_checkpoint`): a TorchScript archive (OpenAI's original ``ViT-B-16.pt``)
+    is refused without being loaded; an OpenAI-format state dict (it holds ``input_resolution``, ``context_length``,
+    ``vocab_size``) is built with QuickGELU and loaded without those entries (one INFO line); an open_clip file whose
+    path holds the Hugging Face repo of a QuickGELU tag of ``arch`` (``.../models--timm--vit_base_patch16_clip_224.
+    openai/...``) is built with QuickGELU (one WARNING line naming the tag). **Limit:** an open_clip-format file of
+    OpenAI weights that was renamed and moved elsewhere carries nothing that says QuickGELU and is loaded into
+    ``arch`` as configured: for OpenAI weights use the ``<arch>-quickgelu`` architecture (``ViT-B-16-quickgelu``).
+
     Raises:
         ConfigError: a dict with a key that is not a ``teacher`` field.
-        PandError: unknown architecture (lists pand's tiny ones), unknown tag/missing file, or a tag whose download
-            failed (says how to point ``teacher.pretrained`` at a local file).
+        PandError: unknown architecture (lists pand's tiny ones), unknown tag/missing file, a tag whose download
+            failed (says how to point ``teacher.pretrained`` at a local file), a TorchScript archive (says how to
+            get the same weights as a state dict), or a file that does not load into ``arch``.
     """
     register_model_configs()
     cfg = _as_teacher_cfg(teacher_cfg)
@@ -323,7 +365,7 @@ def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teac
             except Exception as e:  # noqa: BLE001
                 raise _tag_failure(arch, pretrained, e, tag_cfg) from e
         elif weights_file:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights_file, **kwargs)
+            model, preprocess = _load_local(arch, weights_file, kwargs)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -343,24 +385,22 @@ def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teac
     model.requires_grad_(False)
     model.eval()
     digest = _file_sha256(weights_file) if weights_file else state_dict_sha256(model)
-    identity = f"{arch}|{pretrained if pretrained else f'random-seed{seed}'}|{digest[:16]}"
+    quick_gelu = bool(kwargs.get("force_quick_gelu")) or arch_uses_quick_gelu(arch)
+    identity = f"{identity_arch(arch, quick_gelu)}|{pretrained if pretrained else f'random-seed{seed}'}|{digest[:16]}"
     tokenizer = open_clip.get_tokenizer(arch)
     return Teacher(model, tokenizer, preprocess, arch, pretrained, identity, precision=precision)
 
 
 def teacher_summary(teacher: Teacher) -> Dict[str, Any]:
     """JSON-able description of a teacher (identity, dims, preprocessing) for metadata."""
-    size: List[int] | int | None = teacher.image_size
-    if isinstance(size, tuple):
-        size = list(size)
     return {
         "identity": teacher.identity,
         "arch": teacher.arch,
         "pretrained": teacher.pretrained,
         "embed_dim": teacher.embed_dim,
-        "image_size": size,
-        "mean": list(teacher.mean),
-        "std": list(teacher.std),
-        "interpolation": teacher.interpolation,
+        "image_size": teacher.preprocess_spec.image_size,
+        "mean": list(teacher.preprocess_spec.mean),
+        "std": list(teacher.preprocess_spec.std),
+        "interpolation": teacher.preprocess_spec.interpolation,
         "logit_scale": teacher.logit_scale,
     }

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pand.errors import PandError
+from pand_runtime.preprocess_spec import INTERPOLATIONS
+
 __all__ = ["TeacherSource", "LiveTeacher", "renormalize"]
 
 Size = Union[int, Tuple[int, int], None]
@@ -51,7 +54,7 @@ def renormalize(
     dst_mean: Sequence[float],
     dst_std: Sequence[float],
     size: Size = None,
-    interpolation: str = "bicubic",
+    interpolation: Optional[str] = None,
 ) -> torch.Tensor:
     """Re-express a normalised batch in another model's normalisation (and size).
 
@@ -64,7 +67,8 @@ def renormalize(
         src_mean, src_std: the normalisation ``images`` carry (the student's).
         dst_mean, dst_std: the normalisation wanted (the teacher's).
         size: target ``int`` (square) or ``(H, W)``; None keeps the size.
-        interpolation: ``bicubic`` | ``bilinear`` | ``nearest``.
+        interpolation: ``bicubic`` | ``bilinear`` | ``nearest`` (a :data:`~pand_runtime.preprocess_spec.INTERPOLATIONS`
+            name, e.g. the teacher spec's); needed when the size changes.
 
     Returns:
         ``[B, 3, H', W']`` float32.
@@ -78,9 +82,10 @@ def renormalize(
     if size is not None:
         hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if tuple(x.shape[-2:]) != hw:
-            mode = interpolation if interpolation in ("bicubic", "bilinear", "nearest") else "bicubic"
-            kw = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
-            x = F.interpolate(x, size=hw, mode=mode, **kw)
+            if interpolation not in INTERPOLATIONS:
+                raise PandError(f"renormalize: interpolation {interpolation!r} is not one of {INTERPOLATIONS}")
+            kw = {} if interpolation == "nearest" else {"align_corners": False, "antialias": True}
+            x = F.interpolate(x, size=hw, mode=interpolation, **kw)
     return x
 
 
@@ -89,11 +94,12 @@ class LiveTeacher:
 
     The teacher sees the student's augmented pixels, re-normalised to its own mean/std and resized to its
     input size when that differs (the reference feeds the 224 student crop to a 256 teacher; set
-    ``resize=False`` to reproduce that).
+    ``resize=False`` to reproduce that). Mean, std, size and interpolation are the teacher's
+    ``preprocess_spec`` (:func:`pand.models.clip_preprocess.open_clip_preprocess_spec`).
 
     Args:
-        teacher: object with ``encode_image(x) -> [B, D_t]`` (L2-normalised), ``embed_dim``, ``mean``, ``std``,
-            ``image_size`` and optionally ``interpolation`` (a :class:`pand.models.teacher.Teacher`).
+        teacher: object with ``encode_image(x) -> [B, D_t]`` (L2-normalised), ``embed_dim`` and ``preprocess_spec``
+            (a :class:`pand.models.teacher.Teacher`).
         student_mean, student_std: the normalisation of the student's batches.
         resize: resize to ``teacher.image_size`` when the student's size differs.
         channels_last: feed the teacher channels-last tensors (CUDA).
@@ -111,8 +117,10 @@ class LiveTeacher:
         self.embed_dim = int(teacher.embed_dim)
         self.student_mean = tuple(float(v) for v in student_mean)
         self.student_std = tuple(float(v) for v in student_std)
-        self.size: Size = getattr(teacher, "image_size", None) if resize else None
-        self.interpolation = str(getattr(teacher, "interpolation", "bicubic"))
+        spec = teacher.preprocess_spec
+        self.teacher_mean, self.teacher_std = spec.mean, spec.std
+        self.size: Size = spec.image_size if resize else None
+        self.interpolation = spec.interpolation
         self.channels_last = channels_last
         self.epoch: Optional[int] = None
 
@@ -125,7 +133,7 @@ class LiveTeacher:
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        x = renormalize(images, self.student_mean, self.student_std, self.teacher.mean, self.teacher.std,
+        x = renormalize(images, self.student_mean, self.student_std, self.teacher_mean, self.teacher_std,
                         self.size, self.interpolation)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

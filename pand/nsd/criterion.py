@@ -52,14 +52,14 @@ class NSDCriterion:
     def from_config(cls, cfg) -> "NSDCriterion":
         """Build from a run configuration (``recipe`` and ``nsd`` sections)."""
         n = cfg.nsd
-        if n.get("ce_weight") is not None and not 0.0 <= float(n.ce_weight) <= 1.0:
+        if n.ce_weight is not None and not 0.0 <= float(n.ce_weight) <= 1.0:
             raise ConfigError(f"nsd.ce_weight={n.ce_weight}: must be in [0, 1] (or null for the e/(ce_ramp*E) ramp)")
         return cls(
             epochs=int(n.epochs), use_teacher=bool(cfg.recipe.use_teacher),
             use_nlrd=bool(cfg.recipe.use_teacher and cfg.recipe.use_nlrd), distill=str(cfg.recipe.distill),
             temperature=float(n.temperature),
             logit_scale=float(n.logit_scale), kl_reduction=str(cfg.recipe.kl_reduction), ce_ramp=float(n.ce_ramp),
-            ce_weight=None if n.get("ce_weight") is None else float(n.ce_weight),
+            ce_weight=None if n.ce_weight is None else float(n.ce_weight),
             nlrd_k=int(n.nlrd.k), nlrd_weight=float(n.nlrd.weight), nlrd_lam=float(n.nlrd.lam),
         )
 

@@ -267,7 +267,7 @@ def _check_inputs(cfg, splits, source: Optional[TeacherSource], anchors: Optiona
         raise ArtifactError(
             f"teacher/anchor dimension mismatch: the teacher's features have dim {source.embed_dim} but the class "
             f"anchors have dim {anchors.shape[1]}; they were made with another teacher. Rerun Stage PSC with "
-            f"teacher.arch={cfg.teacher.get('arch', '?')} or point psc.artifact at anchors of this teacher."
+            f"teacher.arch={cfg.teacher.arch} or point psc.artifact at anchors of this teacher."
         )
 
 

@@ -153,7 +153,7 @@ def psc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_c
     """
     class_names = list(splits.class_names)
     template = str(splits.template)
-    if cfg.psc.get("artifact"):
+    if cfg.psc.artifact:
         path = Path(str(cfg.psc.artifact)).expanduser()
         feats, meta = load_anchors(path, None, embed_dim=teacher.embed_dim, teacher_id=teacher.identity)
         info = {"psc_artifact": str(path), "psc_trained_on": "given artifact (classes as recorded in it)"}
@@ -220,7 +220,7 @@ def promptsrc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, 
     Returns:
         ``(vectors [C, D] on the CPU, metadata naming the artifact)``.
     """
-    given = cfg.promptkd.promptsrc.get("artifact")
+    given = cfg.promptkd.promptsrc.artifact
     if given:
         prompts, pmeta = load_promptsrc_artifact(Path(str(given)).expanduser(), teacher)
         trained_on = f"given artifact {given} ({pmeta.get('trained_on')})"

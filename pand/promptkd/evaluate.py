@@ -68,8 +68,10 @@ def _student_features(ctx: PromptKDContext, dataset: Any, desc: str) -> Tuple[to
 
 
 def _teacher_features(ctx: PromptKDContext, dataset: Any, desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's normalised image features of ``dataset`` with its own eval transform (fp32)."""
-    return extract_features(ctx.teacher.encode_image, dataset.with_transform(ctx.teacher.preprocess),
+    """The teacher's normalised image features of ``dataset`` with its eval transform (its ``preprocess_spec``),
+    fp32."""
+    teacher_tf = create_transform(ctx.teacher.preprocess_spec, False)
+    return extract_features(ctx.teacher.encode_image, dataset.with_transform(teacher_tf),
                             int(ctx.cfg.teacher.batch_size), ctx.device, ctx.cfg.trainer, "fp32", desc, ctx.progress)
 
 

@@ -64,7 +64,7 @@ from pand.utils.io import load_tensors
 
 from .data import base_only_splits
 from .protocol import promptkd_lr
-from .student import PromptedVisionEncoder, square_clip_spec
+from .student import PromptedVisionEncoder
 
 __all__ = [
     "PROMPTSRC_ARTIFACT", "REFERENCE_DEPTH", "gpa_weights", "promptsrc_losses", "DeepPromptTextEncoder",
@@ -286,11 +286,9 @@ def prompts_sha(state: Dict[str, torch.Tensor]) -> str:
 
 
 def _teacher_train_transform(teacher: Any):
-    """The teacher's training augmentation: RandomResizedCrop (scale 0.08-1) + flip at its own size and
-    normalisation."""
-    size = teacher.image_size if isinstance(teacher.image_size, int) else int(teacher.image_size[0])
-    pp = square_clip_spec(size, teacher.interpolation, teacher.mean, teacher.std)
-    return create_transform(pp, True, "standard", crop_scale=(0.08, 1.0))
+    """The teacher's training augmentation: RandomResizedCrop (scale 0.08-1) + flip at its own size, interpolation
+    and normalisation (``teacher.preprocess_spec``)."""
+    return create_transform(teacher.preprocess_spec, True, "standard", crop_scale=(0.08, 1.0))
 
 
 def _settings(ps: Any) -> Dict[str, Any]:

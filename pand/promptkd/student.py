@@ -27,19 +27,24 @@ frozen and always kept in eval mode. Prompts are kept in fp32 and cast to the ac
 """
 from __future__ import annotations
 
+import functools
+import dataclasses
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import open_clip
+from open_clip.pretrained import get_pretrained_cfg
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from pand import __version__
 from pand.errors import ArtifactError, PandError
+from pand.models.clip_preprocess import open_clip_preprocess_spec
 from pand.models.teacher import register_model_configs
+from pand.models.teacher_checkpoint import build_with_local_weights
 from pand.utils.io import load_tensors, save_tensors
-from pand_runtime.preprocess_spec import INTERPOLATIONS, PreprocessSpec
+from pand_runtime.preprocess_spec import PreprocessSpec
 
 __all__ = [
     "PromptedVisionEncoder",
@@ -51,7 +56,6 @@ __all__ = [
     "build_promptkd_classifier",
     "teacher_embed_dim",
     "student_preprocess",
-    "square_clip_spec",
     "load_promptkd_classifier",
     "save_promptkd_classifier",
     "classifier_metadata",
@@ -231,7 +235,9 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
 
     Args:
         arch: open_clip architecture name (``ViT-B-16``, ``pand-tiny-vit-s``, ...).
-        pretrained: open_clip pretrained tag (``openai``), a local checkpoint file, or None (random init).
+        pretrained: open_clip pretrained tag (``openai``: built with QuickGELU, as the tag's weights need), a local
+            checkpoint file (read as the teacher's: :func:`pand.models.teacher_checkpoint.build_with_local_weights`),
+            or None (random init).
 
     Returns:
         ``(visual, logit_scale, preprocess)``: the ``VisionTransformer``, the model's own ``exp(logit_scale)``
@@ -243,8 +249,18 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
             f"unknown open_clip architecture promptkd.student_arch='{arch}'. "
             f"Available e.g.: {', '.join(a for a in open_clip.list_models() if a.startswith(('ViT-B', 'pand')))}"
         )
+    tag_cfg = get_pretrained_cfg(arch, pretrained) if pretrained else {}
+    create = functools.partial(open_clip.create_model, arch, pretrained_text=False)
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained, pretrained_text=False)
+        if pretrained and not tag_cfg and Path(pretrained).expanduser().is_file():
+            # a local file: OpenAI-format weights (and files from a QuickGELU tag's Hugging Face repo) need QuickGELU,
+            # TorchScript archives are refused unread; the one loader the teacher uses too
+            model, _ = build_with_local_weights(arch, Path(pretrained).expanduser(), create,
+                                                key="promptkd.student_pretrained", arch_key="promptkd.student_arch")
+        else:
+            # a tag builds with the activation its weights were trained with (QuickGELU for `openai`): open_clip
+            # only warns when the architecture's config says otherwise
+            model = create(pretrained=pretrained, force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
     except RuntimeError as e:
         raise PandError(
             f"could not load the student '{arch}' weights '{pretrained}' ({e}). Offline? Point "
@@ -257,33 +273,20 @@ def create_student_visual(arch: str, pretrained: Optional[str] = None) -> Tuple[
     return visual, scale, pp
 
 
-def square_clip_spec(size: int, interpolation: str, mean: Sequence[float], std: Sequence[float]) -> PreprocessSpec:
-    """The eval preprocessing of a CLIP image tower with a square ``size`` input, as PromptKD's reference builds it:
-    the shorter side resized to ``size`` (``resize_size = image_size``), center crop, the tower's ``mean``/``std``;
-    an ``interpolation`` PIL cannot name (e.g. open_clip's ``lanczos``) becomes ``bicubic``."""
-    interp = interpolation if interpolation in INTERPOLATIONS else "bicubic"
-    return PreprocessSpec(image_size=int(size), resize_size=int(size), interpolation=interp, mean=tuple(mean),
-                          std=tuple(std))
-
-
 def student_preprocess(open_clip_pp: Dict[str, Any]) -> PreprocessSpec:
     """The student's eval preprocessing as a :class:`pand_runtime.preprocess_spec.PreprocessSpec`.
 
-    Taken from the student's open_clip preprocess config (its pretraining's mean/std and interpolation). As in
-    PromptKD's test transform, the shorter side is resized to the input size and center-cropped
-    (``resize_size = image_size``). Train uses ``create_transform(pp, True, "standard", crop_scale)``:
-    RandomResizedCrop + horizontal flip, the reference's ``random_resized_crop`` + ``random_flip``.
+    Taken from the student's open_clip preprocess config (its pretraining's mean/std and interpolation) by
+    :func:`pand.models.clip_preprocess.open_clip_preprocess_spec`, the teacher's rule. As in PromptKD's test
+    transform, the shorter side is resized to the input size and center-cropped (``resize_size = image_size``,
+    ``resize_mode="shorter_side"`` also where open_clip would squash). Train uses
+    ``create_transform(pp, True, "standard", crop_scale)``: RandomResizedCrop + horizontal flip, the reference's
+    ``random_resized_crop`` + ``random_flip``.
 
     Raises:
-        PandError: a non-square input size.
+        PandError: a non-square input size (or a resize mode open_clip letterboxes with).
     """
-    size = open_clip_pp.get("size", 224)
-    if isinstance(size, (list, tuple)):
-        if len(size) == 2 and size[0] != size[1]:
-            raise PandError(f"PromptKD needs a square student input size, got {tuple(size)}")
-        size = size[0]
-    return square_clip_spec(int(size), str(open_clip_pp.get("interpolation", "bicubic")), open_clip_pp["mean"],
-                            open_clip_pp["std"])
+    return dataclasses.replace(open_clip_preprocess_spec(open_clip_pp), resize_mode="shorter_side")
 
 
 def teacher_embed_dim(cfg) -> int:

@@ -35,7 +35,7 @@ def cost_report(ctx: PromptKDContext) -> Dict[str, Any]:
     """Teacher vs student GFLOPs (:func:`pand.promptkd.flops.promptkd_gflops`), or ``{"error": ...}`` with a
     warning: a cost report must not fail a finished run."""
     try:
-        return promptkd_gflops(str(ctx.cfg.teacher.arch), ctx.cfg.teacher.get("image_size"),
+        return promptkd_gflops(str(ctx.cfg.teacher.arch), ctx.cfg.teacher.image_size,
                                PromptKDClassifier(ctx.student, ctx.class_vectors.cpu()), ctx.pp.image_size)
     except Exception as e:  # noqa: BLE001 - a cost report must not fail a finished run
         warnings.warn(f"GFLOPs not counted: {type(e).__name__}: {e}")

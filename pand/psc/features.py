@@ -1,7 +1,8 @@
 """Teacher image-feature cache for Stage PSC (docs/method.md, "Feature cache").
 
 Every image of a split goes once through the frozen teacher with the teacher's OWN eval preprocessing
-(``teacher.preprocess``: resize, center crop, normalise; no augmentation, also for train), under no_grad
+(``create_transform(teacher.preprocess_spec, is_train=False)``: resize, center crop, normalise, as open_clip's own
+eval transform ``teacher.preprocess`` does, pixel for pixel; no augmentation, also for train), under no_grad
 (autocast on CUDA with ``teacher.precision=amp``). The L2-normalised features ``[N, D_t]`` (fp32) and labels
 ``[N]`` (int64) are written once as safetensors with their metadata (teacher identity, dataset name, split,
 transform description, count, sample-list hash, content fingerprint). The cache key is the sha256 of all of them
@@ -26,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
+from pand.data.transforms import create_transform
 from pand.errors import PandError
 from pand.utils.digest import content_hash, describe_transform, mapping_sha256, samples_hash, tensor_sha256
 from pand.utils.io import load_tensors, save_tensors
@@ -38,10 +40,10 @@ def _cache_meta(teacher: Any, dataset: Any, key_extra: Optional[Mapping[str, Any
     return {
         "teacher_identity": teacher.identity,
         "embed_dim": int(teacher.embed_dim),
-        "precision": getattr(teacher, "precision", "fp32"),
+        "precision": teacher.precision,
         "dataset": str(getattr(dataset, "name", "")),
         "split": str(extra.get("split", "")),
-        "transform": describe_transform(teacher.preprocess),
+        "transform": describe_transform(create_transform(teacher.preprocess_spec, is_train=False)),
         "count": len(dataset),
         "samples_hash": samples_hash(dataset),
         "content_hash": content_hash(dataset),
@@ -106,8 +108,9 @@ def extract_features(
     """Teacher features of every image of ``dataset``, cached on disk.
 
     Args:
-        teacher: a :class:`pand.models.teacher.Teacher` (``identity``, ``preprocess``, ``encode_image``).
-        dataset: an :class:`pand.data.FGVCDataset` (its own transform is replaced by ``teacher.preprocess``).
+        teacher: a :class:`pand.models.teacher.Teacher` (``identity``, ``preprocess_spec``, ``encode_image``).
+        dataset: an :class:`pand.data.FGVCDataset` (its own transform is replaced by the teacher's eval transform,
+            ``create_transform(teacher.preprocess_spec, is_train=False)``).
         cache_dir: directory of the cache files (created when missing).
         key_extra: more JSON-able key parts, e.g. ``{"split": "train", "data": "cub_200_2011"}``.
         batch_size: extraction batch.
@@ -136,7 +139,8 @@ def extract_features(
             hit = _read_cache(path, key, N, D, targets)
             if hit is not None:
                 return hit
-        feats, labels = _run_teacher(teacher, dataset.with_transform(teacher.preprocess), batch_size, num_workers,
+        transform = create_transform(teacher.preprocess_spec, is_train=False)  # the key's "transform"
+        feats, labels = _run_teacher(teacher, dataset.with_transform(transform), batch_size, num_workers,
                                      progress, desc=desc)
         _check_finite(feats, dataset, desc)
         save_tensors(path, {"features": feats, "labels": labels},

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from pand.config.schema import RunCfg
 from pand.errors import PandError
 
 from .plan import plan_items, resolve_precisions, resolve_students, student_slug
@@ -97,14 +98,14 @@ def _log_tail(log: Path, n: int = 15) -> str:
 
 # -- Stage PSC, once ------------------------------------------------------------------------------------------------
 
-def uses_psc(cfg) -> bool:
+def uses_psc(cfg: RunCfg) -> bool:
     """Whether ``cfg``'s recipe trains Stage PSC anchors (a teacher, ``recipe.anchors=psc``, PSC enabled, no given
     ``psc.artifact``)."""
     return bool(cfg.recipe.use_teacher) and str(cfg.recipe.anchors) == "psc" and bool(cfg.psc.enabled) \
         and not cfg.psc.artifact
 
 
-def stage_psc(cfg, psc_dir: Path, say: Say) -> Optional[Path]:
+def stage_psc(cfg: RunCfg, psc_dir: Path, say: Say) -> Optional[Path]:
     """The anchors every student is trained with: ``cfg.psc.artifact`` when given, else Stage PSC run once in
     ``psc_dir`` (``pand-train --stage psc`` in a subprocess; skipped when ``psc_dir`` holds the artifact of the same
     resolved configuration). None when the recipe learns no anchors."""
@@ -135,7 +136,7 @@ def stage_psc(cfg, psc_dir: Path, say: Say) -> Optional[Path]:
 
 # -- students --------------------------------------------------------------------------------------------------------
 
-def student_config(opts: SweepOptions, student: str, anchors: Optional[Path]):
+def student_config(opts: SweepOptions, student: str, anchors: Optional[Path]) -> RunCfg:
     """The resolved configuration of ``student``'s run: the sweep's config and overrides, ``student.arch``, a name,
     and ``psc.artifact`` = the shared anchors."""
     from pand.config import load_config

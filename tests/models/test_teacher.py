@@ -47,9 +47,10 @@ def test_frozen_eval_and_stays_eval(teacher):
 def test_attributes(teacher):
     assert teacher.arch == "pand-tiny-vit" and teacher.pretrained is None
     assert teacher.embed_dim == 64 and teacher.image_size == 64
-    assert teacher.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
-    assert teacher.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
-    assert teacher.interpolation == "bicubic"
+    pp = teacher.preprocess_spec
+    assert (pp.image_size, pp.resize_size, pp.interpolation, pp.resize_mode) == (64, 64, "bicubic", "shorter_side")
+    assert pp.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert pp.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
     assert teacher.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
     arch, pre, digest = split_identity(teacher.identity)
     assert arch == "pand-tiny-vit" and pre == "random-seed0"
@@ -59,7 +60,7 @@ def test_attributes(teacher):
 
     x = teacher.preprocess(Image.new("RGB", (80, 100), (255, 0, 0)))
     assert tuple(x.shape) == (3, 64, 64)
-    assert x[0].mean().item() == pytest.approx((1 - teacher.mean[0]) / teacher.std[0], abs=1e-3)
+    assert x[0].mean().item() == pytest.approx((1 - pp.mean[0]) / pp.std[0], abs=1e-3)
 
 
 def test_random_init_is_seeded():

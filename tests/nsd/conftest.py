@@ -9,6 +9,7 @@ from torch import nn
 from pand.config import config_dir, load_config
 from pand.nsd.metrics import read_metrics
 from pand.models.students import _STUDENTS, register_student
+from pand_runtime.preprocess_spec import PreprocessSpec
 
 STUDENT_MEAN = (0.5, 0.5, 0.5)
 STUDENT_STD = (0.25, 0.25, 0.25)
@@ -34,8 +35,9 @@ class FakeTeacher:
     def __init__(self, embed_dim=8, image_size=12, mean=(0.4, 0.45, 0.5), std=(0.2, 0.25, 0.3), seed=0):
         g = torch.Generator().manual_seed(seed)
         self.proj = torch.randn(3 * 4 * 4, embed_dim, generator=g)
-        self.embed_dim, self.image_size, self.mean, self.std = embed_dim, image_size, mean, std
-        self.interpolation = "bilinear"
+        self.embed_dim, self.image_size = embed_dim, image_size
+        self.preprocess_spec = PreprocessSpec(image_size, image_size, "bilinear", mean, std)
+        self.precision = "fp32"  # as pand.models.teacher.Teacher has it
         self.identity = f"fake|seed{seed}|0"
         self.seen = []
 

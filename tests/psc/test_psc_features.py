@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -56,6 +57,15 @@ def test_extract_once_then_reuse(tmp_path, tiny_teacher, toy_splits):
     assert torch.equal(y2, y)
 
 
+def test_features_are_the_teachers_on_its_own_open_clip_transform(tmp_path, tiny_teacher, toy_splits):
+    """PSC extracts with the teacher spec's transform: the same tensors as open_clip's own ``teacher.preprocess``."""
+    ds = toy_splits.val
+    f, _ = extract_features(tiny_teacher, ds, tmp_path, key_extra={"split": "val"}, batch_size=len(ds),
+                            progress=False)
+    x = torch.stack([tiny_teacher.preprocess(ds.load_image(i)) for i in range(len(ds))])
+    assert torch.equal(f, tiny_teacher.encode_image(x))
+
+
 def test_changes_invalidate(tmp_path, tiny_teacher, toy_splits):
     from pand.models.teacher import create_teacher
 
@@ -65,8 +75,7 @@ def test_changes_invalidate(tmp_path, tiny_teacher, toy_splits):
 
     # another transform (other normalisation) -> recomputed, different features
     t = Counting(tiny_teacher)
-    t.preprocess = copy.deepcopy(tiny_teacher.preprocess)
-    t.preprocess.transforms[-1].mean = (0.5, 0.5, 0.5)
+    t.preprocess_spec = dataclasses.replace(tiny_teacher.preprocess_spec, mean=(0.5, 0.5, 0.5))
     f, _ = extract_features(t, ds, cache, key_extra={"split": "val"}, progress=False)
     assert t.images == len(ds) and not torch.allclose(f, base)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .attributes import BEAK_SHAPES, BODY_COLORS, WING_PATTERNS
-from .settings import axis_sizes, synthetic_cfg_dict, validate_settings
+from .settings import SyntheticSettings, axis_sizes, synthetic_cfg_dict, validate_settings
 
 __all__ = ["BirdClass", "class_order", "synthetic_classes"]
 
@@ -94,7 +94,7 @@ def class_order(sizes: Sequence[int]) -> List[Tuple[int, ...]]:
     return [(c, w, *rest) for c, w in _balanced_order(sizes[:2]) for rest in inner]
 
 
-def synthetic_classes(cfg: Any = None) -> List[BirdClass]:
+def synthetic_classes(cfg: Optional[SyntheticSettings] = None) -> List[BirdClass]:
     """The classes of a synthetic config, in label order (see :func:`class_order`)."""
     c = synthetic_cfg_dict(cfg)
     validate_settings(c)

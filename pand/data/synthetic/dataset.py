@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from pand.errors import DataError
 
@@ -13,13 +13,16 @@ from ..imagefolder import load_imagefolder
 from ..layout import RawSplits
 from .generate import FORMAT
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports this package
+    from pand.config.schema import DataCfg
+
 __all__ = ["LAYOUT", "load_synthetic", "WebSample", "load_web_pool"]
 
 LAYOUT = ("<root>/{train/, test/, optional val/, classes.json, captions.json} written by "
           "'python -m pand.data.synthetic <root>' (or data.root=null to generate it in cache_dir)")
 
 
-def load_synthetic(root: Path, cfg: Any) -> RawSplits:
+def load_synthetic(root: Path, cfg: DataCfg) -> RawSplits:
     """Read a written synthetic benchmark as an ImageFolder, with names from classes.json and captions."""
     if not (root / "classes.json").is_file():
         raise DataError(

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -33,7 +33,7 @@ from .attributes import BEAK_SHAPES, BODY_COLORS, WING_PATTERNS
 from .captions import CAPTION_TEMPLATES, caption_for, web_caption
 from .classes import BirdClass, synthetic_classes
 from .render import render_bird
-from .settings import axis_sizes, synthetic_cfg_dict
+from .settings import SyntheticSettings, axis_sizes, synthetic_cfg_dict
 
 __all__ = ["GENERATOR_VERSION", "FORMAT", "SPLIT_CODES", "synthetic_hash", "generate_synthetic", "ensure_synthetic"]
 
@@ -42,7 +42,7 @@ FORMAT = "pand-synthetic"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "web": 3}
 
 
-def synthetic_hash(cfg: Any = None) -> str:
+def synthetic_hash(cfg: Optional[SyntheticSettings] = None) -> str:
     """16 hex digits identifying the benchmark a config produces (config + generator version)."""
     c = synthetic_cfg_dict(cfg)
     blob = json.dumps({"generator_version": GENERATOR_VERSION, **c}, sort_keys=True)
@@ -96,7 +96,7 @@ def _matches(out: Path, digest: str) -> bool:
     return meta.get("format") == FORMAT and meta.get("hash") == digest and (out / "captions.json").is_file()
 
 
-def generate_synthetic(out_dir: str | os.PathLike, cfg: Any = None, overwrite: bool = False,
+def generate_synthetic(out_dir: str | os.PathLike, cfg: Optional[SyntheticSettings] = None, overwrite: bool = False,
                        progress: bool = True) -> Path:
     """Write the synthetic benchmark of ``cfg`` to ``out_dir`` (ImageFolder layout + classes/captions JSON).
 
@@ -164,7 +164,7 @@ def _move_into_place(tmp: Path, out: Path, digest: str) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure_synthetic(cache_dir: str | os.PathLike, cfg: Any = None) -> Path:
+def ensure_synthetic(cache_dir: str | os.PathLike, cfg: Optional[SyntheticSettings] = None) -> Path:
     """The benchmark of ``cfg`` under ``<cache_dir>/synthetic/<hash>/``, generated on first use."""
     out = Path(cache_dir) / "synthetic" / synthetic_hash(cfg)
     if _matches(out, synthetic_hash(cfg)):

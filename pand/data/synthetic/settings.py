@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from pand.errors import ConfigError, DataError
 
 from .attributes import BEAK_SHAPES, BODY_COLORS, CRESTS, WING_PATTERNS
 
-__all__ = ["SyntheticCfg", "synthetic_cfg_dict", "validate_settings", "axis_sizes"]
+__all__ = ["SyntheticCfg", "SyntheticSettings", "synthetic_cfg_dict", "validate_settings", "axis_sizes"]
 
 _LIMITS = {"num_body_colors": len(BODY_COLORS), "num_wing_patterns": len(WING_PATTERNS),
            "num_beak_shapes": len(BEAK_SHAPES), "num_crests": len(CRESTS)}
@@ -39,7 +39,12 @@ class SyntheticCfg:
     noise_std: float = 6.0  # additive Gaussian pixel noise (0-255 scale)
 
 
-def synthetic_cfg_dict(cfg: Any = None) -> Dict[str, Any]:
+#: what the generator's functions take: the ``data.synthetic`` section (a :class:`SyntheticCfg` or its DictConfig) or a
+#: partial mapping of its keys (the CLI's options); None = the defaults
+SyntheticSettings = Union[SyntheticCfg, Mapping[str, Any]]
+
+
+def synthetic_cfg_dict(cfg: Optional[SyntheticSettings] = None) -> Dict[str, Any]:
     """``SyntheticCfg`` defaults overlaid with ``cfg`` (a dataclass, DictConfig, mapping or None), as a dict."""
     out = dataclasses.asdict(SyntheticCfg())
     if cfg is None:

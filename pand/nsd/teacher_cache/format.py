@@ -60,7 +60,7 @@ def teacher_cache_meta(live: LiveTeacher, dataset: Any, seed: int, views: int, d
 
     Args:
         live: the live source whose forward pass is cached (its teacher's ``identity``/``precision`` and input
-            pipeline: student mean/std, resize size, interpolation).
+            pipeline: student mean/std and the teacher ``preprocess_spec``'s mean/std, size, interpolation).
         dataset: the training dataset with its augmenting transform (``samples``, ``transform``, ``name``).
         seed: ``trainer.seed`` (the augmentation of ``(i, v)`` is drawn from ``mix_seed(seed, v, i)``).
         views: V, the number of augmented views per image.
@@ -80,10 +80,10 @@ def teacher_cache_meta(live: LiveTeacher, dataset: Any, seed: int, views: int, d
         "format": FORMAT,
         "teacher_identity": str(t.identity),
         "embed_dim": int(live.embed_dim),
-        "teacher_precision": str(getattr(t, "precision", "fp32")),
+        "teacher_precision": str(t.precision),
         "teacher_input": {
             "student_mean": list(live.student_mean), "student_std": list(live.student_std),
-            "teacher_mean": [float(v) for v in t.mean], "teacher_std": [float(v) for v in t.std],
+            "teacher_mean": list(live.teacher_mean), "teacher_std": list(live.teacher_std),
             "size": list(size) if isinstance(size, (tuple, list)) else size, "interpolation": live.interpolation,
         },
         **_dataset_fingerprint(dataset),
