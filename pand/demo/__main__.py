@@ -186,7 +186,8 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
         _say("2/6 the student's start: its backbone pre-trained with CE on the disjoint upstream set (cached)")
         ucfg = UpstreamCfg(train_per_class=4, val_per_class=2, epochs=1) if quick else UpstreamCfg()
         upstream = pretrain_upstream_student(str(cfg.student.arch), cfg.data.synthetic, cfg.cache_dir, ucfg,
-                                             student_cfg=cfg.student)
+                                             student_cfg=cfg.student,
+                                             skip_nonfinite=bool(cfg.trainer.skip_nonfinite_steps))
         click.echo(f"upstream backbone: {upstream.weights_path} ({len(upstream.classes)} classes disjoint from the "
                    f"benchmark's; upstream val top-1 {_pct(upstream.val_top1)}"
                    f"{', cached' if upstream.cached else f', {upstream.seconds:.0f} s'})")

@@ -27,14 +27,17 @@ pre-training breaks that tie, and the information still comes only from the web 
 Training stops when the zero-shot top-1 on the *validation* split (class-name prompts) has not improved for
 ``patience`` evaluations, or at ``max_steps``; the best validation state is kept. The checkpoint is cached under
 ``<cache_dir>/demo_teacher/<hash>/`` (safetensors + ``meta.json`` with the validation curve), the hash covering the
-architecture, the web pool, the validation images, the schedule and the seed.
+architecture, the web pool, the validation images, the schedule and the seed. The run itself is the scaffold's run
+lifecycle (:mod:`pand.engine.lifecycle`): a checkpoint per evaluation period under ``<hash>/checkpoints/`` (model,
+tag heads, optimiser, RNG and batch-sampler states, the curve), continued by an interrupted call and removed once the
+result is written; ``trainer.skip_nonfinite_steps`` honoured; the best validation evaluation kept.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +53,8 @@ from tqdm import tqdm
 
 import pand.models.teacher  # noqa: F401  registers pand's open_clip configs
 from pand.data.transforms import normalize_u8_tensor
+from pand.engine.checkpoint import split_prefixed
+from pand.engine.lifecycle import AUTO, RunLifecycle, all_skipped
 from pand.engine.loop import evaluate
 from pand.engine.optim import build_optimizer, set_lr
 from pand.engine.step import optimizer_step
@@ -206,6 +211,7 @@ def pretrain_teacher(
     pcfg: Optional[PretrainCfg] = None,
     progress: bool = True,
     neighbours: Optional[Sequence[Sequence[int]]] = None,
+    skip_nonfinite: bool = False,
 ) -> Path:
     """Train (or reuse) an open_clip model on the web pool; early-stopped on validation zero-shot top-1.
 
@@ -222,6 +228,8 @@ def pretrain_teacher(
             ``hard_fraction`` of every batch is hard negatives: for an image already in the batch, an image of one
             of its class's neighbours (e.g. its twin with the other beak), so that the finest attribute decides
             some pairs of every batch.
+        skip_nonfinite: ``trainer.skip_nonfinite_steps``: a step with a NaN/inf loss is skipped (and counted in the
+            curve's ``skipped_steps``) instead of stopping with :class:`~pand.engine.lifecycle.NonFiniteLossError`.
 
     Returns:
         Path of the ``open_clip_model.safetensors`` checkpoint (loadable with ``teacher.pretrained=<path>``).
@@ -265,15 +273,38 @@ def pretrain_teacher(
     params += list(tag_heads.parameters()) if tag_heads is not None else []
     opt = build_optimizer(params, "adamw", pcfg.lr, weight_decay=pcfg.weight_decay)
 
+    def tensors() -> Dict[str, torch.Tensor]:
+        heads = tag_heads.state_dict() if tag_heads is not None else {}
+        return {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                **{f"heads.{k}": v for k, v in heads.items()}}
+
+    def exhausted() -> bool:  # the last evaluation was the patience-th without a better validation top-1
+        return 0 < life.best.since and life.best.since >= pcfg.patience
+
+    # one checkpoint per evaluation period ("epoch" e = the steps up to the (e+1)-th evaluation), continued by an
+    # interrupted call with the same key; the best evaluation's is the result
+    life = RunLifecycle("the demo teacher pre-training", skip_nonfinite, out_dir / "checkpoints", {"key": key},
+                        AUTO, {"optimizer": opt}, f"Lower PretrainCfg.lr (now {pcfg.lr})")
     t0 = time.time()
     curve: List[Dict[str, float]] = []
-    best = (-1.0, 0, None)  # (val top-1, step, state)
-    since_best = 0  # evaluations since the best one
     losses: List[float] = []
-    bar = tqdm(range(pcfg.max_steps), desc="teacher pre-training (web pool)", disable=not progress,
+    applied = skipped = 0  # steps applied / skipped (non-finite) in the current evaluation period
+    stopped, first = "max_steps", 0
+    ck = life.open()
+    if ck is not None:
+        model.load_state_dict(split_prefixed(ck.tensors, "model"))
+        if tag_heads is not None:
+            tag_heads.load_state_dict(split_prefixed(ck.tensors, "heads"))
+        life.restore(ck)
+        gen.set_state(ck.state["generator"])
+        curve, losses = list(ck.state["curve"]), list(ck.state["losses"])
+        first = int(curve[-1]["step"])
+    bar = tqdm(range(first, pcfg.max_steps), desc="teacher pre-training (web pool)", disable=not progress,
                dynamic_ncols=True)
-    stopped = "max_steps"
     for step in bar:
+        if exhausted():
+            stopped = "patience"
+            break
         model.train()
         set_lr(opt, pretrain_lr(step, pcfg))
         idx = _batch_indices(len(web), pcfg, gen, labels, neighbours, by_class)
@@ -288,28 +319,38 @@ def pretrain_teacher(
             tags = tag_targets[idx]
             loss = loss + pcfg.tag_weight * (caption_tag_loss(tag_heads, img, tags)
                                              + caption_tag_loss(tag_heads, txt, tags)) / 2
-        optimizer_step(loss, opt)
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        losses.append(loss.item())
+        if life.finite(loss, opt, len(curve), step, lambda: f"loss = {loss.item()}"):
+            optimizer_step(loss, opt)
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.item())
+            applied += 1
+        else:
+            skipped += 1
         if (step + 1) % pcfg.eval_every == 0 or step + 1 == pcfg.max_steps:
+            if applied == 0:
+                raise all_skipped(life.stage, len(curve), skipped, life.fix)
             acc = _zero_shot(model, tokens_cls, x_val, y_val, pp)
-            curve.append({"step": step + 1, "val_top1": acc, "loss": float(np.mean(losses[-pcfg.eval_every:]))})
-            bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}", val=f"{acc:.3f}", best=f"{max(acc, best[0]):.3f}")
-            if acc > best[0]:
-                best, since_best = (acc, step + 1, copy.deepcopy(model.state_dict())), 0
-            else:
-                since_best += 1
-                if since_best >= pcfg.patience:
-                    stopped = "patience"
-                    break
+            curve.append({"step": step + 1, "val_top1": acc, "loss": float(np.mean(losses[-pcfg.eval_every:])),
+                          **({"skipped_steps": skipped} if skipped else {})})
+            applied = skipped = 0
+            best_before = life.best.value if life.best.value is not None else -1.0
+            bar.set_postfix(loss=f"{curve[-1]['loss']:.3f}", val=f"{acc:.3f}", best=f"{max(acc, best_before):.3f}")
+            life.best.offer(len(curve) - 1, acc)
+            life.save(len(curve) - 1, tensors(), generator=gen.get_state(), curve=curve, losses=losses)
+    else:
+        if exhausted():
+            stopped = "patience"
     bar.close()
-    model.load_state_dict(best[2])
+    best_tensors, _ = life.best_tensors()
+    model.load_state_dict(split_prefixed(best_tensors, "model"))
     model.eval()
     save_tensors(ckpt, model.state_dict(), metadata={"arch": arch, "key": key})
+    best = curve[life.best.epoch]
     atomic_write_json(out_dir / "meta.json", {
         "arch": arch, "key": key, "web_images": len(web), "val_images": len(val), "steps": curve[-1]["step"],
-        "stopped": stopped, "best_step": best[1], "best_val_top1": best[0], "curve": curve,
+        "stopped": stopped, "best_step": best["step"], "best_val_top1": best["val_top1"], "curve": curve,
         "seconds": round(time.time() - t0, 1), "cfg": asdict(pcfg),
     })
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the result is written: nothing left to resume
     return ckpt

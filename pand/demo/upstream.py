@@ -31,6 +31,9 @@ held-out upstream val split is reported. The backbone (no classifier head) is wr
 ``create_student(arch, C, weights=path)`` / ``student.weights=<path>`` loads with a freshly initialised head for
 the benchmark's ``C`` classes, plus ``meta.json`` (top-1s, settings, seconds), under
 ``<cache_dir>/upstream_student/<key>/``; a second call with the same settings returns the cached result.
+The run is the scaffold's run lifecycle (:mod:`pand.engine.lifecycle`): a checkpoint per epoch under
+``<key>/checkpoints/`` continued by an interrupted call (removed once the result is written), and
+``trainer.skip_nonfinite_steps`` honoured.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ from pand.data.synthetic import BEAK_SHAPES, BODY_COLORS, CRESTS, WING_PATTERNS,
 from pand.data.synthetic import synthetic_classes
 from pand.data.synthetic.generate import GENERATOR_VERSION
 from pand.data.synthetic.settings import SyntheticSettings, synthetic_cfg_dict
-from pand.errors import ConfigError, PandError
+from pand.errors import ConfigError
 from pand.utils.io import atomic_write_json, save_tensors
 
 if TYPE_CHECKING:  # annotations only: the schema is imported where it is used (_student_spec)
@@ -241,7 +244,8 @@ def _load_result(out_dir: Path, classes: List[BirdClass]) -> Optional[UpstreamRe
 
 def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettings], cache_dir: str | os.PathLike,
                               settings: Optional[UpstreamCfg] = None, progress: bool = True,
-                              student_cfg: Optional[StudentCfg] = None, device: str = "cpu") -> UpstreamResult:
+                              student_cfg: Optional[StudentCfg] = None, device: str = "cpu",
+                              skip_nonfinite: bool = False) -> UpstreamResult:
     """Pre-train (or reuse) the student backbone ``arch`` with cross-entropy on the upstream set.
 
     Args:
@@ -254,6 +258,8 @@ def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettin
         student_cfg: the benchmark student's ``student`` section, whose preprocessing (size, resize,
             interpolation, mean/std) the transforms use; None = CLIP mean/std at the benchmark's image size.
         device: where to train.
+        skip_nonfinite: ``trainer.skip_nonfinite_steps`` (a NaN/inf step is skipped and counted instead of stopping
+            with :class:`~pand.engine.lifecycle.NonFiniteLossError`).
 
     Returns:
         :class:`UpstreamResult`; ``weights_path`` holds the backbone's state dict (no ``linear_cls`` / ``fc``), for
@@ -265,6 +271,8 @@ def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettin
 
     from pand.data.base import FGVCDataset
     from pand.data.transforms import create_transform
+    from pand.engine.checkpoint import split_prefixed
+    from pand.engine.lifecycle import AUTO, RunLifecycle, all_skipped
     from pand.engine.loaders import make_eval_loader, make_train_loader
     from pand.engine.loop import evaluate, train_one_epoch
     from pand.engine.optim import build_optimizer, build_scheduler
@@ -304,22 +312,31 @@ def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettin
     # stepped once per optimiser step: linear warm-up, then cosine to 0 over the remaining steps
     sched = build_scheduler(opt, "cosine", steps, warmup_epochs=int(round(settings.warmup_fraction * steps)))
 
-    def step(i: int, batch) -> Tuple[Dict[str, Any], int]:
+    fix = f"Lower the learning rate (UpstreamCfg.lr={settings.lr})"
+    # a checkpoint per epoch, continued by an interrupted call with the same key, removed once the result is written
+    life = RunLifecycle("the upstream pre-training", skip_nonfinite, out_dir / "checkpoints", {"key": key}, AUTO,
+                        {"optimizer": opt, "scheduler": sched}, fix)
+    curve: List[Dict[str, float]] = []
+    ck = life.open()
+    if ck is not None:
+        model.load_state_dict(split_prefixed(ck.tensors, "model"))
+        life.restore(ck)
+        curve = list(ck.state["curve"])
+
+    def step(epoch: int, i: int, batch) -> Optional[Tuple[Dict[str, Any], int]]:
         x, y = batch[0].to(dev), batch[1].to(dev)
         z = model(x)
         loss = F.cross_entropy(z, y)
-        if not torch.isfinite(loss):
-            raise PandError(f"upstream pre-training: non-finite loss at step {i}; lower the learning rate "
-                            f"(UpstreamCfg.lr={settings.lr})")
+        if not life.finite(loss, opt, epoch, i, lambda: f"loss = {loss.item()}"):
+            return None  # skipped: neither the weights nor the schedule move
         optimizer_step(loss, opt)
         sched.step()
         return {"loss": loss.item() * len(y), "correct": int((z.argmax(1) == y).sum())}, len(y)
 
     t0 = time.time()
-    curve: List[Dict[str, float]] = []
     model.train()
-    bar = tqdm(total=steps, desc=f"upstream pre-training ({arch}, {len(classes)} classes)", unit="step",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=life.start * len(train_loader), unit="step", disable=not progress,
+               desc=f"upstream pre-training ({arch}, {len(classes)} classes)", dynamic_ncols=True)
 
     def on_step(i: int, values, totals) -> None:  # running loss / train top-1 of the current epoch
         bar.update(1)
@@ -328,12 +345,17 @@ def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettin
                             loss=f"{totals.sums['loss'] / totals.images:.3f}",
                             train=f"{totals.sums['correct'] / totals.images:.3f}", refresh=False)
 
-    for epoch in range(settings.epochs):
+    for epoch in range(life.start, settings.epochs):
         train_loader.sampler.set_epoch(epoch, epoch)  # fresh augmentation (view = epoch) and order per epoch
-        totals = train_one_epoch(train_loader, step, on_step)
+        totals = train_one_epoch(train_loader, lambda i, batch: step(epoch, i, batch), on_step)
+        if totals.steps == 0 and totals.skipped:
+            raise all_skipped(life.stage, epoch, totals.skipped, fix)
         curve.append({"epoch": epoch + 1, "loss": totals.sums["loss"] / max(totals.images, 1),
                       "train_top1": totals.sums["correct"] / max(totals.images, 1),
-                      "seconds": round(totals.seconds, 1)})
+                      "seconds": round(totals.seconds, 1), **({"skipped_steps": totals.skipped} if totals.skipped
+                                                               else {})})
+        life.best.take(epoch)  # no selection: the last epoch is the result
+        life.save(epoch, {f"model.{k}": v for k, v in model.state_dict().items()}, curve=curve)
     bar.close()
     val = evaluate(model, val_loader, dev)
     seconds = round(time.time() - t0, 1)
@@ -347,5 +369,6 @@ def pretrain_upstream_student(arch: str, benchmark_cfg: Optional[SyntheticSettin
         "settings": asdict(settings), "preprocess": asdict(spec), "curve": curve,
         "torch_threads": torch.get_num_threads(),
     })
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the result is written: nothing left to resume
     return UpstreamResult(weights_path=out_dir / WEIGHTS_FILE, val_top1=val["top1"],
                           train_top1=curve[-1]["train_top1"], classes=classes, seconds=seconds)

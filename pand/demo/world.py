@@ -68,7 +68,7 @@ def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = T
     seconds: Dict[str, float] = {}
     t0 = time.time()
     ckpt = pretrain_teacher(str(base.teacher.arch), web, fits, val, prompts, base.cache_dir, pcfg, progress=progress,
-                            neighbours=neighbours)
+                            neighbours=neighbours, skip_nonfinite=bool(base.trainer.skip_nonfinite_steps))
     seconds["teacher_pretrain"] = round(time.time() - t0, 1)
     over = [*overrides, f"teacher.pretrained={ckpt}"]
     pretrain = {"teacher": _pretrain_meta(ckpt)}
@@ -76,7 +76,8 @@ def prepare_world(config_path: str, overrides: Sequence[str], progress: bool = T
         # PromptKD starts from a pre-trained (smaller) CLIP image encoder: pre-train the student arch the same way
         t0 = time.time()
         sckpt = pretrain_teacher(str(base.promptkd.student_arch), web, fits, val, prompts, base.cache_dir, pcfg,
-                                 progress=progress, neighbours=neighbours)
+                                 progress=progress, neighbours=neighbours,
+                                 skip_nonfinite=bool(base.trainer.skip_nonfinite_steps))
         seconds["promptkd_student_pretrain"] = round(time.time() - t0, 1)
         over.append(f"promptkd.student_pretrained={sckpt}")
         pretrain["promptkd_student"] = _pretrain_meta(sckpt)

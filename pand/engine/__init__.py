@@ -12,7 +12,11 @@ Modules, by responsibility:
   through the scaler, clipping, step) and the non-finite-loss policy (:func:`~pand.engine.step.nonfinite_step`).
 * :mod:`pand.engine.loop`: :func:`~pand.engine.loop.train_one_epoch` (walks the batches, sums what the stage's
   step returns, counts applied/skipped steps and images) and :func:`~pand.engine.loop.evaluate` (top-1/top-5/CE).
-* :mod:`pand.engine.checkpoint`: per-epoch checkpoints and resume, RNG capture/restore, the resume-time
+* :mod:`pand.engine.lifecycle`: the run lifecycle every loop uses (:class:`~pand.engine.lifecycle.RunLifecycle`):
+  fresh-or-resume, a checkpoint per epoch with RNG, the non-finite policy
+  (:class:`~pand.engine.lifecycle.NonFiniteLossError` unless ``trainer.skip_nonfinite_steps``) and
+  best-on-validation selection (:class:`~pand.engine.lifecycle.Best`).
+* :mod:`pand.engine.checkpoint`: the checkpoint format and resume, RNG capture/restore, the resume-time
   configuration check, optimiser state as safetensors, and the one safe ``torch.load``
   (:func:`~pand.engine.checkpoint.safe_torch_load`).
 * :mod:`pand.engine.loaders`: DataLoader settings from ``trainer.*``, the seeded per-epoch order of in-memory
@@ -20,11 +24,11 @@ Modules, by responsibility:
   (:func:`~pand.engine.loaders.make_train_loader`, :func:`~pand.engine.loaders.make_eval_loader`).
 
 How a stage uses it: it builds its own model, loss and data, then the optimiser (``build_optimizer``) and its LR
-(``build_scheduler`` or ``cosine_lr``/``set_lr``), and per epoch calls ``train_one_epoch(batches, step)`` where
-``step`` runs the forward pass under ``autocast``, checks the loss (``nonfinite_step``), calls ``optimizer_step``
-and returns the values to sum; then it evaluates (``evaluate`` or its own metric) and saves its state
-(``save_checkpoint`` or ``optimizer_tensors``). Stage NSD (:mod:`pand.nsd.engine`), Stage PSC
-(:mod:`pand.psc.loop`), PromptKD's student (:mod:`pand.promptkd.train`) and PromptSRC teacher
-(:mod:`pand.promptkd.promptsrc`), and the demo teacher's pre-training (:mod:`pand.demo.teacher_pretrain`) work this
-way.
+(``build_scheduler`` or ``cosine_lr``/``set_lr``) and its :class:`~pand.engine.lifecycle.RunLifecycle`
+(``open``/``restore`` for fresh or resumed), and per epoch calls ``train_one_epoch(batches, step)`` where ``step``
+runs the forward pass under ``autocast``, checks the loss (``life.finite``), calls ``optimizer_step`` and returns
+the values to sum; then it evaluates (``evaluate`` or its own metric), offers the metric to ``life.best`` and
+checkpoints (``life.save``). Stage NSD (:mod:`pand.nsd.engine`), Stage PSC (:mod:`pand.psc.loop`), PromptKD's
+student (:mod:`pand.promptkd.train`) and PromptSRC teacher (:mod:`pand.promptkd.promptsrc`), and the demo's teacher
+and upstream pre-trainings (:mod:`pand.demo.teacher_pretrain`, :mod:`pand.demo.upstream`) work this way.
 """

@@ -1,7 +1,8 @@
-"""Save and resume training state: per-epoch checkpoints, RNG states, the resume-time configuration check, the
-optimiser state as safetensors, and the one safe loader of torch files.
+"""Save and resume training state: per-epoch checkpoints, RNG states, the resume-time configuration check and the
+one safe loader of torch files. Loops use them through the run lifecycle (:mod:`pand.engine.lifecycle`).
 
-Layout of a checkpoint directory (Stage NSD: ``<run>/nsd/checkpoints/``; PromptKD: ``<run>/promptkd/checkpoints/``)::
+Layout of a checkpoint directory (Stage NSD: ``<run>/nsd/checkpoints/``; PromptKD: ``<run>/promptkd/checkpoints/``;
+Stage PSC: ``<run>/psc/checkpoints/``)::
 
     epoch_0003/model.safetensors   weights (prefixed, e.g. ``student.*``, ``heads.*``); metadata: config, epoch
     epoch_0003/state.pt            optimiser, scheduler, grad scaler, RNG states, epoch, best-so-far (torch.save)
@@ -11,9 +12,6 @@ An epoch directory is written under a temporary name and renamed into place, the
 replaced, so a crash at any point leaves the previous checkpoint intact and referenced. Older epoch
 directories are pruned, except the best validation epoch's, whose weights are the run's result. ``state.pt`` holds
 only tensors, numbers, strings and containers and is read with :func:`safe_torch_load` (``weights_only=True``).
-
-A stage that keeps a single resume file of safetensors instead (Stage PSC) stores its optimiser with
-:func:`optimizer_tensors` and restores it with :func:`load_optimizer_tensors`.
 """
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ from pand.utils.flatten import flatten_config, key_under
 from pand.utils.io import WriteError, atomic_write_json, is_write_failure, load_tensors, read_json, save_tensors
 
 __all__ = [
-    "RESUME_IGNORED_KEYS", "safe_torch_load", "capture_rng", "restore_rng", "optimizer_tensors",
-    "load_optimizer_tensors", "save_checkpoint", "load_last_checkpoint", "has_checkpoint", "best_weights_path",
+    "RESUME_IGNORED_KEYS", "safe_torch_load", "capture_rng", "restore_rng", "save_checkpoint", "load_last_checkpoint", "has_checkpoint", "best_weights_path",
     "refuse_overwrite", "checkpoint_config", "flatten_config", "config_diff", "check_resume_config", "split_prefixed",
 ]
 
@@ -90,38 +87,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """The state of ``opt`` as ``(tensors, info)``: safetensors cannot hold a nested dict.
-
-    Returns:
-        ``tensors``: ``{"optim.<param id>.<key>": tensor}`` (e.g. momentum buffers); ``info``: JSON-able
-        ``{"param_groups": [...], "scalars": {"<param id>.<key>": value}}`` (e.g. Adam's step counts as numbers).
-    """
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optim.{pid}.{k}"] = v
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor],
-                           info: Mapping[str, Any]) -> None:
-    """Inverse of :func:`optimizer_tensors` (entries of ``tensors`` not under ``optim.`` are ignored)."""
-    state: Dict[int, Dict[str, Any]] = {}
-    for name, t in tensors.items():
-        if name.startswith("optim."):
-            _, pid, k = name.split(".", 2)
-            state.setdefault(int(pid), {})[k] = t
-    for name, v in (info.get("scalars") or {}).items():
-        pid, k = name.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
 
 
 def config_diff(old: Mapping, new: Mapping, ignore: Iterable[str] = RESUME_IGNORED_KEYS) -> List[Tuple[str, Any, Any]]:

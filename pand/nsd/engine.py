@@ -4,9 +4,10 @@
 (:func:`train_one_epoch`, :func:`evaluate` on val, checkpoint) -> one :func:`evaluate` of the best checkpoint
 on test. Teacher features come from a :class:`~pand.models.teacher_source.TeacherSource`; the loss code never
 knows whether they are live or cached. The epoch loop, the optimisation step, the optimiser/scheduler factory,
-evaluation and checkpointing are the scaffold's; what is Stage NSD's own is here: the model (student + alignment
-heads, built in :mod:`.build`, shared with the ``views=auto`` probe), the criterion and its terms, the
-all-reduced finiteness check, the metrics records and the run bookkeeping.
+evaluation, and the run lifecycle (fresh-or-resume, checkpoints with RNG, the non-finite policy, the best
+validation epoch: :mod:`pand.engine.lifecycle`) are the scaffold's; what is Stage NSD's own is here: the model
+(student + alignment heads, built in :mod:`.build`, shared with the ``views=auto`` probe), the criterion and its
+terms, the all-reduced loss values the policy checks, the metrics records and its counters.
 
 CUDA is used when available (``trainer.accelerator``), with bf16/fp16 autocast (``trainer.precision``) and
 channels-last memory. On CPU everything runs in fp32 and a resumed run continues bit-for-bit.
@@ -31,19 +32,16 @@ from tqdm.auto import tqdm
 
 from pand.config import ConfigError
 from pand.engine import loop
-from pand.engine.checkpoint import (
-    best_weights_path, capture_rng, check_resume_config, has_checkpoint, load_last_checkpoint, refuse_overwrite,
-    restore_rng, save_checkpoint, split_prefixed,
-)
+from pand.engine.checkpoint import split_prefixed
 from pand.engine.device import autocast, grad_scaler, memory_format
 from pand.engine.loaders import make_eval_loader, make_train_loader, make_transfer_loader, set_loader_epoch
+from pand.engine.lifecycle import Best, NonFiniteLossError, RunLifecycle, all_skipped
 from pand.engine.loop import EpochTotals, evaluate
-from pand.engine.step import nonfinite_step, optimizer_step
+from pand.engine.step import optimizer_step
 from pand.errors import ArtifactError, PandError
 from pand.models.teacher_source import TeacherSource
 from pand import report
 from pand.utils.distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, select_device
-from pand.utils.io import load_tensors, read_json
 from pand.utils.seed import seed_everything
 
 from .build import build_models, build_optim
@@ -60,10 +58,6 @@ __all__ = [
 ]
 
 StepHook = Callable[[int, int], None]  # (epoch, step within the epoch) after every optimiser step
-
-
-class NonFiniteLossError(PandError):
-    """A loss term became NaN/inf; training stopped before the bad step was applied."""
 
 
 @dataclass
@@ -89,12 +83,11 @@ class NSDContext:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: Any
+    life: RunLifecycle  # resume, checkpoints, the non-finite policy, the best validation epoch
     source: Optional[TeacherSource] = None
     anchors: Optional[torch.Tensor] = None
     logger: Optional[MetricsLogger] = None
     global_step: int = 0
-    best_top1: float = -1.0
-    best_epoch: int = -1
     train_time: float = 0.0
     images_seen: int = 0
     last_terms: Dict[str, float] = field(default_factory=dict)
@@ -169,32 +162,26 @@ def _train_set(splits):
 # --------------------------------------------------------------------------------------------------------------
 # one epoch / evaluation
 # --------------------------------------------------------------------------------------------------------------
-def _bad_term(ctx: NSDContext, names: List[str], values: torch.Tensor, f_t, epoch: int, step: int) -> PandError:
+def _bad_terms(ctx: NSDContext, names: List[str], values: torch.Tensor, f_t) -> str:
+    """What a non-finite NSD step held: the first bad term, whether the teacher features were to blame, all terms."""
     bad = [n for n, v in zip(names, values.tolist()) if not math.isfinite(v)]
     term = next((n for n in bad if n != "loss"), bad[0])
     where = "teacher features are non-finite; " if f_t is not None and not torch.isfinite(f_t).all() else ""
-    ckpt_root = ctx.out_dir / "checkpoints"
-    last = (f"{ckpt_root} (epoch {_last_epoch(ckpt_root)}; resume with --resume)" if has_checkpoint(ckpt_root)
-            else "none yet (the run stopped in its first epoch)")
-    return NonFiniteLossError(
-        f"non-finite loss at epoch {epoch} step {step} (global step {ctx.global_step}): term '{term}' = "
-        f"{values[names.index(term)].item()} ({where}all terms: {dict(zip(names, values.tolist()))}). The step "
-        f"was not applied and nothing was overwritten. Last good checkpoint: {last}. Lower nsd.lr, set "
-        f"nsd.grad_clip (e.g. 1.0) or use trainer.precision=fp32; trainer.skip_nonfinite_steps=true skips such "
-        f"steps instead (counted per epoch in metrics.jsonl)."
-    )
+    return (f"global step {ctx.global_step}: term '{term}' = {values[names.index(term)].item()}; {where}all terms: "
+            f"{dict(zip(names, values.tolist()))}")
 
 
-def _last_epoch(root: Path) -> int:
-    return int(read_json(root / "last.json")["epoch"])
+#: what a user can do about a non-finite NSD loss
+NONFINITE_FIX = "Lower nsd.lr, set nsd.grad_clip (e.g. 1.0) or use trainer.precision=fp32"
 
 
 def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int) -> Optional[torch.Tensor]:
     """Forward, loss, finiteness check, backward and optimiser step; returns the rank-mean term values.
 
-    A NaN/inf loss (on any rank: the values are all-reduced, so every rank decides alike) raises
-    :class:`NonFiniteLossError` naming the step, or with ``trainer.skip_nonfinite_steps=true`` skips the step
-    (nothing applied, a warning) and returns None.
+    A NaN/inf loss (on any rank: the values are all-reduced, so every rank decides alike) goes to the run's
+    non-finite policy (:meth:`pand.engine.lifecycle.RunLifecycle.finite`): :class:`NonFiniteLossError` naming the
+    step, or with ``trainer.skip_nonfinite_steps=true`` the step skipped (nothing applied, a warning) and None
+    returned.
     """
     device, cfg = ctx.device, ctx.cfg
     images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(device,
@@ -207,9 +194,7 @@ def _train_step(ctx: NSDContext, images, labels, indices, epoch: int, step: int)
     names = ["loss", *terms]
     values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())])
     values = all_reduce_sum(values, ctx.dist) / ctx.dist.world_size
-    if not torch.isfinite(values).all():
-        nonfinite_step(_bad_term(ctx, names, values.cpu(), f_t, epoch, step), cfg.trainer.skip_nonfinite_steps,
-                       ctx.optimizer, warn=ctx.dist.is_main)
+    if not ctx.life.finite(values, ctx.optimizer, epoch, step, lambda: _bad_terms(ctx, names, values.cpu(), f_t)):
         return None
     optimizer_step(total, ctx.optimizer, ctx.scaler, clip=cfg.nsd.grad_clip, params=ctx.model.parameters())
     return values
@@ -257,9 +242,7 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
     w_ce, w_kd = ctx.criterion.weights(epoch)
     coef = ctx.criterion.coefficients(epoch)
     if totals.steps == 0:
-        raise NonFiniteLossError(f"every step of NSD epoch {epoch} had a non-finite loss ({totals.skipped} skipped "
-                                 f"with trainer.skip_nonfinite_steps=true); nothing can be learned. Lower nsd.lr, "
-                                 f"set nsd.grad_clip, or check the teacher features.")
+        raise all_skipped("Stage NSD", epoch, totals.skipped, f"{NONFINITE_FIX}, or check the teacher features")
     stats = totals.means()
     stats.update({"w_ce": w_ce, "w_kd": w_kd, **{f"coef_{k}": v for k, v in coef.items()}, "lr": lr,
                   "images_per_s": totals.images / max(totals.seconds, 1e-9), "steps": totals.steps,
@@ -288,69 +271,58 @@ def _check_inputs(cfg, splits, source: Optional[TeacherSource], anchors: Optiona
         )
 
 
-def _restore(ctx: NSDContext, config: Dict[str, Any], resume: bool) -> int:
-    """Load the last checkpoint when resuming; returns the first epoch to run."""
-    root = ctx.out_dir / "checkpoints"
-    refuse_overwrite(root, resume, ctx.out_dir)
-    if not resume:
-        return 0
-    ck = load_last_checkpoint(root)
-    if ck is None:
-        warnings.warn(f"--resume: no checkpoint in {root}; starting from the first epoch")
-        return 0
-    tensors, meta, state, where = ck
-    check_resume_config(meta.get("config", {}), config, where)
-    load_model_tensors(ctx.model, tensors)
-    ctx.optimizer.load_state_dict(state["optimizer"])
-    ctx.scheduler.load_state_dict(state["scheduler"])
-    ctx.scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"])
-    ctx.global_step, ctx.train_time, ctx.images_seen = state["global_step"], state["train_time"], state["images_seen"]
-    ctx.best_top1, ctx.best_epoch, ctx.last_terms = state["best_top1"], state["best_epoch"], dict(state["last_terms"])
-    return int(state["epoch"]) + 1
+def _restore(ctx: NSDContext) -> int:
+    """Fresh or resumed (:meth:`RunLifecycle.open`): the model and NSD's bookkeeping from the last checkpoint when
+    resuming; returns the first epoch to run."""
+    ck = ctx.life.open()
+    if ck is not None:
+        load_model_tensors(ctx.model, ck.tensors)
+        ctx.life.restore(ck)
+        state = ck.state
+        ctx.global_step, ctx.train_time, ctx.images_seen = (state["global_step"], state["train_time"],
+                                                            state["images_seen"])
+        ctx.last_terms = dict(state["last_terms"])
+    return ctx.life.start
 
 
-def _end_of_epoch(ctx: NSDContext, epoch: int, stats: Dict[str, float], config: Dict[str, Any]) -> None:
+def _end_of_epoch(ctx: NSDContext, epoch: int, stats: Dict[str, float]) -> None:
     """Validate (every ``nsd.eval_every`` epochs and at the end), track the best epoch, log, checkpoint."""
-    cfg, dist = ctx.cfg, ctx.dist
+    cfg, dist, best = ctx.cfg, ctx.dist, ctx.life.best
     broadcast_buffers(ctx.model, dist)  # rank 0's BatchNorm statistics are the ones checkpointed
     last = epoch == cfg.nsd.epochs - 1
     val = None
     if ctx.loaders.val is not None and ((epoch + 1) % max(1, cfg.nsd.eval_every) == 0 or last):
         val = evaluate(ctx.model.student, ctx.loaders.val, ctx.device, dist, cfg.trainer.precision,
                        cfg.trainer.channels_last)
-    if ctx.loaders.val is None or (val is not None and val["top1"] > ctx.best_top1):
-        ctx.best_epoch, ctx.best_top1 = epoch, (val["top1"] if val is not None else -1.0)
+    if ctx.loaders.val is None:
+        best.take(epoch, -1.0)  # no validation: the last epoch is kept
+    else:
+        best.offer(epoch, val["top1"] if val is not None else None)
     ctx.last_terms = {k: stats[k] for k in ("loss", *ctx.criterion.term_names())}
     if dist.is_main:
         rec = {"kind": "epoch", "epoch": epoch, **stats}
         if val is not None:
             rec.update({f"val_{k}": v for k, v in val.items()})
         ctx.logger.log(rec, step=ctx.global_step)
-        report.log_epoch(epoch, int(cfg.nsd.epochs), stats, val, ctx.best_top1, ctx.best_epoch)
-        state = {
-            "epoch": epoch, "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
-            "scaler": ctx.scaler.state_dict(), "rng": capture_rng(), "global_step": ctx.global_step,
-            "train_time": ctx.train_time, "images_seen": ctx.images_seen, "best_top1": ctx.best_top1,
-            "best_epoch": ctx.best_epoch, "last_terms": ctx.last_terms,
-        }
-        save_checkpoint(ctx.out_dir / "checkpoints", epoch, model_tensors(ctx.model), state, config, ctx.best_epoch)
+        report.log_epoch(epoch, int(cfg.nsd.epochs), stats, val, best.value, best.epoch)
+        ctx.life.save(epoch, model_tensors(ctx.model), global_step=ctx.global_step, train_time=ctx.train_time,
+                      images_seen=ctx.images_seen, last_terms=ctx.last_terms)
     barrier(dist)
 
 
 def _final_test(ctx: NSDContext) -> NSDResult:
     """Load the best epoch's weights and evaluate them once on the test split."""
-    tensors, meta = load_tensors(best_weights_path(ctx.out_dir / "checkpoints"))
+    tensors, meta = ctx.life.best_tensors()
     load_model_tensors(ctx.model, tensors)
-    cfg = ctx.cfg
+    cfg, best = ctx.cfg, ctx.life.best
     test = evaluate(ctx.model.student, ctx.loaders.test, ctx.device, ctx.dist, cfg.trainer.precision,
                     cfg.trainer.channels_last)
     if ctx.logger is not None and test is not None:
-        ctx.logger.log({"kind": "test", "epoch": int(meta.get("epoch", ctx.best_epoch)),
+        ctx.logger.log({"kind": "test", "epoch": int(meta.get("epoch", best.epoch)),
                         **{f"test_{k}": v for k, v in test.items()}}, step=ctx.global_step)
     has_val = ctx.loaders.val is not None
     return NSDResult(
-        best_epoch=ctx.best_epoch, val_top1=ctx.best_top1 if has_val else None,
+        best_epoch=best.epoch, val_top1=best.value if has_val else None,
         test_top1=test["top1"] if test else None, test=test, final_terms=dict(ctx.last_terms),
         train_time_s=ctx.train_time, images_per_s=ctx.images_seen / max(ctx.train_time, 1e-9),
         student_state=split_prefixed(tensors, "student"), epochs=int(cfg.nsd.epochs),
@@ -411,11 +383,14 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     ramp = criterion.label_free_warning()
     if ramp and dist.is_main and not resume:
         warnings.warn(ramp)
+    life = RunLifecycle("Stage NSD", cfg.trainer.skip_nonfinite_steps, out_dir / "checkpoints",
+                        OmegaConf.to_container(cfg, resolve=True), resume,
+                        {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}, NONFINITE_FIX,
+                        Best(-1, -1.0), best_key="best_top1", run_dir=out_dir, warn=dist.is_main)
     ctx = NSDContext(cfg, out_dir, device, dist, model, train_model, criterion, loaders,
-                     optimizer, scheduler, scaler, source if cfg.recipe.use_teacher else None,
+                     optimizer, scheduler, scaler, life, source if cfg.recipe.use_teacher else None,
                      anchors.to(device).float() if (anchors is not None and cfg.recipe.use_teacher) else None)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    start = _restore(ctx, config, resume)
+    start = _restore(ctx)
     barrier(dist)
     ctx.logger = MetricsLogger(out_dir, dist.is_main, bool(cfg.trainer.tensorboard), start, ctx.global_step)
     ctx.teacher_cache = cache_choice
@@ -428,7 +403,7 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
             except torch.cuda.OutOfMemoryError as e:
                 raise _oom_error(ctx) from e
             ctx.scheduler.step()
-            _end_of_epoch(ctx, epoch, stats, config)
+            _end_of_epoch(ctx, epoch, stats)
         return _final_test(ctx)
     finally:
         ctx.logger.close()

@@ -8,10 +8,11 @@ there the build is not repaid and the cache is slower end to end. ``auto`` decid
    :func:`~pand.utils.seed.seed_everything`; every RNG is restored afterwards, so the seeded training trajectory is
    the one of an explicit ``views``): on a few training batches of the real per-device batch size (one warm-up
    batch, then the fastest of 3 timed ones), the seconds per batch of decoding + augmenting (one process), the
-   teacher forward (the :class:`~pand.models.teacher_source.LiveTeacher` path), one student step (forward, loss,
-   backward, optimiser step) on a throw-away copy of the student (random init, no ``torch.compile``, no DDP
-   gradient all-reduce), and a cache lookup (:meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.lookup` on an
-   in-memory table).
+   teacher forward (the :class:`~pand.models.teacher_source.LiveTeacher` path), one student step (forward, loss
+   and the scaffold's :func:`~pand.engine.step.optimizer_step`: backward, clipping, optimiser step) on a
+   throw-away copy of the student (random init, no ``torch.compile``, no DDP gradient all-reduce), and a cache
+   lookup (:meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.lookup` on an in-memory table,
+   :meth:`~pand.nsd.teacher_cache.TeacherFeatureCache.in_memory`).
 2. **Project** (:func:`project_teacher_cache`, pure): the end-to-end seconds of ``E`` epochs with the live teacher
    vs building a ``V = min(8, E)``-view cache and then ``E`` epochs of student steps + lookups (no build when a
    complete cache with that key already exists).
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pand.engine.device import autocast
+from pand.engine.device import autocast, grad_scaler
+from pand.engine.step import optimizer_step
 from pand.engine.loaders import IndexedDataset
 from pand.errors import ConfigError
 from pand.models.teacher_source import LiveTeacher
@@ -171,15 +173,13 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
         model = build_models(m_cfg, num_classes, source.embed_dim, device).train()
         criterion = NSDCriterion.from_config(cfg)
         optimizer, _ = build_optim(cfg, model.parameters())
-        scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.trainer.precision == "fp16")
+        scaler = grad_scaler(device, str(cfg.trainer.precision))
         dim = int(source.embed_dim)
         if anchors is None:
             anchors = F.normalize(torch.randn(num_classes, dim), dim=1)
         anchors = anchors.to(device).float()
-        table = TeacherFeatureCache.__new__(TeacherFeatureCache)  # an in-memory stand-in of the memory-mapped shards
-        rows = min(n, 4096)
-        table.shards, table.count, table.shard_size = [np.zeros((rows, views, dim), np.float16)], rows, rows
-        table.views, table.embed_dim = views, dim
+        rows = min(n, 4096)  # an in-memory stand-in of the memory-mapped shards
+        table = TeacherFeatureCache.in_memory(np.zeros((rows, views, dim), np.float16))
         fmt = torch.channels_last if device.type == "cuda" and cfg.trainer.channels_last else torch.contiguous_format
         for b in range(1 + int(batches)):
             idx = [(b * batch + k) % n for k in range(batch)]
@@ -198,10 +198,7 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
             with autocast(device, str(cfg.trainer.precision)):
                 pred = model(images, f_t, anchors)
             total, _, _ = criterion(pred, labels, f_t, anchors, int(cfg.nsd.epochs) // 2)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(total, optimizer, scaler, clip=float(cfg.nsd.grad_clip), params=model.parameters())
             _sync(device)
             t4 = time.perf_counter()
             rows_idx = [i % rows for i in idx]

@@ -1,5 +1,5 @@
 """PromptKD's checkpoints, in the scaffold's format (:mod:`pand.engine.checkpoint`) under
-``run_dir/promptkd/checkpoints/``.
+``run_dir/promptkd/checkpoints/``, written and resumed by the run lifecycle (:mod:`pand.engine.lifecycle`).
 
 An epoch checkpoint holds the student's trainable tensors as ``trainable.<name>`` (prompts, projector, its
 BatchNorm buffers; :func:`trainable_state`) and, in its state, the optimiser and grad-scaler states, the RNG states,
@@ -9,32 +9,28 @@ evaluation-only keys :data:`RESUME_FREE`) and the same fingerprint.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
 import torch
 from omegaconf import OmegaConf
 
-from pand.engine.checkpoint import (
-    best_weights_path, capture_rng, check_resume_config, checkpoint_config, load_last_checkpoint, refuse_overwrite,
-    restore_rng, save_checkpoint, split_prefixed,
-)
+from pand.engine.checkpoint import check_resume_config, checkpoint_config, refuse_overwrite, split_prefixed
+from pand.engine.lifecycle import RunLifecycle
 from pand.errors import ArtifactError
 from pand.models.teacher import state_dict_sha256
 from pand.utils.digest import tensor_sha256
-from pand.utils.io import load_tensors
 
 from .context import PromptKDContext
 from .student import PromptKDStudent, trainable_parameters
 
-__all__ = ["RESUME_FREE", "NO_BEST", "config_dict", "check_resumable", "trainable_state", "load_trainable",
-           "fingerprint", "restore", "save_epoch", "load_best"]
+__all__ = ["RESUME_FREE", "NONFINITE_FIX", "config_dict", "check_resumable", "trainable_state", "load_trainable",
+           "fingerprint", "lifecycle", "restore", "save_epoch", "load_best"]
 
 #: keys that may change between a run and its resumption (evaluation-only settings)
 RESUME_FREE = ("promptkd.cross_eval", "promptkd.eval_batch_size")
-#: a fresh run's best-validation record
-NO_BEST: Dict[str, Any] = {"epoch": None, "val": None}
+#: what a user can do about a non-finite PromptKD loss
+NONFINITE_FIX = "Lower promptkd.lr or promptkd.kd_weight, or use trainer.precision=fp32"
 
 
 def config_dict(cfg: Any) -> Dict[str, Any]:
@@ -87,52 +83,44 @@ def fingerprint(ctx: PromptKDContext) -> Dict[str, str]:
             "class_vectors": tensor_sha256(ctx.class_vectors.detach().float())[:16]}
 
 
-def restore(ctx: PromptKDContext, root: Path, config: Dict[str, Any], resume: bool, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, expected: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
-    """Load the last checkpoint of ``root`` into the student, optimiser, scaler, RNG and ``ctx.history`` when
-    resuming.
+def lifecycle(ctx: PromptKDContext, root: Path, resume: bool, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler) -> RunLifecycle:
+    """The run's :class:`~pand.engine.lifecycle.RunLifecycle`: checkpoints under ``root``, the optimiser and the
+    grad scaler as its parts, the best base-class validation accuracy as ``best_val``."""
+    return RunLifecycle("the PromptKD student", bool(ctx.cfg.trainer.skip_nonfinite_steps), root, config_dict(ctx.cfg),
+                        resume, {"optimizer": optimizer, "scaler": scaler}, NONFINITE_FIX, best_key="best_val")
+
+
+def restore(ctx: PromptKDContext, life: RunLifecycle, expected: Dict[str, str]) -> int:
+    """Fresh or resumed: on resume the student's trainable tensors, the optimiser, scaler, RNG, best record and
+    ``ctx.history`` of the last checkpoint.
 
     Returns:
-        ``(first epoch to run, best record {epoch, val})``; ``(0, no best)`` for a fresh run, or a resumed run
-        without a checkpoint (warned).
+        The first epoch to run (0 for a fresh run, or a resumed run without a checkpoint, which is warned).
 
     Raises:
         ArtifactError: a checkpoint of another configuration or fingerprint (``expected``).
     """
-    if not resume:
-        refuse_overwrite(root, resume, root.parent)
-        return 0, dict(NO_BEST)
-    ck = load_last_checkpoint(root)
+    ck = life.open()
     if ck is None:
-        warnings.warn(f"--resume: no PromptKD checkpoint in {root}; starting from the first epoch")
-        return 0, dict(NO_BEST)
-    tensors, meta, state, where = ck
-    check_resume_config(meta.get("config", {}), config, where)
-    if dict(state.get("fingerprint", {})) != expected:
+        return 0
+    if dict(ck.state.get("fingerprint", {})) != expected:
         raise ArtifactError(
-            f"cannot resume from {where}: the frozen student weights or the class vectors differ from the ones it "
-            f"was trained with ({state.get('fingerprint')} vs {expected}); start a new --run-dir"
+            f"cannot resume from {ck.where}: the frozen student weights or the class vectors differ from the ones it "
+            f"was trained with ({ck.state.get('fingerprint')} vs {expected}); start a new --run-dir"
         )
-    load_trainable(ctx.student, split_prefixed(tensors, "trainable"))
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"])
-    ctx.history = list(state["history"])
-    return int(state["epoch"]) + 1, {"epoch": state["best_epoch"], "val": state["best_val"]}
+    load_trainable(ctx.student, split_prefixed(ck.tensors, "trainable"))
+    life.restore(ck)
+    ctx.history = list(ck.state["history"])
+    return life.start
 
 
-def save_epoch(ctx: PromptKDContext, root: Path, epoch: int, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, best: Dict[str, Any], config: Dict[str, Any],
-               expected: Dict[str, str]) -> None:
+def save_epoch(ctx: PromptKDContext, life: RunLifecycle, epoch: int, expected: Dict[str, str]) -> None:
     """The checkpoint of a finished ``epoch`` (the last one and the best one are kept)."""
     tensors = {f"trainable.{k}": v for k, v in trainable_state(ctx.student).items()}
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "rng": capture_rng(), "history": ctx.history, "best_epoch": best["epoch"], "best_val": best["val"],
-             "fingerprint": expected}
-    save_checkpoint(root, epoch, tensors, state, config, best_epoch=epoch if best["epoch"] is None
-                    else best["epoch"], keep=1)
+    life.save(epoch, tensors, history=ctx.history, fingerprint=expected)
 
 
-def load_best(student: PromptKDStudent, root: Path) -> None:
-    """Load the trainable tensors of the best validation epoch recorded in ``root``."""
-    load_trainable(student, split_prefixed(load_tensors(best_weights_path(root))[0], "trainable"))
+def load_best(student: PromptKDStudent, life: RunLifecycle) -> None:
+    """Load the trainable tensors of the best validation epoch recorded by ``life``."""
+    load_trainable(student, split_prefixed(life.best_tensors()[0], "trainable"))

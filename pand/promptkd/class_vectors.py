@@ -225,7 +225,8 @@ def promptsrc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, 
         prompts, pmeta = load_promptsrc_artifact(Path(str(given)).expanduser(), teacher)
         trained_on = f"given artifact {given} ({pmeta.get('trained_on')})"
     else:
-        prompts, pmeta = train_promptsrc_teacher(cfg, splits, teacher, base_classes, progress=progress)
+        prompts, pmeta = train_promptsrc_teacher(cfg, splits, teacher, base_classes, progress=progress,
+                                                 checkpoints=Path(run_dir) / "promptkd" / "promptsrc_checkpoints")
         trained_on = str(pmeta["trained_on"])
     path = Path(run_dir) / "promptkd" / PROMPTSRC_ARTIFACT
     save_tensors(path, prompts, pmeta)

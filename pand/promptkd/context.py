@@ -36,6 +36,7 @@ class PromptKDContext:
         kd_weight, kd_weight_source: the KD weight and where it came from.
         history: one record per trained epoch.
         progress: tqdm bars.
+        life: the run's :class:`pand.engine.lifecycle.RunLifecycle` (set by :func:`pand.promptkd.train.fit`).
     """
 
     cfg: Any
@@ -56,3 +57,4 @@ class PromptKDContext:
     kd_weight_source: str = ""
     history: List[Dict[str, Any]] = field(default_factory=list)
     progress: bool = True
+    life: Any = None

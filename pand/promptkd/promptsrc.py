@@ -49,6 +49,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pand.data.transforms import create_transform
+from pand.engine.checkpoint import split_prefixed
+from pand.engine.lifecycle import AUTO, RunLifecycle, all_skipped
 from pand.engine.loaders import make_train_loader
 from pand.engine.loop import train_one_epoch
 from pand.engine.optim import build_optimizer, set_lr
@@ -296,6 +298,13 @@ def _settings(ps: Any) -> Dict[str, Any]:
             "ctx_init": ps.ctx_init or None}
 
 
+def _plain(section: Any) -> Dict[str, Any]:
+    """A config section as a plain dict (OmegaConf or a dataclass)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else dict(vars(section))
+
+
 def _aggregate(total: Optional[Dict[str, torch.Tensor]], state: Dict[str, torch.Tensor], weight: float
                ) -> Dict[str, torch.Tensor]:
     """Gaussian prompt aggregation, one epoch at a time: ``total + w_e * P_e`` (float64; ``P_e`` alone at first)."""
@@ -304,26 +313,36 @@ def _aggregate(total: Optional[Dict[str, torch.Tensor]], state: Dict[str, torch.
     return {k: total[k] + weight * v.double() for k, v in state.items()}
 
 
+#: what a user can do about a non-finite PromptSRC loss
+NONFINITE_FIX = "Lower promptkd.promptsrc.lr or use teacher.precision=fp32"
+
+
 def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: Sequence[int],
-                            progress: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+                            progress: bool = True, checkpoints: Optional[Path] = None
+                            ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Train PromptSRC prompts on the base classes' labelled training images; return the GPA-aggregated prompts.
 
     Runs on the training scaffold (:mod:`pand.engine`): SGD from :func:`pand.engine.optim.build_optimizer`, the LR
     of :func:`pand.promptkd.protocol.promptkd_lr` written per epoch with :func:`pand.engine.optim.set_lr`, one
     :func:`pand.engine.step.optimizer_step` per batch (fp32 master prompts, no clipping, the teacher's autocast on
-    CUDA) and :func:`pand.engine.loop.train_one_epoch` summing the loss terms.
+    CUDA) and :func:`pand.engine.loop.train_one_epoch` summing the loss terms; the run lifecycle
+    (:mod:`pand.engine.lifecycle`) applies ``trainer.skip_nonfinite_steps`` and, with ``checkpoints``, writes a
+    checkpoint per epoch (prompts, GPA sum, optimiser, RNG, history) that an interrupted call with the same settings
+    continues (``resume=auto``).
 
     Args:
         cfg: the run configuration (``promptkd.promptsrc``, ``trainer``).
         splits: the run's splits (only ``train`` images of ``base_classes`` are read, with their labels).
         teacher: the frozen :class:`pand.models.teacher.Teacher`.
         base_classes: base class ids.
+        checkpoints: the checkpoint directory (None: no checkpoints, always from the first epoch).
 
     Returns:
         ``(prompt state {text_ctx, text_deep, vision}, metadata)`` (settings, history, GPA weights).
 
     Raises:
-        PandError: non-finite loss, prompt settings that do not fit the teacher.
+        NonFiniteLossError: a non-finite loss (unless ``trainer.skip_nonfinite_steps``).
+        PandError: prompt settings that do not fit the teacher.
         DataError: fewer than 2 base-class training images.
     """
     ps = cfg.promptkd.promptsrc
@@ -339,8 +358,20 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
     epochs = int(ps.epochs)
     weights = gpa_weights(epochs, float(ps.gpa_mean), float(ps.gpa_std))
     s = model.logit_scale
+    config = {"promptsrc": _plain(ps), "teacher": str(teacher.identity), "seed": seed, "base_class_names": names,
+              "templates": templates}
+    life = RunLifecycle("the PromptSRC teacher", bool(cfg.trainer.skip_nonfinite_steps), checkpoints, config, AUTO,
+                        {"optimizer": optimizer}, NONFINITE_FIX)
+    aggregated: Optional[Dict[str, torch.Tensor]] = None
+    history: List[Dict[str, Any]] = []
+    ck = life.open()
+    if ck is not None:  # an interrupted call with these settings
+        model.load_prompt_state(split_prefixed(ck.tensors, "prompts"))
+        aggregated = split_prefixed(ck.tensors, "gpa")
+        life.restore(ck)
+        history = list(ck.state["history"])
 
-    def step(epoch: int, i: int, batch: Any) -> Tuple[Dict[str, float], int]:
+    def step(epoch: int, i: int, batch: Any) -> Optional[Tuple[Dict[str, float], int]]:
         images, labels, _ = batch
         images, labels = images.to(teacher.device), torch.as_tensor(labels).to(teacher.device)
         with torch.no_grad():
@@ -351,24 +382,29 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
         logits = s * f @ g.T
         terms = promptsrc_losses(logits, labels, f, f0, g, g0, s * f0 @ g0.T, float(ps.text_loss_weight),
                                  float(ps.image_loss_weight))
-        if not torch.isfinite(terms["total"]):
-            raise PandError(f"non-finite PromptSRC teacher loss at epoch {epoch} step {i}; lower "
-                            f"promptkd.promptsrc.lr or use teacher.precision=fp32")
+        values = torch.stack([v.detach().float() for v in terms.values()])
+        if not life.finite(values, optimizer, epoch, i, lambda: f"terms: {dict(zip(terms, values.tolist()))}"):
+            return None
         optimizer_step(terms["total"], optimizer)
         return {k: float(v.detach()) for k, v in terms.items()}, int(images.shape[0])
 
-    aggregated: Optional[Dict[str, torch.Tensor]] = None
-    history: List[Dict[str, Any]] = []
     t0 = time.time()
-    for epoch in range(epochs):
+    for epoch in range(life.start, epochs):
         lr = set_lr(optimizer, promptkd_lr(epoch, float(ps.lr), epochs, int(ps.warmup_epochs), float(ps.warmup_lr)))
         loader.sampler.set_epoch(epoch, epoch)
         model.train()
         bar = tqdm(loader, desc=f"promptsrc teacher {epoch + 1}/{epochs}", disable=not progress, leave=False)
         totals = train_one_epoch(bar, lambda i, batch: step(epoch, i, batch))
+        if totals.steps == 0 and totals.skipped:
+            raise all_skipped(life.stage, epoch, totals.skipped, NONFINITE_FIX)
         w = weights[epoch]
-        aggregated = _aggregate(aggregated, model.prompt_state(), w)
-        history.append({"epoch": epoch, "lr": lr, "steps": totals.steps, "gpa_weight": w, **totals.means()})
+        state = model.prompt_state()
+        aggregated = _aggregate(aggregated, state, w)
+        history.append({"epoch": epoch, "lr": lr, "steps": totals.steps, "skipped_steps": totals.skipped,
+                        "gpa_weight": w, **totals.means()})
+        life.best.take(epoch)  # no selection: GPA aggregates every epoch
+        life.save(epoch, {**{f"prompts.{k}": v for k, v in state.items()},
+                          **{f"gpa.{k}": v for k, v in aggregated.items()}}, history=history)
     assert aggregated is not None
     prompts = {k: v.float().cpu() for k, v in aggregated.items()}
     meta = {"kind": "promptsrc_teacher", "teacher_identity": teacher.identity, "settings": model.settings,

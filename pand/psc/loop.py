@@ -8,8 +8,10 @@ LR follows :func:`pand.engine.optim.cosine_lr` per epoch, with CoOp's optional c
 norm clipped to ``psc.grad_clip``). The epoch kept is the best on the held-out validation split (early stopping
 after ``psc.patience`` epochs without improvement).
 
-Outputs in ``out_dir``: ``metrics.jsonl`` (one line per epoch) and ``last.safetensors`` (the resume state: the
-context, the best context, the optimiser state, the selection state and the history).
+Resume, checkpoints, the non-finite policy and the selection are the run lifecycle's (:mod:`pand.engine.lifecycle`,
+``resume=auto``: a checkpoint written under the same config hash is continued, one of other inputs is started over).
+Outputs in ``out_dir``: ``metrics.jsonl`` (one line per epoch) and ``checkpoints/`` (per epoch: the context and the
+best context; the optimiser, RNG, selection state and history).
 """
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from pand.engine.checkpoint import load_optimizer_tensors, optimizer_tensors
 from pand.engine.device import grad_scaler, precision_of
+from pand.engine.lifecycle import AUTO, RunLifecycle, all_skipped
 from pand.engine.loaders import epoch_permutation, index_batches
 from pand.engine.loop import train_one_epoch
 from pand.engine.optim import build_optimizer, cosine_lr, set_lr
-from pand.engine.step import nonfinite_step, optimizer_step
+from pand.engine.step import optimizer_step
 from pand.errors import PandError
-from pand.utils.io import atomic_write_text, load_tensors, save_tensors
+from pand.utils.io import atomic_write_text
 
 from .objective import accuracy, coop_logits
 
@@ -54,29 +56,8 @@ def _write_metrics(path: Path, history: List[Dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
 
 
-def _resume(last: Path, config_hash: str, ctx: torch.nn.Parameter, opt: torch.optim.Optimizer,
-            state: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, List[Dict[str, Any]]]]:
-    """Load ``last.safetensors`` into ``ctx``, ``opt`` and ``state`` when it was written under ``config_hash``.
-
-    Returns:
-        ``(best_ctx, history)`` of the interrupted run, or None (no state, another hash or shape, or unreadable:
-        then training starts over, with a warning for an unreadable file).
-    """
-    if not last.is_file():
-        return None
-    try:
-        t, meta = load_tensors(last)
-        if meta.get("config_hash") != config_hash or tuple(t["ctx"].shape) != tuple(ctx.shape):
-            return None
-        with torch.no_grad():
-            ctx.copy_(t["ctx"].to(ctx.device))
-        best_ctx = t["best_ctx"].clone()
-        load_optimizer_tensors(opt, t, meta["optimizer"])
-        state.update(meta["state"])
-        return best_ctx, [h for h in meta.get("history", []) if h["epoch"] < state["start"]]
-    except Exception as e:  # noqa: BLE001 - a damaged resume state means starting over
-        warnings.warn(f"ignoring unreadable PSC resume state {last} ({type(e).__name__}: {e})")
-        return None
+#: what a user can do about a non-finite PSC loss
+NONFINITE_FIX = "Lower psc.lr, keep psc.grad_clip > 0 or use teacher.precision=fp32"
 
 
 def train_coop(
@@ -102,10 +83,10 @@ def train_coop(
         psc_cfg: the typed ``psc`` section (:class:`pand.config.schema.PSCCfg`: optimizer, lr, momentum,
             weight_decay, epochs, batch_size, warmup_epochs, patience, grad_clip).
         logit_scale: frozen ``exp`` CLIP scale.
-        out_dir: where ``metrics.jsonl`` and the resume state ``last.safetensors`` go.
+        out_dir: where ``metrics.jsonl`` and the checkpoints (``checkpoints/``) go.
         seed: shuffling seed (epoch ``e`` uses :func:`pand.engine.loaders.epoch_permutation`, so a resumed run
             replays the same order).
-        config_hash: stored with the resume state; a state with another hash is ignored.
+        config_hash: stored with the checkpoints; a checkpoint of another hash is not continued (started over).
         autocast: callable returning the autocast context (``Teacher.autocast``); None = fp32.
         amp_dtype: autocast dtype (a GradScaler is used for fp16).
         progress: tqdm bar over epochs.
@@ -113,7 +94,7 @@ def train_coop(
             ``skipped_steps`` and warned about, instead of stopping the stage (``trainer.skip_nonfinite_steps``).
 
     Raises:
-        PandError: a non-finite loss (naming the epoch and step; nothing of that step is applied) unless
+        NonFiniteLossError: a non-finite loss (naming the epoch and step; nothing of that step is applied) unless
             ``skip_nonfinite``, or an epoch in which every step was non-finite.
 
     Returns:
@@ -138,13 +119,19 @@ def train_coop(
     if not has_val:
         warnings.warn("Stage PSC: no validation split; the last epoch is kept (no model selection)")
 
-    state: Dict[str, Any] = dict(start=0, best_acc=None, best_epoch=-1, bad=0)
+    life = RunLifecycle("Stage PSC", skip_nonfinite, out_dir / "checkpoints",
+                        {"config_hash": config_hash, "ctx_shape": list(ctx.shape)}, AUTO,
+                        {"optimizer": opt, "scaler": scaler}, NONFINITE_FIX, best_key="best_acc")
     best_ctx = ctx.detach().cpu().clone()
     history: List[Dict[str, Any]] = []
-    last = out_dir / "last.safetensors"
-    resumed = _resume(last, config_hash, ctx, opt, state)
-    if resumed is not None:
-        best_ctx, history = resumed
+    ck = life.open()
+    if ck is not None:  # the interrupted run of these inputs
+        with torch.no_grad():
+            ctx.copy_(ck.tensors["ctx"].to(ctx.device))
+        best_ctx = ck.tensors["best_ctx"].clone()
+        life.restore(ck)
+        history = [h for h in ck.state["history"] if h["epoch"] < life.start]
+    best = life.best
 
     def step(epoch: int, i: int, idx: torch.Tensor) -> Optional[Tuple[Dict[str, Any], int]]:
         x, y = xtr[idx], ytr[idx]
@@ -152,21 +139,16 @@ def train_coop(
             text = model()
             logits = coop_logits(x, text.float(), logit_scale)
             loss = torch.nn.functional.cross_entropy(logits.float(), y)
-        if not bool(torch.isfinite(loss.detach())):
-            where = (f"Stage PSC: non-finite loss ({float(loss.detach())}) at epoch {epoch} step {i}"
-                     + ("; the features hold NaN/inf" if not bool(torch.isfinite(x).all()) else ""))
-            nonfinite_step(PandError(f"{where}. The step was not applied; the resume state in {last} is the end of "
-                                     f"the previous epoch. Lower psc.lr, keep psc.grad_clip > 0, use "
-                                     f"teacher.precision=fp32, or set trainer.skip_nonfinite_steps=true to skip "
-                                     f"such steps."), skip_nonfinite, opt)
+        if not life.finite(loss, opt, epoch, i, lambda: f"loss = {float(loss.detach())}" + (
+                "; the features hold NaN/inf" if not bool(torch.isfinite(x).all()) else "")):
             return None
         optimizer_step(loss, opt, scaler, clip=clip, params=[ctx])
         return ({"loss": float(loss.detach()) * y.numel(), "correct": int((logits.detach().argmax(1) == y).sum())},
                 y.numel())
 
-    bar = tqdm(range(state["start"], epochs), desc="PSC", unit="ep", disable=not progress, leave=False)
+    bar = tqdm(range(life.start, epochs), desc="PSC", unit="ep", disable=not progress, leave=False)
     for epoch in bar:
-        if patience > 0 and state["bad"] >= patience:
+        if patience > 0 and best.since >= patience:
             break
         t0 = time.time()
         lr = set_lr(opt, cosine_lr(epoch, base_lr, epochs, warmup))
@@ -176,34 +158,28 @@ def train_coop(
         model.eval()
         seen = totals.images
         if seen == 0:
-            raise PandError(f"Stage PSC: every step of epoch {epoch} had a non-finite loss ({totals.skipped} "
-                            f"skipped); nothing can be learned. Check the features (delete the feature cache under "
-                            f"cache_dir/features) and lower psc.lr.")
+            raise all_skipped("Stage PSC", epoch, totals.skipped, "Check the features (delete the feature cache "
+                                                                  "under cache_dir/features) and lower psc.lr")
         rec: Dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": totals.sums["loss"] / seen,
                                "train_acc": totals.sums["correct"] / seen, "skipped_steps": totals.skipped}
         if has_val:
             with torch.no_grad(), amp():
                 rec["val_acc"] = accuracy(val[0].to(device), val[1], model().float())
-            improved = state["best_acc"] is None or rec["val_acc"] > state["best_acc"]
+            improved = best.offer(epoch, rec["val_acc"])
         else:
+            best.take(epoch)  # no validation: the last epoch is kept
             improved = True
         if improved:
-            state.update(best_acc=rec.get("val_acc"), best_epoch=epoch, bad=0)
             best_ctx = ctx.detach().cpu().clone()
-        else:
-            state["bad"] += 1
-        rec.update(best_val_acc=state["best_acc"], best_epoch=state["best_epoch"], seconds=round(time.time() - t0, 4))
+        rec.update(best_val_acc=best.value, best_epoch=best.epoch, seconds=round(time.time() - t0, 4))
         history.append(rec)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", val=f"{rec.get('val_acc') or float('nan'):.3f}")
-        state["start"] = epoch + 1
-        opt_t, opt_info = optimizer_tensors(opt)
-        save_tensors(last, {"ctx": ctx, "best_ctx": best_ctx, **opt_t},
-                     {"config_hash": config_hash, "state": state, "optimizer": opt_info, "history": history})
+        life.save(epoch, {"ctx": ctx.detach(), "best_ctx": best_ctx}, history=history)
         _write_metrics(out_dir / "metrics.jsonl", history)
     bar.close()
     _write_metrics(out_dir / "metrics.jsonl", history)
     return PSCResult(
-        best_ctx=best_ctx, best_epoch=int(state["best_epoch"]), best_val_acc=state["best_acc"],
+        best_ctx=best_ctx, best_epoch=int(best.epoch), best_val_acc=best.value,
         epochs_run=len(history), selection="best_val_acc" if has_val else "last_epoch (no validation split)",
         history=history,
     )

@@ -3,7 +3,8 @@ features, train the CoOp context (:mod:`pand.psc.loop`) and write the artifact a
 
 Test accuracy is measured once, for the kept context only; the zero-shot accuracy of the hand-crafted template is
 reported beside it. Outputs under ``run_dir/psc/``: ``metrics.jsonl``, ``summary.json``,
-``learned_text_features.safetensors`` (:mod:`pand.psc.anchors`) and ``last.safetensors`` (resume state).
+``learned_text_features.safetensors`` (:mod:`pand.psc.anchors`) and ``checkpoints/`` (the per-epoch resume state of
+the run lifecycle, :mod:`pand.engine.lifecycle`).
 """
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def test_psc_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path, tiny_t
         return build_coop_text_model(tiny_teacher.model, tiny_teacher.tokenizer, toy_splits.class_names, n_ctx=2,
                                      seed=0)
 
-    with pytest.raises(PandError, match=r"non-finite loss .* at epoch 0 step \d; the features hold NaN/inf.*"
+    with pytest.raises(PandError, match=r"non-finite loss at epoch 0 step \d of Stage PSC \(loss = nan; the features hold NaN/inf\).*"
                                         r"skip_nonfinite_steps=true"):
         train_coop(model(), (x, y), None, cfg, 100.0, tmp_path / "a", progress=False)
     with pytest.warns(UserWarning, match="step skipped"):

@@ -54,6 +54,18 @@ class TeacherFeatureCache:
                                     f"delete {self.root} and rebuild")
             self.shards.append(_memmap(path, _read_header(path)))
 
+    @classmethod
+    def in_memory(cls, features: np.ndarray) -> "TeacherFeatureCache":
+        """A cache over one in-memory array ``features [N, V, D_t]`` (no files, no manifest): the same
+        :meth:`lookup` as a built cache (the ``views=auto`` probe times it on a stand-in table)."""
+        if features.ndim != 3:
+            raise PandError(f"an in-memory teacher cache is [N, V, D_t], got shape {tuple(features.shape)}")
+        self = cls.__new__(cls)
+        self.root, self.key, self.dtype = None, "in-memory", str(features.dtype)
+        self.count, self.views, self.embed_dim = (int(n) for n in features.shape)
+        self.shard_size, self.shards = max(1, self.count), [features]
+        return self
+
     def nbytes(self) -> int:
         """Size of the stored features in bytes (``N * V * D_t * itemsize``)."""
         return sum(int(m.nbytes) for m in self.shards)
