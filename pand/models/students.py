@@ -137,12 +137,17 @@ for _name, _weights in (("resnet18", "ResNet18_Weights"), ("resnet34", "ResNet34
     register_student(_resnet(_name, _weights))
 
 
-@register_student
-def mobilenet_v2(pretrained: bool = False):
-    m = _tv("mobilenet_v2", "MobileNet_V2_Weights", pretrained)
+def _classifier_off(name: str, enum: str, pretrained: bool):
+    """torchvision's ``name`` with its whole ``classifier`` (dropout + linear) replaced by identity: the pooled feature."""
+    m = _tv(name, enum, pretrained)
     d = m.classifier[-1].in_features
     m.classifier = nn.Identity()
     return m, d
+
+
+@register_student
+def mobilenet_v2(pretrained: bool = False):
+    return _classifier_off("mobilenet_v2", "MobileNet_V2_Weights", pretrained)
 
 
 def _mnv3(name: str, enum: str, pretrained: bool):
@@ -166,10 +171,7 @@ def mobilenet_v3_large(pretrained: bool = False):
 
 @register_student
 def efficientnet_b0(pretrained: bool = False):
-    m = _tv("efficientnet_b0", "EfficientNet_B0_Weights", pretrained)
-    d = m.classifier[-1].in_features
-    m.classifier = nn.Identity()
-    return m, d
+    return _classifier_off("efficientnet_b0", "EfficientNet_B0_Weights", pretrained)
 
 
 def _timm_backbone(name: str, pretrained: bool):
