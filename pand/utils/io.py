@@ -14,8 +14,9 @@ from pand_runtime.io import (WriteError, apply_umask, atomic_path, atomic_write_
                              sha256_file)
 
 __all__ = [
-    "WriteError", "is_write_failure", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
-    "sha256_bytes", "save_tensors", "canonical_safetensors_header", "load_tensors", "read_json", "current_umask", "apply_umask", "make_staging_dir",
+    "WriteError", "is_write_failure", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+    "sha256_file", "sha256_bytes", "save_tensors", "canonical_safetensors_header", "load_tensors", "read_json",
+    "current_umask", "apply_umask", "make_staging_dir",
 ]
 
 
