@@ -340,8 +340,8 @@ class CoOpTextModel(nn.Module):
         return [self.prompt_learner.ctx]
 
     def train(self, mode: bool = True) -> "CoOpTextModel":
-        self.training = mode
-        self.prompt_learner.train(mode)
+        """``mode`` for the prompt learner; the frozen text encoder always stays in eval mode."""
+        super().train(mode)
         self.text_encoder.train(False)
         return self
 
