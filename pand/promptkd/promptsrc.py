@@ -294,7 +294,7 @@ def _teacher_train_transform(teacher: Any):
     return create_transform(teacher.preprocess_spec, True, "standard", crop_scale=(0.08, 1.0))
 
 
-def _settings(ps: Any) -> Dict[str, Any]:
+def _settings(ps: PromptSRCCfg) -> Dict[str, Any]:
     """The prompt settings of :class:`PromptSRCModel` from the ``promptkd.promptsrc`` section."""
     return {"n_ctx_text": int(ps.n_ctx_text), "n_ctx_vision": int(ps.n_ctx_vision),
             "prompt_depth_text": ps.prompt_depth_text, "prompt_depth_vision": ps.prompt_depth_vision,
