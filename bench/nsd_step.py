@@ -75,20 +75,21 @@ def main(rounds, do_compile, out):
     teacher = create_teacher(cfg.teacher)
     anchors = handcrafted_anchors(teacher, splits.prompts()).float()
     source = LiveTeacher(teacher, cfg.student.mean, cfg.student.std)
-    loaders = build_data(cfg, splits, DistInfo(), dev)
+    loaders = build_data(cfg.nsd, cfg.trainer, splits, DistInfo(), dev)
     loaders.train.sampler.set_epoch(0, 0)
     batches = []
     it = iter(loaders.train)
     for _ in range(4):
         batches.append(next(it))
-    crit = NSDCriterion.from_config(cfg)
+    crit = NSDCriterion.from_config(cfg.nsd, cfg.recipe)
 
     def make(channels_last: bool = False, compiled: bool = False):
         torch.manual_seed(0)
-        model = build_models(cfg, len(splits.class_names), source.embed_dim, dev)
+        model = build_models(cfg.student, cfg.recipe, len(splits.class_names), source.embed_dim, dev,
+                             bool(cfg.trainer.channels_last))
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt, _ = build_optim(cfg, model.parameters())
+        opt, _ = build_optim(cfg.nsd, model.parameters())
         fwd = torch.compile(model) if compiled else model
         return model, fwd, opt
 

@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from omegaconf import OmegaConf
 
@@ -46,10 +46,13 @@ from pand.utils.distributed import (
 from pand.utils.io import atomic_write_json, save_tensors
 from pand.utils.lock import LOCK_NAME, exclusive_lock
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PSCCfg, RecipeCfg, RunCfg, StudentCfg
+
 __all__ = ["run", "build_run_splits", "resolve_anchors", "student_metadata", "write_student"]
 
 
-def build_run_splits(cfg) -> Any:
+def build_run_splits(cfg: RunCfg) -> Any:
     """``pand.data.build_splits`` with the student's train (augmenting) and eval transforms attached."""
     pp = preprocess_spec_from_student(cfg.student)
     train_tf = create_transform(pp, True, str(cfg.student.augment), tuple(cfg.student.train_crop_scale))
@@ -57,11 +60,12 @@ def build_run_splits(cfg) -> Any:
                         eval_transform=create_transform(pp, False))
 
 
-def _psc_artifact_path(cfg, run_dir: Path) -> Path:
-    return Path(str(cfg.psc.artifact)).expanduser() if cfg.psc.artifact else run_dir / "psc" / ARTIFACT_NAME
+def _psc_artifact_path(psc_cfg: PSCCfg, run_dir: Path) -> Path:
+    return Path(str(psc_cfg.artifact)).expanduser() if psc_cfg.artifact else run_dir / "psc" / ARTIFACT_NAME
 
 
-def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resume: bool = False) -> Optional[Any]:
+def resolve_anchors(cfg: RunCfg, run_dir: Path, stage: str, splits, teacher, dist, resume: bool = False
+                    ) -> Optional[Any]:
     """Class anchors ``[C, D_t]`` for NSD, running Stage PSC (rank 0) when the recipe learns them.
 
     * ``recipe.anchors=handcrafted``: the template prompts through the teacher's text tower (VL2Lite).
@@ -87,7 +91,7 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resum
         barrier(dist)
     if stage == "psc":
         return None
-    path = _psc_artifact_path(cfg, run_dir)
+    path = _psc_artifact_path(cfg.psc, run_dir)
     if not path.is_file():
         raise ArtifactError(f"no Stage PSC anchors at {path}. Run Stage PSC first (--stage psc or --stage all), or "
                             f"set psc.artifact=/path/to/learned_text_features.safetensors")
@@ -96,13 +100,14 @@ def resolve_anchors(cfg, run_dir: Path, stage: str, splits, teacher, dist, resum
     return anchors
 
 
-def student_metadata(cfg, class_names, val_top1: Optional[float], epoch: int, teacher=None) -> Dict[str, Any]:
+def student_metadata(student_cfg: StudentCfg, recipe_cfg: RecipeCfg, class_names, val_top1: Optional[float],
+                     epoch: int, teacher=None) -> Dict[str, Any]:
     """Metadata of ``student.safetensors`` (everything needed to rebuild and feed the student)."""
-    pp = preprocess_spec_from_student(cfg.student)
+    pp = preprocess_spec_from_student(student_cfg)
     return {
-        "format": "pand-student-v1", "arch": str(cfg.student.arch), "num_classes": len(class_names),
+        "format": "pand-student-v1", "arch": str(student_cfg.arch), "num_classes": len(class_names),
         "class_names": list(class_names), "image_size": pp.image_size, "preprocess": pp.to_dict(),
-        "val_top1": val_top1, "epoch": int(epoch), "recipe": str(cfg.recipe.name),
+        "val_top1": val_top1, "epoch": int(epoch), "recipe": str(recipe_cfg.name),
         "teacher": getattr(teacher, "identity", None),
     }
 
@@ -113,7 +118,7 @@ def write_student(path: Path, state: Dict[str, Any], meta: Dict[str, Any]) -> Pa
     return Path(path)
 
 
-def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
+def _check_run_dir(cfg: RunCfg, run_dir: Path, stage: str, resume: bool) -> None:
     """Refuse to overwrite a run (no --resume, any stage: ``--stage psc`` would replace the anchors and config the
     student was trained with) or to resume it under another configuration.
 
@@ -134,7 +139,7 @@ def _check_run_dir(cfg, run_dir: Path, stage: str, resume: bool) -> None:
                             label="config.yaml")
 
 
-def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> Dict[str, Any]:
+def _summary(cfg: RunCfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> Dict[str, Any]:
     return {
         "recipe": str(cfg.recipe.name), "student": str(cfg.student.arch), "data": str(cfg.data.name),
         "teacher": teacher_summary(teacher) if teacher is not None else None,
@@ -149,7 +154,8 @@ def _summary(cfg, result, teacher, t0: float, anchors_path: Optional[Path]) -> D
     }
 
 
-def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_hook, t0: float) -> Optional[dict]:
+def _run_nsd(cfg: RunCfg, run_dir: Path, stage: str, resume: bool, dist, device, step_hook, t0: float
+             ) -> Optional[dict]:
     if dist.distributed and not dist.is_main:
         barrier(dist)  # rank 0 builds first: it may generate/cache data that the others then read
     splits = build_run_splits(cfg)
@@ -167,9 +173,10 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
                  step_hook=step_hook)
     summary = None
     if dist.is_main:
-        meta = student_metadata(cfg, splits.class_names, result.val_top1, result.best_epoch, teacher)
+        meta = student_metadata(cfg.student, cfg.recipe, splits.class_names, result.val_top1, result.best_epoch,
+                                teacher)
         write_student(run_dir / "student.safetensors", result.student_state, meta)
-        anchors_path = _psc_artifact_path(cfg, run_dir) if cfg.recipe.use_teacher and cfg.recipe.anchors == "psc" \
+        anchors_path = _psc_artifact_path(cfg.psc, run_dir) if cfg.recipe.use_teacher and cfg.recipe.anchors == "psc" \
             else None
         summary = _summary(cfg, result, teacher, t0, anchors_path)
         # data.skip_corrupt=true: unreadable images dropped per split (test_images counts only the readable ones)
@@ -183,7 +190,7 @@ def _run_nsd(cfg, run_dir: Path, stage: str, resume: bool, dist, device, step_ho
     return summary
 
 
-def _report_end(cfg, run_dir: Path, summary: Dict[str, Any]) -> None:
+def _report_end(cfg: RunCfg, run_dir: Path, summary: Dict[str, Any]) -> None:
     """``curves.png`` from ``nsd/metrics.jsonl`` and the final block (:mod:`pand.report`)."""
     metrics = run_dir / "nsd" / "metrics.jsonl"
     curves = report.write_curves(read_metrics(metrics), run_dir / report.CURVES_NAME,
@@ -197,7 +204,8 @@ def _report_end(cfg, run_dir: Path, summary: Dict[str, Any]) -> None:
     report.log_final(summary, run_dir, outputs)
 
 
-def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
+def run(cfg: RunCfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None
+        ) -> Optional[Dict[str, Any]]:
     """:func:`_run` under an exclusive lock on ``run_dir`` (``run_dir/.pand.lock``, :mod:`pand.utils.lock`).
 
     ``resume`` on a finished run (:func:`pand.report.finished_run`) under the same configuration logs that it is
@@ -232,7 +240,8 @@ def run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=
         return _run(cfg, run_dir, stage, resume, step_hook)
 
 
-def _run(cfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None) -> Optional[Dict[str, Any]]:
+def _run(cfg: RunCfg, run_dir: Path, stage: str = "all", resume: bool = False, step_hook=None
+         ) -> Optional[Dict[str, Any]]:
     """Run ``cfg``'s recipe into ``run_dir``.
 
     Args:

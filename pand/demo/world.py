@@ -10,13 +10,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from pand.config import load_config
 from pand.data import build_splits
 from pand.data.synthetic import caption_fits, load_web_pool, synthetic_classes
 from pand.demo.teacher_pretrain import PretrainCfg, pretrain_teacher
 from pand.psc import extract_features, handcrafted_anchors
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
 
 __all__ = ["DemoWorld", "prepare_world", "teacher_zero_shot", "ATTRIBUTES"]
 
@@ -27,7 +30,7 @@ ATTRIBUTES = ("body_color", "wing_pattern", "beak_shape")
 class DemoWorld:
     """Everything the demo's recipes share."""
 
-    cfg: Any  # the demo config with teacher.pretrained (and promptkd.student_pretrained) set
+    cfg: RunCfg  # the demo config with teacher.pretrained (and promptkd.student_pretrained) set
     overrides: List[str]  # the overrides that produce ``cfg`` from the config file
     splits: Any  # DataSplits of all training images (no label budget): train/val/test
     classes: List[Dict[str, Any]]  # classes.json entries (id, name, attributes)

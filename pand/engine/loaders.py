@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,12 +30,15 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from pand.errors import DataError
 from pand.utils.distributed import DistInfo
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import TrainerCfg
+
 __all__ = ["loader_kwargs", "epoch_permutation", "index_batches", "mix_seed", "replay_views", "IndexedDataset",
            "ViewSampler", "ShardSampler", "MixedBatchSampler", "steps_per_epoch", "labeled_per_batch", "make_train_loader",
            "make_transfer_loader", "make_eval_loader", "set_loader_epoch"]
 
 
-def loader_kwargs(trainer_cfg: Any, device_type: str) -> Dict[str, Any]:
+def loader_kwargs(trainer_cfg: TrainerCfg, device_type: str) -> Dict[str, Any]:
     """``num_workers``, ``pin_memory`` (CUDA only) and ``persistent_workers`` (only with workers) for a DataLoader.
 
     Args:
@@ -276,7 +279,7 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, trainer_cfg, device_type: str
+def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, trainer_cfg: TrainerCfg, device_type: str
                       ) -> DataLoader:
     """Shuffled, per-epoch re-seeded training loader over ``IndexedDataset(dataset)``.
 
@@ -306,7 +309,7 @@ def make_train_loader(dataset, batch_size: int, seed: int, dist: DistInfo, train
     )
 
 
-def make_transfer_loader(dataset, n_labeled: int, batch_size: int, seed: int, dist: DistInfo, trainer_cfg,
+def make_transfer_loader(dataset, n_labeled: int, batch_size: int, seed: int, dist: DistInfo, trainer_cfg: TrainerCfg,
                          device_type: str, labeled_fraction: Optional[float] = None) -> DataLoader:
     """Training loader over a transfer set (``n_labeled`` labelled images first, then unlabelled ones) whose every
     batch holds :func:`labeled_per_batch` labelled images (:class:`MixedBatchSampler`).
@@ -324,7 +327,7 @@ def make_transfer_loader(dataset, n_labeled: int, batch_size: int, seed: int, di
     return DataLoader(IndexedDataset(dataset, seed), batch_sampler=sampler, **loader_kwargs(trainer_cfg, device_type))
 
 
-def make_eval_loader(dataset, batch_size: int, dist: DistInfo, trainer_cfg, device_type: str
+def make_eval_loader(dataset, batch_size: int, dist: DistInfo, trainer_cfg: TrainerCfg, device_type: str
                      ) -> Optional[DataLoader]:
     """Exact, unpadded, rank-sharded evaluation loader (None when ``dataset`` is None)."""
     if dataset is None:

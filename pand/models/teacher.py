@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import open_clip
 import torch
@@ -236,22 +236,23 @@ def _embed_dim(model: nn.Module) -> int:
     raise PandError(f"cannot determine the embedding dim of {type(model).__name__}")
 
 
-def offline_arch(arch: str, tag_cfg: Dict[str, Any]) -> str:
-    """The ``teacher.arch`` that loads the tag's weights from a local file.
+def offline_arch(arch: str, tag_info: Dict[str, Any]) -> str:
+    """The ``teacher.arch`` that loads the tag's weights from a local file (``tag_info``: open_clip's config of the
+    pretrained tag, ``get_pretrained_cfg``).
 
     A tag such as ``openai`` builds its model with QuickGELU (``quick_gelu`` in the tag's config; open_clip forces it
     for the tag), but a local file is loaded into ``arch`` as configured: for such a tag that is the
     ``<arch>-quickgelu`` variant, else a GELU model would run QuickGELU weights, silently wrong.
     """
-    if tag_cfg.get("quick_gelu") and not arch.lower().endswith("-quickgelu"):
+    if tag_info.get("quick_gelu") and not arch.lower().endswith("-quickgelu"):
         variant = f"{arch}-quickgelu"
         if open_clip.get_model_config(variant) is not None:
             return variant
     return arch
 
 
-def _tag_failure(arch: str, tag: str, err: Exception, tag_cfg: Optional[Dict[str, Any]] = None) -> PandError:
-    local = offline_arch(arch, tag_cfg or {})
+def _tag_failure(arch: str, tag: str, err: Exception, tag_info: Optional[Dict[str, Any]] = None) -> PandError:
+    local = offline_arch(arch, tag_info or {})
     keep = (f"keep teacher.arch={arch}" if local == arch else
             f"and set teacher.arch={local}: these weights were trained with QuickGELU, which the tag turns on but a "
             f"local file does not")
@@ -289,7 +290,7 @@ def _load_local(arch: str, weights_file: str, kwargs: Dict[str, Any]) -> Tuple[n
     return model, preprocess
 
 
-def _as_teacher_cfg(teacher_cfg: Any) -> Any:
+def _as_teacher_cfg(teacher_cfg: Union[TeacherCfg, Dict[str, Any]]) -> TeacherCfg:
     """``teacher_cfg`` itself (a :class:`TeacherCfg` or its OmegaConf node), or a plain dict as a :class:`TeacherCfg`
     (the keys it leaves out take the schema's defaults)."""
     if not isinstance(teacher_cfg, dict):
@@ -301,7 +302,7 @@ def _as_teacher_cfg(teacher_cfg: Any) -> Any:
     return TeacherCfg(**teacher_cfg)
 
 
-def create_teacher(teacher_cfg: Any, device: str | torch.device = "cpu") -> Teacher:
+def create_teacher(teacher_cfg: Union[TeacherCfg, Dict[str, Any]], device: str | torch.device = "cpu") -> Teacher:
     """Build the frozen teacher of ``teacher_cfg`` (:class:`pand.config.schema.TeacherCfg`).
 
     Args:

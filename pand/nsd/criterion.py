@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
 
@@ -13,6 +13,9 @@ from pand.losses import (
 )
 
 from .model import NSDOutput
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import NSDCfg, RecipeCfg
 
 __all__ = ["NSDCriterion", "TERMS", "LOGIT_TERMS"]
 
@@ -49,16 +52,16 @@ class NSDCriterion:
     nlrd_lam: float = 1.0
 
     @classmethod
-    def from_config(cls, cfg) -> "NSDCriterion":
-        """Build from a run configuration (``recipe`` and ``nsd`` sections)."""
-        n = cfg.nsd
+    def from_config(cls, nsd_cfg: NSDCfg, recipe_cfg: RecipeCfg) -> "NSDCriterion":
+        """Build from the ``nsd`` and ``recipe`` sections of a run configuration."""
+        n, r = nsd_cfg, recipe_cfg
         if n.ce_weight is not None and not 0.0 <= float(n.ce_weight) <= 1.0:
             raise ConfigError(f"nsd.ce_weight={n.ce_weight}: must be in [0, 1] (or null for the e/(ce_ramp*E) ramp)")
         return cls(
-            epochs=int(n.epochs), use_teacher=bool(cfg.recipe.use_teacher),
-            use_nlrd=bool(cfg.recipe.use_teacher and cfg.recipe.use_nlrd), distill=str(cfg.recipe.distill),
+            epochs=int(n.epochs), use_teacher=bool(r.use_teacher), use_nlrd=bool(r.use_teacher and r.use_nlrd),
+            distill=str(r.distill),
             temperature=float(n.temperature),
-            logit_scale=float(n.logit_scale), kl_reduction=str(cfg.recipe.kl_reduction), ce_ramp=float(n.ce_ramp),
+            logit_scale=float(n.logit_scale), kl_reduction=str(r.kl_reduction), ce_ramp=float(n.ce_ramp),
             ce_weight=None if n.ce_weight is None else float(n.ce_weight),
             nlrd_k=int(n.nlrd.k), nlrd_weight=float(n.nlrd.weight), nlrd_lam=float(n.nlrd.lam),
         )

@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
@@ -52,6 +52,9 @@ from .model import NSDModel
 from .teacher_cache import maybe_cache_teacher
 from .teacher_cache_auto import record_choice, resolve_views
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import NSDCfg, RecipeCfg, RunCfg, TeacherCfg, TrainerCfg
+
 __all__ = [
     "NonFiniteLossError", "Loaders", "NSDContext", "NSDResult", "StepHook", "build_models", "build_data",
     "build_optim", "train_one_epoch", "evaluate", "fit",
@@ -72,7 +75,7 @@ class Loaders:
 class NSDContext:
     """Everything one NSD run holds (built by :func:`fit`)."""
 
-    cfg: Any
+    cfg: RunCfg
     out_dir: Path
     device: torch.device
     dist: DistInfo
@@ -113,35 +116,35 @@ class NSDResult:
 # --------------------------------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------------------------------
-def _wrap_for_training(model: NSDModel, cfg, dist: DistInfo, device: torch.device) -> nn.Module:
+def _wrap_for_training(model: NSDModel, trainer_cfg: TrainerCfg, dist: DistInfo, device: torch.device) -> nn.Module:
     """SyncBatchNorm + DDP when distributed (SyncBN only on CUDA), then optional ``torch.compile``."""
     wrapped: nn.Module = model
     if dist.distributed:
-        if device.type == "cuda" and cfg.trainer.sync_batchnorm:
+        if device.type == "cuda" and trainer_cfg.sync_batchnorm:
             model.student = nn.SyncBatchNorm.convert_sync_batchnorm(model.student)
         ids = [device.index] if device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if cfg.trainer.compile:
+    if trainer_cfg.compile:
         wrapped = torch.compile(wrapped)
     return wrapped
 
 
-def build_data(cfg, splits, dist: DistInfo, device: torch.device) -> Loaders:
+def build_data(nsd_cfg: NSDCfg, trainer_cfg: TrainerCfg, splits, dist: DistInfo, device: torch.device) -> Loaders:
     """Loaders over ``splits`` (datasets with transforms attached); the global batch is split across ranks.
 
     With a transfer set (``data.unlabeled``) training runs over :meth:`DataSplits.transfer_set` with a fixed number
     of labelled images per batch (``nsd.labeled_fraction``; :func:`pand.engine.loaders.make_transfer_loader`)."""
-    global_batch = int(cfg.nsd.batch_size)
+    global_batch = int(nsd_cfg.batch_size)
     if global_batch < dist.world_size:
         raise ConfigError(f"nsd.batch_size={global_batch} is smaller than the number of devices ({dist.world_size})")
     if global_batch % dist.world_size:
         warnings.warn(f"nsd.batch_size={global_batch} is not divisible by {dist.world_size} devices; "
                       f"using {global_batch // dist.world_size} per device")
     per_device = global_batch // dist.world_size
-    t = cfg.trainer
+    t = trainer_cfg
     if _has_transfer_set(splits):
         train = make_transfer_loader(splits.transfer_set(), len(splits.train), per_device, int(t.seed), dist, t,
-                                     device.type, cfg.nsd.labeled_fraction)
+                                     device.type, nsd_cfg.labeled_fraction)
     else:
         train = make_train_loader(splits.train, per_device, int(t.seed), dist, t, device.type)
     val = make_eval_loader(splits.val, per_device, dist, t, device.type)
@@ -253,12 +256,13 @@ def train_one_epoch(ctx: NSDContext, epoch: int, step_hook: Optional[StepHook] =
 # --------------------------------------------------------------------------------------------------------------
 # fit: checks, resume, per-epoch bookkeeping, final test
 # --------------------------------------------------------------------------------------------------------------
-def _check_inputs(cfg, splits, source: Optional[TeacherSource], anchors: Optional[torch.Tensor]) -> None:
+def _check_inputs(recipe_cfg: RecipeCfg, teacher_cfg: TeacherCfg, splits, source: Optional[TeacherSource],
+                  anchors: Optional[torch.Tensor]) -> None:
     """Teacher/anchor presence and dimensions against the dataset and each other."""
-    if not cfg.recipe.use_teacher:
+    if not recipe_cfg.use_teacher:
         return
     if source is None or anchors is None:
-        raise PandError(f"recipe '{cfg.recipe.name}' distils from a teacher: pass a teacher source and class anchors")
+        raise PandError(f"recipe '{recipe_cfg.name}' distils from a teacher: pass a teacher source and class anchors")
     c = len(splits.class_names)
     if anchors.dim() != 2 or anchors.shape[0] != c:
         raise ArtifactError(f"class anchors have shape {tuple(anchors.shape)} but the dataset has {c} classes; "
@@ -267,7 +271,7 @@ def _check_inputs(cfg, splits, source: Optional[TeacherSource], anchors: Optiona
         raise ArtifactError(
             f"teacher/anchor dimension mismatch: the teacher's features have dim {source.embed_dim} but the class "
             f"anchors have dim {anchors.shape[1]}; they were made with another teacher. Rerun Stage PSC with "
-            f"teacher.arch={cfg.teacher.arch} or point psc.artifact at anchors of this teacher."
+            f"teacher.arch={teacher_cfg.arch} or point psc.artifact at anchors of this teacher."
         )
 
 
@@ -338,7 +342,8 @@ def _oom_error(ctx: NSDContext) -> PandError:
     )
 
 
-def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anchors: Optional[torch.Tensor] = None,
+def fit(cfg: RunCfg, out_dir: Path, splits, source: Optional[TeacherSource] = None,
+        anchors: Optional[torch.Tensor] = None,
         resume: bool = False, dist: Optional[DistInfo] = None, device: Optional[torch.device] = None,
         step_hook: Optional[StepHook] = None) -> NSDResult:
     """Train the student (and alignment heads) of Stage NSD and test the best validation epoch once.
@@ -364,7 +369,7 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     dist = dist or DistInfo()
     device = device or select_device(cfg.trainer.accelerator, dist.local_rank)
     out_dir = Path(out_dir)
-    _check_inputs(cfg, splits, source, anchors)
+    _check_inputs(cfg.recipe, cfg.teacher, splits, source, anchors)
     cache_choice = None
     if cfg.recipe.use_teacher:  # nsd.teacher_cache.views > 0: a LiveTeacher becomes cached replayed views
         # views=auto measures the teacher and a throw-away student here, before seeding (RNG states restored)
@@ -374,12 +379,13 @@ def fit(cfg, out_dir: Path, splits, source: Optional[TeacherSource] = None, anch
     if device.type != "cuda" and cfg.trainer.precision != "fp32":
         warnings.warn(f"trainer.precision={cfg.trainer.precision} applies to CUDA only; training in fp32 on CPU")
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
-    model = build_models(cfg, len(splits.class_names), source.embed_dim if source is not None else None, device)
-    train_model = _wrap_for_training(model, cfg, dist, device)
-    loaders = build_data(cfg, splits, dist, device)
-    optimizer, scheduler = build_optim(cfg, model.parameters())
+    model = build_models(cfg.student, cfg.recipe, len(splits.class_names),
+                         source.embed_dim if source is not None else None, device, bool(cfg.trainer.channels_last))
+    train_model = _wrap_for_training(model, cfg.trainer, dist, device)
+    loaders = build_data(cfg.nsd, cfg.trainer, splits, dist, device)
+    optimizer, scheduler = build_optim(cfg.nsd, model.parameters())
     scaler = grad_scaler(device, cfg.trainer.precision)
-    criterion = NSDCriterion.from_config(cfg)
+    criterion = NSDCriterion.from_config(cfg.nsd, cfg.recipe)
     ramp = criterion.label_free_warning()
     if ramp and dist.is_main and not resume:
         warnings.warn(ramp)

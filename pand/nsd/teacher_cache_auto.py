@@ -32,7 +32,7 @@ import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from .build import build_models, build_optim
 from .criterion import NSDCriterion
 from .teacher_cache.format import AUTO, _manifest_ok, teacher_cache_dir, teacher_cache_key, teacher_cache_meta
 from .teacher_cache.lookup import TeacherFeatureCache
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
 
 __all__ = ["AUTO", "AUTO_MAX_VIEWS", "MIN_GAIN", "CHOICE_FILE", "project_teacher_cache", "measure_step_costs",
            "auto_views", "resolve_views", "record_choice"]
@@ -138,7 +141,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device, batch: int,
+def measure_step_costs(cfg: RunCfg, source: Any, dataset: Any, device: torch.device, batch: int,
                        anchors: Optional[torch.Tensor] = None, num_classes: Optional[int] = None,
                        views: int = AUTO_MAX_VIEWS, batches: int = 3) -> Dict[str, float]:
     """Seconds per training batch of data loading, teacher forward, student step and cache lookup.
@@ -168,11 +171,12 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
     ds = IndexedDataset(dataset, int(cfg.trainer.seed))
     times: Dict[str, list] = {"data_s": [], "teacher_s": [], "student_s": [], "lookup_s": []}
     with _rng_preserved(device):
-        m_cfg = copy.deepcopy(cfg)
-        m_cfg.student.pretrained = False  # same compute, no weight loading
-        model = build_models(m_cfg, num_classes, source.embed_dim, device).train()
-        criterion = NSDCriterion.from_config(cfg)
-        optimizer, _ = build_optim(cfg, model.parameters())
+        student_cfg = copy.deepcopy(cfg.student)
+        student_cfg.pretrained = False  # same compute, no weight loading
+        model = build_models(student_cfg, cfg.recipe, num_classes, source.embed_dim, device,
+                             bool(cfg.trainer.channels_last)).train()
+        criterion = NSDCriterion.from_config(cfg.nsd, cfg.recipe)
+        optimizer, _ = build_optim(cfg.nsd, model.parameters())
         scaler = grad_scaler(device, str(cfg.trainer.precision))
         dim = int(source.embed_dim)
         if anchors is None:
@@ -214,7 +218,7 @@ def measure_step_costs(cfg: Any, source: Any, dataset: Any, device: torch.device
     return out
 
 
-def _cache_built(cfg: Any, source: Any, dataset: Any, views: int) -> bool:
+def _cache_built(cfg: RunCfg, source: Any, dataset: Any, views: int) -> bool:
     """Whether a complete cache with the key an ``auto`` cache of ``views`` views would use exists already."""
     try:
         tc = cfg.nsd.teacher_cache
@@ -225,7 +229,7 @@ def _cache_built(cfg: Any, source: Any, dataset: Any, views: int) -> bool:
         return False
 
 
-def _decide(cfg: Any, source: Any, dataset: Any, dist: Any, device: torch.device,
+def _decide(cfg: RunCfg, source: Any, dataset: Any, dist: Any, device: torch.device,
             anchors: Optional[torch.Tensor], num_classes: Optional[int]) -> Dict[str, Any]:
     """Measure, project and choose (rank 0)."""
     epochs, views = int(cfg.nsd.epochs), auto_views(int(cfg.nsd.epochs))
@@ -254,7 +258,7 @@ def _decide(cfg: Any, source: Any, dataset: Any, dist: Any, device: torch.device
             "min_gain": MIN_GAIN}
 
 
-def resolve_views(cfg: Any, source: Any, dataset: Any, dist: Any = None, device: Optional[torch.device] = None,
+def resolve_views(cfg: RunCfg, source: Any, dataset: Any, dist: Any = None, device: Optional[torch.device] = None,
                   anchors: Optional[torch.Tensor] = None, out_dir: Optional[Path] = None,
                   resume: bool = False, num_classes: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
     """The views to cache (0 = live teacher) and the record of how they were chosen.

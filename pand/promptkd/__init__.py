@@ -3,9 +3,9 @@
 Public API:
 
 * :func:`run` ``(cfg, run_dir, resume=False) -> dict`` - the whole recipe (``recipe.name=promptkd``).
-* :func:`build_promptkd_classifier` ``(cfg, num_classes, embed_dim=None) -> PromptKDClassifier`` - the deployable
-  graph's skeleton for ``load_state_dict`` (exporters); :func:`load_promptkd_classifier` ``(path)`` rebuilds it
-  from a ``student.safetensors`` alone.
+* :func:`build_promptkd_classifier` ``(pk_cfg, teacher_cfg, num_classes, embed_dim=None) -> PromptKDClassifier`` -
+  the deployable graph's skeleton for ``load_state_dict`` (exporters); :func:`load_promptkd_classifier`
+  ``(path)`` rebuilds it from a ``student.safetensors`` alone.
 * :class:`PromptedVisionEncoder`, :class:`PromptKDStudent`, :class:`PromptKDClassifier` - the student modules.
 * :func:`promptkd_kd_loss`, :func:`promptkd_logits` - the pure loss math; :func:`promptsrc_losses`,
   :func:`gpa_weights` - the PromptSRC teacher's (:mod:`pand.promptkd.promptsrc`).

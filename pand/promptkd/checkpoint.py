@@ -10,7 +10,7 @@ evaluation-only keys :data:`RESUME_FREE`) and the same fingerprint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 import torch
 from omegaconf import OmegaConf
@@ -24,6 +24,9 @@ from pand.utils.digest import tensor_sha256
 from .context import PromptKDContext
 from .student import PromptKDStudent, trainable_parameters
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
+
 __all__ = ["RESUME_FREE", "NONFINITE_FIX", "config_dict", "check_resumable", "trainable_state", "load_trainable",
            "fingerprint", "lifecycle", "restore", "save_epoch", "load_best"]
 
@@ -33,7 +36,7 @@ RESUME_FREE = ("promptkd.cross_eval", "promptkd.eval_batch_size")
 NONFINITE_FIX = "Lower promptkd.lr or promptkd.kd_weight, or use trainer.precision=fp32"
 
 
-def config_dict(cfg: Any) -> Dict[str, Any]:
+def config_dict(cfg: RunCfg) -> Dict[str, Any]:
     """The resolved configuration as stored in a checkpoint: a plain dict without the :data:`RESUME_FREE` keys."""
     d = OmegaConf.to_container(cfg, resolve=True)
     for key in RESUME_FREE:
@@ -42,7 +45,7 @@ def config_dict(cfg: Any) -> Dict[str, Any]:
     return d
 
 
-def check_resumable(cfg: Any, out_dir: Path, resume: bool) -> None:
+def check_resumable(cfg: RunCfg, out_dir: Path, resume: bool) -> None:
     """Refuse to start over existing checkpoints without ``resume`` (the scaffold's
     :func:`~pand.engine.checkpoint.refuse_overwrite`), and on ``resume`` the stored checkpoint's configuration must
     equal this one.

@@ -21,7 +21,7 @@ base/novel ids). After that the teacher's text encoder is never run again by the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -33,6 +33,9 @@ from pand.utils.io import load_tensors, save_tensors
 
 from .data import base_only_splits
 from .promptsrc import PROMPTSRC_ARTIFACT, load_promptsrc_artifact, promptsrc_text_features, train_promptsrc_teacher
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PromptKDCfg, RunCfg
 
 __all__ = [
     "CLASS_VECTORS_NAME", "save_class_vectors", "load_class_vectors", "psc_class_vectors", "coop_text_features",
@@ -144,7 +147,7 @@ def coop_text_features(teacher: Any, ctx: torch.Tensor, meta: Dict[str, Any], cl
     return torch.nn.functional.normalize(text.float(), dim=-1).cpu()
 
 
-def psc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
+def psc_class_vectors(cfg: RunCfg, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
                       progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Class vectors of all classes from a PSC teacher trained on the base classes (or a given artifact).
 
@@ -179,7 +182,7 @@ def psc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_c
     return vectors, info
 
 
-def compute_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
+def compute_class_vectors(cfg: RunCfg, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
                           progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Run the teacher's text side once for every class of the run (``promptkd.teacher_prompts``).
 
@@ -210,7 +213,7 @@ def compute_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, ba
     return torch.nn.functional.normalize(vectors.float().cpu(), dim=-1), meta
 
 
-def promptsrc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
+def promptsrc_class_vectors(cfg: RunCfg, run_dir: Path, splits: Any, teacher: Any, base_classes: Sequence[int],
                             progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Class vectors of all classes from a PromptSRC teacher trained on the base classes (or a given artifact).
 
@@ -225,7 +228,8 @@ def promptsrc_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, 
         prompts, pmeta = load_promptsrc_artifact(Path(str(given)).expanduser(), teacher)
         trained_on = f"given artifact {given} ({pmeta.get('trained_on')})"
     else:
-        prompts, pmeta = train_promptsrc_teacher(cfg, splits, teacher, base_classes, progress=progress,
+        prompts, pmeta = train_promptsrc_teacher(cfg.promptkd.promptsrc, cfg.trainer, splits, teacher, base_classes,
+                                                 progress=progress,
                                                  checkpoints=Path(run_dir) / "promptkd" / "promptsrc_checkpoints")
         trained_on = str(pmeta["trained_on"])
     path = Path(run_dir) / "promptkd" / PROMPTSRC_ARTIFACT
@@ -265,15 +269,15 @@ def class_vectors_for(teacher: Any, class_names: Sequence[str], template: str, r
     return torch.nn.functional.normalize(vectors.float(), dim=-1), how
 
 
-def _vectors_match(meta: Dict[str, Any], cfg: Any, splits: Any, teacher: Any) -> bool:
+def _vectors_match(meta: Dict[str, Any], pk_cfg: PromptKDCfg, splits: Any, teacher: Any) -> bool:
     """Stored class vectors were made with this run's ``teacher_prompts``, class names, template and teacher."""
-    return (teacher_prompts_source(meta.get("source")) == teacher_prompts_source(cfg.promptkd.teacher_prompts)
+    return (teacher_prompts_source(meta.get("source")) == teacher_prompts_source(pk_cfg.teacher_prompts)
             and list(meta.get("class_names", [])) == list(splits.class_names)
             and meta.get("template") == str(splits.template)
             and same_teacher(str(meta.get("teacher_identity")), teacher.identity))
 
 
-def stored_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, resume: bool
+def stored_class_vectors(pk_cfg: PromptKDCfg, run_dir: Path, splits: Any, teacher: Any, resume: bool
                          ) -> Optional[Tuple[torch.Tensor, Dict[str, Any]]]:
     """On ``resume``, the class vectors stored in ``run_dir/promptkd/`` (checked to fit this run, nothing written);
     else None (also when none are stored yet).
@@ -286,7 +290,7 @@ def stored_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, res
     if not (resume and path.is_file()):
         return None
     vectors, meta = load_class_vectors(path, embed_dim=teacher.embed_dim)
-    if not _vectors_match(meta, cfg, splits, teacher):
+    if not _vectors_match(meta, pk_cfg, splits, teacher):
         raise ArtifactError(
             f"{path} was made by another teacher, class list, template or teacher_prompts setting than this "
             f"resumed run; resume with the original settings or start a new --run-dir"
@@ -294,7 +298,7 @@ def stored_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, res
     return vectors, meta
 
 
-def prepare_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, base: Sequence[int], resume: bool,
+def prepare_class_vectors(cfg: RunCfg, run_dir: Path, splits: Any, teacher: Any, base: Sequence[int], resume: bool,
                           progress: bool = True) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Compute the class vectors once for this run and save them; a resumed run reads the stored ones back.
 
@@ -304,7 +308,7 @@ def prepare_class_vectors(cfg: Any, run_dir: Path, splits: Any, teacher: Any, ba
     Returns:
         ``(vectors [C, D_t] fp32 on the CPU, metadata)``.
     """
-    stored = stored_class_vectors(cfg, run_dir, splits, teacher, resume)
+    stored = stored_class_vectors(cfg.promptkd, run_dir, splits, teacher, resume)
     if stored is not None:
         return stored
     path = Path(run_dir) / "promptkd" / CLASS_VECTORS_NAME

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import torch
 
@@ -12,6 +12,9 @@ from pand_runtime.preprocess_spec import PreprocessSpec
 
 from .protocol import UnlabeledDataset
 from .student import PromptKDStudent
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
 
 __all__ = ["PromptKDContext"]
 
@@ -39,7 +42,7 @@ class PromptKDContext:
         life: the run's :class:`pand.engine.lifecycle.RunLifecycle` (set by :func:`pand.promptkd.train.fit`).
     """
 
-    cfg: Any
+    cfg: RunCfg
     out_dir: Path
     device: torch.device
     splits: DataSplits

@@ -12,7 +12,7 @@ the loader of the unlabeled distillation pool, and the data sections of the cros
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -30,16 +30,19 @@ from pand_runtime.preprocess_spec import PreprocessSpec
 
 from .protocol import UnlabeledDataset, build_pool, resolve_base_novel
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PromptKDCfg, TrainerCfg
+
 __all__ = ["build_data", "base_only_splits", "distillation_loader", "cross_eval_data"]
 
 
-def build_data(cfg: Any) -> Tuple[DataSplits, List[int], List[int]]:
-    """``(splits, base, novel)`` of the run's ``data`` section.
+def build_data(data_cfg: DataCfg, cache_dir: str) -> Tuple[DataSplits, List[int], List[int]]:
+    """``(splits, base, novel)`` of the run's ``data`` section (generated/cached data under ``cache_dir``).
 
     Raises:
         DataError: an empty base or novel side.
     """
-    splits = build_splits(cfg.data, cache_dir=cfg.cache_dir)
+    splits = build_splits(data_cfg, cache_dir=cache_dir)
     base, novel = resolve_base_novel(splits)
     return splits, base, novel
 
@@ -67,8 +70,9 @@ def base_only_splits(splits: DataSplits, base_classes: Sequence[int]) -> DataSpl
     )
 
 
-def distillation_loader(cfg: Any, splits: DataSplits, pool: str, base: Sequence[int], pp: PreprocessSpec,
-                        device_type: str) -> Tuple[UnlabeledDataset, DataLoader]:
+def distillation_loader(pk_cfg: PromptKDCfg, trainer_cfg: TrainerCfg, splits: DataSplits, pool: str,
+                        base: Sequence[int], pp: PreprocessSpec, device_type: str
+                        ) -> Tuple[UnlabeledDataset, DataLoader]:
     """The unlabeled pool ``pool`` and its training loader.
 
     The images get the student's training augmentation (``create_transform(pp, True, "standard")`` with
@@ -78,12 +82,12 @@ def distillation_loader(cfg: Any, splits: DataSplits, pool: str, base: Sequence[
     Raises:
         DataError: a pool of fewer than 2 images.
     """
-    pk = cfg.promptkd
+    pk = pk_cfg
     transform = create_transform(pp, True, "standard", crop_scale=tuple(pk.train_crop_scale))
     dataset, _ = build_pool(splits, pool, base, transform=transform)
     if len(dataset) < 2:
         raise DataError(f"the {pool} distillation pool has {len(dataset)} image(s); PromptKD needs at least 2")
-    loader = make_train_loader(dataset, int(pk.batch_size), int(cfg.trainer.seed), DistInfo(), cfg.trainer,
+    loader = make_train_loader(dataset, int(pk.batch_size), int(trainer_cfg.seed), DistInfo(), trainer_cfg,
                                device_type)
     return dataset, loader
 

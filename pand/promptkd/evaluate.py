@@ -8,7 +8,7 @@ held-out val split's base-class images, never test.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,15 @@ from .context import PromptKDContext
 from .data import cross_eval_data
 from .protocol import harmonic_mean, subset_accuracy, subset_by_classes
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import TrainerCfg
+
 __all__ = ["extract_features", "evaluate_base_novel", "validate_base", "teacher_eval", "student_eval", "cross_eval"]
 
 
 @torch.no_grad()
 def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], dataset: Any, batch_size: int,
-                     device: torch.device, trainer_cfg: Any, precision: str = "fp32", desc: str = "features",
+                     device: torch.device, trainer_cfg: TrainerCfg, precision: str = "fp32", desc: str = "features",
                      progress: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(n(encode(x)) [N, D] fp32 CPU, labels [N] long CPU)`` over a labelled eval dataset (in order, under
     ``precision`` autocast on CUDA); empty tensors for an empty or missing dataset."""

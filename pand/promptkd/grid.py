@@ -8,16 +8,19 @@ Stage PSC context (``psc.artifact``). A failed run gives a row with ``error`` an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
 from .recipe import run
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
+
 __all__ = ["run_promptkd_grid"]
 
 
-def _with(cfg, **dotted: Any):
+def _with(cfg: RunCfg, **dotted: Any) -> RunCfg:
     """A copy of ``cfg`` with the dotted keys replaced."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(out, True)
@@ -26,7 +29,7 @@ def _with(cfg, **dotted: Any):
     return out
 
 
-def run_promptkd_grid(cfg, out_root: str | Path, pools: Sequence[str] = ("reference", "inductive"),
+def run_promptkd_grid(cfg: RunCfg, out_root: str | Path, pools: Sequence[str] = ("reference", "inductive"),
                       teachers: Sequence[str] = ("promptsrc", "coop"), progress: bool = False,
                       on_error: Optional[Callable[[str, str, Exception], None]] = None) -> List[Dict[str, Any]]:
     """Run PromptKD for every ``teacher x pool`` and return one row per run.

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,9 @@ from pand.utils.io import load_tensors
 from .data import base_only_splits
 from .protocol import promptkd_lr
 from .student import PromptedVisionEncoder
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PromptSRCCfg, TrainerCfg
 
 __all__ = [
     "PROMPTSRC_ARTIFACT", "REFERENCE_DEPTH", "gpa_weights", "promptsrc_losses", "DeepPromptTextEncoder",
@@ -291,7 +294,7 @@ def _teacher_train_transform(teacher: Any):
     return create_transform(teacher.preprocess_spec, True, "standard", crop_scale=(0.08, 1.0))
 
 
-def _settings(ps: Any) -> Dict[str, Any]:
+def _settings(ps: PromptSRCCfg) -> Dict[str, Any]:
     """The prompt settings of :class:`PromptSRCModel` from the ``promptkd.promptsrc`` section."""
     return {"n_ctx_text": int(ps.n_ctx_text), "n_ctx_vision": int(ps.n_ctx_vision),
             "prompt_depth_text": ps.prompt_depth_text, "prompt_depth_vision": ps.prompt_depth_vision,
@@ -317,8 +320,8 @@ def _aggregate(total: Optional[Dict[str, torch.Tensor]], state: Dict[str, torch.
 NONFINITE_FIX = "Lower promptkd.promptsrc.lr or use teacher.precision=fp32"
 
 
-def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: Sequence[int],
-                            progress: bool = True, checkpoints: Optional[Path] = None
+def train_promptsrc_teacher(ps_cfg: PromptSRCCfg, trainer_cfg: TrainerCfg, splits: Any, teacher: Any,
+                            base_classes: Sequence[int], progress: bool = True, checkpoints: Optional[Path] = None
                             ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Train PromptSRC prompts on the base classes' labelled training images; return the GPA-aggregated prompts.
 
@@ -331,7 +334,8 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
     continues (``resume=auto``).
 
     Args:
-        cfg: the run configuration (``promptkd.promptsrc``, ``trainer``).
+        ps_cfg: the ``promptkd.promptsrc`` section.
+        trainer_cfg: the ``trainer`` section (``seed``, loader workers, ``skip_nonfinite_steps``).
         splits: the run's splits (only ``train`` images of ``base_classes`` are read, with their labels).
         teacher: the frozen :class:`pand.models.teacher.Teacher`.
         base_classes: base class ids.
@@ -345,22 +349,22 @@ def train_promptsrc_teacher(cfg: Any, splits: Any, teacher: Any, base_classes: S
         PandError: prompt settings that do not fit the teacher.
         DataError: fewer than 2 base-class training images.
     """
-    ps = cfg.promptkd.promptsrc
-    seed = int(cfg.trainer.seed)
+    ps = ps_cfg
+    seed = int(trainer_cfg.seed)
     base_splits = base_only_splits(splits, base_classes)
     names = list(base_splits.class_names)
     templates = list(ps.zs_templates) or [str(splits.template)]
     model = PromptSRCModel(teacher, names, _settings(ps), seed=seed)
     g0 = zero_shot_text_features(teacher, names, templates).to(teacher.device)
     train = base_splits.train.with_transform(_teacher_train_transform(teacher))
-    loader = make_train_loader(train, int(ps.batch_size), seed, DistInfo(), cfg.trainer, teacher.device.type)
+    loader = make_train_loader(train, int(ps.batch_size), seed, DistInfo(), trainer_cfg, teacher.device.type)
     optimizer = build_optimizer(model.parameters(), "sgd", ps.lr, weight_decay=ps.weight_decay, momentum=ps.momentum)
     epochs = int(ps.epochs)
     weights = gpa_weights(epochs, float(ps.gpa_mean), float(ps.gpa_std))
     s = model.logit_scale
     config = {"promptsrc": _plain(ps), "teacher": str(teacher.identity), "seed": seed, "base_class_names": names,
               "templates": templates}
-    life = RunLifecycle("the PromptSRC teacher", bool(cfg.trainer.skip_nonfinite_steps), checkpoints, config, AUTO,
+    life = RunLifecycle("the PromptSRC teacher", bool(trainer_cfg.skip_nonfinite_steps), checkpoints, config, AUTO,
                         {"optimizer": optimizer}, NONFINITE_FIX)
     aggregated: Optional[Dict[str, torch.Tensor]] = None
     history: List[Dict[str, Any]] = []

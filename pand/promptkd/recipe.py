@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
 import torch
 
@@ -55,20 +55,23 @@ from .student import build_promptkd_student, save_promptkd_classifier
 from .summary import build_summary, cost_report
 from .train import fit
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PromptKDCfg, RunCfg, TrainerCfg
+
 __all__ = ["run", "preflight"]
 
 
-def _check_single_process(cfg: Any) -> None:
+def _check_single_process(trainer_cfg: TrainerCfg, pk_cfg: PromptKDCfg) -> None:
     """Refuse several devices or processes: the recipe runs on one device, as the reference."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if int(cfg.trainer.devices) > 1 or world > 1:
+    if int(trainer_cfg.devices) > 1 or world > 1:
         raise PandError(
-            f"the PromptKD recipe runs on one device (batch {cfg.promptkd.batch_size}, as the reference); got "
-            f"trainer.devices={cfg.trainer.devices}. Set trainer.devices=1 (e.g. trainer=default)."
+            f"the PromptKD recipe runs on one device (batch {pk_cfg.batch_size}, as the reference); got "
+            f"trainer.devices={trainer_cfg.devices}. Set trainer.devices=1 (e.g. trainer=default)."
         )
 
 
-def preflight(cfg: Any, run_dir: Path, resume: bool) -> str:
+def preflight(cfg: RunCfg, run_dir: Path, resume: bool) -> str:
     """Every refusal that needs no data or model, before anything is written: one device, no overwrite of a
     trained run, on ``resume`` the checkpoint's configuration equals this one, a known pool and teacher_prompts.
 
@@ -78,13 +81,13 @@ def preflight(cfg: Any, run_dir: Path, resume: bool) -> str:
     Raises:
         PandError, ArtifactError, DataError: naming the problem; nothing was written.
     """
-    _check_single_process(cfg)
+    _check_single_process(cfg.trainer, cfg.promptkd)
     check_resumable(cfg, Path(run_dir) / "promptkd", resume)
     teacher_prompts_source(cfg.promptkd.teacher_prompts)
     return resolve_pool(cfg.promptkd)
 
 
-def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_config: bool = False
+def run(cfg: RunCfg, run_dir: Path, resume: bool = False, progress: bool = True, write_config: bool = False
         ) -> Dict[str, Any]:
     """Run the PromptKD recipe end to end.
 
@@ -112,11 +115,11 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_c
     pool = preflight(cfg, run_dir, resume)
     seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
     device = select_device(str(cfg.trainer.accelerator))
-    splits, base, novel = build_data(cfg)
+    splits, base, novel = build_data(cfg.data, cfg.cache_dir)
     check_pool(splits, pool)  # before any model work
     kd_weight, kd_source = resolve_kd_weight(cfg.promptkd, str(cfg.data.name))
     teacher = create_teacher(cfg.teacher, device=device)
-    stored_class_vectors(cfg, run_dir, splits, teacher, resume)  # refuses stale vectors before any write
+    stored_class_vectors(cfg.promptkd, run_dir, splits, teacher, resume)  # refuses stale vectors before any write
     folder.start()
     keep_config = resume and (run_dir / "config.yaml").is_file()  # rewritten once the resumed run ends well
     if write_config and not keep_config:
@@ -125,7 +128,7 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_c
     if cv_meta.get("source") == "promptsrc":
         teacher = prompted_teacher(teacher, *load_promptsrc_artifact(cv_meta["promptsrc_artifact"], teacher))
     torch.manual_seed(int(cfg.trainer.seed))  # the student's prompt init does not depend on what ran before
-    student, pp = build_promptkd_student(cfg, int(teacher.embed_dim))
+    student, pp = build_promptkd_student(cfg.promptkd, int(teacher.embed_dim))
     if vectors.shape[1] != student.embed_dim:
         raise ArtifactError(f"class vectors have dimension {vectors.shape[1]} but the projector outputs "
                             f"{student.embed_dim}; they come from another teacher")
@@ -140,8 +143,8 @@ def run(cfg, run_dir: Path, resume: bool = False, progress: bool = True, write_c
     export_extra = {"pool": pool, "regime": pool, "teacher_identity": teacher.identity,
                     "selected_epoch": selection["epoch"], "class_vectors_source": cv_meta.get("source"),
                     "kd_weight": kd_weight}
-    student_path = save_promptkd_classifier(run_dir / "student.safetensors", cfg, ctx.student, ctx.class_vectors, pp,
-                                            list(splits.class_names), export_extra)
+    student_path = save_promptkd_classifier(run_dir / "student.safetensors", cfg.promptkd, cfg.teacher, ctx.student,
+                                            ctx.class_vectors, pp, list(splits.class_names), export_extra)
     artifacts = {"student": str(student_path), "class_vectors": str(out_dir / CLASS_VECTORS_NAME),
                  "checkpoints": str(out_dir / "checkpoints")}
     if cv_meta.get("promptsrc_artifact"):

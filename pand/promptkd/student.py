@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import open_clip
 from open_clip.pretrained import get_pretrained_cfg
@@ -45,6 +45,9 @@ from pand.models.teacher import register_model_configs
 from pand.models.teacher_checkpoint import build_with_local_weights
 from pand.utils.io import load_tensors, save_tensors
 from pand_runtime.preprocess_spec import PreprocessSpec
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PromptKDCfg, TeacherCfg
 
 __all__ = [
     "PromptedVisionEncoder",
@@ -289,20 +292,21 @@ def student_preprocess(open_clip_pp: Dict[str, Any]) -> PreprocessSpec:
     return dataclasses.replace(open_clip_preprocess_spec(open_clip_pp), resize_mode="shorter_side")
 
 
-def teacher_embed_dim(cfg) -> int:
-    """``D_t`` of ``cfg.teacher.arch`` from its open_clip architecture config (no weights are loaded)."""
+def teacher_embed_dim(teacher_cfg: TeacherCfg) -> int:
+    """``D_t`` of ``teacher.arch`` from its open_clip architecture config (no weights are loaded)."""
     register_model_configs()
-    mc = open_clip.get_model_config(str(cfg.teacher.arch))
+    mc = open_clip.get_model_config(str(teacher_cfg.arch))
     if mc is None:
-        raise PandError(f"unknown open_clip teacher architecture teacher.arch='{cfg.teacher.arch}'")
+        raise PandError(f"unknown open_clip teacher architecture teacher.arch='{teacher_cfg.arch}'")
     return int(mc["embed_dim"])
 
 
-def build_promptkd_student(cfg, embed_dim: int, pretrained: bool = True) -> Tuple[PromptKDStudent, PreprocessSpec]:
-    """Build the trainable student from ``cfg.promptkd``.
+def build_promptkd_student(pk_cfg: PromptKDCfg, embed_dim: int, pretrained: bool = True
+                           ) -> Tuple[PromptKDStudent, PreprocessSpec]:
+    """Build the trainable student from the ``promptkd`` section.
 
     Args:
-        cfg: the run configuration (``promptkd.student_arch``, ``student_pretrained``, ``n_ctx_vision``,
+        pk_cfg: the ``promptkd`` section (``student_arch``, ``student_pretrained``, ``n_ctx_vision``,
             ``prompt_depth``, ``train_layernorm``, ``logit_scale``).
         embed_dim: ``D_t`` (class-vector dimension).
         pretrained: load ``promptkd.student_pretrained`` (False: random init, e.g. before loading a state dict).
@@ -311,7 +315,7 @@ def build_promptkd_student(cfg, embed_dim: int, pretrained: bool = True) -> Tupl
         ``(student, preprocess)``: parameters frozen except prompts, projector (and LayerNorms if asked); the
         student's eval preprocessing (:func:`student_preprocess`).
     """
-    pk = cfg.promptkd
+    pk = pk_cfg
     visual, own_scale, pp = create_student_visual(str(pk.student_arch), pk.student_pretrained if pretrained else None)
     encoder = PromptedVisionEncoder(visual, int(pk.n_ctx_vision), int(pk.prompt_depth))
     scale = float(pk.logit_scale) if pk.logit_scale is not None else own_scale
@@ -339,28 +343,30 @@ def trainable_parameters(model: nn.Module) -> Iterator[Tuple[str, nn.Parameter]]
     return ((n, p) for n, p in model.named_parameters() if p.requires_grad)
 
 
-def build_promptkd_classifier(cfg, num_classes: int, embed_dim: Optional[int] = None) -> PromptKDClassifier:
+def build_promptkd_classifier(pk_cfg: PromptKDCfg, teacher_cfg: TeacherCfg, num_classes: int,
+                              embed_dim: Optional[int] = None) -> PromptKDClassifier:
     """Rebuild the deployable PromptKD classifier skeleton (random weights) for ``load_state_dict``.
 
     This is the factory the exporter calls for ``student.safetensors`` files whose metadata says
-    ``kind: "promptkd"``: build with the run's config, then load the file's tensors (encoder, prompts,
+    ``kind: "promptkd"``: build with the run's settings, then load the file's tensors (encoder, prompts,
     projector, ``class_vectors``, ``logit_scale``) with ``strict=True``. No weights are downloaded.
 
     Args:
-        cfg: the run configuration (only ``promptkd.*`` and ``teacher.arch`` are read).
+        pk_cfg: the ``promptkd`` section.
+        teacher_cfg: the ``teacher`` section (only ``arch``, read when ``embed_dim`` is None).
         num_classes: ``C``, rows of the class-vector buffer.
         embed_dim: ``D_t``; default: the teacher architecture's ``embed_dim``.
 
     Returns:
         A :class:`PromptKDClassifier` in eval mode.
     """
-    d = int(embed_dim) if embed_dim is not None else teacher_embed_dim(cfg)
-    student, _ = build_promptkd_student(cfg, d, pretrained=False)
+    d = int(embed_dim) if embed_dim is not None else teacher_embed_dim(teacher_cfg)
+    student, _ = build_promptkd_student(pk_cfg, d, pretrained=False)
     return PromptKDClassifier(student, torch.zeros(int(num_classes), d)).eval()
 
 
-def classifier_metadata(cfg, clf: PromptKDClassifier, pp: PreprocessSpec, class_names: List[str],
-                        extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def classifier_metadata(pk_cfg: PromptKDCfg, teacher_cfg: TeacherCfg, clf: PromptKDClassifier, pp: PreprocessSpec,
+                        class_names: List[str], extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Metadata stored with ``student.safetensors``: enough to rebuild (:func:`load_promptkd_classifier`) and to
     preprocess (``preprocess`` = :meth:`pand_runtime.preprocess_spec.PreprocessSpec.to_dict`) without the run config.
 
@@ -371,7 +377,7 @@ def classifier_metadata(cfg, clf: PromptKDClassifier, pp: PreprocessSpec, class_
     return {
         "kind": "promptkd",
         "pand_version": __version__,
-        "arch": str(cfg.promptkd.student_arch),
+        "arch": str(pk_cfg.student_arch),
         "num_classes": clf.num_classes,
         "embed_dim": clf.embed_dim,
         "class_names": list(class_names),
@@ -381,13 +387,13 @@ def classifier_metadata(cfg, clf: PromptKDClassifier, pp: PreprocessSpec, class_
         "input_shape": [1, 3, pp.image_size, pp.image_size],
         "output": "logits",
         "promptkd": {
-            "student_arch": str(cfg.promptkd.student_arch),
-            "n_ctx_vision": int(cfg.promptkd.n_ctx_vision),
-            "prompt_depth": int(cfg.promptkd.prompt_depth),
-            "train_layernorm": bool(cfg.promptkd.train_layernorm),
+            "student_arch": str(pk_cfg.student_arch),
+            "n_ctx_vision": int(pk_cfg.n_ctx_vision),
+            "prompt_depth": int(pk_cfg.prompt_depth),
+            "train_layernorm": bool(pk_cfg.train_layernorm),
             "logit_scale": float(clf.student.logit_scale),
         },
-        "teacher_arch": str(cfg.teacher.arch),
+        "teacher_arch": str(teacher_cfg.arch),
         **(extra or {}),
     }
 
@@ -404,11 +410,9 @@ def load_promptkd_classifier(path, device: str = "cpu") -> Tuple[PromptKDClassif
     if meta.get("kind") != "promptkd":
         raise ArtifactError(f"{path} is not a PromptKD student (metadata kind={meta.get('kind')!r})")
     pk = meta["promptkd"]
-    cfg = OmegaConf.create({
-        "promptkd": {**pk, "student_pretrained": None},
-        "teacher": {"arch": meta.get("teacher_arch")},
-    })
-    clf = build_promptkd_classifier(cfg, int(meta["num_classes"]), embed_dim=int(meta["embed_dim"]))
+    clf = build_promptkd_classifier(OmegaConf.create({**pk, "student_pretrained": None}),
+                                    OmegaConf.create({"arch": meta.get("teacher_arch")}), int(meta["num_classes"]),
+                                    embed_dim=int(meta["embed_dim"]))
     try:
         clf.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -416,12 +420,12 @@ def load_promptkd_classifier(path, device: str = "cpu") -> Tuple[PromptKDClassif
     return clf.to(device).eval(), meta
 
 
-def save_promptkd_classifier(path: str | Path, cfg: Any, student: PromptKDStudent, class_vectors: torch.Tensor,
-                             pp: PreprocessSpec, class_names: List[str], extra: Optional[Dict[str, Any]] = None
-                             ) -> Path:
+def save_promptkd_classifier(path: str | Path, pk_cfg: PromptKDCfg, teacher_cfg: TeacherCfg, student: PromptKDStudent,
+                             class_vectors: torch.Tensor, pp: PreprocessSpec, class_names: List[str],
+                             extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write the deployable classifier (``student`` over ``class_vectors [C, D_t]``, all classes) to ``path``
     (``student.safetensors``) with :func:`classifier_metadata`, atomically; :func:`load_promptkd_classifier` reads
     it back."""
     clf = PromptKDClassifier(student, class_vectors.cpu()).eval()
-    save_tensors(path, clf.state_dict(), classifier_metadata(cfg, clf, pp, list(class_names), extra))
+    save_tensors(path, clf.state_dict(), classifier_metadata(pk_cfg, teacher_cfg, clf, pp, list(class_names), extra))
     return Path(path)

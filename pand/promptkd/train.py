@@ -22,7 +22,7 @@ One step (:func:`train_epoch`), labels never read (the pool returns ``-1``):
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -42,13 +42,16 @@ from .loss import promptkd_kd_loss, promptkd_logits
 from .protocol import promptkd_lr
 from .student import PromptKDStudent
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PromptKDCfg
+
 __all__ = ["build_student_optimizer", "train_epoch", "fit"]
 
 
-def build_student_optimizer(cfg: Any, student: PromptKDStudent) -> torch.optim.Optimizer:
+def build_student_optimizer(pk_cfg: PromptKDCfg, student: PromptKDStudent) -> torch.optim.Optimizer:
     """``promptkd.optimizer`` (SGD | AdamW, ``promptkd.lr``/``momentum``/``weight_decay``) over the student's
     trainable parameters (prompts, projector; LayerNorms with ``train_layernorm``), in parameter order."""
-    pk = cfg.promptkd
+    pk = pk_cfg
     return build_optimizer(student.parameters(), str(pk.optimizer), pk.lr, weight_decay=pk.weight_decay,
                            momentum=pk.momentum, setting="promptkd.optimizer")
 
@@ -107,9 +110,10 @@ def fit(ctx: PromptKDContext, resume: bool = False) -> Dict[str, Any]:
         ``{"epoch", "val", "select"}`` of the kept weights (loaded into ``ctx.student``).
     """
     cfg, pk = ctx.cfg, ctx.cfg.promptkd
-    ctx.pool, loader = distillation_loader(cfg, ctx.splits, ctx.pool_mode, ctx.base, ctx.pp, ctx.device.type)
+    ctx.pool, loader = distillation_loader(pk, cfg.trainer, ctx.splits, ctx.pool_mode, ctx.base, ctx.pp,
+                                           ctx.device.type)
     source = LiveTeacher(ctx.teacher, ctx.pp.mean, ctx.pp.std)
-    optimizer = build_student_optimizer(cfg, ctx.student)
+    optimizer = build_student_optimizer(pk, ctx.student)
     scaler = grad_scaler(ctx.device, cfg.trainer.precision)
     ctx.life = life = checkpoint.lifecycle(ctx, ctx.out_dir / "checkpoints", resume, optimizer, scaler)
     expected = checkpoint.fingerprint(ctx)

@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +35,9 @@ from pand.errors import PandError
 from pand.utils.io import atomic_write_text
 
 from .objective import accuracy, coop_logits
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PSCCfg
 
 __all__ = ["PSCResult", "train_coop"]
 
@@ -64,7 +67,7 @@ def train_coop(
     model: Any,
     train: Tuple[torch.Tensor, torch.Tensor],
     val: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    psc_cfg: Any,
+    psc_cfg: PSCCfg,
     logit_scale: float,
     out_dir: str | Path,
     seed: int = 0,

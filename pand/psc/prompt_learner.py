@@ -353,7 +353,7 @@ def build_coop_text_model(
     clip_model: nn.Module,
     tokenizer: Any,
     class_names: Sequence[str],
-    psc_cfg: Any = None,
+    psc_cfg: Optional[PSCCfg] = None,
     template: str = "a photo of a {}.",
     seed: int = 0,
     **overrides: Any,

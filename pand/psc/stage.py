@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import torch
 
@@ -30,23 +30,26 @@ from .prompt_learner import build_coop_text_model
 from .settings import psc_config_hash
 from .summary import SPLITS, artifact_meta, write_summary
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import DataCfg, PSCCfg, RunCfg
+
 __all__ = ["run_psc"]
 
 
-def _check_given_artifact(cfg: Any, splits: Any, teacher: Any) -> Path:
-    """``cfg.psc.artifact``, checked against the class count (of ``splits`` or ``data.class_names``) and the
+def _check_given_artifact(psc_cfg: PSCCfg, data_cfg: DataCfg, splits: Any, teacher: Any) -> Path:
+    """``psc.artifact``, checked against the class count (of ``splits`` or ``data.class_names``) and the
     teacher's embedding dimension and identity when given."""
-    path = Path(str(cfg.psc.artifact)).expanduser()
+    path = Path(str(psc_cfg.artifact)).expanduser()
     num_classes = len(splits.class_names) if splits is not None else None
-    if num_classes is None and cfg.data.class_names:
-        num_classes = len(cfg.data.class_names)
+    if num_classes is None and data_cfg.class_names:
+        num_classes = len(data_cfg.class_names)
     load_anchors(path, num_classes, embed_dim=getattr(teacher, "embed_dim", None),
                  teacher_id=getattr(teacher, "identity", None),
                  class_names=list(splits.class_names) if splits is not None else None)
     return path
 
 
-def _reusable(artifact: Path, cfg: Any, parts: Dict[str, Any], chash: str, class_names, teacher: Any,
+def _reusable(artifact: Path, psc_cfg: PSCCfg, parts: Dict[str, Any], chash: str, class_names, teacher: Any,
               reuse_only: bool, legacy_splits: Tuple[Any, Any] = (None, None)) -> bool:
     """Whether the artifact already in the run directory was made from these inputs (same classes, teacher and
     config hash; for a resumed run also the hash of before image fingerprints were part of it)."""
@@ -59,8 +62,8 @@ def _reusable(artifact: Path, cfg: Any, parts: Dict[str, Any], chash: str, class
         if fits and meta.get("config_hash") == chash:
             return True
         # an artifact written before file fingerprints were part of the hash: kept for a resumed run only
-        legacy = psc_config_hash(cfg.psc, {k: v for k, v in parts.items() if k != "content"})
-        if fits and reuse_only and meta.get("config_hash") == psc_config_hash(cfg.psc, {**parts, "content": [
+        legacy = psc_config_hash(psc_cfg, {k: v for k, v in parts.items() if k != "content"})
+        if fits and reuse_only and meta.get("config_hash") == psc_config_hash(psc_cfg, {**parts, "content": [
                 stat_hash(splits_) if splits_ is not None else None for splits_ in legacy_splits]}):
             # fingerprinted by (size, mtime) only (pand <= 0.1.0): the same files by that measure
             warnings.warn(f"{artifact} was fingerprinted by file size and mtime (before content digests): reused "
@@ -75,7 +78,7 @@ def _reusable(artifact: Path, cfg: Any, parts: Dict[str, Any], chash: str, class
     return False
 
 
-def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = None, progress: bool = True,
+def run_psc(cfg: RunCfg, run_dir: str | Path, splits: Any = None, teacher: Any = None, progress: bool = True,
             reuse_only: bool = False) -> Path:
     """Run Stage PSC and return the path of the anchor artifact.
 
@@ -104,7 +107,7 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
         Runs in the calling process only; under DDP call it on rank 0 before the other ranks load the artifact.
     """
     if cfg.psc.artifact:
-        return _check_given_artifact(cfg, splits, teacher)
+        return _check_given_artifact(cfg.psc, cfg.data, splits, teacher)
 
     out_dir = Path(run_dir) / "psc"
     artifact = out_dir / ARTIFACT_NAME
@@ -124,7 +127,7 @@ def run_psc(cfg: Any, run_dir: str | Path, splits: Any = None, teacher: Any = No
         "content": [content_hash(splits.train), content_hash(splits.val) if splits.val is not None else None],
     }
     chash = psc_config_hash(cfg.psc, parts)
-    if _reusable(artifact, cfg, parts, chash, class_names, teacher, reuse_only, (splits.train, splits.val)):
+    if _reusable(artifact, cfg.psc, parts, chash, class_names, teacher, reuse_only, (splits.train, splits.val)):
         return artifact
     if reuse_only:
         raise ArtifactError(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -12,13 +12,16 @@ from pand.utils.io import atomic_write_json
 from .loop import PSCResult
 from .settings import psc_settings
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import PSCCfg
+
 __all__ = ["SPLITS", "artifact_meta", "write_summary"]
 
 SPLITS = ("train", "val", "test")
 Features = Optional[Tuple[torch.Tensor, torch.Tensor]]  # (features [N, D], labels [N]) of a split, None if empty
 
 
-def artifact_meta(psc_cfg: Any, teacher: Any, class_names: List[str], prompts: List[str], template: str,
+def artifact_meta(psc_cfg: PSCCfg, teacher: Any, class_names: List[str], prompts: List[str], template: str,
                   context_length: int, coop: Mapping[str, Optional[float]], zero_shot: Mapping[str, Optional[float]],
                   res: PSCResult, config_hash: str) -> Dict[str, Any]:
     """The metadata stored in ``learned_text_features.safetensors`` (format ``pand-psc-v1``; see
@@ -45,7 +48,7 @@ def artifact_meta(psc_cfg: Any, teacher: Any, class_names: List[str], prompts: L
     }
 
 
-def write_summary(path: Path, psc_cfg: Any, artifact: Path, teacher: Any, num_classes: int,
+def write_summary(path: Path, psc_cfg: PSCCfg, artifact: Path, teacher: Any, num_classes: int,
                   features: Mapping[str, Features], coop: Mapping[str, Optional[float]],
                   zero_shot: Mapping[str, Optional[float]], res: PSCResult, config_hash: str,
                   seconds: Mapping[str, float]) -> None:

@@ -21,12 +21,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import pand
 from pand.errors import PandError
 from pand.utils.flatten import flatten_config, key_under
 from pand.utils.io import atomic_write_text
+
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
 
 __all__ = ["DistInfo", "dist_env", "init_distributed", "cleanup_distributed", "select_device", "all_reduce_sum",
            "barrier", "broadcast_buffers", "all_gather_object", "code_version", "run_fingerprint",
@@ -231,7 +234,7 @@ def code_version() -> Dict[str, Optional[str]]:
     return {"pand": str(pand.__version__), "source": _source_hash(package), "git": _git_describe(package.parent)}
 
 
-def run_fingerprint(cfg: Any, stage: str = "all", resume: bool = False) -> Dict[str, Any]:
+def run_fingerprint(cfg: Union[RunCfg, Mapping[str, Any]], stage: str = "all", resume: bool = False) -> Dict[str, Any]:
     """What must be equal on every rank: the resolved configuration (less :data:`NODE_LOCAL_KEYS`), its hash, the
     stage/resume flags and :func:`code_version`; plus the host name and rank for the message."""
     if not isinstance(cfg, Mapping):

@@ -40,12 +40,13 @@ def _cuda_fake(toy, **kw):
 
 def test_build_models_puts_the_student_in_channels_last_on_cuda(toy):
     cfg = toy.make_cfg("recipe=pand", *GPU)
-    model = build_models(cfg, NUM_CLASSES, 8, torch.device("cuda"))
+    model = build_models(cfg.student, cfg.recipe, NUM_CLASSES, 8, torch.device("cuda"), cfg.trainer.channels_last)
     convs = [m for m in model.student.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_cuda and c.weight.is_contiguous(memory_format=torch.channels_last)
                          for c in convs)
-    off = build_models(toy.make_cfg("recipe=pand", "trainer.accelerator=cuda", "trainer.channels_last=false"),
-                       NUM_CLASSES, 8, torch.device("cuda"))
+    off_cfg = toy.make_cfg("recipe=pand", "trainer.accelerator=cuda", "trainer.channels_last=false")
+    off = build_models(off_cfg.student, off_cfg.recipe, NUM_CLASSES, 8, torch.device("cuda"),
+                       off_cfg.trainer.channels_last)
     assert not next(m for m in off.student.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous(
         memory_format=torch.channels_last)
 
@@ -74,8 +75,9 @@ def test_cached_and_live_losses_match_on_cuda(toy, tmp_path):
     cached = CachedTeacher(build_teacher_cache(live, _with_samples(splits.train), tmp_path / "cache", seed=0,
                                                views=2, dtype="fp32", batch_size=5, progress=False))
     cfg = toy.make_cfg("recipe=pand", *GPU)
-    model = build_models(cfg, NUM_CLASSES, live.embed_dim, torch.device("cuda")).eval()
-    crit = NSDCriterion.from_config(cfg)
+    model = build_models(cfg.student, cfg.recipe, NUM_CLASSES, live.embed_dim, torch.device("cuda"),
+                         cfg.trainer.channels_last).eval()
+    crit = NSDCriterion.from_config(cfg.nsd, cfg.recipe)
     anchors = toy.make_anchors().cuda()
     ds = IndexedDataset(splits.train, 0)
     idx = torch.tensor([3, 0, 7, 12, 5, 9])

@@ -20,7 +20,7 @@ def test_recipe_defaults(recipe, opt, wd, sched, terms, kl):
     assert (n.optimizer, n.lr, n.weight_decay, n.scheduler) == (opt, 1e-4, wd, sched)
     assert (n.epochs, n.batch_size, n.temperature, n.ce_ramp) == (300, 128, 2.0, 8.0)
     assert n.logit_scale == pytest.approx(1 / 0.07)
-    crit = NSDCriterion.from_config(cfg)
+    crit = NSDCriterion.from_config(cfg.nsd, cfg.recipe)
     assert crit.term_names() == terms and crit.kl_reduction == kl
     assert cfg.psc.enabled == (recipe == "pand")
     if recipe == "vl2lite":

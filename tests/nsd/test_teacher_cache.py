@@ -101,8 +101,8 @@ def test_cached_and_live_losses_identical_for_same_batch_and_view(toy, data, dty
     cached = CachedTeacher(root)
     loader = make_train_loader(data.splits.train, 8, 0, DistInfo(), cfg.trainer, "cpu")
     anchors = toy.make_anchors()
-    model = build_models(cfg, NUM_CLASSES, live.embed_dim, torch.device("cpu")).eval()
-    crit = NSDCriterion.from_config(cfg)
+    model = build_models(cfg.student, cfg.recipe, NUM_CLASSES, live.embed_dim, torch.device("cpu")).eval()
+    crit = NSDCriterion.from_config(cfg.nsd, cfg.recipe)
     for epoch in (0, 4):  # epoch 4 is in the second cycle of V = 3 epochs: redrawn view orders
         views = cached.views(epoch, len(data.splits.train))
         loader.sampler.set_epoch(epoch, views)

@@ -10,7 +10,7 @@ from pand.promptkd.student import PromptKDClassifier, build_promptkd_student, tr
 
 def test_prompts_and_projector_fit_a_teacher(tiny_arch, make_cfg):
     torch.manual_seed(0)
-    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=2, logit_scale=10.0), embed_dim=16)
+    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=2, logit_scale=10.0).promptkd, embed_dim=16)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(8, 3, 32, 32, generator=g)
     T = torch.nn.functional.normalize(torch.randn(6, 16, generator=g), dim=-1)
@@ -33,7 +33,7 @@ def test_prompts_and_projector_fit_a_teacher(tiny_arch, make_cfg):
 def test_classifier_exports_to_onnx_with_dynamic_batch(tiny_arch, make_cfg, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=2, n_ctx_vision=3), embed_dim=16)
+    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=2, n_ctx_vision=3).promptkd, embed_dim=16)
     with torch.no_grad():
         student.encoder.prompts.normal_()
     clf = PromptKDClassifier(student, torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)).eval()

@@ -152,7 +152,8 @@ def test_training_aggregates_the_epoch_prompts_with_the_gaussian_weights(make_sp
     original_losses = mod.promptsrc_losses
     monkeypatch.setattr(mod, "promptsrc_losses", lambda logits, y, *a, **k: labels.append(y.clone()) or
                         original_losses(logits, y, *a, **k))
-    prompts, meta = mod.train_promptsrc_teacher(cfg, splits, teacher, [0, 1], progress=False)
+    prompts, meta = mod.train_promptsrc_teacher(cfg.promptkd.promptsrc, cfg.trainer, splits, teacher, [0, 1],
+                                                progress=False)
     w = gpa_weights(3, 2.0, 1.0)
     assert len(seen) == 3 and meta["gpa"]["weights"] == w
     for k in ("text_ctx", "text_deep", "vision"):

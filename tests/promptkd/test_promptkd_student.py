@@ -100,7 +100,7 @@ def test_depth_larger_than_the_encoder_is_refused(visual):
 
 def test_only_prompts_and_projector_receive_gradients(tiny_arch, make_cfg):
     cfg = make_cfg(tiny_arch, prompt_depth=2, n_ctx_vision=2)
-    student, pp = build_promptkd_student(cfg, embed_dim=16)
+    student, pp = build_promptkd_student(cfg.promptkd, embed_dim=16)
     assert pp.image_size == 32
     student.train()
     T = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
@@ -118,7 +118,8 @@ def test_only_prompts_and_projector_receive_gradients(tiny_arch, make_cfg):
 
 
 def test_train_layernorm_unfreezes_only_layernorms(tiny_arch, make_cfg):
-    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=1, train_layernorm=True), embed_dim=16)
+    cfg = make_cfg(tiny_arch, prompt_depth=1, train_layernorm=True)
+    student, _ = build_promptkd_student(cfg.promptkd, embed_dim=16)
     names = {n for n, p in student.named_parameters() if p.requires_grad}
     extra = {n for n in names if n.startswith("encoder.visual.")}
     assert extra and all(".ln_" in n or n.split(".")[2].startswith("ln_") for n in extra)
@@ -126,7 +127,7 @@ def test_train_layernorm_unfreezes_only_layernorms(tiny_arch, make_cfg):
 
 
 def test_projector_is_linear_bn_relu_linear(tiny_arch, make_cfg):
-    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=1), embed_dim=40)
+    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=1).promptkd, embed_dim=40)
     kinds = [type(m).__name__ for m in student.projector]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert student.projector[0].in_features == 16 and student.projector[-1].out_features == 40
@@ -134,7 +135,7 @@ def test_projector_is_linear_bn_relu_linear(tiny_arch, make_cfg):
 
 def test_classifier_logits_and_dimension_check(tiny_arch, make_cfg):
     torch.manual_seed(0)
-    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=2, logit_scale=7.0), embed_dim=16)
+    student, _ = build_promptkd_student(make_cfg(tiny_arch, prompt_depth=2, logit_scale=7.0).promptkd, embed_dim=16)
     T = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
     clf = PromptKDClassifier(student, T).eval()
     x = _images(2)
@@ -152,17 +153,17 @@ def test_student_file_rebuilds_the_same_classifier(tiny_arch, make_cfg, tmp_path
 
     cfg = make_cfg(tiny_arch, prompt_depth=2, n_ctx_vision=3)
     torch.manual_seed(0)
-    student, pp = build_promptkd_student(cfg, embed_dim=16)
+    student, pp = build_promptkd_student(cfg.promptkd, embed_dim=16)
     with torch.no_grad():
         student.encoder.prompts.normal_()
         student.projector[1].running_mean.uniform_(-1, 1)
     clf = PromptKDClassifier(student, torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)).eval()
-    meta = classifier_metadata(cfg, clf, pp, [f"c{i}" for i in range(5)])
+    meta = classifier_metadata(cfg.promptkd, cfg.teacher, clf, pp, [f"c{i}" for i in range(5)])
     path = tmp_path / "student.safetensors"
     save_tensors(path, clf.state_dict(), meta)
 
     rebuilt, meta2 = load_promptkd_classifier(path)
-    skeleton = build_promptkd_classifier(cfg, num_classes=5, embed_dim=16)
+    skeleton = build_promptkd_classifier(cfg.promptkd, cfg.teacher, num_classes=5, embed_dim=16)
     assert set(skeleton.state_dict()) == set(clf.state_dict())
     x = _images(2)
     with torch.no_grad():
@@ -173,4 +174,4 @@ def test_student_file_rebuilds_the_same_classifier(tiny_arch, make_cfg, tmp_path
 
 def test_unknown_student_arch_names_the_setting(make_cfg):
     with pytest.raises(PandError, match="promptkd.student_arch='no-such-vit'"):
-        build_promptkd_student(make_cfg("no-such-vit"), embed_dim=16)
+        build_promptkd_student(make_cfg("no-such-vit").promptkd, embed_dim=16)

@@ -1,7 +1,7 @@
 """The engine's hook (:func:`maybe_cache_teacher`): the teacher source a run trains with, live or cached."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pand.errors import ConfigError, PandError
 from pand.models.teacher_source import LiveTeacher
@@ -11,10 +11,13 @@ from .build import build_teacher_cache
 from .format import AUTO
 from .lookup import CachedTeacher
 
+if TYPE_CHECKING:  # annotations only: pand.config.schema imports pand.data and pand.engine
+    from pand.config.schema import RunCfg
+
 __all__ = ["maybe_cache_teacher"]
 
 
-def maybe_cache_teacher(cfg: Any, source: Any, dataset: Any, dist: Any = None, progress: bool = True,
+def maybe_cache_teacher(cfg: RunCfg, source: Any, dataset: Any, dist: Any = None, progress: bool = True,
                         views: Optional[int] = None) -> Any:
     """Swap a :class:`LiveTeacher` for a :class:`CachedTeacher` when the run caches ``views > 0`` views.
 
