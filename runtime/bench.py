@@ -56,7 +56,7 @@ from .bench_compare import compare_rows, read_baseline
 from .bench_outputs import check_outputs
 from .bench_plugins import PYTORCH_PLUGIN, require_plugin
 from .bench_report import cv_warnings, render_markdown, render_text
-from .bench_rows import BenchOptions, BenchRow, pytorch_error_rows
+from .bench_rows import BenchOptions, BenchRow, pytorch_error_rows, timing_options
 from .bench_timing import measure
 from .device import clock_info, cpu_model, device_key
 from .errors import PandError
@@ -214,12 +214,7 @@ def _cli():
                   help="ONNX Runtime intra-op threads (0 = auto).")
     @click.option("--graph-optimization", type=click.Choice(GRAPH_OPTIMIZATION_LEVELS), default="all",
                   show_default=True, help="ONNX Runtime graph optimization level.")
-    @click.option("--warmup-ms", type=click.FloatRange(min=0), default=200.0, show_default=True,
-                  help="Warm-up before each row is timed, in milliseconds.")
-    @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True,
-                  help="Minimum timed runs per row.")
-    @click.option("--min-time", type=click.FloatRange(min=0), default=3.0, show_default=True,
-                  help="Minimum timed seconds per row.")
+    @timing_options
     @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
                   help="Labelled image folder (<dir>/<class name>/<images>): top-1 of every row (the PyTorch rows "
                        "too) on all its images instead of the bundle's parity images.")

@@ -9,7 +9,7 @@ import numpy as np
 
 from .bench_timing import latency_stats
 
-__all__ = ["BenchOptions", "BenchRow", "pytorch_error_rows"]
+__all__ = ["BenchOptions", "BenchRow", "pytorch_error_rows", "timing_options"]
 
 
 @dataclass
@@ -29,6 +29,26 @@ class BenchOptions:
     pytorch: Optional[Path] = None  # a pand run (or student checkpoint): also time its PyTorch student
     torch_compile: bool = True  # with pytorch: also a torch.compile row
     cv_warn: float = 0.05  # warn when a row's coefficient of variation exceeds this
+
+
+def timing_options(command):
+    """The click options of how one row is timed (trtexec's method: ``--warmup-ms`` of warm-up, then timed runs until
+    ``--iterations`` runs and ``--min-time`` seconds are both reached), with :class:`BenchOptions`' defaults: one
+    declaration for ``pand-bench`` and ``pand-sweep``. Imports click when applied."""
+    import click
+
+    d = BenchOptions()
+    options = [
+        click.option("--warmup-ms", type=click.FloatRange(min=0), default=d.warmup_ms, show_default=True,
+                     help="Warm-up before each row is timed, in milliseconds."),
+        click.option("--iterations", type=click.IntRange(min=1), default=d.iterations, show_default=True,
+                     help="Minimum timed runs per row."),
+        click.option("--min-time", type=click.FloatRange(min=0), default=d.min_time, show_default=True,
+                     help="Minimum timed seconds per row."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @dataclass

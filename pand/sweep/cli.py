@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import click
 
 from pand.errors import PandError
+from pand_runtime.bench_rows import timing_options
 
 from .run import SweepOptions
 
@@ -44,12 +45,7 @@ DEFAULTS = SweepOptions(config="")
 @click.option("--parity-images", type=click.IntRange(min=0), default=DEFAULTS.parity_images, show_default=True,
               help="pand-export's parity images (test split; 0 = all).")
 @click.option("--export-args", default="", help="Extra pand-export options for every bundle, e.g. '--plain-int8'.")
-@click.option("--warmup-ms", type=click.FloatRange(min=0), default=DEFAULTS.warmup_ms, show_default=True,
-              help="pand-bench warm-up per row.")
-@click.option("--iterations", type=click.IntRange(min=1), default=DEFAULTS.iterations, show_default=True,
-              help="pand-bench minimum timed runs per row.")
-@click.option("--min-time", type=click.FloatRange(min=0), default=DEFAULTS.min_time, show_default=True,
-              help="pand-bench minimum timed seconds per row.")
+@timing_options  # pand-bench's own --warmup-ms, --iterations, --min-time
 @click.option("--plot-split", type=click.Choice(["val", "test"]), default=DEFAULTS.plot_split, show_default=True,
               help="The accuracy on pareto.png (the front and the recommendation always use validation).")
 def cli(config, overrides, students, precisions, budget_ms, batch, max_batch, run_dir, threads, calib_images,

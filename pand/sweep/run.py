@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from pand.config.schema import RunCfg
 from pand.errors import PandError
+from pand_runtime.bench_rows import BenchOptions
 
 from .plan import plan_items, resolve_precisions, resolve_students, student_slug
 
@@ -60,9 +61,9 @@ class SweepOptions:
     calib_images: int = 256
     parity_images: int = 256
     export_args: Sequence[str] = ()  # passed to every pand-export call
-    warmup_ms: float = 200.0
-    iterations: int = 50
-    min_time: float = 3.0
+    warmup_ms: float = BenchOptions.warmup_ms  # pand-bench's own timing defaults
+    iterations: int = BenchOptions.iterations
+    min_time: float = BenchOptions.min_time
     plot_split: str = "val"  # the accuracy on pareto.png: val or test
 
 
