@@ -2,18 +2,13 @@
 with exit 2 before anything is created: no run folder, no ``config.yaml``, no ``.pand.lock``, no ``runs/<name>``."""
 import pytest
 
-from pand.cli import main as cli_main
 from pand.config import config_dir
+from conftest import refused_by_cli
 
 TINY = str(config_dir() / "tiny.yaml")
 
 
-def _refused(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli_main(args)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "Traceback" not in err, err
-    return err
+_refused = refused_by_cli
 
 
 @pytest.fixture(params=["missing", "no_train_folder"])

@@ -2,14 +2,13 @@
 written, a folder of another recipe, a finished run without --resume and a folder that is not a run; a refused
 --resume writes nothing (config.yaml included)."""
 import json
-import os
 
 import pytest
 
-from pand.cli import main as cli_main
 from pand.config import config_dir, load_config
 from pand.errors import ArtifactError
 from pand.train import run
+from conftest import refused_by_cli
 
 TINY = str(config_dir() / "tiny.yaml")
 RUN_FILE = "run.json"
@@ -30,12 +29,7 @@ def _snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".pand.lock"}
 
 
-def _refused(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli_main(args)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "Traceback" not in err, err
-    return err
+_refused = refused_by_cli
 
 
 @pytest.fixture(scope="module")
