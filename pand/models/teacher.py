@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import functools
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -40,7 +40,7 @@ from torch import nn
 
 from pand.config.schema import TeacherCfg
 from pand.errors import ConfigError, PandError
-from pand.models.teacher_checkpoint import arch_uses_quick_gelu, build_with_local_weights
+from pand.models.teacher_checkpoint import arch_uses_quick_gelu, build_with_local_weights, offline_arch
 from pand.models.clip_preprocess import open_clip_preprocess_spec
 from pand.utils.io import sha256_file
 
@@ -236,21 +236,6 @@ def _embed_dim(model: nn.Module) -> int:
     raise PandError(f"cannot determine the embedding dim of {type(model).__name__}")
 
 
-def offline_arch(arch: str, tag_info: Dict[str, Any]) -> str:
-    """The ``teacher.arch`` that loads the tag's weights from a local file (``tag_info``: open_clip's config of the
-    pretrained tag, ``get_pretrained_cfg``).
-
-    A tag such as ``openai`` builds its model with QuickGELU (``quick_gelu`` in the tag's config; open_clip forces it
-    for the tag), but a local file is loaded into ``arch`` as configured: for such a tag that is the
-    ``<arch>-quickgelu`` variant, else a GELU model would run QuickGELU weights, silently wrong.
-    """
-    if tag_info.get("quick_gelu") and not arch.lower().endswith("-quickgelu"):
-        variant = f"{arch}-quickgelu"
-        if open_clip.get_model_config(variant) is not None:
-            return variant
-    return arch
-
-
 def _tag_failure(arch: str, tag: str, err: Exception, tag_info: Optional[Dict[str, Any]] = None) -> PandError:
     local = offline_arch(arch, tag_info or {})
     keep = (f"keep teacher.arch={arch}" if local == arch else
@@ -273,21 +258,6 @@ def identity_arch(arch: str, quick_gelu: bool) -> str:
     if quick_gelu and not arch_uses_quick_gelu(arch) and not arch.lower().endswith("-quickgelu"):
         return f"{arch}-quickgelu"
     return arch
-
-
-def _load_local(arch: str, weights_file: str, kwargs: Dict[str, Any]) -> Tuple[nn.Module, Any]:
-    """``(model, preprocess)`` of ``arch`` with the weights of the local file ``weights_file``.
-
-    :func:`pand.models.teacher_checkpoint.inspect_checkpoint` says what the file is: a TorchScript archive is refused
-    (nothing is loaded); OpenAI-format state dicts and files from a QuickGELU tag's Hugging Face repo are built with
-    QuickGELU (``kwargs["force_quick_gelu"]`` is set, and logged); anything else is open_clip's own file loading.
-    """
-    create = functools.partial(open_clip.create_model_and_transforms, arch,
-                               **{k: v for k, v in kwargs.items() if k != "force_quick_gelu"})
-    (model, _, preprocess), forced = build_with_local_weights(arch, weights_file, create, log=_log)
-    if forced:
-        kwargs["force_quick_gelu"] = True
-    return model, preprocess
 
 
 def _as_teacher_cfg(teacher_cfg: Union[TeacherCfg, Dict[str, Any]]) -> TeacherCfg:
@@ -357,16 +327,19 @@ def create_teacher(teacher_cfg: Union[TeacherCfg, Dict[str, Any]], device: str |
             )
         weights_file = str(p)
 
+    forced = False  # QuickGELU set although arch's config does not name it (a QuickGELU tag, or a recognised file)
     try:
         if tag_cfg:
-            kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, **kwargs)
+            forced = bool(tag_cfg.get("quick_gelu", False))
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained,
+                                                                          force_quick_gelu=forced, **kwargs)
             try:
                 weights_file = download_pretrained(tag_cfg)  # already cached by the call above
             except Exception as e:  # noqa: BLE001
                 raise _tag_failure(arch, pretrained, e, tag_cfg) from e
         elif weights_file:
-            model, preprocess = _load_local(arch, weights_file, kwargs)
+            create = functools.partial(open_clip.create_model_and_transforms, arch, **kwargs)
+            (model, _, preprocess), forced = build_with_local_weights(arch, weights_file, create, log=_log)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -386,7 +359,7 @@ def create_teacher(teacher_cfg: Union[TeacherCfg, Dict[str, Any]], device: str |
     model.requires_grad_(False)
     model.eval()
     digest = _file_sha256(weights_file) if weights_file else state_dict_sha256(model)
-    quick_gelu = bool(kwargs.get("force_quick_gelu")) or arch_uses_quick_gelu(arch)
+    quick_gelu = forced or arch_uses_quick_gelu(arch)
     identity = f"{identity_arch(arch, quick_gelu)}|{pretrained if pretrained else f'random-seed{seed}'}|{digest[:16]}"
     tokenizer = open_clip.get_tokenizer(arch)
     return Teacher(model, tokenizer, preprocess, arch, pretrained, identity, precision=precision)

@@ -39,8 +39,8 @@ from torch import nn
 from pand.errors import PandError
 
 __all__ = [
-    "OPENAI_KEYS", "CheckpointInfo", "is_torchscript_archive", "checkpoint_keys", "is_openai_state_dict",
-    "quickgelu_hub_tag", "arch_uses_quick_gelu", "inspect_checkpoint", "torchscript_error", "load_openai_checkpoint",
+    "OPENAI_KEYS", "CheckpointInfo", "offline_arch", "is_torchscript_archive", "checkpoint_keys",
+    "is_openai_state_dict", "quickgelu_hub_tag", "arch_uses_quick_gelu", "inspect_checkpoint", "torchscript_error", "load_openai_checkpoint",
     "load_state_dict_into", "build_with_local_weights",
 ]
 
@@ -142,6 +142,21 @@ def quickgelu_hub_tag(path: str | Path, arch: str) -> Optional[Tuple[str, str]]:
     return None
 
 
+def offline_arch(arch: str, tag_info: Dict[str, Any]) -> str:
+    """The ``teacher.arch`` that loads the tag's weights from a local file (``tag_info``: open_clip's config of the
+    pretrained tag, ``get_pretrained_cfg``).
+
+    A tag such as ``openai`` builds its model with QuickGELU (``quick_gelu`` in the tag's config; open_clip forces it
+    for the tag), but a local file is loaded into ``arch`` as configured: for such a tag that is the
+    ``<arch>-quickgelu`` variant, else a GELU model would run QuickGELU weights, silently wrong.
+    """
+    if tag_info.get("quick_gelu") and not arch.lower().endswith("-quickgelu"):
+        variant = f"{arch}-quickgelu"
+        if open_clip.get_model_config(variant) is not None:
+            return variant
+    return arch
+
+
 def arch_uses_quick_gelu(arch: str) -> bool:
     """Whether open_clip builds ``arch`` with QuickGELU from its config alone (``quick_gelu`` in the model config)."""
     return bool((open_clip.get_model_config(arch) or {}).get("quick_gelu", False))
@@ -172,8 +187,6 @@ def torchscript_error(path: str | Path, arch: str, key: str = "teacher.pretraine
                       arch_key: str = "teacher.arch") -> PandError:
     """The refusal of a TorchScript archive, with the two ways to get the same weights safely (``key`` and
     ``arch_key`` name the settings: the teacher's, or PromptKD's student's)."""
-    from pand.models.teacher import offline_arch  # the one rule naming the QuickGELU variant
-
     local = offline_arch(arch, {"quick_gelu": True})
     return PandError(
         f"{key}={path} is a TorchScript archive (such as OpenAI's original ViT-B-16.pt): it holds "
@@ -249,8 +262,6 @@ def build_with_local_weights(arch: str, path: str | Path, create: Callable[..., 
         raise torchscript_error(path, arch, key, arch_key)
     force = bool(info.force_quick_gelu)
     if force:
-        from pand.models.teacher import offline_arch  # the one rule naming the QuickGELU variant
-
         variant = offline_arch(arch, {"quick_gelu": True})
         explicit = f" ({arch_key}={variant} says so explicitly)" if variant != arch else ""
         if info.kind == "openai":
