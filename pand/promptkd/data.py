@@ -82,12 +82,11 @@ def distillation_loader(pk_cfg: PromptKDCfg, trainer_cfg: TrainerCfg, splits: Da
     Raises:
         DataError: a pool of fewer than 2 images.
     """
-    pk = pk_cfg
-    transform = create_transform(pp, True, "standard", crop_scale=tuple(pk.train_crop_scale))
+    transform = create_transform(pp, True, "standard", crop_scale=tuple(pk_cfg.train_crop_scale))
     dataset, _ = build_pool(splits, pool, base, transform=transform)
     if len(dataset) < 2:
         raise DataError(f"the {pool} distillation pool has {len(dataset)} image(s); PromptKD needs at least 2")
-    loader = make_train_loader(dataset, int(pk.batch_size), int(trainer_cfg.seed), DistInfo(), trainer_cfg,
+    loader = make_train_loader(dataset, int(pk_cfg.batch_size), int(trainer_cfg.seed), DistInfo(), trainer_cfg,
                                device_type)
     return dataset, loader
 

@@ -315,12 +315,12 @@ def build_promptkd_student(pk_cfg: PromptKDCfg, embed_dim: int, pretrained: bool
         ``(student, preprocess)``: parameters frozen except prompts, projector (and LayerNorms if asked); the
         student's eval preprocessing (:func:`student_preprocess`).
     """
-    pk = pk_cfg
-    visual, own_scale, pp = create_student_visual(str(pk.student_arch), pk.student_pretrained if pretrained else None)
-    encoder = PromptedVisionEncoder(visual, int(pk.n_ctx_vision), int(pk.prompt_depth))
-    scale = float(pk.logit_scale) if pk.logit_scale is not None else own_scale
+    visual, own_scale, pp = create_student_visual(str(pk_cfg.student_arch),
+                                                  pk_cfg.student_pretrained if pretrained else None)
+    encoder = PromptedVisionEncoder(visual, int(pk_cfg.n_ctx_vision), int(pk_cfg.prompt_depth))
+    scale = float(pk_cfg.logit_scale) if pk_cfg.logit_scale is not None else own_scale
     student = PromptKDStudent(encoder, embed_dim, scale)
-    set_trainable(student, bool(pk.train_layernorm))
+    set_trainable(student, bool(pk_cfg.train_layernorm))
     return student, student_preprocess(pp)
 
 

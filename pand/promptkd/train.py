@@ -51,9 +51,8 @@ __all__ = ["build_student_optimizer", "train_epoch", "fit"]
 def build_student_optimizer(pk_cfg: PromptKDCfg, student: PromptKDStudent) -> torch.optim.Optimizer:
     """``promptkd.optimizer`` (SGD | AdamW, ``promptkd.lr``/``momentum``/``weight_decay``) over the student's
     trainable parameters (prompts, projector; LayerNorms with ``train_layernorm``), in parameter order."""
-    pk = pk_cfg
-    return build_optimizer(student.parameters(), str(pk.optimizer), pk.lr, weight_decay=pk.weight_decay,
-                           momentum=pk.momentum, setting="promptkd.optimizer")
+    return build_optimizer(student.parameters(), str(pk_cfg.optimizer), pk_cfg.lr, weight_decay=pk_cfg.weight_decay,
+                           momentum=pk_cfg.momentum, setting="promptkd.optimizer")
 
 
 def train_epoch(ctx: PromptKDContext, loader: Any, source: LiveTeacher, optimizer: torch.optim.Optimizer,
