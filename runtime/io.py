@@ -86,7 +86,7 @@ def apply_umask(path: str | os.PathLike, directory: bool = False) -> None:
 
 
 def make_staging_dir(parent: str | os.PathLike, name: str) -> Path:
-    """A fresh hidden staging folder ``parent/.<name>.tmp-XXXX`` with the umask's mode (see :func:`apply_umask`),
+    """A fresh hidden staging folder ``parent/.<name>.tmp-<random suffix>`` with the umask's mode (see :func:`apply_umask`),
     to be filled and renamed into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
     apply_umask(tmp, directory=True)
