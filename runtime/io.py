@@ -86,8 +86,8 @@ def apply_umask(path: str | os.PathLike, directory: bool = False) -> None:
 
 
 def make_staging_dir(parent: str | os.PathLike, name: str) -> Path:
-    """A fresh hidden staging folder ``parent/.<name>.tmp-<random suffix>`` with the umask's mode (see :func:`apply_umask`),
-    to be filled and renamed into place."""
+    """A fresh hidden staging folder ``parent/.<name>.tmp-<random suffix>`` with the umask's mode (see
+    :func:`apply_umask`), to be filled and renamed into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
     apply_umask(tmp, directory=True)
     return tmp
