@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pand.utils.distributed import NODE_LOCAL_KEYS, run_fingerprint
 from pand.utils.flatten import flatten_config, key_under
+from source_tree import parsed_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("pand", "export", "runtime", "bench")
@@ -15,10 +16,7 @@ ONCE.update({name: "pand/utils/digest.py" for name in ("tensor_sha256", "samples
 
 
 def _sources():
-    for folder in FOLDERS:
-        for f in sorted((ROOT / folder).rglob("*.py")):
-            if "build" not in f.parts:
-                yield f.relative_to(ROOT).as_posix(), ast.parse(f.read_text())
+    return parsed_sources(FOLDERS)
 
 
 def test_each_shared_helper_is_defined_once_in_pand_utils():

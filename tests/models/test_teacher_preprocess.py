@@ -23,6 +23,7 @@ from pand.models.teacher import TINY_TEACHERS, create_teacher
 from pand.models.teacher_source import LiveTeacher
 from pand_runtime.preprocess import crop_image, normalize_u8
 from pand_runtime.preprocess_spec import CLIP_MEAN, CLIP_STD, RESIZE_RATIO, PreprocessError, PreprocessSpec
+from source_tree import parsed_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 RESIZE_MODE = {"shortest": "shorter_side", "squash": "squash"}
@@ -162,10 +163,7 @@ _PREPROCESS_FIELDS = {"mean", "std", "interpolation", "image_size", "resize_mode
 
 
 def _sources():
-    for folder in _FOLDERS:
-        for f in sorted((ROOT / folder).rglob("*.py")):
-            if "build" not in f.parts:
-                yield f.relative_to(ROOT).as_posix(), ast.parse(f.read_text())
+    return parsed_sources(_FOLDERS)
 
 
 def test_no_copy_of_clip_statistics_or_resize_ratio():

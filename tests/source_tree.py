@@ -1,0 +1,18 @@
+"""The project's Python sources, parsed, for the tests that read the code itself (shared helpers defined once, no
+copies of the teacher's preprocessing constants)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Iterator, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE_FOLDERS = ("pand", "export", "runtime", "bench")
+
+
+def parsed_sources(folders=SOURCE_FOLDERS) -> Iterator[Tuple[str, ast.Module]]:
+    """``(path relative to the repository, its AST)`` of every ``.py`` under ``folders`` (build outputs skipped)."""
+    for folder in folders:
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            if "build" not in f.parts:
+                yield f.relative_to(ROOT).as_posix(), ast.parse(f.read_text())
