@@ -118,13 +118,3 @@ def small(tmp_path_factory):
         "student.resize_size=36", "psc.epochs=1", "nsd.epochs=1", "nsd.batch_size=16", "trainer.log_every=1",
     ]
 
-
-def refused_by_cli(args, capsys):
-    """Run ``pand-train args``; assert it exits 2 with no traceback; return its stderr."""
-    from pand.cli import main as cli_main
-
-    with pytest.raises(SystemExit) as e:
-        cli_main(args)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "Traceback" not in err, err
-    return err

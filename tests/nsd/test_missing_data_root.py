@@ -3,7 +3,7 @@ with exit 2 before anything is created: no run folder, no ``config.yaml``, no ``
 import pytest
 
 from pand.config import config_dir
-from conftest import refused_by_cli
+from cli_refusal import refused_by_cli
 
 TINY = str(config_dir() / "tiny.yaml")
 

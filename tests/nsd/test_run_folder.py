@@ -8,7 +8,7 @@ import pytest
 from pand.config import config_dir, load_config
 from pand.errors import ArtifactError
 from pand.train import run
-from conftest import refused_by_cli
+from cli_refusal import refused_by_cli
 
 TINY = str(config_dir() / "tiny.yaml")
 RUN_FILE = "run.json"
