@@ -94,6 +94,11 @@ class StudentCfg:
     std: List[float] = field(default_factory=lambda: list(CLIP_STD))
     augment: str = choice("standard", AUGMENTS)  # standard (random resized crop + flip) | pand_reference (docs/method.md) | none
     train_crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale range
+    # BatchNorm running-statistics momentum set on every BatchNorm layer of the student; null keeps the
+    # architecture's own (torchvision: 0.1, but 0.01 in MobileNetV3, a TensorFlow port made for ImageNet-length
+    # schedules: from scratch over a few hundred steps its running statistics lag the weights and evaluation falls
+    # to chance, README "Picking the student for a latency budget")
+    bn_momentum: Optional[float] = number(None, (0.0, True, 1.0, False))
 
 
 @dataclass

@@ -90,11 +90,16 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 
 def config_diff(old: Mapping, new: Mapping, ignore: Iterable[str] = RESUME_IGNORED_KEYS) -> List[Tuple[str, Any, Any]]:
-    """``[(key, old, new)]`` for every dotted key whose value differs (keys under ``ignore`` skipped)."""
+    """``[(key, old, new)]`` for every dotted key whose value differs (keys under ``ignore`` skipped).
+
+    A key absent from ``old`` and null in ``new`` is no difference: it is a setting added to the schema after ``old``
+    was written, left unset, and an unset optional setting keeps the behaviour from before it existed (e.g.
+    ``student.bn_momentum``)."""
     a, b = flatten_config(old), flatten_config(new)
     skip = tuple(ignore)
     return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
-            if not key_under(k, skip) and a.get(k, "<absent>") != b.get(k, "<absent>")]
+            if not key_under(k, skip) and a.get(k, "<absent>") != b.get(k, "<absent>")
+            and not (k not in a and b[k] is None)]
 
 
 def check_resume_config(saved: Mapping, current: Mapping, where: Path, label: str = "checkpoint") -> None:

@@ -22,7 +22,8 @@ from torch import nn
 from pand.engine.checkpoint import safe_torch_load
 from pand.errors import ArtifactError, ConfigError, PandError
 
-__all__ = ["Student", "register_student", "create_student", "list_students", "is_student", "min_input_size"]
+__all__ = ["Student", "register_student", "create_student", "list_students", "is_student", "min_input_size",
+           "set_bn_momentum"]
 
 _STUDENTS: Dict[str, Callable[..., Tuple[nn.Module, int]]] = {}
 
@@ -208,11 +209,21 @@ def _load_local_weights(backbone: nn.Module, path: str) -> None:
         raise ArtifactError(f"weights file {path} does not fit the backbone: missing={missing[:5]} unexpected={unexpected[:5]}")
 
 
+def set_bn_momentum(module: nn.Module, momentum: float) -> int:
+    """Set ``momentum`` on every BatchNorm layer of ``module`` (the running statistics' update
+    ``r <- (1 - momentum) * r + momentum * batch_stat``); returns how many layers were changed."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.momentum = float(momentum)
+    return len(layers)
+
+
 def create_student(
     name: str,
     num_classes: int,
     pretrained: bool = False,
     weights: Optional[str] = None,
+    bn_momentum: Optional[float] = None,
 ) -> Student:
     """Build a student classifier.
 
@@ -221,6 +232,8 @@ def create_student(
         num_classes: size of the linear head.
         pretrained: ImageNet weights through torchvision's weights API (needs network the first time).
         weights: local backbone weights (safetensors or a torch state dict, loaded with ``weights_only=True``).
+        bn_momentum: the BatchNorm momentum of every BN layer (:func:`set_bn_momentum`); None keeps the
+            architecture's own. Only training reads it (it changes how running statistics are updated).
     """
     if name.startswith("timm/"):
         backbone, dim = _timm_backbone(name[5:], pretrained)
@@ -230,4 +243,6 @@ def create_student(
         raise ConfigError(f"Unknown student '{name}'. Available: {', '.join(list_students())}, or timm/<name> with timm installed")
     if weights:
         _load_local_weights(backbone, weights)
+    if bn_momentum is not None:
+        set_bn_momentum(backbone, bn_momentum)
     return Student(backbone, dim, num_classes, arch=name)

@@ -31,7 +31,8 @@ def build_models(student_cfg: StudentCfg, recipe_cfg: RecipeCfg, num_classes: in
             cannot be fetched, or a ``student.weights`` file that does not fit (an ArtifactError).
     """
     s, r = student_cfg, recipe_cfg
-    student = create_student(str(s.arch), num_classes, pretrained=bool(s.pretrained), weights=s.weights)
+    student = create_student(str(s.arch), num_classes, pretrained=bool(s.pretrained), weights=s.weights,
+                             bn_momentum=s.bn_momentum)
     heads = None
     if r.use_teacher:
         if not teacher_dim:

@@ -121,6 +121,10 @@ def test_config_diff_and_refusal():
     old = {"nsd": {"lr": 0.1, "nlrd": {"k": 3}}, "trainer": {"num_workers": 2}, "run_dir": "a"}
     new = {"nsd": {"lr": 0.2, "nlrd": {"k": 3}, "extra": 1}, "trainer": {"num_workers": 8}, "run_dir": "b"}
     assert config_diff(old, new) == [("nsd.extra", "<absent>", 1), ("nsd.lr", 0.1, 0.2)]
+    # a setting added after the checkpoint, left unset (null), is no difference; set, or removed, it is one
+    assert config_diff(old, dict(old, student={"bn_momentum": None})) == []
+    assert config_diff(old, dict(old, student={"bn_momentum": 0.1})) == [("student.bn_momentum", "<absent>", 0.1)]
+    assert config_diff(dict(old, student={"bn_momentum": None}), old) == [("student.bn_momentum", None, "<absent>")]
     check_resume_config(old, dict(old, run_dir="elsewhere"), "x")  # ignored keys only
     with pytest.raises(ArtifactError, match="nsd.lr: checkpoint=0.1 now=0.2"):
         check_resume_config(old, new, "x")
