@@ -62,7 +62,7 @@ def _dq_input_types(model):
 
 
 @pytest.mark.parametrize("target", ["cpu", "tensorrt"])
-def test_search_keeps_the_outlier_layers_in_float_and_meets_the_target(tmp_path, target):
+def test_search_keeps_the_outlier_layers_in_float_and_meets_the_target(tmp_path, target, capsys):
     from pand_export.int8_search import accuracy_aware_int8, fallback_units, run_onnx
     from pand_export.quantize import Int8Quantizer
 
@@ -77,6 +77,8 @@ def test_search_keeps_the_outlier_layers_in_float_and_meets_the_target(tmp_path,
         units = {u.name: u.nodes for u in fallback_units(q.model, q.head_nodes)}
         assert units["c1"] == ["conv1", "relu1", "conv2"]  # the activation through its Relu, producer + consumer
         recipe, report = accuracy_aware_int8(q, tmp_path / "int8.onnx", x, ref, None, tol, q.head_nodes)
+    bar = capsys.readouterr().err  # the leave-one-out loop shows its progress, one step per unit
+    assert "INT8 sensitivity:" in bar and f"0/{len(units)} [" in bar
     steps = report["steps"]
     assert not steps[0]["passed"] and steps[0]["agreement"] < 0.9  # plain INT8 is ruined by the outlier
     assert report["sensitivity"][0]["unit"] == "c1"  # the most sensitive unit is the outlier's
