@@ -73,11 +73,14 @@ def plot_pareto(payload: Dict[str, Any], path: Path, split: str = "val") -> Path
     pts = [e for e in payload["entries"] if e.get("p50_ms") is not None and e.get(key) is not None]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    label_offsets = {"fp32": (5, 4), "fp16": (5, -3), "int8": (5, -10)}
     for e in pts:
         x, y = float(e["p50_ms"]), 100 * float(e[key])
         ax.scatter([x], [y], marker=markers.get(e["precision"], "o"), s=50,
                    facecolors="C0" if e.get("pareto") else "none", edgecolors="C0")
-        ax.annotate(f"{e['student']} {e['precision']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        # a student's precisions sit close together: fp32's label above its point, int8's below, fp16's level
+        ax.annotate(f"{e['student']} {e['precision']}", (x, y), textcoords="offset points",
+                    xytext=label_offsets.get(e["precision"], (5, 4)), fontsize=7)
     front = sorted((float(e["p50_ms"]), 100 * float(e[key])) for e in pts if e.get("pareto"))
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="C0", lw=1, label="Pareto front")
@@ -86,6 +89,11 @@ def plot_pareto(payload: Dict[str, Any], path: Path, split: str = "val") -> Path
                    label=f"budget {payload['budget_ms']:g} ms")
     if pts and all(float(e["p50_ms"]) > 0 for e in pts):
         ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, 1, 2, ... instead of 2 x 10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel(f"p50 latency at batch {payload['latency_batch']} (ms)")
     ax.set_ylabel(f"{split} top-1 (%)")
     ax.set_title(f"pand-sweep: {split} top-1 vs latency ({payload['format']})")
