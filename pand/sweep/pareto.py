@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["dominates", "pareto_front", "Recommendation", "recommend"]
+__all__ = ["dominates", "pareto_front", "front_points", "Recommendation", "recommend"]
 
 Point = Tuple[Optional[float], Optional[float]]  # (accuracy: higher is better, latency ms: lower is better)
 
@@ -48,6 +48,14 @@ class Recommendation:
 def _eligible(e: Mapping[str, Any], acc_key: str, lat_key: str) -> bool:
     return e.get("status") == "ok" and e.get("valid") is not False and e.get(acc_key) is not None \
         and e.get(lat_key) is not None
+
+
+def front_points(entries: Sequence[Mapping[str, Any]], acc_key: str = "val_top1",
+                 lat_key: str = "p50_ms") -> List[Point]:
+    """The ``(accuracy, latency)`` points of :func:`pareto_front` for sweep entries: an entry that is not eligible
+    (failed, not measured, or a bundle that failed its export parity gate: not deployable as it is) becomes
+    ``(None, None)``, so it is never on the front and pushes no deployable bundle off it."""
+    return [(e[acc_key], e[lat_key]) if _eligible(e, acc_key, lat_key) else (None, None) for e in entries]
 
 
 def recommend(entries: Sequence[Mapping[str, Any]], budget_ms: float, acc_key: str = "val_top1",

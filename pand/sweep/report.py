@@ -43,8 +43,10 @@ def render_markdown(payload: Dict[str, Any]) -> str:
             f"{_num(e['flops'] / 1e9 if e.get('flops') else None, '.3f')} | {_num(e.get('p50_ms'), '.2f')} | "
             f"{_num(e.get('p99_ms'), '.2f')} | {_num(e.get('throughput'), '.0f')} | "
             f"{'*' if e.get('pareto') else ''} | {note} |")
-    lines += ["", "`*` = on the Pareto front (no other bundle is both at least as accurate on validation and at least "
-              "as fast at p50). Accuracy: the bundle itself on the whole val / test split (runtime preprocessing)."]
+    lines += ["", "`*` = on the Pareto front of the deployable bundles (no other bundle that passed its export parity "
+              "gate is both at least as accurate on validation and at least as fast at p50; a bundle marked valid: "
+              "false is never on it). Accuracy: the bundle itself on the whole val / test split (runtime "
+              "preprocessing)."]
     rec = payload.get("recommendation")
     if rec is not None:
         lines.append("")

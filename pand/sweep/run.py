@@ -316,7 +316,7 @@ def run_sweep(opts: SweepOptions, say: Say = print) -> Dict[str, Any]:
     from pand.utils.io import sha256_file
     from pand.utils.lock import exclusive_lock
 
-    from .pareto import pareto_front, recommend
+    from .pareto import front_points, pareto_front, recommend
     from .report import write_reports
 
     t0 = time.time()
@@ -382,8 +382,7 @@ def run_sweep(opts: SweepOptions, say: Say = print) -> Dict[str, Any]:
                 say(f"  {s} {p}: FAILED: {entry['reason']}")
             entries.append(entry)
 
-        front = pareto_front([(e.get("val_top1"), e.get("p50_ms")) if e["status"] == "ok" else (None, None)
-                              for e in entries])
+        front = pareto_front(front_points(entries))
         for e, f in zip(entries, front):
             e["pareto"] = bool(f)
         keys = sorted({e["device_key"] for e in entries if e.get("device_key")})

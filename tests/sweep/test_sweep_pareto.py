@@ -1,7 +1,7 @@
 """The Pareto front and the budget choice of pand-sweep (pure functions)."""
 import random
 
-from pand.sweep.pareto import dominates, pareto_front, recommend
+from pand.sweep.pareto import dominates, front_points, pareto_front, recommend
 
 
 def check_front(points, front):
@@ -33,6 +33,14 @@ def test_front_property_on_random_sets():
 
 def _e(val, test, p50, status="ok", valid=True):
     return {"val_top1": val, "test_top1": test, "p50_ms": p50, "status": status, "valid": valid}
+
+
+def test_a_bundle_that_failed_its_parity_gate_is_off_the_front_and_pushes_nothing_off_it():
+    entries = [_e(0.70, 0.7, 1.0, valid=False),  # fastest and most accurate, but not deployable as it is
+               _e(0.60, 0.6, 2.0), _e(0.50, 0.5, 3.0), _e(0.65, 0.6, 4.0, status="error")]
+    assert front_points(entries) == [(None, None), (0.60, 2.0), (0.50, 3.0), (None, None)]
+    assert pareto_front(front_points(entries)) == [False, True, False, False]  # (0.5, 3.0) is beaten by (0.6, 2.0)
+    assert pareto_front([(e["val_top1"], e["p50_ms"]) for e in entries])[:2] == [True, False]  # would have been
 
 
 def test_recommendation_uses_validation_not_test():
