@@ -1,27 +1,20 @@
 """Shared helpers live once, in ``pand/utils/`` (issue 27): config flattening, the cache/checkpoint digests; and the
 default resize ratio is the runtime spec's constant, never a literal."""
 import ast
-from pathlib import Path
 
 from pand.utils.distributed import NODE_LOCAL_KEYS, run_fingerprint
 from pand.utils.flatten import flatten_config, key_under
 from source_tree import parsed_sources
 
-ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("pand", "export", "runtime", "bench")
 #: helper -> the one module (relative path) that defines it
 ONCE = {name: "pand/utils/flatten.py" for name in ("flatten_config", "_flatten", "key_under")}
 ONCE.update({name: "pand/utils/digest.py" for name in ("tensor_sha256", "samples_hash", "content_hash",
                                                           "describe_transform", "stat_hash", "mapping_sha256")})
 
 
-def _sources():
-    return parsed_sources(FOLDERS)
-
-
 def test_each_shared_helper_is_defined_once_in_pand_utils():
     where = {}
-    for rel, tree in _sources():
+    for rel, tree in parsed_sources():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in ONCE:
                 where.setdefault(node.name, []).append(rel)
@@ -30,7 +23,7 @@ def test_each_shared_helper_is_defined_once_in_pand_utils():
 
 
 def test_no_literal_resize_ratio_outside_the_runtime_spec():
-    hits = [f"{rel}:{n.lineno}" for rel, tree in _sources() if rel != "runtime/preprocess_spec.py"
+    hits = [f"{rel}:{n.lineno}" for rel, tree in parsed_sources() if rel != "runtime/preprocess_spec.py"
             for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value == 0.875]
     assert hits == []
 

@@ -40,8 +40,8 @@ from pand.errors import PandError
 
 __all__ = [
     "OPENAI_KEYS", "CheckpointInfo", "offline_arch", "is_torchscript_archive", "checkpoint_keys",
-    "is_openai_state_dict", "quickgelu_hub_tag", "arch_uses_quick_gelu", "inspect_checkpoint", "torchscript_error", "load_openai_checkpoint",
-    "load_state_dict_into", "build_with_local_weights",
+    "is_openai_state_dict", "quickgelu_hub_tag", "arch_uses_quick_gelu", "inspect_checkpoint", "torchscript_error",
+    "load_openai_checkpoint", "load_state_dict_into", "build_with_local_weights",
 ]
 
 #: the non-weight entries of an OpenAI-format CLIP state dict (``clip.model.CLIP`` registers them as buffers)

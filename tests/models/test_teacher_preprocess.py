@@ -155,21 +155,16 @@ def test_demo_pretraining_normalises_as_the_teacher_transform(tmp_path):
 
 
 # -- no copies ------------------------------------------------------------------------------------------------------
-_FOLDERS = ("pand", "export", "runtime", "bench")
 _OWNER = "runtime/preprocess_spec.py"  # CLIP's mean/std and the resize ratio are defined here, once
 _CONSTANTS = {*CLIP_MEAN, *CLIP_STD, RESIZE_RATIO}
 _PREPROCESS_FIELDS = {"mean", "std", "interpolation", "image_size", "resize_mode", "preprocess_cfg", "size",
                       "image_mean", "image_std"}
 
 
-def _sources():
-    return parsed_sources(_FOLDERS)
-
-
 def test_no_copy_of_clip_statistics_or_resize_ratio():
-    hits = [f"{rel}:{n.lineno}" for rel, tree in _sources() if rel != _OWNER for n in ast.walk(tree)
+    hits = [f"{rel}:{n.lineno}" for rel, tree in parsed_sources() if rel != _OWNER for n in ast.walk(tree)
             if isinstance(n, ast.Constant) and isinstance(n.value, float) and n.value in _CONSTANTS]
-    names = [f"{rel}:{n.lineno}" for rel, tree in _sources() for n in ast.walk(tree)
+    names = [f"{rel}:{n.lineno}" for rel, tree in parsed_sources() for n in ast.walk(tree)
              if isinstance(n, (ast.Attribute, ast.Name, ast.alias))
              and getattr(n, "attr", getattr(n, "id", getattr(n, "name", ""))) in ("OPENAI_DATASET_MEAN",
                                                                                    "OPENAI_DATASET_STD")]
@@ -180,7 +175,7 @@ def test_no_preprocessing_read_with_a_fallback():
     """``getattr(x, "interpolation", "bicubic")`` / ``cfg.get("mean", ...)``: a default of pand's own for what
     the model's config says; the teacher's come from ``open_clip_preprocess_spec``."""
     hits = []
-    for rel, tree in _sources():
+    for rel, tree in parsed_sources():
         for n in ast.walk(tree):
             if not isinstance(n, ast.Call):
                 continue

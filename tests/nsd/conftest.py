@@ -117,4 +117,3 @@ def small(tmp_path_factory):
         "data.synthetic.test_per_class=2", "data.synthetic.image_size=32", "student.image_size=32",
         "student.resize_size=36", "psc.epochs=1", "nsd.epochs=1", "nsd.batch_size=16", "trainer.log_every=1",
     ]
-

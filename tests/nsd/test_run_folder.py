@@ -29,9 +29,6 @@ def _snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".pand.lock"}
 
 
-_refused = refused_by_cli
-
-
 @pytest.fixture(scope="module")
 def pand_run(small, tmp_path_factory):
     """A finished PAND run (both stages)."""
@@ -48,7 +45,7 @@ def test_a_finished_run_records_kind_state_and_versions(pand_run):
 
 def test_promptkd_into_a_finished_pand_run_is_refused_and_writes_nothing(pand_run, small, capsys):
     before = _snapshot(pand_run)
-    err = _refused([TINY, "recipe=promptkd", *small, "--run-dir", str(pand_run)], capsys)
+    err = refused_by_cli([TINY, "recipe=promptkd", *small, "--run-dir", str(pand_run)], capsys)
     assert "recipe 'pand'" in err and "recipe 'promptkd'" in err
     assert _snapshot(pand_run) == before
 
@@ -61,7 +58,7 @@ def test_pand_into_a_promptkd_run_is_refused_for_every_stage(small, tmp_path, ca
                                                "stage": "promptkd", "stages_done": ["promptkd"], "versions": {}}))
     before = _snapshot(folder)
     for stage in ("psc", "nsd", "all"):
-        _refused([TINY, "recipe=pand", *small, "--stage", stage, "--run-dir", str(folder)], capsys)
+        refused_by_cli([TINY, "recipe=pand", *small, "--stage", stage, "--run-dir", str(folder)], capsys)
         assert _snapshot(folder) == before
 
 
@@ -71,7 +68,7 @@ def test_a_folder_that_is_not_a_run_is_refused(small, tmp_path, capsys):
     (project / "config.yaml").write_text("my: project\n")
     (project / "summary.json").write_text('{"mine": true}\n')
     before = _snapshot(project)
-    err = _refused([TINY, "recipe=ce", *small, "--run-dir", str(project)], capsys)
+    err = refused_by_cli([TINY, "recipe=ce", *small, "--run-dir", str(project)], capsys)
     assert "not a pand run" in err and "config.yaml" in err
     assert _snapshot(project) == before and sorted(p.name for p in project.iterdir()) == ["config.yaml",
                                                                                           "summary.json"]
