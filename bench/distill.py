@@ -139,10 +139,23 @@ def teacher_view_accuracy(world, scales: Sequence[Tuple[float, float]], passes: 
     return out
 
 
-def render(rows: Dict[str, Dict], gate: Dict, views: Dict[str, float], seeds: int, wall_s: float, command: str
-           ) -> str:
-    """The Markdown report of a finished study."""
-    out = [f"# Distillation study ({seeds} seed{'s' if seeds > 1 else ''})", "", f"Command: `{command}`  ",
+def seed_list(seeds: int, first_seed: int = 0) -> List[int]:
+    """The student seeds ``first_seed .. seeds - 1`` a study trains.
+
+    Raises:
+        click.UsageError: the range is empty.
+    """
+    if not 0 <= first_seed < seeds:
+        raise click.UsageError(f"--first-seed {first_seed} leaves no seed to train: it must be in 0..{seeds - 1} "
+                               f"(--seeds {seeds} means seeds 0..{seeds - 1})")
+    return list(range(first_seed, seeds))
+
+
+def render(rows: Dict[str, Dict], gate: Dict, views: Dict[str, float], seeds: Sequence[int], wall_s: float,
+           command: str) -> str:
+    """The Markdown report of a finished study over the student seeds ``seeds``."""
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds, {seeds[0]}..{seeds[-1]}"
+    out = [f"# Distillation study ({which})", "", f"Command: `{command}`  ",
            f"Wall time: {wall_s / 60:.1f} min", "", regime_sentence(gate) if gate else "", "",
            "| variant | schedule | start | transfer | val top-1 (mean +- std) | test top-1 (mean +- std) | "
            "test per seed | val gain over ce |", "|---|---|---|---|---|---|---|---|"]
@@ -171,6 +184,9 @@ def _csv(value: str, allowed: Optional[Sequence[str]] = None, what: str = "") ->
 @click.option("--config", "config_path", default=None, help="Run config (default configs/demo.yaml).")
 @click.option("--run-dir", default="runs/distill", show_default=True, help="Where the cells and the report go.")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="Student seeds 0..N-1.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train and report seeds FIRST..N-1 only (extends a study run elsewhere: --seeds 5 --first-seed 3 "
+                   "trains seeds 3 and 4).")
 @click.option("--variants", default="ce,kd,vl2lite,pand", show_default=True,
               help=f"Comma-separated recipes/ablations: {', '.join(VARIANTS)}.")
 @click.option("--schedules", default=str(DEMO_SETTING.schedule), show_default=True,
@@ -184,12 +200,13 @@ def _csv(value: str, allowed: Optional[Sequence[str]] = None, what: str = "") ->
 @click.option("--views/--no-views", default=True, show_default=True,
               help="Measure the teacher's top-1 on the student's training views.")
 @click.argument("overrides", nargs=-1)
-def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jobs, views, overrides):
+def main(config_path, run_dir, seeds, first_seed, variants, schedules, starts, transfers, jobs, views, overrides):
     """Train every cell of the grid with every seed; report val/test top-1 mean +- std and the gain over CE."""
     from pand.demo.upstream import pretrain_upstream_student
     from pand.demo.world import prepare_world, teacher_zero_shot
     from pand.models.teacher import create_teacher
 
+    seed_ids = seed_list(seeds, first_seed)
     names = _csv(variants, list(VARIANTS), "--variants")
     scheds = [int(s) for s in _csv(schedules, None, "--schedules")]
     st = _csv(starts, STARTS, "--starts")
@@ -215,8 +232,8 @@ def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jo
                                         str(upstream.weights_path) if upstream is not None else None)
 
     grid = cells(names, scheds, st, tr)
-    jobs_list = [(c, seed) for seed in range(seeds) for c in grid]
-    click.echo(f"{len(grid)} cells x {seeds} seed(s) = {len(jobs_list)} runs, {jobs} at a time")
+    jobs_list = [(c, seed) for seed in seed_ids for c in grid]
+    click.echo(f"{len(grid)} cells x {len(seed_ids)} seed(s) = {len(jobs_list)} runs, {jobs} at a time")
     items = [(load_config(config_path, overrides_of(c, seed)), run_dir / c.key.replace("/", "__") / f"seed{seed}")
              for c, seed in jobs_list]
     summaries = train_runs(items, jobs=jobs, say=click.echo)
@@ -225,10 +242,10 @@ def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jo
     view_acc = teacher_view_accuracy(world, [(0.5, 1.0), (0.8, 1.0), (0.25, 1.0)]) if views else {}
     rows: Dict[str, Dict] = {}
     for c in grid:
-        per = [done[(c, s)] for s in range(seeds)]
+        per = [done[(c, s)] for s in seed_ids]
         vals, tests = [float(p["val_top1"]) for p in per], [float(p["test_top1"]) for p in per]
         rows[c.key] = {"variant": c.variant, **c.setting.as_dict(), "val": mean_std(vals), "test": mean_std(tests),
-                       "val_per_seed": vals, "test_per_seed": tests, "overrides": overrides_of(c, 0)[
+                       "val_per_seed": vals, "test_per_seed": tests, "overrides": overrides_of(c, seed_ids[0])[
                            len(world.overrides):]}
     for key, r in rows.items():  # the CE cell with the same schedule and start (CE ignores the transfer set)
         ce = rows.get(f"ce/x{r['schedule']}-{r['start']}-labelled")
@@ -238,13 +255,13 @@ def main(config_path, run_dir, seeds, variants, schedules, starts, transfers, jo
     gate = regime_gate(zs["val"]["all"], max(r["val"]["mean"] for r in ce_rows)) if ce_rows else {}
     wall = time.time() - t0
     command = "bench/distill.py " + " ".join(a for a in sys.argv[1:])
-    payload = {"seeds": seeds, "config": config_path, "overrides": list(overrides), "wall_s": round(wall, 1),
+    payload = {"seeds": seed_ids, "config": config_path, "overrides": list(overrides), "wall_s": round(wall, 1),
                "teacher_zero_shot": zs, "regime": gate, "cells": rows, "teacher_on_views": view_acc,
                "upstream": None if upstream is None else {"weights": str(upstream.weights_path),
                                                           "val_top1": upstream.val_top1},
                "command": command}
     atomic_write_json(run_dir / "distill.json", payload)
-    md = render(rows, gate, view_acc, seeds, wall, command)
+    md = render(rows, gate, view_acc, seed_ids, wall, command)
     atomic_write_text(run_dir / "distill.md", md)
     click.echo("\n" + md)
 
