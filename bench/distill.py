@@ -4,6 +4,8 @@
         --transfers labelled,unlabelled --variants ce,kd,vl2lite,pand          # the 1-seed pruning grid
     .venv/bin/python bench/distill.py --seeds 5 --variants ce,pand,vl2lite,kd,pand-no-nlrd,pand-handcrafted,pand-const-ce
                                                                             # the chosen setting, 5 seeds
+    .venv/bin/python bench/distill.py --seeds 5 --first-seed 3 --variants ce,pand,vl2lite,kd
+                                                                            # only seeds 3 and 4 (extends a study)
 
 The schedule, start and transfer set default to the demo's setting (``pand.demo.setting.DEMO_SETTING``, picked on
 validation by the pilot).

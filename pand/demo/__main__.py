@@ -45,7 +45,7 @@ from pand.promptkd import run_promptkd_grid
 from pand.utils.io import atomic_write_json
 
 # What the demo trains in DEMO_SETTING (ce first: the baseline of every gain and the regime gate). kd and vl2lite
-# and the PAND ablations at the same setting are in bench/distill.py, which keeps `make demo` inside its budget.
+# and the PAND ablations are in bench/distill.py, which keeps `make demo` shorter.
 RECIPES = ("ce", "pand")
 ALL_RECIPES = ("ce", "kd", "vl2lite", "pand")
 # --quick: every stage at a toy size (CI), only to prove that the stages connect

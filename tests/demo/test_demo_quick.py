@@ -42,7 +42,7 @@ def test_demo_quick_connects_every_stage(tmp_path):
     assert results["recipes"]["ce"]["gain_over_ce_val"] is None
     assert results["recipes"]["pand"]["gain_over_ce_val"] == pytest.approx(
         results["recipes"]["pand"]["val_top1"] - results["recipes"]["ce"]["val_top1"])
-    # the student's start (upstream pre-training) and the transfer set (both asked for: not the demo's defaults)
+    # the student's start (upstream pre-training, the demo's default) and the transfer set (asked for: not the default)
     init = results["student_init"]
     assert init["kind"] == results["setting"]["start"] == "upstream" and 0.0 <= init["upstream_val_top1"] <= 1.0
     assert results["steps"] == results["setting"]["steps"]
