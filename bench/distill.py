@@ -8,7 +8,7 @@
                                                                             # only seeds 3 and 4 (extends a study)
 
 The schedule, start and transfer set default to the demo's setting (``pand.demo.setting.DEMO_SETTING``, picked on
-validation by the pilot).
+validation by the pilots).
 
 Every cell trains the same student (configs/demo.yaml: data, label budget, optimiser, cosine schedule) from the
 same teacher (pre-trained once on the web pool, cached), once per student seed (``trainer.seed``; the labelled
