@@ -1,25 +1,26 @@
 """``python -m pand.demo``: the whole toolchain on the built-in synthetic FGVC benchmark (what ``make demo`` runs).
 
-Steps (each reuses its cached result on a second run):
+Steps, as the demo prints them (each reuses its cached result on a second run):
 
 1. build the synthetic benchmark (24 fine-grained classes, 64 px) with its captioned *web pool* of every class,
-   disjoint from the student's images;
-2. pre-train the demo teacher (a small open_clip ModifiedResNet) contrastively on the web pool, early-stopped on validation
-   zero-shot top-1 (:mod:`pand.demo.teacher_pretrain`), and report what it knows (zero-shot top-1 on val and test,
-   per attribute);
-3. the student's start: its backbone pre-trained with cross-entropy on the disjoint upstream set
-   (:mod:`pand.demo.upstream`, cached; the stand-in for the ImageNet weights real runs start from), then Stage PSC +
-   Stage NSD for the recipes (default ``ce`` and ``pand``) in the setting :data:`pand.demo.setting.DEMO_SETTING`
-   that the distillation study chose on validation (schedule, start, transfer set; same student, data, seed,
-   optimiser and number of optimiser steps for every recipe; two runs side by side, one thread each); every
-   distillation recipe reports its gain over ``ce`` on validation; the regime gate (:mod:`pand.demo.regime`) is
-   decided from validation numbers only;
+   disjoint from the student's images; pre-train the demo teacher (a small open_clip ModifiedResNet) contrastively
+   on the web pool, early-stopped on validation zero-shot top-1 (:mod:`pand.demo.teacher_pretrain`), and report
+   what it knows (zero-shot top-1 on val and test, per attribute);
+2. the student's start: its backbone pre-trained with cross-entropy on the disjoint upstream set
+   (:mod:`pand.demo.upstream`, cached; the stand-in for the ImageNet weights real runs start from), or random
+   initialisation with ``--start scratch``;
+3. Stage PSC + Stage NSD for the recipes (default ``ce`` and ``pand``) in the setting
+   :data:`pand.demo.setting.DEMO_SETTING` that the distillation study chose on validation (schedule, start, transfer
+   set; same student, data, seed, optimiser and number of optimiser steps for every recipe; two runs side by side,
+   one thread each); every distillation recipe reports its gain over ``ce`` on validation; the regime gate
+   (:mod:`pand.demo.regime`) is decided from validation numbers only;
 4. PromptKD (unlabeled, base-to-novel) for the ``reference`` and ``inductive`` pools with a PromptSRC and a CoOp
    teacher;
 5. ``pand-export --format onnx`` of the PAND student in fp32 and int8 (CPU flavour); a bundle that fails its parity
    gate fails the demo, except the int8 one in ``--quick`` mode (reported, not enforced: a student trained for a few
    steps has near-tie logits, so its int8 top-1 agreement is a coin toss that varies with the CPU);
-6. ``pand-bench`` on both bundles, then ``report.md`` (+ PNG plots) and ``results.json`` in the run directory.
+6. ``pand-bench`` on both bundles;
+7. ``report.md`` (+ PNG plots) and ``results.json`` in the run directory.
 """
 from __future__ import annotations
 
@@ -150,7 +151,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     results: Dict[str, Any] = {"quick": quick, "config": config_path}
 
     # 1-2. data + demo teacher ---------------------------------------------------------------------------------
-    _say("1/6 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
+    _say("1/7 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
 
     world = prepare_world(config_path, [*(QUICK if quick else []), *overrides],
                           pretrain_steps=40 if quick else None)
@@ -183,7 +184,8 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     results["steps"] = results["setting"]["steps"]
     upstream = None
     if setting.start == "upstream":
-        _say("2/6 the student's start: its backbone pre-trained with CE on the disjoint upstream set (cached)")
+        _say("2/7 the student's start: its backbone pre-trained with CE on the disjoint upstream set "
+             "(cached after the first run)")
         ucfg = UpstreamCfg(train_per_class=4, val_per_class=2, epochs=1) if quick else UpstreamCfg()
         upstream = pretrain_upstream_student(str(cfg.student.arch), cfg.data.synthetic, cfg.cache_dir, ucfg,
                                              student_cfg=cfg.student,
@@ -191,12 +193,14 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
         click.echo(f"upstream backbone: {upstream.weights_path} ({len(upstream.classes)} classes disjoint from the "
                    f"benchmark's; upstream val top-1 {_pct(upstream.val_top1)}"
                    f"{', cached' if upstream.cached else f', {upstream.seconds:.0f} s'})")
+    else:
+        _say("2/7 the student's start: from scratch (random initialisation)")
     results["student_init"] = {"kind": setting.start,
                                "upstream_val_top1": upstream.val_top1 if upstream is not None else None,
                                "weights": str(upstream.weights_path) if upstream is not None else None}
     n_lab = int(cfg.data.labels_per_class) * len(world.classes)
     n_unl = len(world.splits.train) - n_lab
-    _say(f"2/6 Stage NSD: {', '.join(names)} -- {results['steps'] or 'a toy number of'} optimiser steps each, start "
+    _say(f"3/7 Stage NSD: {', '.join(names)} -- {results['steps'] or 'a toy number of'} optimiser steps each, start "
          f"{setting.start}, "
          f"transfer set: {n_lab} labelled" + (f" + {n_unl} unlabelled images" if setting.transfer == "unlabelled"
                                              else " images"))
@@ -223,13 +227,13 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
                         fg="green" if g > 0 else "red")
     results["psc"] = _load(run_dir / "pand" / "psc" / "summary.json")
 
-    _say("3/6 PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): reference and inductive pools, "
+    _say("4/7 PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): reference and inductive pools, "
          "PromptSRC and CoOp teachers")
     results["promptkd"] = _promptkd(config_path, over, run_dir / "promptkd")
     pdir = next((Path(r["run_dir"]) for r in results["promptkd"] if "error" not in r), None)
 
     # 4-5. export + bench ----------------------------------------------------------------------------------------
-    _say("4/6 export the PAND student to ONNX (fp32, int8)")
+    _say("5/7 export the PAND student to ONNX (fp32, int8)")
     bundles = {}
     for prec in ("fp32", "int8"):
         out = run_dir / "export" / f"pand_{prec}"
@@ -250,7 +254,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
         results["export_promptkd"] = {"path": str(out), "ok": proc.returncode == 0,
                                       "manifest": _load(out / "manifest.json")}
 
-    _say("5/6 pand-bench (ONNX Runtime, CPU)")
+    _say("6/7 pand-bench (ONNX Runtime, CPU)")
     ok = [b["path"] for b in bundles.values() if Path(b["path"], "manifest.json").is_file()]
     bench_dir = run_dir / "bench"
     if ok:
@@ -262,7 +266,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     results["bench"] = _load(bench_dir / "bench.json")
 
     # 6. report --------------------------------------------------------------------------------------------------
-    _say("6/6 report")
+    _say("7/7 report")
     results["wall_s"] = round(time.time() - t_start, 1)
     table = write_report(run_dir, results)
     click.echo(table)
