@@ -150,7 +150,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     config_path = config_path or str(config_dir() / "demo.yaml")
     results: Dict[str, Any] = {"quick": quick, "config": config_path}
 
-    # 1-2. data + demo teacher ---------------------------------------------------------------------------------
+    # 1. data + demo teacher --------------------------------------------------------------------------------------
     _say("1/7 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
 
     world = prepare_world(config_path, [*(QUICK if quick else []), *overrides],
@@ -172,7 +172,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
                f"{_pct(v['novel'])}; per attribute: "
                + ", ".join(f"{a} {_pct(x)}" for a, x in v["attributes"].items()))
 
-    # 3. the student's start and the recipes -----------------------------------------------------------------------
+    # 2-3. the student's start and the recipes ---------------------------------------------------------------------
     names = ["ce", *[r for r in recipes.split(",") if r and r != "ce"]]
     unknown = [r for r in names if r not in ALL_RECIPES]
     if unknown:
@@ -232,7 +232,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     results["promptkd"] = _promptkd(config_path, over, run_dir / "promptkd")
     pdir = next((Path(r["run_dir"]) for r in results["promptkd"] if "error" not in r), None)
 
-    # 4-5. export + bench ----------------------------------------------------------------------------------------
+    # 5-6. export + bench ----------------------------------------------------------------------------------------
     _say("5/7 export the PAND student to ONNX (fp32, int8)")
     bundles = {}
     for prec in ("fp32", "int8"):
@@ -265,7 +265,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
         _run_tool(args, bench_dir / "bench.log")
     results["bench"] = _load(bench_dir / "bench.json")
 
-    # 6. report --------------------------------------------------------------------------------------------------
+    # 7. report --------------------------------------------------------------------------------------------------
     _say("7/7 report")
     results["wall_s"] = round(time.time() - t_start, 1)
     table = write_report(run_dir, results)
