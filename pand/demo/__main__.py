@@ -141,7 +141,8 @@ def _promptkd(config_path: str, over: List[str], out_root: Path) -> List[Dict[st
               help="Recipes trained at once (one thread each).")
 @click.argument("overrides", nargs=-1)
 def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer, jobs, overrides):
-    """Run teacher pre-training -> PSC -> NSD (ce, vl2lite, pand) -> PromptKD -> export -> bench -> report."""
+    """Run teacher pre-training -> the student's upstream start -> PSC + NSD (--recipes, default ce,pand) ->
+    PromptKD -> export -> bench -> report."""
     t_start = time.time()
     run_dir = Path(run_dir)
     if fresh and run_dir.exists():
