@@ -16,8 +16,11 @@ pytestmark = pytest.mark.latency
 
 # INT8 (asymmetric u8 activations) / fp32 at batch 1, on a CPU with int8 dot products: ~0.3-0.4 measured on VNNI/AMX.
 INT8_RATIO = {"strict": 0.5, "relative": 0.7, "record": 0.7}
-# default session (ORT_ENABLE_ALL) / optimisations disabled: ~0.6-0.7 measured.
-OPT_RATIO = {"strict": 0.8, "relative": 0.9, "record": 0.9}
+# default session (ORT_ENABLE_ALL) / optimisations disabled: 0.65-0.73 on an idle 2-core Zen 3, but 0.96 once in CI
+# on the same machine kind under load. Relative mode (make test, any load) asks only "not slower than none", as #14
+# defined it; whether the default session optimises at all is checked without a clock in
+# tests/runtime/test_runtime_graph_optimisation.py. The strict bound is for an idle machine.
+OPT_RATIO = {"strict": 0.8, "relative": 1.0, "record": 0.9}
 
 
 def _key(name: str) -> str:
