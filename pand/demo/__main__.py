@@ -63,6 +63,24 @@ def _say(msg: str) -> None:
     click.secho(f"\n== {msg}", fg="cyan", bold=True)
 
 
+# The numbered steps of the module docstring; the demo prints them as k/STEPS in the order they run.
+STEPS = 7
+
+
+class _Steps:
+    """Prints each step as ``== k/STEPS <title>``, counting as it goes, so the printed numbers follow the order the
+    steps run in (hand-written numbers drifted once: two steps printed "2/6")."""
+
+    def __init__(self, total: int = STEPS):
+        self.total, self.done = total, 0
+
+    def __call__(self, title: str) -> None:
+        if self.done >= self.total:
+            raise RuntimeError(f"the demo printed more than its {self.total} steps; update STEPS and the docstring")
+        self.done += 1
+        _say(f"{self.done}/{self.total} {title}")
+
+
 def _tool(name: str) -> List[str]:
     """The console script ``name`` of this environment (next to the interpreter), else ``python -m``."""
     exe = Path(sys.executable).parent / name
@@ -150,9 +168,10 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = config_path or str(config_dir() / "demo.yaml")
     results: Dict[str, Any] = {"quick": quick, "config": config_path}
+    step = _Steps()
 
     # 1. data + demo teacher --------------------------------------------------------------------------------------
-    _say("1/7 synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
+    step("synthetic benchmark + demo teacher (contrastive pre-training on the web pool)")
 
     world = prepare_world(config_path, [*(QUICK if quick else []), *overrides],
                           pretrain_steps=40 if quick else None)
@@ -185,7 +204,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     results["steps"] = results["setting"]["steps"]
     upstream = None
     if setting.start == "upstream":
-        _say("2/7 the student's start: its backbone pre-trained with CE on the disjoint upstream set "
+        step("the student's start: its backbone pre-trained with CE on the disjoint upstream set "
              "(cached after the first run)")
         ucfg = UpstreamCfg(train_per_class=4, val_per_class=2, epochs=1) if quick else UpstreamCfg()
         upstream = pretrain_upstream_student(str(cfg.student.arch), cfg.data.synthetic, cfg.cache_dir, ucfg,
@@ -195,13 +214,13 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
                    f"benchmark's; upstream val top-1 {_pct(upstream.val_top1)}"
                    f"{', cached' if upstream.cached else f', {upstream.seconds:.0f} s'})")
     else:
-        _say("2/7 the student's start: from scratch (random initialisation)")
+        step("the student's start: from scratch (random initialisation)")
     results["student_init"] = {"kind": setting.start,
                                "upstream_val_top1": upstream.val_top1 if upstream is not None else None,
                                "weights": str(upstream.weights_path) if upstream is not None else None}
     n_lab = int(cfg.data.labels_per_class) * len(world.classes)
     n_unl = len(world.splits.train) - n_lab
-    _say(f"3/7 Stage NSD: {', '.join(names)} -- {results['steps'] or 'a toy number of'} optimiser steps each, start "
+    step(f"Stage NSD: {', '.join(names)} -- {results['steps'] or 'a toy number of'} optimiser steps each, start "
          f"{setting.start}, "
          f"transfer set: {n_lab} labelled" + (f" + {n_unl} unlabelled images" if setting.transfer == "unlabelled"
                                              else " images"))
@@ -228,13 +247,13 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
                         fg="green" if g > 0 else "red")
     results["psc"] = _load(run_dir / "pand" / "psc" / "summary.json")
 
-    _say("4/7 PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): reference and inductive pools, "
+    step("PromptKD (unlabeled distillation into a smaller prompted CLIP encoder): reference and inductive pools, "
          "PromptSRC and CoOp teachers")
     results["promptkd"] = _promptkd(config_path, over, run_dir / "promptkd")
     pdir = next((Path(r["run_dir"]) for r in results["promptkd"] if "error" not in r), None)
 
     # 5-6. export + bench ----------------------------------------------------------------------------------------
-    _say("5/7 export the PAND student to ONNX (fp32, int8)")
+    step("export the PAND student to ONNX (fp32, int8)")
     bundles = {}
     for prec in ("fp32", "int8"):
         out = run_dir / "export" / f"pand_{prec}"
@@ -255,7 +274,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
         results["export_promptkd"] = {"path": str(out), "ok": proc.returncode == 0,
                                       "manifest": _load(out / "manifest.json")}
 
-    _say("6/7 pand-bench (ONNX Runtime, CPU)")
+    step("pand-bench (ONNX Runtime, CPU)")
     ok = [b["path"] for b in bundles.values() if Path(b["path"], "manifest.json").is_file()]
     bench_dir = run_dir / "bench"
     if ok:
@@ -267,7 +286,7 @@ def main(config_path, run_dir, quick, fresh, recipes, schedule, start, transfer,
     results["bench"] = _load(bench_dir / "bench.json")
 
     # 7. report --------------------------------------------------------------------------------------------------
-    _say("7/7 report")
+    step("report")
     results["wall_s"] = round(time.time() - t_start, 1)
     table = write_report(run_dir, results)
     click.echo(table)

@@ -1,6 +1,7 @@
 """The demo pipeline at a tiny budget: every stage (teacher pre-training, PSC, NSD ce + pand, PromptKD, export, bench,
 report) must still connect. Numbers at this budget are meaningless; only the plumbing is checked."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ def test_demo_quick_connects_every_stage(tmp_path):
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = re.findall(r"^== (\d+)/(\d+) ", proc.stdout, flags=re.M)
+    assert [(int(k), int(n)) for k, n in steps] == [(k, 7) for k in range(1, 8)], steps  # every step once, in order
     results = json.loads((run_dir / "results.json").read_text())
     # teacher pre-training (web pool) produced a checkpoint and zero-shot numbers on val and test, per attribute
     assert Path(results["teacher_ckpt"]).is_file()
