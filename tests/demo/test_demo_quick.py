@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pand.demo.__main__ import STEPS
+
 
 @pytest.mark.timeout(1200)
 def test_demo_quick_connects_every_stage(tmp_path):
@@ -20,7 +22,8 @@ def test_demo_quick_connects_every_stage(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     steps = re.findall(r"^== (\d+)/(\d+) ", proc.stdout, flags=re.M)
-    assert [(int(k), int(n)) for k, n in steps] == [(k, 7) for k in range(1, 8)], steps  # every step once, in order
+    want = [(k, STEPS) for k in range(1, STEPS + 1)]
+    assert [(int(k), int(n)) for k, n in steps] == want, steps  # every step once, in order
     results = json.loads((run_dir / "results.json").read_text())
     # teacher pre-training (web pool) produced a checkpoint and zero-shot numbers on val and test, per attribute
     assert Path(results["teacher_ckpt"]).is_file()
